@@ -1,0 +1,223 @@
+//! The authentication decision: which credential a request presents, and whether the state
+//! behind it lets it through. Pure functions; the server feeds them headers and cached state.
+
+use crate::code::BusinessCode;
+use crate::ids::{AccountId, ClientId};
+use crate::model::{AccountStatus, CredentialStatus, SecretGeneration};
+
+/// What the request presented, borrowed from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// An API key (from `x-api-key`, or sent as a Bearer value).
+    ApiKey(&'a str),
+    /// A token from getToken.
+    Bearer(&'a str),
+    /// `x-client-id` + `x-client-secret`.
+    ClientPair { client_id: &'a str, secret: &'a str },
+}
+
+/// Why a request is refused. The business code is a function of the variant; the reason is
+/// for logs and metrics only and is never shown to the client (one generic message per code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credential, or an empty one: 1102.
+    Missing,
+    /// Wrong, malformed, revoked, rotated-out or expired: 1101.
+    Invalid(InvalidReason),
+    /// The account is banned: 1200.
+    Banned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidReason {
+    UnsupportedScheme,
+    MalformedKey,
+    UnknownKey,
+    ClientMismatch,
+    Revoked,
+    RotatedOut,
+    MalformedToken,
+    TokenSignature,
+    TokenAlgorithm,
+    TokenKeyId,
+    TokenExpired,
+    UnknownCredential,
+    UnknownAccount,
+}
+
+impl InvalidReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnsupportedScheme => "unsupported_scheme",
+            Self::MalformedKey => "malformed_key",
+            Self::UnknownKey => "unknown_key",
+            Self::ClientMismatch => "client_mismatch",
+            Self::Revoked => "revoked",
+            Self::RotatedOut => "rotated_out",
+            Self::MalformedToken => "malformed_token",
+            Self::TokenSignature => "token_signature",
+            Self::TokenAlgorithm => "token_algorithm",
+            Self::TokenKeyId => "token_kid",
+            Self::TokenExpired => "token_expired",
+            Self::UnknownCredential => "unknown_credential",
+            Self::UnknownAccount => "unknown_account",
+        }
+    }
+}
+
+impl AuthFailure {
+    pub fn code(self) -> BusinessCode {
+        match self {
+            Self::Missing => BusinessCode::EmptyAuth,
+            Self::Invalid(_) => BusinessCode::InvalidAuth,
+            Self::Banned => BusinessCode::Banned,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid(r) => r.as_str(),
+            Self::Banned => "banned",
+        }
+    }
+}
+
+/// Picks the credential from the request's headers (values already trimmed of nothing).
+///
+/// Precedence follows the vendor: `Authorization` wins over `x-api-key` when both are present.
+/// An absent or empty header counts as not given. A Bearer value shaped like one of our API keys
+/// is taken as an API key (as Stripe-style clients send keys).
+pub fn presented<'a>(
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+    x_client_id: Option<&'a str>,
+    x_client_secret: Option<&'a str>,
+) -> Result<Presented<'a>, AuthFailure> {
+    let non_empty = |v: Option<&'a str>| v.map(str::trim).filter(|v| !v.is_empty());
+    if let Some(auth) = non_empty(authorization) {
+        let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthFailure::Invalid(InvalidReason::UnsupportedScheme));
+        }
+        let value = rest.trim();
+        if value.is_empty() {
+            return Err(AuthFailure::Missing);
+        }
+        return Ok(if crate::key::ApiKey::has_prefix(value) {
+            Presented::ApiKey(value)
+        } else {
+            Presented::Bearer(value)
+        });
+    }
+    if let Some(key) = non_empty(x_api_key) {
+        return Ok(Presented::ApiKey(key));
+    }
+    match (non_empty(x_client_id), non_empty(x_client_secret)) {
+        (Some(client_id), Some(secret)) => Ok(Presented::ClientPair { client_id, secret }),
+        _ => Err(AuthFailure::Missing),
+    }
+}
+
+/// What the server knows about a credential, as cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialState {
+    pub client_id: ClientId,
+    pub account_id: AccountId,
+    pub status: CredentialStatus,
+    pub generations: Vec<SecretGeneration>,
+}
+
+/// What the server knows about an account, as cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    pub id: AccountId,
+    pub uid: i64,
+    pub email: String,
+    pub first_name: String,
+    pub status: AccountStatus,
+}
+
+/// Does secret generation `generation` of this credential, owned by this account, let a request in?
+pub fn decide(
+    cred: &CredentialState,
+    generation: u32,
+    account: &AccountState,
+    now_ms: i64,
+) -> Result<(), AuthFailure> {
+    if cred.status != CredentialStatus::Active {
+        return Err(AuthFailure::Invalid(InvalidReason::Revoked));
+    }
+    let live = cred.generations.iter().any(|g| g.generation == generation && g.is_live(now_ms));
+    if !live {
+        return Err(AuthFailure::Invalid(InvalidReason::RotatedOut));
+    }
+    if account.id != cred.account_id {
+        return Err(AuthFailure::Invalid(InvalidReason::UnknownAccount));
+    }
+    if account.status == AccountStatus::Banned {
+        return Err(AuthFailure::Banned);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_and_emptiness() {
+        use Presented::*;
+        let key = "kgk_x";
+        assert_eq!(presented(None, None, None, None), Err(AuthFailure::Missing));
+        assert_eq!(presented(Some(""), Some("  "), None, None), Err(AuthFailure::Missing));
+        assert_eq!(presented(None, Some(key), None, None), Ok(ApiKey(key)));
+        assert_eq!(presented(Some("Bearer t.t.t"), Some(key), None, None), Ok(Bearer("t.t.t")));
+        assert_eq!(presented(Some("bearer t.t.t"), None, None, None), Ok(Bearer("t.t.t")));
+        assert_eq!(presented(Some("BEARER   t.t.t "), None, None, None), Ok(Bearer("t.t.t")));
+        assert_eq!(presented(Some("Bearer kgk_abc"), None, None, None), Ok(ApiKey("kgk_abc")));
+        assert_eq!(presented(Some("Bearer"), Some(key), None, None), Err(AuthFailure::Missing));
+        assert_eq!(presented(Some("Bearer "), None, None, None), Err(AuthFailure::Missing));
+        assert_eq!(
+            presented(Some("Basic dXNlcjpwYXNz"), Some(key), None, None),
+            Err(AuthFailure::Invalid(InvalidReason::UnsupportedScheme))
+        );
+        assert_eq!(presented(None, None, Some("c"), Some("s")), Ok(ClientPair { client_id: "c", secret: "s" }));
+        assert_eq!(presented(None, None, Some("c"), None), Err(AuthFailure::Missing));
+    }
+
+    fn states() -> (CredentialState, AccountState) {
+        let account = AccountState {
+            id: AccountId::generate(1),
+            uid: 1,
+            email: "e".into(),
+            first_name: "f".into(),
+            status: AccountStatus::Active,
+        };
+        let cred = CredentialState {
+            client_id: ClientId::generate(1),
+            account_id: account.id,
+            status: CredentialStatus::Active,
+            generations: vec![
+                SecretGeneration { generation: 2, expires_at: None },
+                SecretGeneration { generation: 1, expires_at: Some(1_000) },
+            ],
+        };
+        (cred, account)
+    }
+
+    #[test]
+    fn decisions() {
+        let (mut cred, mut account) = states();
+        assert_eq!(decide(&cred, 2, &account, 5_000), Ok(()));
+        assert_eq!(decide(&cred, 1, &account, 999), Ok(()));
+        assert_eq!(decide(&cred, 1, &account, 1_000), Err(AuthFailure::Invalid(InvalidReason::RotatedOut)));
+        assert_eq!(decide(&cred, 3, &account, 0), Err(AuthFailure::Invalid(InvalidReason::RotatedOut)));
+        account.status = AccountStatus::Banned;
+        assert_eq!(decide(&cred, 2, &account, 0), Err(AuthFailure::Banned));
+        cred.status = CredentialStatus::Revoked;
+        assert_eq!(decide(&cred, 2, &account, 0), Err(AuthFailure::Invalid(InvalidReason::Revoked)));
+        assert_eq!(AuthFailure::Banned.code().as_u32(), 1200);
+        assert_eq!(AuthFailure::Missing.code().as_u32(), 1102);
+    }
+}

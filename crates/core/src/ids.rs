@@ -1,0 +1,108 @@
+//! 24-hex identifiers shaped like the vendor's (`64db241f6d9e5c4bd136c187`):
+//! 4 bytes of creation time (seconds, big-endian) then 8 random bytes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::RngCore;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected 24 lowercase hexadecimal characters")]
+pub struct IdError;
+
+fn parse_hex24(s: &str) -> Result<[u8; 12], IdError> {
+    let b = s.as_bytes();
+    if b.len() != 24 || !b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
+        return Err(IdError);
+    }
+    let mut out = [0u8; 12];
+    hex::decode_to_slice(s, &mut out).map_err(|_| IdError)?;
+    Ok(out)
+}
+
+fn generate(now_unix_secs: u64) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&(now_unix_secs as u32).to_be_bytes());
+    rand::rng().fill_bytes(&mut b[4..]);
+    b
+}
+
+macro_rules! hex_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 12]);
+
+        impl $name {
+            /// A new identifier stamped with the given time.
+            pub fn generate(now_unix_secs: u64) -> Self {
+                Self(generate(now_unix_secs))
+            }
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                parse_hex24(s).map(Self)
+            }
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+        }
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.to_hex())
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// An account's public identifier (the token's `id` claim).
+    AccountId
+);
+hex_id!(
+    /// A credential's public identifier (`clientId`).
+    ClientId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_shape() {
+        let id = AccountId::generate(0x64db241f);
+        let s = id.to_string();
+        assert_eq!(s.len(), 24);
+        assert!(s.starts_with("64db241f"));
+        assert_eq!(AccountId::parse(&s).unwrap(), id);
+        assert!(ClientId::parse("64db241f6d9e5c4bd136c187").is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        for bad in ["", "64db241f6d9e5c4bd136c18", "64db241f6d9e5c4bd136c1870", "64DB241F6D9E5C4BD136C187", "64db241f6d9e5c4bd136c18g"] {
+            assert!(ClientId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

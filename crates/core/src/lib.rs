@@ -1,0 +1,20 @@
+//! keygate's domain, free of IO: identifiers, the API key format, secret hashing,
+//! token claims, business codes and the authentication decision itself.
+//!
+//! Architecture invariant: nothing here touches the network, the filesystem, a
+//! database or a clock it was not handed. Everything is a pure function of its
+//! inputs, so it is tested with plain unit and property tests.
+#![forbid(unsafe_code)]
+
+pub mod code;
+pub mod decide;
+pub mod ids;
+pub mod key;
+pub mod model;
+pub mod secret;
+pub mod token;
+
+pub use code::BusinessCode;
+pub use ids::{AccountId, ClientId};
+pub use key::{ApiKey, KeyFormatError};
+pub use secret::{MasterKey, SecretHash, SecretHasher};
