@@ -1,1 +1,486 @@
-fn main(){}
+//! The `keygate` binary: `serve`, `migrate`, and the admin CLI, which works directly on the
+//! configured database (a running server picks its writes up through the change feed).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use keygate_server::config::{Layer, LogFormat, StatusMode};
+use keygate_server::ops::{Ops, parse_account_id, parse_client_id};
+use keygate_server::{Application, Config, keys};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "Authentication server for HTTP APIs (x-api-key, getToken, Bearer)"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// TOML configuration file (flags and KEYGATE_* variables override it).
+    #[arg(long, global = true, env = "KEYGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL [default: sqlite://keygate.db].
+    #[arg(
+        long,
+        global = true,
+        env = "KEYGATE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// File holding the master key [default: beside the SQLite file, e.g. keygate.key].
+    #[arg(long, global = true, env = "KEYGATE_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// The master key itself, as 64 hex characters (prefer the file).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYGATE_MASTER_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    master_key: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Manage API credentials (clientId + API key).
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+    /// Manage the JWT signing keys.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCmd),
+    /// Manage the admin API token.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCmd),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "KEYGATE_LISTEN")]
+    listen: Option<String>,
+    /// Admin API token (at least 24 characters); else one is generated at first start.
+    #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Lifetime of tokens from getToken, e.g. 366d, 12h [default: 366d].
+    #[arg(long, env = "KEYGATE_TOKEN_TTL")]
+    token_ttl: Option<String>,
+    /// "standard" (401/403/400) or "always-200" (the vendor's behaviour) for protocol answers.
+    #[arg(long, env = "KEYGATE_HTTP_STATUS")]
+    http_status: Option<StatusMode>,
+    /// Largest accepted request body in bytes [default: 65536].
+    #[arg(long, env = "KEYGATE_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// How often to poll the change feed, e.g. 250ms [default: 250ms].
+    #[arg(long, env = "KEYGATE_FEED_INTERVAL")]
+    feed_interval: Option<String>,
+    /// "text" or "json" [default: text].
+    #[arg(long, env = "KEYGATE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        first_name: String,
+    },
+    /// List accounts.
+    List {
+        /// Match email or id substrings.
+        #[arg(long)]
+        query: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show an account and its history.
+    Show { id: String },
+    /// Ban an account: its keys and tokens are refused with 1200 everywhere.
+    Ban {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a ban.
+    Unban { id: String },
+}
+
+#[derive(Subcommand)]
+enum CredentialCmd {
+    /// Create a credential; prints its clientId and API key (shown only this once).
+    Create {
+        #[arg(long)]
+        account: String,
+    },
+    /// List an account's credentials.
+    List {
+        #[arg(long)]
+        account: String,
+    },
+    /// Show one credential.
+    Show { client_id: String },
+    /// Revoke a credential: its key and tokens stop working at once.
+    Revoke { client_id: String },
+    /// New API key for the same clientId; prints it once.
+    Rotate {
+        client_id: String,
+        /// How long the old key and its tokens keep working, e.g. 24h [default: none].
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        grace: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyCmd {
+    /// List signing key ids.
+    List,
+    /// Add a new signing key; new tokens use it, existing tokens keep verifying.
+    Rotate,
+    /// Retire a key id: tokens signed with it stop verifying.
+    Retire { kid: String },
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCmd {
+    /// Replace the admin token and print the new one.
+    Reset,
+}
+
+impl Global {
+    fn layer(&self) -> anyhow::Result<Layer> {
+        let file = match &self.config {
+            Some(path) => Layer::from_toml_file(path)?,
+            None => Layer::default(),
+        };
+        Ok(file.merge(Layer {
+            database_url: self.database_url.clone(),
+            master_key_file: self.master_key_file.clone(),
+            master_key: self.master_key.clone(),
+            ..Layer::default()
+        }))
+    }
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let base = cli.global.layer()?;
+    let json = cli.global.json;
+    match cli.command {
+        Command::Serve(a) => {
+            let layer = base.merge(Layer {
+                listen: a.listen,
+                admin_token: a.admin_token,
+                token_ttl: a.token_ttl,
+                http_status: a.http_status,
+                max_body_bytes: a.max_body_bytes,
+                feed_interval: a.feed_interval,
+                log_format: a.log_format,
+                ..Layer::default()
+            });
+            let config = Config::resolve(layer)?;
+            init_logging(config.log_format, "info,sqlx=warn");
+            serve(config).await
+        }
+        Command::Migrate => {
+            init_logging(LogFormat::Text, "warn");
+            let config = Config::resolve(base)?;
+            keygate_server::app::open_store(&config, true).await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Account(cmd) => admin(base, json, Admin::Account(cmd)).await,
+        Command::Credential(cmd) => admin(base, json, Admin::Credential(cmd)).await,
+        Command::SigningKey(cmd) => admin(base, json, Admin::SigningKey(cmd)).await,
+        Command::AdminToken(cmd) => admin(base, json, Admin::AdminToken(cmd)).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    if let Some(token) = &app.generated_admin_token {
+        // Printed once, outside the log stream; only its hash is stored.
+        eprintln!(
+            "\n=== keygate admin API token (shown once; `keygate admin-token reset` makes a new one) ===\n{token}\n"
+        );
+    }
+    app.run_until(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+enum Admin {
+    Account(AccountCmd),
+    Credential(CredentialCmd),
+    SigningKey(SigningKeyCmd),
+    AdminToken(AdminTokenCmd),
+}
+
+fn print<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", human(value));
+    }
+    Ok(())
+}
+
+fn fmt_time(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
+}
+
+fn account_line(a: &keygate_core::model::Account) -> String {
+    format!(
+        "{}  uid={}  {}  {}{}  created {}",
+        a.id,
+        a.uid,
+        a.email,
+        a.status.as_str(),
+        a.ban_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
+        fmt_time(a.created_at)
+    )
+}
+
+fn credential_line(c: &keygate_core::model::Credential) -> String {
+    let grace: Vec<String> = c
+        .live_generations
+        .iter()
+        .filter_map(|g| {
+            g.expires_at
+                .map(|t| format!("gen {} until {}", g.generation, fmt_time(t)))
+        })
+        .collect();
+    format!(
+        "{}  account={}  {}  {}  gen={}{}  created {}",
+        c.client_id,
+        c.account_id,
+        c.hint,
+        c.status.as_str(),
+        c.generation,
+        if grace.is_empty() {
+            String::new()
+        } else {
+            format!("  (old: {})", grace.join(", "))
+        },
+        fmt_time(c.created_at)
+    )
+}
+
+fn issued(i: &keygate_server::ops::IssuedCredential) -> String {
+    format!(
+        "clientId: {}\napiKey:   {}\n\nThe API key is also the clientSecret for getToken. It is shown only now: store it safely;\nkeygate keeps only a hash and cannot show it again.",
+        i.client_id, i.api_key
+    )
+}
+
+async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text, "warn");
+    let config = Config::resolve(layer)?;
+    let (store, master) = keygate_server::app::open_store(&config, true).await?;
+    let ops = Ops::new(store.clone(), master.api_key_hasher(), None);
+    match cmd {
+        Admin::Account(cmd) => match cmd {
+            AccountCmd::Create { email, first_name } => print(
+                json,
+                &ops.create_account(&email, &first_name).await?,
+                account_line,
+            ),
+            AccountCmd::List { query, limit } => print(
+                json,
+                &ops.list_accounts(query.as_deref(), Some(limit), None)
+                    .await?,
+                |v| {
+                    if v.is_empty() {
+                        "no accounts".into()
+                    } else {
+                        v.iter().map(account_line).collect::<Vec<_>>().join("\n")
+                    }
+                },
+            ),
+            AccountCmd::Show { id } => {
+                let (account, events) = ops.get_account(parse_account_id(&id)?).await?;
+                let value = serde_json::json!({"account": account, "events": events});
+                print(json, &value, |_| {
+                    let mut s = account_line(&account);
+                    for e in &events {
+                        s.push_str(&format!(
+                            "\n  {} {} by {}{}",
+                            fmt_time(e.at),
+                            e.kind,
+                            e.actor,
+                            e.reason
+                                .as_deref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                    s
+                })
+            }
+            AccountCmd::Ban { id, reason } => print(
+                json,
+                &ops.set_banned(parse_account_id(&id)?, true, reason.as_deref(), "cli")
+                    .await?,
+                account_line,
+            ),
+            AccountCmd::Unban { id } => print(
+                json,
+                &ops.set_banned(parse_account_id(&id)?, false, None, "cli")
+                    .await?,
+                account_line,
+            ),
+        },
+        Admin::Credential(cmd) => match cmd {
+            CredentialCmd::Create { account } => print(
+                json,
+                &ops.create_credential(parse_account_id(&account)?).await?,
+                issued,
+            ),
+            CredentialCmd::List { account } => print(
+                json,
+                &ops.list_credentials(parse_account_id(&account)?).await?,
+                |v| {
+                    if v.is_empty() {
+                        "no credentials".into()
+                    } else {
+                        v.iter().map(credential_line).collect::<Vec<_>>().join("\n")
+                    }
+                },
+            ),
+            CredentialCmd::Show { client_id } => print(
+                json,
+                &ops.get_credential(parse_client_id(&client_id)?).await?,
+                credential_line,
+            ),
+            CredentialCmd::Revoke { client_id } => print(
+                json,
+                &ops.revoke_credential(parse_client_id(&client_id)?).await?,
+                credential_line,
+            ),
+            CredentialCmd::Rotate { client_id, grace } => print(
+                json,
+                &ops.rotate_credential(parse_client_id(&client_id)?, grace)
+                    .await?,
+                issued,
+            ),
+        },
+        Admin::SigningKey(cmd) => match cmd {
+            SigningKeyCmd::List => print(json, &store.signing_keys().await?, |v| {
+                v.iter()
+                    .map(|k| {
+                        format!(
+                            "{}  created {}{}",
+                            k.kid,
+                            fmt_time(k.created_at),
+                            k.retired_at
+                                .map(|t| format!("  retired {}", fmt_time(t)))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+            SigningKeyCmd::Rotate => {
+                print(json, &store.add_signing_key(&keys::new_kid()).await?, |k| {
+                    format!("new signing key {}", k.kid)
+                })
+            }
+            SigningKeyCmd::Retire { kid } => {
+                let live = store
+                    .signing_keys()
+                    .await?
+                    .into_iter()
+                    .filter(|k| k.retired_at.is_none())
+                    .count();
+                let target = store
+                    .signing_keys()
+                    .await?
+                    .into_iter()
+                    .find(|k| k.kid == kid)
+                    .context("no such signing key")?;
+                if target.retired_at.is_none() && live <= 1 {
+                    anyhow::bail!(
+                        "{kid} is the only live signing key: run `keygate signing-key rotate` first"
+                    );
+                }
+                print(json, &store.retire_signing_key(&kid).await?, |k| {
+                    format!("retired {}", k.kid)
+                })
+            }
+        },
+        Admin::AdminToken(AdminTokenCmd::Reset) => {
+            let token = keys::reset_admin_token(store.as_ref(), &master).await?;
+            print(json, &serde_json::json!({"adminToken": token}), |_| {
+                format!("{token}\n\nShown only now; the previous admin token no longer works.")
+            })
+        }
+    }
+}

@@ -148,7 +148,10 @@ pub fn decide(
     if cred.status != CredentialStatus::Active {
         return Err(AuthFailure::Invalid(InvalidReason::Revoked));
     }
-    let live = cred.generations.iter().any(|g| g.generation == generation && g.is_live(now_ms));
+    let live = cred
+        .generations
+        .iter()
+        .any(|g| g.generation == generation && g.is_live(now_ms));
     if !live {
         return Err(AuthFailure::Invalid(InvalidReason::RotatedOut));
     }
@@ -170,20 +173,50 @@ mod tests {
         use Presented::*;
         let key = "kgk_x";
         assert_eq!(presented(None, None, None, None), Err(AuthFailure::Missing));
-        assert_eq!(presented(Some(""), Some("  "), None, None), Err(AuthFailure::Missing));
+        assert_eq!(
+            presented(Some(""), Some("  "), None, None),
+            Err(AuthFailure::Missing)
+        );
         assert_eq!(presented(None, Some(key), None, None), Ok(ApiKey(key)));
-        assert_eq!(presented(Some("Bearer t.t.t"), Some(key), None, None), Ok(Bearer("t.t.t")));
-        assert_eq!(presented(Some("bearer t.t.t"), None, None, None), Ok(Bearer("t.t.t")));
-        assert_eq!(presented(Some("BEARER   t.t.t "), None, None, None), Ok(Bearer("t.t.t")));
-        assert_eq!(presented(Some("Bearer kgk_abc"), None, None, None), Ok(ApiKey("kgk_abc")));
-        assert_eq!(presented(Some("Bearer"), Some(key), None, None), Err(AuthFailure::Missing));
-        assert_eq!(presented(Some("Bearer "), None, None, None), Err(AuthFailure::Missing));
+        assert_eq!(
+            presented(Some("Bearer t.t.t"), Some(key), None, None),
+            Ok(Bearer("t.t.t"))
+        );
+        assert_eq!(
+            presented(Some("bearer t.t.t"), None, None, None),
+            Ok(Bearer("t.t.t"))
+        );
+        assert_eq!(
+            presented(Some("BEARER   t.t.t "), None, None, None),
+            Ok(Bearer("t.t.t"))
+        );
+        assert_eq!(
+            presented(Some("Bearer kgk_abc"), None, None, None),
+            Ok(ApiKey("kgk_abc"))
+        );
+        assert_eq!(
+            presented(Some("Bearer"), Some(key), None, None),
+            Err(AuthFailure::Missing)
+        );
+        assert_eq!(
+            presented(Some("Bearer "), None, None, None),
+            Err(AuthFailure::Missing)
+        );
         assert_eq!(
             presented(Some("Basic dXNlcjpwYXNz"), Some(key), None, None),
             Err(AuthFailure::Invalid(InvalidReason::UnsupportedScheme))
         );
-        assert_eq!(presented(None, None, Some("c"), Some("s")), Ok(ClientPair { client_id: "c", secret: "s" }));
-        assert_eq!(presented(None, None, Some("c"), None), Err(AuthFailure::Missing));
+        assert_eq!(
+            presented(None, None, Some("c"), Some("s")),
+            Ok(ClientPair {
+                client_id: "c",
+                secret: "s"
+            })
+        );
+        assert_eq!(
+            presented(None, None, Some("c"), None),
+            Err(AuthFailure::Missing)
+        );
     }
 
     fn states() -> (CredentialState, AccountState) {
@@ -199,8 +232,14 @@ mod tests {
             account_id: account.id,
             status: CredentialStatus::Active,
             generations: vec![
-                SecretGeneration { generation: 2, expires_at: None },
-                SecretGeneration { generation: 1, expires_at: Some(1_000) },
+                SecretGeneration {
+                    generation: 2,
+                    expires_at: None,
+                },
+                SecretGeneration {
+                    generation: 1,
+                    expires_at: Some(1_000),
+                },
             ],
         };
         (cred, account)
@@ -211,12 +250,21 @@ mod tests {
         let (mut cred, mut account) = states();
         assert_eq!(decide(&cred, 2, &account, 5_000), Ok(()));
         assert_eq!(decide(&cred, 1, &account, 999), Ok(()));
-        assert_eq!(decide(&cred, 1, &account, 1_000), Err(AuthFailure::Invalid(InvalidReason::RotatedOut)));
-        assert_eq!(decide(&cred, 3, &account, 0), Err(AuthFailure::Invalid(InvalidReason::RotatedOut)));
+        assert_eq!(
+            decide(&cred, 1, &account, 1_000),
+            Err(AuthFailure::Invalid(InvalidReason::RotatedOut))
+        );
+        assert_eq!(
+            decide(&cred, 3, &account, 0),
+            Err(AuthFailure::Invalid(InvalidReason::RotatedOut))
+        );
         account.status = AccountStatus::Banned;
         assert_eq!(decide(&cred, 2, &account, 0), Err(AuthFailure::Banned));
         cred.status = CredentialStatus::Revoked;
-        assert_eq!(decide(&cred, 2, &account, 0), Err(AuthFailure::Invalid(InvalidReason::Revoked)));
+        assert_eq!(
+            decide(&cred, 2, &account, 0),
+            Err(AuthFailure::Invalid(InvalidReason::Revoked))
+        );
         assert_eq!(AuthFailure::Banned.code().as_u32(), 1200);
         assert_eq!(AuthFailure::Missing.code().as_u32(), 1102);
     }

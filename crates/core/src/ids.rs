@@ -13,7 +13,11 @@ pub struct IdError;
 
 fn parse_hex24(s: &str) -> Result<[u8; 12], IdError> {
     let b = s.as_bytes();
-    if b.len() != 24 || !b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
+    if b.len() != 24
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    {
         return Err(IdError);
     }
     let mut out = [0u8; 12];
@@ -101,7 +105,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        for bad in ["", "64db241f6d9e5c4bd136c18", "64db241f6d9e5c4bd136c1870", "64DB241F6D9E5C4BD136C187", "64db241f6d9e5c4bd136c18g"] {
+        for bad in [
+            "",
+            "64db241f6d9e5c4bd136c18",
+            "64db241f6d9e5c4bd136c1870",
+            "64DB241F6D9E5C4BD136C187",
+            "64db241f6d9e5c4bd136c18g",
+        ] {
             assert!(ClientId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -1,1 +1,15 @@
+//! keygate's HTTP server: the protocol endpoints, the authenticator and its cache, the change
+//! feed follower, the admin API and start-up. Only this crate knows HTTP.
+#![forbid(unsafe_code)]
 
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod feed;
+pub mod keys;
+pub mod ops;
+pub mod routes;
+
+pub use app::Application;
+pub use config::Config;

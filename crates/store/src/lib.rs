@@ -1,1 +1,195 @@
+//! keygate's storage contract and its backends.
+//!
+//! [`Store`] is the one contract the server and the CLI use; [`sqlite::SqliteStore`] implements it
+//! on an embedded SQLite file. The backend is chosen once, from the database URL, by [`connect`].
+//!
+//! Architecture invariants:
+//! - only this crate knows SQL;
+//! - every write that can change an authentication decision appends to the change feed
+//!   (`changes`) in the same transaction, so every process that caches authentication state can
+//!   follow it ([`Store::changes_since`]) and no write is ever invisible to a cache.
+#![forbid(unsafe_code)]
 
+use async_trait::async_trait;
+use keygate_core::decide::{AccountState, CredentialState};
+use keygate_core::model::{Account, AccountStatus, Credential};
+use keygate_core::{AccountId, ClientId, SecretHash};
+use serde::Serialize;
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What an entry of the change feed is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    Account,
+    Credential,
+    SigningKey,
+    Setting,
+}
+
+impl Entity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Credential => "credential",
+            Self::SigningKey => "signing_key",
+            Self::Setting => "setting",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "account" => Self::Account,
+            "credential" => Self::Credential,
+            "signing_key" => Self::SigningKey,
+            "setting" => Self::Setting,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub entity: Entity,
+    pub entity_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub email: String,
+    pub first_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountEvent {
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub actor: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKey {
+    pub kid: String,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<i64>,
+}
+
+/// The storage contract. Implementations must be safe to use from many tasks and many processes
+/// at once (the CLI writes into the database a server is using).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is ("sqlite", "postgres").
+    fn backend(&self) -> &'static str;
+    /// Cheap liveness check of the database connection.
+    async fn ping(&self) -> Result<()>;
+
+    // Accounts.
+    async fn create_account(&self, new: &NewAccount) -> Result<Account>;
+    async fn get_account(&self, id: AccountId) -> Result<Account>;
+    /// Accounts ordered by uid; `query` matches email or id substrings.
+    async fn list_accounts(
+        &self,
+        query: Option<&str>,
+        limit: u32,
+        after_uid: Option<i64>,
+    ) -> Result<Vec<Account>>;
+    /// Sets the status and records an event. Banning a banned account is not an error.
+    async fn set_account_status(
+        &self,
+        id: AccountId,
+        status: AccountStatus,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Account>;
+    async fn account_events(&self, id: AccountId) -> Result<Vec<AccountEvent>>;
+
+    // Credentials.
+    async fn create_credential(
+        &self,
+        account: AccountId,
+        client_id: ClientId,
+        secret: &SecretHash,
+        hint: &str,
+    ) -> Result<Credential>;
+    async fn get_credential(&self, client_id: ClientId) -> Result<Credential>;
+    async fn list_credentials(&self, account: AccountId) -> Result<Vec<Credential>>;
+    async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential>;
+    /// New secret generation; older ones stop at `old_expires_at` (now when `None`).
+    async fn rotate_credential(
+        &self,
+        client_id: ClientId,
+        secret: &SecretHash,
+        hint: &str,
+        old_expires_at: Option<i64>,
+    ) -> Result<Credential>;
+
+    // The authentication hot path's loads (behind the server's cache).
+    /// The credential and secret generation a secret hash belongs to.
+    async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>>;
+    async fn credential_state(&self, client_id: ClientId) -> Result<Option<CredentialState>>;
+    async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>>;
+
+    // The change feed.
+    /// Changes with `seq > after`, oldest first, at most `limit`.
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>>;
+    /// The newest change's seq (0 when none).
+    async fn last_change_seq(&self) -> Result<i64>;
+    /// Deletes changes older than `before_ms`, keeping the newest one.
+    async fn prune_changes(&self, before_ms: i64) -> Result<u64>;
+
+    // JWT signing key ids.
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>>;
+    async fn add_signing_key(&self, kid: &str) -> Result<SigningKey>;
+    async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey>;
+
+    // Settings (e.g. the admin token's hash).
+    async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets a setting; with `only_if_absent`, returns false and changes nothing when it exists.
+    async fn put_setting(&self, name: &str, value: &[u8], only_if_absent: bool) -> Result<bool>;
+}
+
+/// Opens the store a database URL names, creating and migrating it when `migrate` is set.
+pub async fn connect(url: &str, migrate: bool) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::open(url, migrate).await?,
+        ))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Other(
+            "PostgreSQL support is not built yet; use a sqlite: URL".into(),
+        ))
+    } else {
+        Err(StoreError::Other(format!(
+            "unsupported database URL scheme in {:?}: use sqlite://PATH",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,198 @@
+//! Start-up and the router. [`Application::build`] opens the store, prepares the secrets, binds
+//! the socket (port 0 works, see [`Application::local_addr`]); [`Application::run_until`] serves
+//! until the given future resolves, then drains in-flight requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use keygate_core::{MasterKey, SecretHasher};
+use keygate_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::auth::{Authenticator, TokenSettings};
+use crate::config::{Config, StatusMode, redact_url};
+use crate::error::ApiError;
+use crate::feed::Follower;
+use crate::keys;
+use crate::ops::Ops;
+use crate::routes;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    pub ops: Ops,
+    pub admin_hasher: SecretHasher,
+    pub master: MasterKey,
+    pub feed_cursor: watch::Receiver<i64>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    follower: Follower,
+    /// An admin token generated at this start, to be shown once by the caller.
+    pub generated_admin_token: Option<String>,
+}
+
+/// Opens the configured store, checks the master key against it and makes sure signing keys
+/// exist. Shared by `serve` and the CLI.
+pub async fn open_store(
+    config: &Config,
+    migrate: bool,
+) -> anyhow::Result<(Arc<dyn Store>, MasterKey)> {
+    let store = keygate_store::connect(&config.database_url, migrate)
+        .await
+        .with_context(|| format!("opening database {}", redact_url(&config.database_url)))?;
+    let master = keys::load_master_key(&config.master_key)?;
+    keys::check_master_key(store.as_ref(), &master).await?;
+    keys::ensure_signing_key(store.as_ref()).await?;
+    Ok((store, master))
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let (store, master) = open_store(&config, true).await?;
+        let generated_admin_token = match config.admin_token {
+            Some(_) => None,
+            None => keys::ensure_admin_token(store.as_ref(), &master).await?,
+        };
+        let keyring = keys::load_keyring(store.as_ref(), &master).await?;
+        let tokens = TokenSettings {
+            ttl_secs: config.token_ttl.as_secs() as i64,
+            from: config.token_from.clone(),
+        };
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            master.api_key_hasher(),
+            keyring,
+            tokens,
+            config.cache_capacity,
+        ));
+        let cursor = store.last_change_seq().await?;
+        let (applied, feed_cursor) = watch::channel(cursor);
+        let follower = Follower {
+            store: store.clone(),
+            auth: auth.clone(),
+            master: master.clone(),
+            interval: config.feed_interval,
+            cursor,
+            applied,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let ops = Ops::new(store, master.api_key_hasher(), Some(auth.clone()));
+        let state = AppState {
+            config: Arc::new(config),
+            auth,
+            ops,
+            admin_hasher: master.admin_token_hasher(),
+            master,
+            feed_cursor,
+        };
+        Ok(Self {
+            listener,
+            state,
+            follower,
+            generated_admin_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut feed_stop = stop_rx.clone();
+        let feed = tokio::spawn(self.follower.run(async move {
+            let _ = feed_stop.wait_for(|s| *s).await;
+        }));
+        let pruner = tokio::spawn(prune_changes(
+            self.state.auth.store().clone(),
+            stop_rx.clone(),
+        ));
+        tracing::info!(%addr, backend = self.state.auth.store().backend(), "keygate listening");
+        let app = router(self.state);
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining in-flight requests");
+            })
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(feed, pruner);
+        result.context("server error")
+    }
+}
+
+/// Keeps the change feed to the last hour (a process further behind drops its whole cache).
+async fn prune_changes(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {}
+        }
+        if let Err(e) = store
+            .prune_changes(keygate_store::now_ms() - 3_600_000)
+            .await
+        {
+            tracing::warn!(error = %e, "pruning the change feed failed");
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let protocol = Router::new()
+        .route("/api/open/v3/getToken", post(routes::protocol::get_token))
+        .layer(middleware::from_fn_with_state(state.clone(), status_mode));
+    Router::new()
+        .merge(protocol)
+        .route("/auth/verify", any(routes::protocol::verify))
+        .route("/auth/verify/{*rest}", any(routes::protocol::verify))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .nest("/admin/v1", routes::admin::router())
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http().on_response(DefaultOnResponse::new().level(Level::DEBUG)))
+        .with_state(state)
+}
+
+/// With `http_status = "always-200"`, protocol answers keep their envelope but use HTTP 200,
+/// as the vendor's own clients expect.
+async fn status_mode(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if state.config.http_status == StatusMode::Always200 && res.status() != StatusCode::OK {
+        *res.status_mut() = StatusCode::OK;
+        res.headers_mut()
+            .remove(axum::http::header::WWW_AUTHENTICATE);
+    }
+    res
+}

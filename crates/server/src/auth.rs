@@ -1,0 +1,350 @@
+//! The authenticator: the request hot path.
+//!
+//! A request's credential is checked against in-memory state in the common case:
+//! - `x-api-key`: format and checksum (no IO) -> keyed hash -> `secrets` cache -> credential and
+//!   account caches -> [`keygate_core::decide::decide`];
+//! - Bearer: JWT signature, algorithm, kid and expiry (no IO) -> the same credential and account
+//!   caches, so a token dies with its credential and is refused while its account is banned.
+//!
+//! The caches are filled from the store on a miss and invalidated by the change feed
+//! ([`crate::feed`]) and, at once, by this process's own writes. A load that races with an
+//! invalidation is dropped rather than cached (see [`Authenticator::load`]).
+
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use axum::http::{HeaderMap, HeaderName, header};
+use keygate_core::decide::{
+    self, AccountState, AuthFailure, CredentialState, InvalidReason, Presented,
+};
+use keygate_core::model::{AuthMethod, Identity};
+use keygate_core::token::{Claims, Keyring, TokenError};
+use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
+use keygate_store::{Entity, Store, StoreError, now_ms};
+use moka::sync::Cache;
+use subtle::ConstantTimeEq;
+
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub static X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
+pub static X_CLIENT_SECRET: HeaderName = HeaderName::from_static("x-client-secret");
+
+/// Why authentication did not produce an identity.
+#[derive(Debug)]
+pub enum AuthError {
+    /// The request is refused (1101 / 1102 / 1200).
+    Refused(AuthFailure),
+    /// The decision needed the store and the store failed.
+    Store(StoreError),
+}
+
+impl From<AuthFailure> for AuthError {
+    fn from(f: AuthFailure) -> Self {
+        Self::Refused(f)
+    }
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<AuthError> for crate::error::ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Refused(f) => Self::Auth(f),
+            AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A successful check, with what getToken needs to sign.
+struct Verified {
+    identity: Identity,
+    generation: u32,
+    account: Arc<AccountState>,
+}
+
+/// Token issuing settings.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub ttl_secs: i64,
+    /// The `from` claim.
+    pub from: String,
+}
+
+/// Cache counters, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    hasher: SecretHasher,
+    keyring: ArcSwap<Keyring>,
+    tokens: TokenSettings,
+    secrets: Cache<[u8; 32], Option<(ClientId, u32)>>,
+    credentials: Cache<ClientId, Option<Arc<CredentialState>>>,
+    accounts: Cache<AccountId, Option<Arc<AccountState>>>,
+    /// Bumped by every invalidation; a load that sees it move does not keep its result.
+    epoch: AtomicU64,
+    pub stats: CacheStats,
+}
+
+impl Authenticator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hasher: SecretHasher,
+        keyring: Keyring,
+        tokens: TokenSettings,
+        capacity: u64,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            keyring: ArcSwap::from_pointee(keyring),
+            tokens,
+            secrets: Cache::new(capacity),
+            credentials: Cache::new(capacity),
+            accounts: Cache::new(capacity),
+            epoch: AtomicU64::new(0),
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.hasher
+    }
+
+    pub fn set_keyring(&self, keyring: Keyring) {
+        self.keyring.store(Arc::new(keyring));
+    }
+
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.load_full()
+    }
+
+    /// Drops what the cache holds about one entity. Called after this process's own writes and
+    /// for every change-feed entry.
+    pub fn invalidate(&self, entity: Entity, id: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        match entity {
+            Entity::Account => {
+                if let Ok(id) = id.parse::<AccountId>() {
+                    self.accounts.invalidate(&id);
+                }
+            }
+            Entity::Credential => {
+                if let Ok(id) = id.parse::<ClientId>() {
+                    self.credentials.invalidate(&id);
+                }
+            }
+            Entity::SigningKey | Entity::Setting => {}
+        }
+    }
+
+    /// Drops everything (used when the change feed cannot tell what was missed).
+    pub fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.secrets.invalidate_all();
+        self.credentials.invalidate_all();
+        self.accounts.invalidate_all();
+    }
+
+    /// Cache lookup, or store load whose result is kept only if no invalidation ran meanwhile.
+    async fn load<K, V, F>(&self, cache: &Cache<K, V>, key: K, fetch: F) -> Result<V, StoreError>
+    where
+        K: Hash + Eq + Send + Sync + Clone + 'static,
+        V: Clone + Send + Sync + 'static,
+        F: Future<Output = Result<V, StoreError>>,
+    {
+        if let Some(v) = cache.get::<K>(&key) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(v);
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let before = self.epoch.load(Ordering::SeqCst);
+        let v = fetch.await?;
+        cache.insert(key.clone(), v.clone());
+        if self.epoch.load(Ordering::SeqCst) != before {
+            cache.invalidate::<K>(&key);
+        }
+        Ok(v)
+    }
+
+    async fn secret(&self, hash: SecretHash) -> Result<Option<(ClientId, u32)>, StoreError> {
+        self.load(&self.secrets, hash.0, async {
+            self.store.find_secret(&hash).await
+        })
+        .await
+    }
+
+    async fn credential(&self, id: ClientId) -> Result<Option<Arc<CredentialState>>, StoreError> {
+        self.load(&self.credentials, id, async {
+            Ok(self.store.credential_state(id).await?.map(Arc::new))
+        })
+        .await
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Arc<AccountState>>, StoreError> {
+        self.load(&self.accounts, id, async {
+            Ok(self.store.account_state(id).await?.map(Arc::new))
+        })
+        .await
+    }
+
+    /// Authenticates a request by its headers, as every protected call is.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        // A header that is present but not visible ASCII is not a credential we could have issued.
+        let garbled = |name: &HeaderName| headers.get(name).is_some_and(|v| v.to_str().is_err());
+        if garbled(&header::AUTHORIZATION)
+            || (headers.get(&header::AUTHORIZATION).is_none() && garbled(&X_API_KEY))
+        {
+            return Err(AuthFailure::Invalid(InvalidReason::MalformedKey).into());
+        }
+        let presented = decide::presented(
+            get(&header::AUTHORIZATION),
+            get(&X_API_KEY),
+            get(&X_CLIENT_ID),
+            get(&X_CLIENT_SECRET),
+        )?;
+        match presented {
+            Presented::ApiKey(key) => self
+                .by_key(key, None, AuthMethod::ApiKey)
+                .await
+                .map(|v| v.identity),
+            Presented::ClientPair { client_id, secret } => self
+                .by_key(secret, Some(client_id), AuthMethod::ClientSecret)
+                .await
+                .map(|v| v.identity),
+            Presented::Bearer(token) => self.by_token(token).await,
+        }
+    }
+
+    /// Checks an API key (and, for the legacy pair, that it belongs to `client_id`).
+    async fn by_key(
+        &self,
+        key: &str,
+        client_id: Option<&str>,
+        method: AuthMethod,
+    ) -> Result<Verified, AuthError> {
+        let invalid = |r| AuthError::Refused(AuthFailure::Invalid(r));
+        ApiKey::parse(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
+        let hash = self.hasher.hash(key);
+        let found = self.secret(hash).await?;
+        // The same path whether the clientId is unknown or the secret is wrong: one hash, one
+        // lookup, one constant-time comparison of the 24 characters.
+        let (cid, generation) = found.ok_or_else(|| invalid(InvalidReason::UnknownKey))?;
+        if let Some(presented) = client_id {
+            let expected = cid.to_hex();
+            if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+                return Err(invalid(InvalidReason::ClientMismatch));
+            }
+        }
+        self.finish(cid, generation, method).await
+    }
+
+    async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
+        let subject = self
+            .keyring
+            .load()
+            .verify(token, now_ms() / 1000)
+            .map_err(|e| {
+                AuthError::Refused(AuthFailure::Invalid(match e {
+                    TokenError::Expired => InvalidReason::TokenExpired,
+                    TokenError::Signature => InvalidReason::TokenSignature,
+                    TokenError::Algorithm => InvalidReason::TokenAlgorithm,
+                    TokenError::UnknownKid => InvalidReason::TokenKeyId,
+                    TokenError::Malformed | TokenError::NoSigningKey => {
+                        InvalidReason::MalformedToken
+                    }
+                }))
+            })?;
+        let v = self
+            .finish(subject.client_id, subject.generation, AuthMethod::Bearer)
+            .await?;
+        if v.account.id != subject.account_id {
+            return Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into());
+        }
+        Ok(v.identity)
+    }
+
+    async fn finish(
+        &self,
+        cid: ClientId,
+        generation: u32,
+        method: AuthMethod,
+    ) -> Result<Verified, AuthError> {
+        let cred = self
+            .credential(cid)
+            .await?
+            .ok_or(AuthFailure::Invalid(InvalidReason::UnknownCredential))?;
+        let account = self
+            .account(cred.account_id)
+            .await?
+            .ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
+        decide::decide(&cred, generation, &account, now_ms())?;
+        let identity = Identity {
+            account_id: account.id,
+            uid: account.uid,
+            client_id: cid,
+            method,
+        };
+        Ok(Verified {
+            identity,
+            generation,
+            account,
+        })
+    }
+
+    /// getToken: trades `clientId` + `clientSecret` for a signed token.
+    pub async fn issue_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<String, AuthError> {
+        if client_id.trim().is_empty() || client_secret.trim().is_empty() {
+            return Err(AuthFailure::Missing.into());
+        }
+        let Verified {
+            identity,
+            generation,
+            account,
+        } = self
+            .by_key(
+                client_secret.trim(),
+                Some(client_id.trim()),
+                AuthMethod::ClientSecret,
+            )
+            .await?;
+        let now = now_ms() / 1000;
+        let hint = identity.client_id.to_hex();
+        let claims = Claims {
+            id: account.id,
+            kind: "user".into(),
+            from: self.tokens.from.clone(),
+            email: account.email.clone(),
+            first_name: account.first_name.clone(),
+            uid: account.uid,
+            code: hint[hint.len() - 4..].to_owned(),
+            iat: now,
+            exp: now + self.tokens.ttl_secs,
+            cid: identity.client_id,
+            generation,
+            jti: ClientId::generate(now as u64).to_hex(),
+        };
+        self.keyring
+            .load()
+            .issue(&claims)
+            .map_err(|e| AuthError::Store(StoreError::Other(e.to_string())))
+    }
+}

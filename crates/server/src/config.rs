@@ -1,0 +1,270 @@
+//! Server configuration: defaults, overridden by an optional TOML file, overridden by
+//! environment (`KEYGATE_*`), overridden by flags. The CLI collects the layers; this module
+//! defines them and resolves them into one [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::keys::MasterKeySource;
+
+/// How HTTP statuses are chosen for protocol answers (getToken and refusals of API calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusMode {
+    /// 401 for 1101/1102 (with `WWW-Authenticate`), 403 for 1200, 400 for 1003.
+    #[default]
+    Standard,
+    /// Every protocol answer is HTTP 200; only `code` tells (the vendor's observed behaviour).
+    Always200,
+}
+
+impl std::str::FromStr for StatusMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "standard" => Ok(Self::Standard),
+            "always-200" | "always200" => Ok(Self::Always200),
+            _ => Err(format!(
+                "unknown http status mode {s:?}: use \"standard\" or \"always-200\""
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!(
+                "unknown log format {s:?}: use \"text\" or \"json\""
+            )),
+        }
+    }
+}
+
+/// One layer of settings; every field optional. The TOML file deserializes into this, and the
+/// CLI fills one from flags and environment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    /// Hex master key; prefer the environment or a file over writing it into the config file.
+    pub master_key: Option<String>,
+    /// An operator-chosen admin token (at least 24 characters); else one is generated.
+    pub admin_token: Option<String>,
+    /// Token lifetime, e.g. "366d", "1h".
+    pub token_ttl: Option<String>,
+    /// The `from` claim of issued tokens.
+    pub token_from: Option<String>,
+    pub http_status: Option<StatusMode>,
+    pub max_body_bytes: Option<usize>,
+    pub cache_capacity: Option<u64>,
+    /// How often the change feed is polled, e.g. "250ms".
+    pub feed_interval: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Layer {
+    /// Fields set in `over` replace those in `self`.
+    pub fn merge(self, over: Layer) -> Layer {
+        Layer {
+            listen: over.listen.or(self.listen),
+            database_url: over.database_url.or(self.database_url),
+            master_key_file: over.master_key_file.or(self.master_key_file),
+            master_key: over.master_key.or(self.master_key),
+            admin_token: over.admin_token.or(self.admin_token),
+            token_ttl: over.token_ttl.or(self.token_ttl),
+            token_from: over.token_from.or(self.token_from),
+            http_status: over.http_status.or(self.http_status),
+            max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
+            cache_capacity: over.cache_capacity.or(self.cache_capacity),
+            feed_interval: over.feed_interval.or(self.feed_interval),
+            log_format: over.log_format.or(self.log_format),
+        }
+    }
+
+    pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Layer> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://keygate.db";
+
+/// The resolved configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub master_key: MasterKeySource,
+    pub admin_token: Option<String>,
+    pub token_ttl: Duration,
+    pub token_from: String,
+    pub http_status: StatusMode,
+    pub max_body_bytes: usize,
+    pub cache_capacity: u64,
+    pub feed_interval: Duration,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("token_ttl", &self.token_ttl)
+            .field("http_status", &self.http_status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL with any password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s)
+        .with_context(|| format!("{what} {s:?} is not a duration like \"366d\", \"1h\", \"250ms\""))
+}
+
+/// The SQLite file a `sqlite:` URL names, if it names one.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
+impl Config {
+    pub fn resolve(layer: Layer) -> anyhow::Result<Config> {
+        let listen = layer.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("listen address {listen:?} is not HOST:PORT"))?;
+        let database_url = layer
+            .database_url
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        let master_key = match (layer.master_key, layer.master_key_file) {
+            (Some(hex), _) => MasterKeySource::Hex(hex),
+            (None, Some(path)) => MasterKeySource::File { path, create: true },
+            (None, None) => match sqlite_path(&database_url) {
+                Some(db) => MasterKeySource::File {
+                    path: db.with_extension("key"),
+                    create: true,
+                },
+                None if database_url.starts_with("sqlite:") => MasterKeySource::Ephemeral,
+                None => bail!(
+                    "a shared master key is needed with {}: set KEYGATE_MASTER_KEY or --master-key-file",
+                    redact_url(&database_url)
+                ),
+            },
+        };
+        if let Some(t) = &layer.admin_token
+            && t.len() < 24
+        {
+            bail!("the configured admin token is too short: use at least 24 random characters");
+        }
+        let token_ttl = duration("token_ttl", layer.token_ttl.as_deref().unwrap_or("366d"))?;
+        if token_ttl.is_zero() {
+            bail!("token_ttl must be positive");
+        }
+        let feed_interval = duration(
+            "feed_interval",
+            layer.feed_interval.as_deref().unwrap_or("250ms"),
+        )?;
+        if feed_interval < Duration::from_millis(10) || feed_interval > Duration::from_secs(60) {
+            bail!("feed_interval must be between 10ms and 60s");
+        }
+        Ok(Config {
+            listen,
+            database_url,
+            master_key,
+            admin_token: layer.admin_token,
+            token_ttl,
+            token_from: layer.token_from.unwrap_or_else(|| "keygate".into()),
+            http_status: layer.http_status.unwrap_or_default(),
+            max_body_bytes: layer.max_body_bytes.unwrap_or(64 * 1024),
+            cache_capacity: layer.cache_capacity.unwrap_or(1_000_000),
+            feed_interval,
+            log_format: layer.log_format.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layering_and_defaults() {
+        let file = Layer {
+            listen: Some("0.0.0.0:9000".into()),
+            token_ttl: Some("1h".into()),
+            ..Default::default()
+        };
+        let flags = Layer {
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(file.merge(flags)).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:1");
+        assert_eq!(c.token_ttl, Duration::from_secs(3600));
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert!(
+            matches!(&c.master_key, MasterKeySource::File { path, .. } if path == &PathBuf::from("keygate.key"))
+        );
+        assert!(
+            Config::resolve(Layer {
+                token_ttl: Some("soon".into()),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Config::resolve(Layer {
+                database_url: Some("postgres://u:pw@h/db".into()),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://keygate.db"), "sqlite://keygate.db");
+    }
+}
