@@ -139,19 +139,11 @@ pub struct AccountState {
 }
 
 /// Does secret generation `generation` of this credential, owned by this account, let a request in?
-pub fn decide(
-    cred: &CredentialState,
-    generation: u32,
-    account: &AccountState,
-    now_ms: i64,
-) -> Result<(), AuthFailure> {
+pub fn decide(cred: &CredentialState, generation: u32, account: &AccountState, now_ms: i64) -> Result<(), AuthFailure> {
     if cred.status != CredentialStatus::Active {
         return Err(AuthFailure::Invalid(InvalidReason::Revoked));
     }
-    let live = cred
-        .generations
-        .iter()
-        .any(|g| g.generation == generation && g.is_live(now_ms));
+    let live = cred.generations.iter().any(|g| g.generation == generation && g.is_live(now_ms));
     if !live {
         return Err(AuthFailure::Invalid(InvalidReason::RotatedOut));
     }
@@ -173,50 +165,20 @@ mod tests {
         use Presented::*;
         let key = "kgk_x";
         assert_eq!(presented(None, None, None, None), Err(AuthFailure::Missing));
-        assert_eq!(
-            presented(Some(""), Some("  "), None, None),
-            Err(AuthFailure::Missing)
-        );
+        assert_eq!(presented(Some(""), Some("  "), None, None), Err(AuthFailure::Missing));
         assert_eq!(presented(None, Some(key), None, None), Ok(ApiKey(key)));
-        assert_eq!(
-            presented(Some("Bearer t.t.t"), Some(key), None, None),
-            Ok(Bearer("t.t.t"))
-        );
-        assert_eq!(
-            presented(Some("bearer t.t.t"), None, None, None),
-            Ok(Bearer("t.t.t"))
-        );
-        assert_eq!(
-            presented(Some("BEARER   t.t.t "), None, None, None),
-            Ok(Bearer("t.t.t"))
-        );
-        assert_eq!(
-            presented(Some("Bearer kgk_abc"), None, None, None),
-            Ok(ApiKey("kgk_abc"))
-        );
-        assert_eq!(
-            presented(Some("Bearer"), Some(key), None, None),
-            Err(AuthFailure::Missing)
-        );
-        assert_eq!(
-            presented(Some("Bearer "), None, None, None),
-            Err(AuthFailure::Missing)
-        );
+        assert_eq!(presented(Some("Bearer t.t.t"), Some(key), None, None), Ok(Bearer("t.t.t")));
+        assert_eq!(presented(Some("bearer t.t.t"), None, None, None), Ok(Bearer("t.t.t")));
+        assert_eq!(presented(Some("BEARER   t.t.t "), None, None, None), Ok(Bearer("t.t.t")));
+        assert_eq!(presented(Some("Bearer kgk_abc"), None, None, None), Ok(ApiKey("kgk_abc")));
+        assert_eq!(presented(Some("Bearer"), Some(key), None, None), Err(AuthFailure::Missing));
+        assert_eq!(presented(Some("Bearer "), None, None, None), Err(AuthFailure::Missing));
         assert_eq!(
             presented(Some("Basic dXNlcjpwYXNz"), Some(key), None, None),
             Err(AuthFailure::Invalid(InvalidReason::UnsupportedScheme))
         );
-        assert_eq!(
-            presented(None, None, Some("c"), Some("s")),
-            Ok(ClientPair {
-                client_id: "c",
-                secret: "s"
-            })
-        );
-        assert_eq!(
-            presented(None, None, Some("c"), None),
-            Err(AuthFailure::Missing)
-        );
+        assert_eq!(presented(None, None, Some("c"), Some("s")), Ok(ClientPair { client_id: "c", secret: "s" }));
+        assert_eq!(presented(None, None, Some("c"), None), Err(AuthFailure::Missing));
     }
 
     fn states() -> (CredentialState, AccountState) {
@@ -232,14 +194,8 @@ mod tests {
             account_id: account.id,
             status: CredentialStatus::Active,
             generations: vec![
-                SecretGeneration {
-                    generation: 2,
-                    expires_at: None,
-                },
-                SecretGeneration {
-                    generation: 1,
-                    expires_at: Some(1_000),
-                },
+                SecretGeneration { generation: 2, expires_at: None },
+                SecretGeneration { generation: 1, expires_at: Some(1_000) },
             ],
         };
         (cred, account)
@@ -250,21 +206,12 @@ mod tests {
         let (mut cred, mut account) = states();
         assert_eq!(decide(&cred, 2, &account, 5_000), Ok(()));
         assert_eq!(decide(&cred, 1, &account, 999), Ok(()));
-        assert_eq!(
-            decide(&cred, 1, &account, 1_000),
-            Err(AuthFailure::Invalid(InvalidReason::RotatedOut))
-        );
-        assert_eq!(
-            decide(&cred, 3, &account, 0),
-            Err(AuthFailure::Invalid(InvalidReason::RotatedOut))
-        );
+        assert_eq!(decide(&cred, 1, &account, 1_000), Err(AuthFailure::Invalid(InvalidReason::RotatedOut)));
+        assert_eq!(decide(&cred, 3, &account, 0), Err(AuthFailure::Invalid(InvalidReason::RotatedOut)));
         account.status = AccountStatus::Banned;
         assert_eq!(decide(&cred, 2, &account, 0), Err(AuthFailure::Banned));
         cred.status = CredentialStatus::Revoked;
-        assert_eq!(
-            decide(&cred, 2, &account, 0),
-            Err(AuthFailure::Invalid(InvalidReason::Revoked))
-        );
+        assert_eq!(decide(&cred, 2, &account, 0), Err(AuthFailure::Invalid(InvalidReason::Revoked)));
         assert_eq!(AuthFailure::Banned.code().as_u32(), 1200);
         assert_eq!(AuthFailure::Missing.code().as_u32(), 1102);
     }

@@ -13,11 +13,7 @@ pub struct IdError;
 
 fn parse_hex24(s: &str) -> Result<[u8; 12], IdError> {
     let b = s.as_bytes();
-    if b.len() != 24
-        || !b
-            .iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-    {
+    if b.len() != 24 || !b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
         return Err(IdError);
     }
     let mut out = [0u8; 12];

@@ -49,12 +49,7 @@ pub fn generate(prefix: &str) -> String {
     debug_assert_eq!(prefix.len(), 4);
     let mut s = String::with_capacity(KEY_LEN);
     s.push_str(prefix);
-    s.extend(
-        rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(RANDOM_LEN)
-            .map(char::from),
-    );
+    s.extend(rand::rng().sample_iter(Alphanumeric).take(RANDOM_LEN).map(char::from));
     let sum = checksum(&s);
     s.push_str(std::str::from_utf8(&sum).expect("base62 is ascii"));
     s
@@ -71,10 +66,7 @@ pub fn check(prefix: &str, s: &str) -> Result<(), KeyFormatError> {
     if s.len() != KEY_LEN {
         return Err(KeyFormatError::Length);
     }
-    if !s.as_bytes()[prefix.len()..]
-        .iter()
-        .all(u8::is_ascii_alphanumeric)
-    {
+    if !s.as_bytes()[prefix.len()..].iter().all(u8::is_ascii_alphanumeric) {
         return Err(KeyFormatError::Charset);
     }
     let (body, sum) = s.split_at(KEY_LEN - CHECKSUM_LEN);
@@ -147,10 +139,7 @@ mod tests {
         let s = k.expose();
         assert_eq!(ApiKey::parse(""), Err(KeyFormatError::Empty));
         assert_eq!(ApiKey::parse(&s[..31]), Err(KeyFormatError::Length));
-        assert_eq!(
-            ApiKey::parse(&s.replacen("kgk_", "kga_", 1)),
-            Err(KeyFormatError::Prefix)
-        );
+        assert_eq!(ApiKey::parse(&s.replacen("kgk_", "kga_", 1)), Err(KeyFormatError::Prefix));
         let mut bad = s.to_owned();
         bad.replace_range(10..11, "-");
         assert_eq!(ApiKey::parse(&bad), Err(KeyFormatError::Charset));

@@ -48,8 +48,7 @@ impl MasterKey {
     fn derive(&self, info: &[u8]) -> [u8; 32] {
         let hk = Hkdf::<Sha256>::new(Some(b"keygate/v1"), &self.0);
         let mut out = [0u8; 32];
-        hk.expand(info, &mut out)
-            .expect("32 bytes is a valid HKDF-SHA256 length");
+        hk.expand(info, &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
         out
     }
 
@@ -140,12 +139,7 @@ mod tests {
     #[test]
     fn hex_round_trip() {
         let m = MasterKey::generate();
-        assert_eq!(
-            MasterKey::from_hex(&format!(" {}\n", m.to_hex()))
-                .unwrap()
-                .to_hex(),
-            m.to_hex()
-        );
+        assert_eq!(MasterKey::from_hex(&format!(" {}\n", m.to_hex())).unwrap().to_hex(), m.to_hex());
         assert!(MasterKey::from_hex("abcd").is_err());
     }
 }

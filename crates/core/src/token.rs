@@ -86,36 +86,16 @@ impl std::fmt::Debug for Keyring {
 
 impl Keyring {
     /// `kids` are the live key ids; `active` is the one that signs new tokens.
-    pub fn new<'a>(
-        master: &MasterKey,
-        kids: impl IntoIterator<Item = &'a str>,
-        active: Option<&str>,
-    ) -> Self {
-        let verifying = kids
-            .into_iter()
-            .map(|kid| {
-                (
-                    kid.to_owned(),
-                    DecodingKey::from_secret(&master.jwt_secret(kid)),
-                )
-            })
-            .collect();
-        let signing = active.map(|kid| {
-            (
-                kid.to_owned(),
-                EncodingKey::from_secret(&master.jwt_secret(kid)),
-            )
-        });
+    pub fn new<'a>(master: &MasterKey, kids: impl IntoIterator<Item = &'a str>, active: Option<&str>) -> Self {
+        let verifying =
+            kids.into_iter().map(|kid| (kid.to_owned(), DecodingKey::from_secret(&master.jwt_secret(kid)))).collect();
+        let signing = active.map(|kid| (kid.to_owned(), EncodingKey::from_secret(&master.jwt_secret(kid))));
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked against the caller's clock in `verify`, with no leeway.
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp"]);
-        Self {
-            signing,
-            verifying,
-            validation,
-        }
+        Self { signing, verifying, validation }
     }
 
     pub fn active_kid(&self) -> Option<&str> {
@@ -138,15 +118,14 @@ impl Keyring {
         }
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKid)?;
         let key = self.verifying.get(kid).ok_or(TokenError::UnknownKid)?;
-        let data =
-            jsonwebtoken::decode::<TokenSubject>(token, key, &self.validation).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::InvalidSignature => TokenError::Signature,
-                    ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
-                    _ => TokenError::Malformed,
-                }
-            })?;
+        let data = jsonwebtoken::decode::<TokenSubject>(token, key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+                _ => TokenError::Malformed,
+            }
+        })?;
         if data.claims.exp <= now_secs {
             return Err(TokenError::Expired);
         }
@@ -183,10 +162,7 @@ mod tests {
         let c = claims(1000);
         let t = ring.issue(&c).unwrap();
         let s = ring.verify(&t, 999).unwrap();
-        assert_eq!(
-            (s.account_id, s.client_id, s.uid, s.generation),
-            (c.id, c.cid, 7, 1)
-        );
+        assert_eq!((s.account_id, s.client_id, s.uid, s.generation), (c.id, c.cid, 7, 1));
         assert_eq!(ring.verify(&t, 1000), Err(TokenError::Expired));
     }
 
@@ -213,29 +189,17 @@ mod tests {
         let parts: Vec<&str> = good.split('.').collect();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         // Payload tampered (uid changed), signature kept.
-        let mut payload: serde_json::Value =
-            serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        let mut payload: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
         payload["uid"] = 8.into();
-        let forged = format!(
-            "{}.{}.{}",
-            parts[0],
-            b64.encode(payload.to_string()),
-            parts[2]
-        );
+        let forged = format!("{}.{}.{}", parts[0], b64.encode(payload.to_string()), parts[2]);
         assert_eq!(ring.verify(&forged, 1), Err(TokenError::Signature));
         // alg none, with and without a signature.
         let none = b64.encode(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
         assert!(ring.verify(&format!("{none}.{}.", parts[1]), 1).is_err());
-        assert!(
-            ring.verify(&format!("{none}.{}.{}", parts[1], parts[2]), 1)
-                .is_err()
-        );
+        assert!(ring.verify(&format!("{none}.{}.{}", parts[1], parts[2]), 1).is_err());
         // HS512 header.
         let hs512 = b64.encode(r#"{"alg":"HS512","typ":"JWT","kid":"k1"}"#);
-        assert_eq!(
-            ring.verify(&format!("{hs512}.{}.{}", parts[1], parts[2]), 1),
-            Err(TokenError::Algorithm)
-        );
+        assert_eq!(ring.verify(&format!("{hs512}.{}.{}", parts[1], parts[2]), 1), Err(TokenError::Algorithm));
         assert_eq!(ring.verify("not-a-jwt", 1), Err(TokenError::Malformed));
         assert_eq!(ring.verify("", 1), Err(TokenError::Malformed));
     }

@@ -1,7 +1,7 @@
 //! keygate's storage contract and its backends.
 //!
 //! [`Store`] is the one contract the server and the CLI use; [`sqlite::SqliteStore`] implements it
-//! on an embedded SQLite file. The backend is chosen once, from the database URL, by [`connect`].
+//! on an embedded SQLite file, [`postgres::PgStore`] on a PostgreSQL shared by several nodes. The backend is chosen once, from the database URL, by [`connect`].
 //!
 //! Architecture invariants:
 //! - only this crate knows SQL;
@@ -16,6 +16,7 @@ use keygate_core::model::{Account, AccountStatus, Credential};
 use keygate_core::{AccountId, ClientId, SecretHash};
 use serde::Serialize;
 
+pub mod postgres;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,12 +108,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_account(&self, new: &NewAccount) -> Result<Account>;
     async fn get_account(&self, id: AccountId) -> Result<Account>;
     /// Accounts ordered by uid; `query` matches email or id substrings.
-    async fn list_accounts(
-        &self,
-        query: Option<&str>,
-        limit: u32,
-        after_uid: Option<i64>,
-    ) -> Result<Vec<Account>>;
+    async fn list_accounts(&self, query: Option<&str>, limit: u32, after_uid: Option<i64>) -> Result<Vec<Account>>;
     /// Sets the status and records an event. Banning a banned account is not an error.
     async fn set_account_status(
         &self,
@@ -171,16 +167,12 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store a database URL names, creating and migrating it when `migrate` is set.
 pub async fn connect(url: &str, migrate: bool) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(
-            sqlite::SqliteStore::open(url, migrate).await?,
-        ))
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url, migrate).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Other(
-            "PostgreSQL support is not built yet; use a sqlite: URL".into(),
-        ))
+        Ok(std::sync::Arc::new(postgres::PgStore::open(url, migrate).await?))
     } else {
         Err(StoreError::Other(format!(
-            "unsupported database URL scheme in {:?}: use sqlite://PATH",
+            "unsupported database URL scheme in {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
             url.split(':').next().unwrap_or_default()
         )))
     }
@@ -188,8 +180,5 @@ pub async fn connect(url: &str, migrate: bool) -> Result<std::sync::Arc<dyn Stor
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

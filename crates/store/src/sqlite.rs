@@ -10,14 +10,11 @@ use keygate_core::decide::{AccountState, CredentialState};
 use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus, SecretGeneration};
 use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::{
-    AccountEvent, Change, Entity, NewAccount, Result, SigningKey, Store, StoreError, now_ms,
-};
+use crate::{AccountEvent, Change, Entity, NewAccount, Result, SigningKey, Store, StoreError, now_ms};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -28,9 +25,7 @@ pub struct SqliteStore {
 fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
             StoreError::Unavailable(e.to_string())
@@ -45,8 +40,7 @@ fn account_from_row(r: &SqliteRow) -> Result<Account> {
         uid: r.get("uid"),
         email: r.get("email"),
         first_name: r.get("first_name"),
-        status: AccountStatus::parse(r.get("status"))
-            .ok_or_else(|| StoreError::Other("bad account status".into()))?,
+        status: AccountStatus::parse(r.get("status")).ok_or_else(|| StoreError::Other("bad account status".into()))?,
         ban_reason: r.get("ban_reason"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
@@ -54,16 +48,10 @@ fn account_from_row(r: &SqliteRow) -> Result<Account> {
 }
 
 fn parse_id<T: FromStr>(s: &str) -> Result<T> {
-    s.parse()
-        .map_err(|_| StoreError::Other(format!("malformed id in database: {s:?}")))
+    s.parse().map_err(|_| StoreError::Other(format!("malformed id in database: {s:?}")))
 }
 
-async fn record_change(
-    tx: &mut Transaction<'_, Sqlite>,
-    entity: Entity,
-    id: &str,
-    now: i64,
-) -> Result<()> {
+async fn record_change(tx: &mut Transaction<'_, Sqlite>, entity: Entity, id: &str, now: i64) -> Result<()> {
     sqlx::query("INSERT INTO changes (entity, entity_id, at) VALUES (?, ?, ?)")
         .bind(entity.as_str())
         .bind(id)
@@ -99,17 +87,11 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Other(format!("migration failed: {e}")))
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Other(format!("migration failed: {e}")))
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
     }
 
     async fn credential_in(
@@ -132,10 +114,7 @@ impl SqliteStore {
     }
 }
 
-fn credential_from_row(
-    r: &SqliteRow,
-    live_generations: Vec<SecretGeneration>,
-) -> Result<Credential> {
+fn credential_from_row(r: &SqliteRow, live_generations: Vec<SecretGeneration>) -> Result<Credential> {
     Ok(Credential {
         client_id: parse_id(r.get::<&str, _>("client_id"))?,
         account_id: parse_id(r.get::<&str, _>("account_id"))?,
@@ -166,10 +145,7 @@ async fn live_generations(
     .map_err(map_err)?;
     Ok(rows
         .iter()
-        .map(|r| SecretGeneration {
-            generation: r.get::<i64, _>("generation") as u32,
-            expires_at: r.get("expires_at"),
-        })
+        .map(|r| SecretGeneration { generation: r.get::<i64, _>("generation") as u32, expires_at: r.get("expires_at") })
         .collect())
 }
 
@@ -180,10 +156,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
         Ok(())
     }
 
@@ -213,26 +186,15 @@ impl Store for SqliteStore {
     }
 
     async fn get_account(&self, id: AccountId) -> Result<Account> {
-        let sql = "SELECT id, uid, email, first_name, status, ban_reason, created_at, updated_at FROM accounts WHERE id = ?";
-        let row = sqlx::query(sql)
-            .bind(id.to_hex())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let sql =
+            "SELECT id, uid, email, first_name, status, ban_reason, created_at, updated_at FROM accounts WHERE id = ?";
+        let row = sqlx::query(sql).bind(id.to_hex()).fetch_optional(&self.pool).await.map_err(map_err)?;
         account_from_row(&row.ok_or(StoreError::NotFound)?)
     }
 
-    async fn list_accounts(
-        &self,
-        query: Option<&str>,
-        limit: u32,
-        after_uid: Option<i64>,
-    ) -> Result<Vec<Account>> {
+    async fn list_accounts(&self, query: Option<&str>, limit: u32, after_uid: Option<i64>) -> Result<Vec<Account>> {
         let pattern = query.map(|q| {
-            let escaped = q
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+            let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             format!("%{escaped}%")
         });
         let rows = sqlx::query(
@@ -260,11 +222,7 @@ impl Store for SqliteStore {
     ) -> Result<Account> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        let ban_reason = if status == AccountStatus::Banned {
-            reason
-        } else {
-            None
-        };
+        let ban_reason = if status == AccountStatus::Banned { reason } else { None };
         let row = sqlx::query(
             "UPDATE accounts SET status = ?, ban_reason = ?, updated_at = ? WHERE id = ? \
              RETURNING id, uid, email, first_name, status, ban_reason, created_at, updated_at",
@@ -296,13 +254,11 @@ impl Store for SqliteStore {
     }
 
     async fn account_events(&self, id: AccountId) -> Result<Vec<AccountEvent>> {
-        let rows = sqlx::query(
-            "SELECT kind, reason, actor, at FROM account_events WHERE account_id = ? ORDER BY id",
-        )
-        .bind(id.to_hex())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let rows = sqlx::query("SELECT kind, reason, actor, at FROM account_events WHERE account_id = ? ORDER BY id")
+            .bind(id.to_hex())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(rows
             .iter()
             .map(|r| AccountEvent {
@@ -364,13 +320,12 @@ impl Store for SqliteStore {
     async fn list_credentials(&self, account: AccountId) -> Result<Vec<Credential>> {
         let now = now_ms();
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT client_id FROM credentials WHERE account_id = ? ORDER BY created_at, client_id",
-        )
-        .bind(account.to_hex())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT client_id FROM credentials WHERE account_id = ? ORDER BY created_at, client_id")
+                .bind(account.to_hex())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_err)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(self.credential_in(&mut conn, parse_id(&id)?, now).await?);
@@ -421,9 +376,7 @@ impl Store for SqliteStore {
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?;
         if row.get::<&str, _>("status") != "active" {
-            return Err(StoreError::Conflict(
-                "a revoked credential cannot be rotated".into(),
-            ));
+            return Err(StoreError::Conflict("a revoked credential cannot be rotated".into()));
         }
         let next = row.get::<i64, _>("generation") + 1;
         match old_expires_at.filter(|t| *t > now) {
@@ -457,16 +410,14 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        sqlx::query(
-            "UPDATE credentials SET generation = ?, hint = ?, updated_at = ? WHERE client_id = ?",
-        )
-        .bind(next)
-        .bind(hint)
-        .bind(now)
-        .bind(client_id.to_hex())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        sqlx::query("UPDATE credentials SET generation = ?, hint = ?, updated_at = ? WHERE client_id = ?")
+            .bind(next)
+            .bind(hint)
+            .bind(now)
+            .bind(client_id.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         record_change(&mut tx, Entity::Credential, &client_id.to_hex(), now).await?;
         let cred = self.credential_in(&mut tx, client_id, now).await?;
         tx.commit().await.map_err(map_err)?;
@@ -474,19 +425,12 @@ impl Store for SqliteStore {
     }
 
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>> {
-        let row =
-            sqlx::query("SELECT client_id, generation FROM credential_secrets WHERE hash = ?")
-                .bind(&hash.as_bytes()[..])
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
-        row.map(|r| {
-            Ok((
-                parse_id(r.get::<&str, _>("client_id"))?,
-                r.get::<i64, _>("generation") as u32,
-            ))
-        })
-        .transpose()
+        let row = sqlx::query("SELECT client_id, generation FROM credential_secrets WHERE hash = ?")
+            .bind(&hash.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| Ok((parse_id(r.get::<&str, _>("client_id"))?, r.get::<i64, _>("generation") as u32))).transpose()
     }
 
     async fn credential_state(&self, client_id: ClientId) -> Result<Option<CredentialState>> {
@@ -517,14 +461,12 @@ impl Store for SqliteStore {
     }
 
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
-        let rows = sqlx::query(
-            "SELECT seq, entity, entity_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let rows = sqlx::query("SELECT seq, entity, entity_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
         rows.iter()
             .map(|r| {
                 Ok(Change {
@@ -538,37 +480,26 @@ impl Store for SqliteStore {
     }
 
     async fn last_change_seq(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes").fetch_one(&self.pool).await.map_err(map_err)
     }
 
     async fn prune_changes(&self, before_ms: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM changes WHERE at < ? AND seq < (SELECT MAX(seq) FROM changes)",
-        )
-        .bind(before_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM changes WHERE at < ? AND seq < (SELECT MAX(seq) FROM changes)")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(done.rows_affected())
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
-        let rows = sqlx::query(
-            "SELECT kid, created_at, retired_at FROM signing_keys ORDER BY created_at, kid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let rows = sqlx::query("SELECT kid, created_at, retired_at FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(rows
             .iter()
-            .map(|r| SigningKey {
-                kid: r.get("kid"),
-                created_at: r.get("created_at"),
-                retired_at: r.get("retired_at"),
-            })
+            .map(|r| SigningKey { kid: r.get("kid"), created_at: r.get("created_at"), retired_at: r.get("retired_at") })
             .collect())
     }
 
@@ -583,11 +514,7 @@ impl Store for SqliteStore {
             .map_err(map_err)?;
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(SigningKey {
-            kid: kid.to_owned(),
-            created_at: now,
-            retired_at: None,
-        })
+        Ok(SigningKey { kid: kid.to_owned(), created_at: now, retired_at: None })
     }
 
     async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey> {
@@ -604,11 +531,7 @@ impl Store for SqliteStore {
         .ok_or(StoreError::NotFound)?;
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(SigningKey {
-            kid: row.get("kid"),
-            created_at: row.get("created_at"),
-            retired_at: row.get("retired_at"),
-        })
+        Ok(SigningKey { kid: row.get("kid"), created_at: row.get("created_at"), retired_at: row.get("retired_at") })
     }
 
     async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -628,13 +551,7 @@ impl Store for SqliteStore {
             "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
         };
-        let done = sqlx::query(sql)
-            .bind(name)
-            .bind(value)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        let done = sqlx::query(sql).bind(name).bind(value).bind(now).execute(&mut *tx).await.map_err(map_err)?;
         if done.rows_affected() > 0 {
             record_change(&mut tx, Entity::Setting, name, now).await?;
         }

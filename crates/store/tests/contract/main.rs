@@ -8,17 +8,11 @@ use keygate_core::{ClientId, MasterKey, SecretHash};
 use keygate_store::{Entity, NewAccount, Store, StoreError, now_ms};
 
 fn hash(s: &str) -> SecretHash {
-    MasterKey::from_hex(&"07".repeat(32))
-        .unwrap()
-        .api_key_hasher()
-        .hash(s)
+    MasterKey::from_hex(&"07".repeat(32)).unwrap().api_key_hasher().hash(s)
 }
 
 fn new_account(email: &str) -> NewAccount {
-    NewAccount {
-        email: email.into(),
-        first_name: "F".into(),
-    }
+    NewAccount { email: email.into(), first_name: "F".into() }
 }
 
 async fn suite(store: Arc<dyn Store>) {
@@ -26,140 +20,56 @@ async fn suite(store: Arc<dyn Store>) {
     let start = store.last_change_seq().await.unwrap();
 
     // Accounts.
-    let a = store
-        .create_account(&new_account("Alice@Example.com"))
-        .await
-        .unwrap();
+    let a = store.create_account(&new_account("Alice@Example.com")).await.unwrap();
     assert_eq!(a.status, AccountStatus::Active);
     assert_eq!(store.get_account(a.id).await.unwrap(), a);
-    assert!(matches!(
-        store
-            .create_account(&new_account("alice@example.COM"))
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    let b = store
-        .create_account(&new_account("bob_100%@example.com"))
-        .await
-        .unwrap();
+    assert!(matches!(store.create_account(&new_account("alice@example.COM")).await, Err(StoreError::Conflict(_))));
+    let b = store.create_account(&new_account("bob_100%@example.com")).await.unwrap();
     assert!(b.uid > a.uid);
-    assert!(matches!(
-        store
-            .get_account(keygate_core::AccountId::generate(1))
-            .await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.get_account(keygate_core::AccountId::generate(1)).await, Err(StoreError::NotFound)));
     assert_eq!(store.list_accounts(None, 10, None).await.unwrap().len(), 2);
-    assert_eq!(
-        store.list_accounts(Some("100%"), 10, None).await.unwrap(),
-        vec![b.clone()]
-    );
-    assert_eq!(
-        store.list_accounts(Some("_"), 10, None).await.unwrap(),
-        vec![b.clone()],
-        "LIKE wildcards are escaped"
-    );
-    assert_eq!(
-        store.list_accounts(None, 10, Some(a.uid)).await.unwrap(),
-        vec![b.clone()]
-    );
+    assert_eq!(store.list_accounts(Some("100%"), 10, None).await.unwrap(), vec![b.clone()]);
+    assert_eq!(store.list_accounts(Some("_"), 10, None).await.unwrap(), vec![b.clone()], "LIKE wildcards are escaped");
+    assert_eq!(store.list_accounts(None, 10, Some(a.uid)).await.unwrap(), vec![b.clone()]);
 
-    let banned = store
-        .set_account_status(a.id, AccountStatus::Banned, Some("fraud"), "test")
-        .await
-        .unwrap();
-    assert_eq!(
-        (banned.status, banned.ban_reason.as_deref()),
-        (AccountStatus::Banned, Some("fraud"))
-    );
-    assert_eq!(
-        store.account_state(a.id).await.unwrap().unwrap().status,
-        AccountStatus::Banned
-    );
-    let active = store
-        .set_account_status(a.id, AccountStatus::Active, None, "test")
-        .await
-        .unwrap();
-    assert_eq!(
-        (active.status, active.ban_reason),
-        (AccountStatus::Active, None)
-    );
+    let banned = store.set_account_status(a.id, AccountStatus::Banned, Some("fraud"), "test").await.unwrap();
+    assert_eq!((banned.status, banned.ban_reason.as_deref()), (AccountStatus::Banned, Some("fraud")));
+    assert_eq!(store.account_state(a.id).await.unwrap().unwrap().status, AccountStatus::Banned);
+    let active = store.set_account_status(a.id, AccountStatus::Active, None, "test").await.unwrap();
+    assert_eq!((active.status, active.ban_reason), (AccountStatus::Active, None));
     let events = store.account_events(a.id).await.unwrap();
-    assert_eq!(
-        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
-        ["banned", "unbanned"]
-    );
+    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["banned", "unbanned"]);
     assert_eq!(events[0].reason.as_deref(), Some("fraud"));
 
     // Credentials.
     let cid = ClientId::generate(1);
     assert!(matches!(
-        store
-            .create_credential(keygate_core::AccountId::generate(1), cid, &hash("x"), "h")
-            .await,
+        store.create_credential(keygate_core::AccountId::generate(1), cid, &hash("x"), "h").await,
         Err(StoreError::NotFound)
     ));
-    let c = store
-        .create_credential(a.id, cid, &hash("k1"), "kgk_...k1")
-        .await
-        .unwrap();
-    assert_eq!(
-        (c.generation, c.status, c.live_generations.len()),
-        (1, CredentialStatus::Active, 1)
-    );
-    assert!(matches!(
-        store.create_credential(a.id, cid, &hash("k1b"), "h").await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.find_secret(&hash("k1")).await.unwrap(),
-        Some((cid, 1))
-    );
+    let c = store.create_credential(a.id, cid, &hash("k1"), "kgk_...k1").await.unwrap();
+    assert_eq!((c.generation, c.status, c.live_generations.len()), (1, CredentialStatus::Active, 1));
+    assert!(matches!(store.create_credential(a.id, cid, &hash("k1b"), "h").await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.find_secret(&hash("k1")).await.unwrap(), Some((cid, 1)));
     assert_eq!(store.find_secret(&hash("nope")).await.unwrap(), None);
 
     // Rotation with grace: both generations live; the old one carries its expiry.
     let until = now_ms() + 60_000;
-    let r = store
-        .rotate_credential(cid, &hash("k2"), "kgk_...k2", Some(until))
-        .await
-        .unwrap();
+    let r = store.rotate_credential(cid, &hash("k2"), "kgk_...k2", Some(until)).await.unwrap();
     assert_eq!(r.generation, 2);
     assert_eq!(r.hint, "kgk_...k2");
     let state = store.credential_state(cid).await.unwrap().unwrap();
     assert_eq!(state.generations.len(), 2);
-    assert_eq!(
-        state
-            .generations
-            .iter()
-            .find(|g| g.generation == 1)
-            .unwrap()
-            .expires_at,
-        Some(until)
-    );
-    assert_eq!(
-        store.find_secret(&hash("k2")).await.unwrap(),
-        Some((cid, 2))
-    );
+    assert_eq!(state.generations.iter().find(|g| g.generation == 1).unwrap().expires_at, Some(until));
+    assert_eq!(store.find_secret(&hash("k2")).await.unwrap(), Some((cid, 2)));
     // Rotation without grace: only the newest is left.
-    let r = store
-        .rotate_credential(cid, &hash("k3"), "kgk_...k3", None)
-        .await
-        .unwrap();
-    assert_eq!(
-        r.live_generations
-            .iter()
-            .map(|g| g.generation)
-            .collect::<Vec<_>>(),
-        [3]
-    );
+    let r = store.rotate_credential(cid, &hash("k3"), "kgk_...k3", None).await.unwrap();
+    assert_eq!(r.live_generations.iter().map(|g| g.generation).collect::<Vec<_>>(), [3]);
     assert_eq!(store.find_secret(&hash("k1")).await.unwrap(), None);
     assert_eq!(store.find_secret(&hash("k2")).await.unwrap(), None);
     // A second credential for the same account.
     let cid2 = ClientId::generate(2);
-    store
-        .create_credential(a.id, cid2, &hash("other"), "h")
-        .await
-        .unwrap();
+    store.create_credential(a.id, cid2, &hash("other"), "h").await.unwrap();
     assert_eq!(store.list_credentials(a.id).await.unwrap().len(), 2);
     assert!(store.list_credentials(b.id).await.unwrap().is_empty());
 
@@ -168,73 +78,36 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(rv.status, CredentialStatus::Revoked);
     assert!(rv.revoked_at.is_some());
     assert_eq!(store.find_secret(&hash("k3")).await.unwrap(), None);
-    assert!(matches!(
-        store.rotate_credential(cid, &hash("k4"), "h", None).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        store.revoke_credential(ClientId::generate(3)).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(
-        store.credential_state(ClientId::generate(3)).await.unwrap(),
-        None
-    );
+    assert!(matches!(store.rotate_credential(cid, &hash("k4"), "h", None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.revoke_credential(ClientId::generate(3)).await, Err(StoreError::NotFound)));
+    assert_eq!(store.credential_state(ClientId::generate(3)).await.unwrap(), None);
 
     // Every write above is in the feed, in order, naming its entity.
     let changes = store.changes_since(start, 1000).await.unwrap();
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
     let kinds: Vec<Entity> = changes.iter().map(|c| c.entity).collect();
-    assert_eq!(
-        kinds.iter().filter(|e| **e == Entity::Account).count(),
-        4,
-        "2 creates + ban + unban"
-    );
-    assert_eq!(
-        kinds.iter().filter(|e| **e == Entity::Credential).count(),
-        5,
-        "2 creates + 2 rotations + revoke"
-    );
-    assert!(
-        changes
-            .iter()
-            .any(|c| c.entity == Entity::Credential && c.entity_id == cid.to_hex())
-    );
-    assert_eq!(
-        store.last_change_seq().await.unwrap(),
-        changes.last().unwrap().seq
-    );
+    assert_eq!(kinds.iter().filter(|e| **e == Entity::Account).count(), 4, "2 creates + ban + unban");
+    assert_eq!(kinds.iter().filter(|e| **e == Entity::Credential).count(), 5, "2 creates + 2 rotations + revoke");
+    assert!(changes.iter().any(|c| c.entity == Entity::Credential && c.entity_id == cid.to_hex()));
+    assert_eq!(store.last_change_seq().await.unwrap(), changes.last().unwrap().seq);
     assert_eq!(store.changes_since(start, 2).await.unwrap().len(), 2);
     let last = store.last_change_seq().await.unwrap();
     store.prune_changes(now_ms() + 1).await.unwrap();
-    assert_eq!(
-        store.last_change_seq().await.unwrap(),
-        last,
-        "pruning keeps the newest entry"
-    );
+    assert_eq!(store.last_change_seq().await.unwrap(), last, "pruning keeps the newest entry");
 
     // Signing keys and settings.
     store.add_signing_key("k-a").await.unwrap();
     store.add_signing_key("k-b").await.unwrap();
-    assert!(matches!(
-        store.add_signing_key("k-a").await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(matches!(store.add_signing_key("k-a").await, Err(StoreError::Conflict(_))));
     let retired = store.retire_signing_key("k-a").await.unwrap();
     assert!(retired.retired_at.is_some());
     let keys = store.signing_keys().await.unwrap();
     assert_eq!(keys.iter().filter(|k| k.retired_at.is_none()).count(), 1);
     assert!(store.put_setting("s", b"1", true).await.unwrap());
     assert!(!store.put_setting("s", b"2", true).await.unwrap());
-    assert_eq!(
-        store.get_setting("s").await.unwrap().as_deref(),
-        Some(&b"1"[..])
-    );
+    assert_eq!(store.get_setting("s").await.unwrap().as_deref(), Some(&b"1"[..]));
     assert!(store.put_setting("s", b"3", false).await.unwrap());
-    assert_eq!(
-        store.get_setting("s").await.unwrap().as_deref(),
-        Some(&b"3"[..])
-    );
+    assert_eq!(store.get_setting("s").await.unwrap().as_deref(), Some(&b"3"[..]));
     assert_eq!(store.get_setting("absent").await.unwrap(), None);
 }
 
@@ -256,13 +129,8 @@ async fn sqlite_concurrent_writers_from_two_handles() {
     for (i, s) in [s1.clone(), s2.clone()].into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             for j in 0..50 {
-                let a = s
-                    .create_account(&new_account(&format!("w{i}-{j}@example.com")))
-                    .await
-                    .unwrap();
-                s.create_credential(a.id, ClientId::generate(j), &hash(&format!("{i}-{j}")), "h")
-                    .await
-                    .unwrap();
+                let a = s.create_account(&new_account(&format!("w{i}-{j}@example.com"))).await.unwrap();
+                s.create_credential(a.id, ClientId::generate(j), &hash(&format!("{i}-{j}")), "h").await.unwrap();
             }
         }));
     }
@@ -271,4 +139,59 @@ async fn sqlite_concurrent_writers_from_two_handles() {
     }
     assert_eq!(s1.list_accounts(None, 1000, None).await.unwrap().len(), 100);
     assert_eq!(s2.changes_since(0, 1000).await.unwrap().len(), 200);
+}
+
+#[tokio::test]
+async fn postgres_contract() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_concurrent_migrations_and_feed_order() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    // Three nodes migrating at once: the advisory lock makes them take turns.
+    let (a, b, c) = tokio::join!(
+        keygate_store::connect(&db.url, true),
+        keygate_store::connect(&db.url, true),
+        keygate_store::connect(&db.url, true)
+    );
+    let stores = [a.unwrap(), b.unwrap(), c.unwrap()];
+    // Concurrent writers: a follower reading as they go must never see a seq before a smaller one
+    // is visible (the feed appends under an advisory lock).
+    let follower = stores[0].clone();
+    let reader = tokio::spawn(async move {
+        let mut cursor = 0;
+        let mut seen = Vec::new();
+        for _ in 0..400 {
+            for ch in follower.changes_since(cursor, 1000).await.unwrap() {
+                assert_eq!(ch.seq, cursor + 1, "feed entries became visible out of order");
+                cursor = ch.seq;
+                seen.push(ch.seq);
+            }
+            if seen.len() >= 90 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        seen.len()
+    });
+    let mut writers = Vec::new();
+    for (i, s) in stores.iter().cloned().enumerate() {
+        writers.push(tokio::spawn(async move {
+            for j in 0..30 {
+                s.create_account(&new_account(&format!("n{i}-{j}@example.com"))).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(reader.await.unwrap(), 90);
 }

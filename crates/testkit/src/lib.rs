@@ -1,0 +1,80 @@
+//! Test support: finding the external components some tests need.
+//!
+//! A test that needs PostgreSQL (or nginx, Chromium, ...) asks here. When the component is
+//! missing the test says so loudly on stderr and skips, unless `KEYGATE_TEST_REQUIRE_ALL=1`
+//! (set by CI), in which case it fails: nothing is silently skipped in CI.
+#![forbid(unsafe_code)]
+
+use rand::RngCore;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+/// True when CI demands every external component.
+pub fn require_all() -> bool {
+    std::env::var("KEYGATE_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns) or fails the current test for a missing component.
+#[macro_export]
+macro_rules! skip_or_fail {
+    ($($arg:tt)*) => {{
+        let why = format!($($arg)*);
+        if $crate::require_all() {
+            panic!("KEYGATE_TEST_REQUIRE_ALL=1 and a test component is missing: {why}");
+        }
+        eprintln!("\n!!! SKIPPED {}: {why}\n", module_path!());
+        return;
+    }};
+}
+
+/// The PostgreSQL server tests use: `KEYGATE_TEST_POSTGRES_URL`, default the local one.
+pub fn postgres_admin_url() -> String {
+    std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database created for one test and dropped when this is dropped.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// Creates a fresh, empty database, or says why it cannot.
+    pub async fn create() -> Result<TestDb, String> {
+        let admin_url = postgres_admin_url();
+        let mut conn = PgConnection::connect(&admin_url)
+            .await
+            .map_err(|e| format!("PostgreSQL not reachable at {admin_url}: {e}"))?;
+        let mut b = [0u8; 6];
+        rand::rng().fill_bytes(&mut b);
+        let name = format!("keygate_test_{}", hex::encode(b));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| format!("cannot create a test database: {e}"))?;
+        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+        Ok(TestDb { url: format!("{base}/{name}"), name, admin_url })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Dropped from sync code, maybe inside a runtime: use a thread with its own runtime.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio_rt();
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a test runtime")
+}
