@@ -13,11 +13,7 @@ use keygate_server::{Application, Config, keys};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(
-    name = "keygate",
-    version,
-    about = "Authentication server for HTTP APIs (x-api-key, getToken, Bearer)"
-)]
+#[command(name = "keygate", version, about = "Authentication server for HTTP APIs (x-api-key, getToken, Bearer)")]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -31,24 +27,13 @@ struct Global {
     #[arg(long, global = true, env = "KEYGATE_CONFIG")]
     config: Option<PathBuf>,
     /// Database URL [default: sqlite://keygate.db].
-    #[arg(
-        long,
-        global = true,
-        env = "KEYGATE_DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, env = "KEYGATE_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// File holding the master key [default: beside the SQLite file, e.g. keygate.key].
     #[arg(long, global = true, env = "KEYGATE_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
     /// The master key itself, as 64 hex characters (prefer the file).
-    #[arg(
-        long,
-        global = true,
-        env = "KEYGATE_MASTER_KEY",
-        hide_env_values = true,
-        hide = true
-    )]
+    #[arg(long, global = true, env = "KEYGATE_MASTER_KEY", hide_env_values = true, hide = true)]
     master_key: Option<String>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -186,11 +171,8 @@ impl Global {
 }
 
 fn init_logging(format: LogFormat, default: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -199,9 +181,7 @@ fn init_logging(format: LogFormat, default: &str) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
 }
 
@@ -274,11 +254,7 @@ enum Admin {
     AdminToken(AdminTokenCmd),
 }
 
-fn print<T: Serialize>(
-    json: bool,
-    value: &T,
-    human: impl FnOnce(&T) -> String,
-) -> anyhow::Result<()> {
+fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
@@ -288,10 +264,7 @@ fn print<T: Serialize>(
 }
 
 fn fmt_time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
-    )
-    .to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
 fn account_line(a: &keygate_core::model::Account) -> String {
@@ -301,10 +274,7 @@ fn account_line(a: &keygate_core::model::Account) -> String {
         a.uid,
         a.email,
         a.status.as_str(),
-        a.ban_reason
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default(),
+        a.ban_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
         fmt_time(a.created_at)
     )
 }
@@ -313,10 +283,7 @@ fn credential_line(c: &keygate_core::model::Credential) -> String {
     let grace: Vec<String> = c
         .live_generations
         .iter()
-        .filter_map(|g| {
-            g.expires_at
-                .map(|t| format!("gen {} until {}", g.generation, fmt_time(t)))
-        })
+        .filter_map(|g| g.expires_at.map(|t| format!("gen {} until {}", g.generation, fmt_time(t))))
         .collect();
     format!(
         "{}  account={}  {}  {}  gen={}{}  created {}",
@@ -325,11 +292,7 @@ fn credential_line(c: &keygate_core::model::Credential) -> String {
         c.hint,
         c.status.as_str(),
         c.generation,
-        if grace.is_empty() {
-            String::new()
-        } else {
-            format!("  (old: {})", grace.join(", "))
-        },
+        if grace.is_empty() { String::new() } else { format!("  (old: {})", grace.join(", ")) },
         fmt_time(c.created_at)
     )
 }
@@ -348,23 +311,18 @@ async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
     let ops = Ops::new(store.clone(), master.api_key_hasher(), None);
     match cmd {
         Admin::Account(cmd) => match cmd {
-            AccountCmd::Create { email, first_name } => print(
-                json,
-                &ops.create_account(&email, &first_name).await?,
-                account_line,
-            ),
-            AccountCmd::List { query, limit } => print(
-                json,
-                &ops.list_accounts(query.as_deref(), Some(limit), None)
-                    .await?,
-                |v| {
+            AccountCmd::Create { email, first_name } => {
+                print(json, &ops.create_account(&email, &first_name).await?, account_line)
+            }
+            AccountCmd::List { query, limit } => {
+                print(json, &ops.list_accounts(query.as_deref(), Some(limit), None).await?, |v| {
                     if v.is_empty() {
                         "no accounts".into()
                     } else {
                         v.iter().map(account_line).collect::<Vec<_>>().join("\n")
                     }
-                },
-            ),
+                })
+            }
             AccountCmd::Show { id } => {
                 let (account, events) = ops.get_account(parse_account_id(&id)?).await?;
                 let value = serde_json::json!({"account": account, "events": events});
@@ -376,10 +334,7 @@ async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
                             fmt_time(e.at),
                             e.kind,
                             e.actor,
-                            e.reason
-                                .as_deref()
-                                .map(|r| format!(": {r}"))
-                                .unwrap_or_default()
+                            e.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
                         ));
                     }
                     s
@@ -387,50 +342,35 @@ async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
             }
             AccountCmd::Ban { id, reason } => print(
                 json,
-                &ops.set_banned(parse_account_id(&id)?, true, reason.as_deref(), "cli")
-                    .await?,
+                &ops.set_banned(parse_account_id(&id)?, true, reason.as_deref(), "cli").await?,
                 account_line,
             ),
-            AccountCmd::Unban { id } => print(
-                json,
-                &ops.set_banned(parse_account_id(&id)?, false, None, "cli")
-                    .await?,
-                account_line,
-            ),
+            AccountCmd::Unban { id } => {
+                print(json, &ops.set_banned(parse_account_id(&id)?, false, None, "cli").await?, account_line)
+            }
         },
         Admin::Credential(cmd) => match cmd {
-            CredentialCmd::Create { account } => print(
-                json,
-                &ops.create_credential(parse_account_id(&account)?).await?,
-                issued,
-            ),
-            CredentialCmd::List { account } => print(
-                json,
-                &ops.list_credentials(parse_account_id(&account)?).await?,
-                |v| {
+            CredentialCmd::Create { account } => {
+                print(json, &ops.create_credential(parse_account_id(&account)?).await?, issued)
+            }
+            CredentialCmd::List { account } => {
+                print(json, &ops.list_credentials(parse_account_id(&account)?).await?, |v| {
                     if v.is_empty() {
                         "no credentials".into()
                     } else {
                         v.iter().map(credential_line).collect::<Vec<_>>().join("\n")
                     }
-                },
-            ),
-            CredentialCmd::Show { client_id } => print(
-                json,
-                &ops.get_credential(parse_client_id(&client_id)?).await?,
-                credential_line,
-            ),
-            CredentialCmd::Revoke { client_id } => print(
-                json,
-                &ops.revoke_credential(parse_client_id(&client_id)?).await?,
-                credential_line,
-            ),
-            CredentialCmd::Rotate { client_id, grace } => print(
-                json,
-                &ops.rotate_credential(parse_client_id(&client_id)?, grace)
-                    .await?,
-                issued,
-            ),
+                })
+            }
+            CredentialCmd::Show { client_id } => {
+                print(json, &ops.get_credential(parse_client_id(&client_id)?).await?, credential_line)
+            }
+            CredentialCmd::Revoke { client_id } => {
+                print(json, &ops.revoke_credential(parse_client_id(&client_id)?).await?, credential_line)
+            }
+            CredentialCmd::Rotate { client_id, grace } => {
+                print(json, &ops.rotate_credential(parse_client_id(&client_id)?, grace).await?, issued)
+            }
         },
         Admin::SigningKey(cmd) => match cmd {
             SigningKeyCmd::List => print(json, &store.signing_keys().await?, |v| {
@@ -440,40 +380,23 @@ async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
                             "{}  created {}{}",
                             k.kid,
                             fmt_time(k.created_at),
-                            k.retired_at
-                                .map(|t| format!("  retired {}", fmt_time(t)))
-                                .unwrap_or_default()
+                            k.retired_at.map(|t| format!("  retired {}", fmt_time(t))).unwrap_or_default()
                         )
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
             }),
             SigningKeyCmd::Rotate => {
-                print(json, &store.add_signing_key(&keys::new_kid()).await?, |k| {
-                    format!("new signing key {}", k.kid)
-                })
+                print(json, &store.add_signing_key(&keys::new_kid()).await?, |k| format!("new signing key {}", k.kid))
             }
             SigningKeyCmd::Retire { kid } => {
-                let live = store
-                    .signing_keys()
-                    .await?
-                    .into_iter()
-                    .filter(|k| k.retired_at.is_none())
-                    .count();
-                let target = store
-                    .signing_keys()
-                    .await?
-                    .into_iter()
-                    .find(|k| k.kid == kid)
-                    .context("no such signing key")?;
+                let live = store.signing_keys().await?.into_iter().filter(|k| k.retired_at.is_none()).count();
+                let target =
+                    store.signing_keys().await?.into_iter().find(|k| k.kid == kid).context("no such signing key")?;
                 if target.retired_at.is_none() && live <= 1 {
-                    anyhow::bail!(
-                        "{kid} is the only live signing key: run `keygate signing-key rotate` first"
-                    );
+                    anyhow::bail!("{kid} is the only live signing key: run `keygate signing-key rotate` first");
                 }
-                print(json, &store.retire_signing_key(&kid).await?, |k| {
-                    format!("retired {}", k.kid)
-                })
+                print(json, &store.retire_signing_key(&kid).await?, |k| format!("retired {}", k.kid))
             }
         },
         Admin::AdminToken(AdminTokenCmd::Reset) => {

@@ -49,10 +49,7 @@ pub struct Application {
 
 /// Opens the configured store, checks the master key against it and makes sure signing keys
 /// exist. Shared by `serve` and the CLI.
-pub async fn open_store(
-    config: &Config,
-    migrate: bool,
-) -> anyhow::Result<(Arc<dyn Store>, MasterKey)> {
+pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<(Arc<dyn Store>, MasterKey)> {
     let store = keygate_store::connect(&config.database_url, migrate)
         .await
         .with_context(|| format!("opening database {}", redact_url(&config.database_url)))?;
@@ -70,10 +67,7 @@ impl Application {
             None => keys::ensure_admin_token(store.as_ref(), &master).await?,
         };
         let keyring = keys::load_keyring(store.as_ref(), &master).await?;
-        let tokens = TokenSettings {
-            ttl_secs: config.token_ttl.as_secs() as i64,
-            from: config.token_from.clone(),
-        };
+        let tokens = TokenSettings { ttl_secs: config.token_ttl.as_secs() as i64, from: config.token_from.clone() };
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             master.api_key_hasher(),
@@ -91,9 +85,7 @@ impl Application {
             cursor,
             applied,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let ops = Ops::new(store, master.api_key_hasher(), Some(auth.clone()));
         let state = AppState {
             config: Arc::new(config),
@@ -103,38 +95,25 @@ impl Application {
             master,
             feed_cursor,
         };
-        Ok(Self {
-            listener,
-            state,
-            follower,
-            generated_admin_token,
-        })
+        Ok(Self { listener, state, follower, generated_admin_token })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut feed_stop = stop_rx.clone();
         let feed = tokio::spawn(self.follower.run(async move {
             let _ = feed_stop.wait_for(|s| *s).await;
         }));
-        let pruner = tokio::spawn(prune_changes(
-            self.state.auth.store().clone(),
-            stop_rx.clone(),
-        ));
+        let pruner = tokio::spawn(prune_changes(self.state.auth.store().clone(), stop_rx.clone()));
         tracing::info!(%addr, backend = self.state.auth.store().backend(), "keygate listening");
         let app = router(self.state);
         let result = axum::serve(self.listener, app)
@@ -156,10 +135,7 @@ async fn prune_changes(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {}
         }
-        if let Err(e) = store
-            .prune_changes(keygate_store::now_ms() - 3_600_000)
-            .await
-        {
+        if let Err(e) = store.prune_changes(keygate_store::now_ms() - 3_600_000).await {
             tracing::warn!(error = %e, "pruning the change feed failed");
         }
     }
@@ -178,9 +154,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/admin/v1", routes::admin::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal("handler panicked".into()).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
         .layer(TraceLayer::new_for_http().on_response(DefaultOnResponse::new().level(Level::DEBUG)))
         .with_state(state)
 }
@@ -191,8 +165,7 @@ async fn status_mode(State(state): State<AppState>, req: Request, next: Next) ->
     let mut res = next.run(req).await;
     if state.config.http_status == StatusMode::Always200 && res.status() != StatusCode::OK {
         *res.status_mut() = StatusCode::OK;
-        res.headers_mut()
-            .remove(axum::http::header::WWW_AUTHENTICATE);
+        res.headers_mut().remove(axum::http::header::WWW_AUTHENTICATE);
     }
     res
 }

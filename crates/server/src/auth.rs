@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use axum::http::{HeaderMap, HeaderName, header};
-use keygate_core::decide::{
-    self, AccountState, AuthFailure, CredentialState, InvalidReason, Presented,
-};
+use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, InvalidReason, Presented};
 use keygate_core::model::{AuthMethod, Identity};
 use keygate_core::token::{Claims, Keyring, TokenError};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
@@ -181,24 +179,15 @@ impl Authenticator {
     }
 
     async fn secret(&self, hash: SecretHash) -> Result<Option<(ClientId, u32)>, StoreError> {
-        self.load(&self.secrets, hash.0, async {
-            self.store.find_secret(&hash).await
-        })
-        .await
+        self.load(&self.secrets, hash.0, async { self.store.find_secret(&hash).await }).await
     }
 
     async fn credential(&self, id: ClientId) -> Result<Option<Arc<CredentialState>>, StoreError> {
-        self.load(&self.credentials, id, async {
-            Ok(self.store.credential_state(id).await?.map(Arc::new))
-        })
-        .await
+        self.load(&self.credentials, id, async { Ok(self.store.credential_state(id).await?.map(Arc::new)) }).await
     }
 
     async fn account(&self, id: AccountId) -> Result<Option<Arc<AccountState>>, StoreError> {
-        self.load(&self.accounts, id, async {
-            Ok(self.store.account_state(id).await?.map(Arc::new))
-        })
-        .await
+        self.load(&self.accounts, id, async { Ok(self.store.account_state(id).await?.map(Arc::new)) }).await
     }
 
     /// Authenticates a request by its headers, as every protected call is.
@@ -206,37 +195,22 @@ impl Authenticator {
         let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         // A header that is present but not visible ASCII is not a credential we could have issued.
         let garbled = |name: &HeaderName| headers.get(name).is_some_and(|v| v.to_str().is_err());
-        if garbled(&header::AUTHORIZATION)
-            || (headers.get(&header::AUTHORIZATION).is_none() && garbled(&X_API_KEY))
-        {
+        if garbled(&header::AUTHORIZATION) || (headers.get(&header::AUTHORIZATION).is_none() && garbled(&X_API_KEY)) {
             return Err(AuthFailure::Invalid(InvalidReason::MalformedKey).into());
         }
-        let presented = decide::presented(
-            get(&header::AUTHORIZATION),
-            get(&X_API_KEY),
-            get(&X_CLIENT_ID),
-            get(&X_CLIENT_SECRET),
-        )?;
+        let presented =
+            decide::presented(get(&header::AUTHORIZATION), get(&X_API_KEY), get(&X_CLIENT_ID), get(&X_CLIENT_SECRET))?;
         match presented {
-            Presented::ApiKey(key) => self
-                .by_key(key, None, AuthMethod::ApiKey)
-                .await
-                .map(|v| v.identity),
-            Presented::ClientPair { client_id, secret } => self
-                .by_key(secret, Some(client_id), AuthMethod::ClientSecret)
-                .await
-                .map(|v| v.identity),
+            Presented::ApiKey(key) => self.by_key(key, None, AuthMethod::ApiKey).await.map(|v| v.identity),
+            Presented::ClientPair { client_id, secret } => {
+                self.by_key(secret, Some(client_id), AuthMethod::ClientSecret).await.map(|v| v.identity)
+            }
             Presented::Bearer(token) => self.by_token(token).await,
         }
     }
 
     /// Checks an API key (and, for the legacy pair, that it belongs to `client_id`).
-    async fn by_key(
-        &self,
-        key: &str,
-        client_id: Option<&str>,
-        method: AuthMethod,
-    ) -> Result<Verified, AuthError> {
+    async fn by_key(&self, key: &str, client_id: Option<&str>, method: AuthMethod) -> Result<Verified, AuthError> {
         let invalid = |r| AuthError::Refused(AuthFailure::Invalid(r));
         ApiKey::parse(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
         let hash = self.hasher.hash(key);
@@ -254,78 +228,38 @@ impl Authenticator {
     }
 
     async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
-        let subject = self
-            .keyring
-            .load()
-            .verify(token, now_ms() / 1000)
-            .map_err(|e| {
-                AuthError::Refused(AuthFailure::Invalid(match e {
-                    TokenError::Expired => InvalidReason::TokenExpired,
-                    TokenError::Signature => InvalidReason::TokenSignature,
-                    TokenError::Algorithm => InvalidReason::TokenAlgorithm,
-                    TokenError::UnknownKid => InvalidReason::TokenKeyId,
-                    TokenError::Malformed | TokenError::NoSigningKey => {
-                        InvalidReason::MalformedToken
-                    }
-                }))
-            })?;
-        let v = self
-            .finish(subject.client_id, subject.generation, AuthMethod::Bearer)
-            .await?;
+        let subject = self.keyring.load().verify(token, now_ms() / 1000).map_err(|e| {
+            AuthError::Refused(AuthFailure::Invalid(match e {
+                TokenError::Expired => InvalidReason::TokenExpired,
+                TokenError::Signature => InvalidReason::TokenSignature,
+                TokenError::Algorithm => InvalidReason::TokenAlgorithm,
+                TokenError::UnknownKid => InvalidReason::TokenKeyId,
+                TokenError::Malformed | TokenError::NoSigningKey => InvalidReason::MalformedToken,
+            }))
+        })?;
+        let v = self.finish(subject.client_id, subject.generation, AuthMethod::Bearer).await?;
         if v.account.id != subject.account_id {
             return Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into());
         }
         Ok(v.identity)
     }
 
-    async fn finish(
-        &self,
-        cid: ClientId,
-        generation: u32,
-        method: AuthMethod,
-    ) -> Result<Verified, AuthError> {
-        let cred = self
-            .credential(cid)
-            .await?
-            .ok_or(AuthFailure::Invalid(InvalidReason::UnknownCredential))?;
-        let account = self
-            .account(cred.account_id)
-            .await?
-            .ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
+    async fn finish(&self, cid: ClientId, generation: u32, method: AuthMethod) -> Result<Verified, AuthError> {
+        let cred = self.credential(cid).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownCredential))?;
+        let account =
+            self.account(cred.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
         decide::decide(&cred, generation, &account, now_ms())?;
-        let identity = Identity {
-            account_id: account.id,
-            uid: account.uid,
-            client_id: cid,
-            method,
-        };
-        Ok(Verified {
-            identity,
-            generation,
-            account,
-        })
+        let identity = Identity { account_id: account.id, uid: account.uid, client_id: cid, method };
+        Ok(Verified { identity, generation, account })
     }
 
     /// getToken: trades `clientId` + `clientSecret` for a signed token.
-    pub async fn issue_token(
-        &self,
-        client_id: &str,
-        client_secret: &str,
-    ) -> Result<String, AuthError> {
+    pub async fn issue_token(&self, client_id: &str, client_secret: &str) -> Result<String, AuthError> {
         if client_id.trim().is_empty() || client_secret.trim().is_empty() {
             return Err(AuthFailure::Missing.into());
         }
-        let Verified {
-            identity,
-            generation,
-            account,
-        } = self
-            .by_key(
-                client_secret.trim(),
-                Some(client_id.trim()),
-                AuthMethod::ClientSecret,
-            )
-            .await?;
+        let Verified { identity, generation, account } =
+            self.by_key(client_secret.trim(), Some(client_id.trim()), AuthMethod::ClientSecret).await?;
         let now = now_ms() / 1000;
         let hint = identity.client_id.to_hex();
         let claims = Claims {
@@ -342,9 +276,6 @@ impl Authenticator {
             generation,
             jti: ClientId::generate(now as u64).to_hex(),
         };
-        self.keyring
-            .load()
-            .issue(&claims)
-            .map_err(|e| AuthError::Store(StoreError::Other(e.to_string())))
+        self.keyring.load().issue(&claims).map_err(|e| AuthError::Store(StoreError::Other(e.to_string())))
     }
 }

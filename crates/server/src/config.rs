@@ -28,9 +28,7 @@ impl std::str::FromStr for StatusMode {
         match s {
             "standard" => Ok(Self::Standard),
             "always-200" | "always200" => Ok(Self::Always200),
-            _ => Err(format!(
-                "unknown http status mode {s:?}: use \"standard\" or \"always-200\""
-            )),
+            _ => Err(format!("unknown http status mode {s:?}: use \"standard\" or \"always-200\"")),
         }
     }
 }
@@ -49,9 +47,7 @@ impl std::str::FromStr for LogFormat {
         match s {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
-            _ => Err(format!(
-                "unknown log format {s:?}: use \"text\" or \"json\""
-            )),
+            _ => Err(format!("unknown log format {s:?}: use \"text\" or \"json\"")),
         }
     }
 }
@@ -100,8 +96,7 @@ impl Layer {
     }
 
     pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Layer> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
     }
 }
@@ -158,9 +153,7 @@ fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
 
 /// The SQLite file a `sqlite:` URL names, if it names one.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
 }
@@ -168,20 +161,14 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
 impl Config {
     pub fn resolve(layer: Layer) -> anyhow::Result<Config> {
         let listen = layer.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen: SocketAddr = listen
-            .parse()
-            .with_context(|| format!("listen address {listen:?} is not HOST:PORT"))?;
-        let database_url = layer
-            .database_url
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        let listen: SocketAddr =
+            listen.parse().with_context(|| format!("listen address {listen:?} is not HOST:PORT"))?;
+        let database_url = layer.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         let master_key = match (layer.master_key, layer.master_key_file) {
             (Some(hex), _) => MasterKeySource::Hex(hex),
             (None, Some(path)) => MasterKeySource::File { path, create: true },
             (None, None) => match sqlite_path(&database_url) {
-                Some(db) => MasterKeySource::File {
-                    path: db.with_extension("key"),
-                    create: true,
-                },
+                Some(db) => MasterKeySource::File { path: db.with_extension("key"), create: true },
                 None if database_url.starts_with("sqlite:") => MasterKeySource::Ephemeral,
                 None => bail!(
                     "a shared master key is needed with {}: set KEYGATE_MASTER_KEY or --master-key-file",
@@ -198,10 +185,7 @@ impl Config {
         if token_ttl.is_zero() {
             bail!("token_ttl must be positive");
         }
-        let feed_interval = duration(
-            "feed_interval",
-            layer.feed_interval.as_deref().unwrap_or("250ms"),
-        )?;
+        let feed_interval = duration("feed_interval", layer.feed_interval.as_deref().unwrap_or("250ms"))?;
         if feed_interval < Duration::from_millis(10) || feed_interval > Duration::from_secs(60) {
             bail!("feed_interval must be between 10ms and 60s");
         }
@@ -227,44 +211,22 @@ mod tests {
 
     #[test]
     fn layering_and_defaults() {
-        let file = Layer {
-            listen: Some("0.0.0.0:9000".into()),
-            token_ttl: Some("1h".into()),
-            ..Default::default()
-        };
-        let flags = Layer {
-            listen: Some("127.0.0.1:1".into()),
-            ..Default::default()
-        };
+        let file = Layer { listen: Some("0.0.0.0:9000".into()), token_ttl: Some("1h".into()), ..Default::default() };
+        let flags = Layer { listen: Some("127.0.0.1:1".into()), ..Default::default() };
         let c = Config::resolve(file.merge(flags)).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:1");
         assert_eq!(c.token_ttl, Duration::from_secs(3600));
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert!(matches!(&c.master_key, MasterKeySource::File { path, .. } if path == &PathBuf::from("keygate.key")));
+        assert!(Config::resolve(Layer { token_ttl: Some("soon".into()), ..Default::default() }).is_err());
         assert!(
-            matches!(&c.master_key, MasterKeySource::File { path, .. } if path == &PathBuf::from("keygate.key"))
-        );
-        assert!(
-            Config::resolve(Layer {
-                token_ttl: Some("soon".into()),
-                ..Default::default()
-            })
-            .is_err()
-        );
-        assert!(
-            Config::resolve(Layer {
-                database_url: Some("postgres://u:pw@h/db".into()),
-                ..Default::default()
-            })
-            .is_err()
+            Config::resolve(Layer { database_url: Some("postgres://u:pw@h/db".into()), ..Default::default() }).is_err()
         );
     }
 
     #[test]
     fn redaction() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("sqlite://keygate.db"), "sqlite://keygate.db");
     }
 }

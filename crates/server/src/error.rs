@@ -22,11 +22,7 @@ pub struct Envelope<T: Serialize> {
 
 /// A success envelope `{"code":1000,"msg":"OK","data":...}`.
 pub fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
-    Json(Envelope {
-        code: BusinessCode::Success,
-        msg: BusinessCode::Success.default_msg(),
-        data: Some(data),
-    })
+    Json(Envelope { code: BusinessCode::Success, msg: BusinessCode::Success.default_msg(), data: Some(data) })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,10 +115,7 @@ impl IntoResponse for ApiError {
                 AuthFailure::Banned => "",
             };
             if !challenge.is_empty() {
-                res.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(challenge),
-                );
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             }
         }
         res

@@ -53,11 +53,7 @@ impl Follower {
             let Some(first) = changes.first() else { break };
             if first.seq > self.cursor + 1 && self.cursor > 0 {
                 // Entries we never saw were pruned: we cannot tell what changed, so forget all.
-                tracing::warn!(
-                    cursor = self.cursor,
-                    next = first.seq,
-                    "change feed gap; dropping the whole cache"
-                );
+                tracing::warn!(cursor = self.cursor, next = first.seq, "change feed gap; dropping the whole cache");
                 self.auth.invalidate_all();
             }
             let mut keys_changed = false;
@@ -66,8 +62,7 @@ impl Follower {
                 keys_changed |= c.entity == Entity::SigningKey;
             }
             if keys_changed {
-                self.auth
-                    .set_keyring(keys::load_keyring(self.store.as_ref(), &self.master).await?);
+                self.auth.set_keyring(keys::load_keyring(self.store.as_ref(), &self.master).await?);
             }
             self.cursor = changes.last().map_or(self.cursor, |c| c.seq);
             if changes.len() < BATCH as usize {

@@ -28,9 +28,7 @@ pub enum MasterKeySource {
 /// so the file appears whole or not at all, and a loser reads the winner's key.
 pub fn load_master_key(source: &MasterKeySource) -> anyhow::Result<MasterKey> {
     match source {
-        MasterKeySource::Hex(hex) => {
-            MasterKey::from_hex(hex).context("KEYGATE_MASTER_KEY is malformed")
-        }
+        MasterKeySource::Hex(hex) => MasterKey::from_hex(hex).context("KEYGATE_MASTER_KEY is malformed"),
         MasterKeySource::Ephemeral => Ok(MasterKey::generate()),
         MasterKeySource::File { path, create } => {
             if !path.exists() {
@@ -42,20 +40,16 @@ pub fn load_master_key(source: &MasterKeySource) -> anyhow::Result<MasterKey> {
                 }
                 create_key_file(path)?;
             }
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading master key file {}", path.display()))?;
-            MasterKey::from_hex(&text)
-                .with_context(|| format!("master key file {} is malformed", path.display()))
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading master key file {}", path.display()))?;
+            MasterKey::from_hex(&text).with_context(|| format!("master key file {} is malformed", path.display()))
         }
     }
 }
 
 fn create_key_file(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut nonce = [0u8; 8];
     rand::rng().fill_bytes(&mut nonce);
@@ -91,9 +85,7 @@ const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
 /// would silently stop matching.
 pub async fn check_master_key(store: &dyn Store, master: &MasterKey) -> anyhow::Result<()> {
     let check = master.admin_token_hasher().hash("keygate master key check");
-    store
-        .put_setting(MASTER_CHECK, check.as_bytes(), true)
-        .await?;
+    store.put_setting(MASTER_CHECK, check.as_bytes(), true).await?;
     let stored = store.get_setting(MASTER_CHECK).await?.unwrap_or_default();
     if stored != check.as_bytes() {
         bail!(
@@ -106,12 +98,7 @@ pub async fn check_master_key(store: &dyn Store, master: &MasterKey) -> anyhow::
 
 /// Creates a first signing key id when none is live.
 pub async fn ensure_signing_key(store: &dyn Store) -> Result<(), StoreError> {
-    if !store
-        .signing_keys()
-        .await?
-        .iter()
-        .any(|k| k.retired_at.is_none())
-    {
+    if !store.signing_keys().await?.iter().any(|k| k.retired_at.is_none()) {
         store.add_signing_key(&new_kid()).await?;
     }
     Ok(())
@@ -127,54 +114,28 @@ pub fn new_kid() -> String {
 pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> Result<Keyring, StoreError> {
     let keys = store.signing_keys().await?;
     let live: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
-    let active = live
-        .iter()
-        .max_by_key(|k| (k.created_at, k.kid.clone()))
-        .map(|k| k.kid.as_str());
-    Ok(Keyring::new(
-        master,
-        live.iter().map(|k| k.kid.as_str()),
-        active,
-    ))
+    let active = live.iter().max_by_key(|k| (k.created_at, k.kid.clone())).map(|k| k.kid.as_str());
+    Ok(Keyring::new(master, live.iter().map(|k| k.kid.as_str()), active))
 }
 
 /// Makes sure an admin token exists; returns a newly generated one (to print once) if it made one.
-pub async fn ensure_admin_token(
-    store: &dyn Store,
-    master: &MasterKey,
-) -> Result<Option<String>, StoreError> {
+pub async fn ensure_admin_token(store: &dyn Store, master: &MasterKey) -> Result<Option<String>, StoreError> {
     if store.get_setting(ADMIN_TOKEN_HASH).await?.is_some() {
         return Ok(None);
     }
     let token = key::generate(ADMIN_TOKEN_PREFIX);
     let hash = master.admin_token_hasher().hash(&token);
-    Ok(store
-        .put_setting(ADMIN_TOKEN_HASH, hash.as_bytes(), true)
-        .await?
-        .then_some(token))
+    Ok(store.put_setting(ADMIN_TOKEN_HASH, hash.as_bytes(), true).await?.then_some(token))
 }
 
 /// Replaces the admin token; returns the new one (to print once).
-pub async fn reset_admin_token(
-    store: &dyn Store,
-    master: &MasterKey,
-) -> Result<String, StoreError> {
+pub async fn reset_admin_token(store: &dyn Store, master: &MasterKey) -> Result<String, StoreError> {
     let token = key::generate(ADMIN_TOKEN_PREFIX);
-    store
-        .put_setting(
-            ADMIN_TOKEN_HASH,
-            master.admin_token_hasher().hash(&token).as_bytes(),
-            false,
-        )
-        .await?;
+    store.put_setting(ADMIN_TOKEN_HASH, master.admin_token_hasher().hash(&token).as_bytes(), false).await?;
     Ok(token)
 }
 
 /// The stored admin token hash, if any.
 pub async fn admin_token_hash(store: &dyn Store) -> Result<Option<SecretHash>, StoreError> {
-    Ok(store
-        .get_setting(ADMIN_TOKEN_HASH)
-        .await?
-        .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
-        .map(SecretHash))
+    Ok(store.get_setting(ADMIN_TOKEN_HASH).await?.and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok()).map(SecretHash))
 }

@@ -32,10 +32,7 @@ pub struct IssuedCredential {
 pub fn validate_email(raw: &str) -> Result<String, ApiError> {
     let email = raw.trim();
     let bad = || ApiError::BadRequest("email must look like name@example.com".into());
-    if email.len() < 3
-        || email.len() > 254
-        || email.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if email.len() < 3 || email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad());
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
@@ -54,23 +51,17 @@ pub fn validate_email(raw: &str) -> Result<String, ApiError> {
 fn validate_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "firstName must be at most 100 printable characters".into(),
-        ));
+        return Err(ApiError::BadRequest("firstName must be at most 100 printable characters".into()));
     }
     Ok(name.to_owned())
 }
 
 pub fn parse_account_id(s: &str) -> Result<AccountId, ApiError> {
-    s.parse().map_err(|_| {
-        ApiError::BadRequest("account id must be 24 lowercase hexadecimal characters".into())
-    })
+    s.parse().map_err(|_| ApiError::BadRequest("account id must be 24 lowercase hexadecimal characters".into()))
 }
 
 pub fn parse_client_id(s: &str) -> Result<ClientId, ApiError> {
-    s.parse().map_err(|_| {
-        ApiError::BadRequest("clientId must be 24 lowercase hexadecimal characters".into())
-    })
+    s.parse().map_err(|_| ApiError::BadRequest("clientId must be 24 lowercase hexadecimal characters".into()))
 }
 
 fn not_found(what: &'static str) -> impl Fn(ApiError) -> ApiError {
@@ -81,16 +72,8 @@ fn not_found(what: &'static str) -> impl Fn(ApiError) -> ApiError {
 }
 
 impl Ops {
-    pub fn new(
-        store: Arc<dyn Store>,
-        hasher: SecretHasher,
-        auth: Option<Arc<Authenticator>>,
-    ) -> Self {
-        Self {
-            store,
-            hasher,
-            auth,
-        }
+    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, auth: Option<Arc<Authenticator>>) -> Self {
+        Self { store, hasher, auth }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -104,10 +87,7 @@ impl Ops {
     }
 
     pub async fn create_account(&self, email: &str, first_name: &str) -> Result<Account, ApiError> {
-        let new = NewAccount {
-            email: validate_email(email)?,
-            first_name: validate_name(first_name)?,
-        };
+        let new = NewAccount { email: validate_email(email)?, first_name: validate_name(first_name)? };
         let account = self.store.create_account(&new).await?;
         self.changed(Entity::Account, &account.id.to_hex());
         Ok(account)
@@ -121,26 +101,13 @@ impl Ops {
     ) -> Result<Vec<Account>, ApiError> {
         let limit = limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
-            return Err(ApiError::BadRequest(
-                "limit must be between 1 and 1000".into(),
-            ));
+            return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
         }
-        Ok(self
-            .store
-            .list_accounts(query.filter(|q| !q.is_empty()), limit, after)
-            .await?)
+        Ok(self.store.list_accounts(query.filter(|q| !q.is_empty()), limit, after).await?)
     }
 
-    pub async fn get_account(
-        &self,
-        id: AccountId,
-    ) -> Result<(Account, Vec<AccountEvent>), ApiError> {
-        let account = self
-            .store
-            .get_account(id)
-            .await
-            .map_err(ApiError::from)
-            .map_err(not_found("account"))?;
+    pub async fn get_account(&self, id: AccountId) -> Result<(Account, Vec<AccountEvent>), ApiError> {
+        let account = self.store.get_account(id).await.map_err(ApiError::from).map_err(not_found("account"))?;
         Ok((account, self.store.account_events(id).await?))
     }
 
@@ -153,15 +120,9 @@ impl Ops {
     ) -> Result<Account, ApiError> {
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         if reason.is_some_and(|r| r.chars().count() > 500) {
-            return Err(ApiError::BadRequest(
-                "reason must be at most 500 characters".into(),
-            ));
+            return Err(ApiError::BadRequest("reason must be at most 500 characters".into()));
         }
-        let status = if banned {
-            AccountStatus::Banned
-        } else {
-            AccountStatus::Active
-        };
+        let status = if banned { AccountStatus::Banned } else { AccountStatus::Active };
         let account = self
             .store
             .set_account_status(id, status, reason, actor)
@@ -172,65 +133,37 @@ impl Ops {
         Ok(account)
     }
 
-    pub async fn create_credential(
-        &self,
-        account: AccountId,
-    ) -> Result<IssuedCredential, ApiError> {
+    pub async fn create_credential(&self, account: AccountId) -> Result<IssuedCredential, ApiError> {
         let key = ApiKey::generate();
         let client_id = ClientId::generate((now_ms() / 1000) as u64);
         let credential = self
             .store
-            .create_credential(
-                account,
-                client_id,
-                &self.hasher.hash(key.expose()),
-                &key.hint(),
-            )
+            .create_credential(account, client_id, &self.hasher.hash(key.expose()), &key.hint())
             .await
             .map_err(ApiError::from)
             .map_err(not_found("account"))?;
         self.changed(Entity::Credential, &client_id.to_hex());
-        Ok(IssuedCredential {
-            client_id,
-            api_key: key.expose().to_owned(),
-            credential,
-        })
+        Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
     }
 
     pub async fn list_credentials(&self, account: AccountId) -> Result<Vec<Credential>, ApiError> {
-        self.store
-            .get_account(account)
-            .await
-            .map_err(ApiError::from)
-            .map_err(not_found("account"))?;
+        self.store.get_account(account).await.map_err(ApiError::from).map_err(not_found("account"))?;
         Ok(self.store.list_credentials(account).await?)
     }
 
     pub async fn get_credential(&self, client_id: ClientId) -> Result<Credential, ApiError> {
-        self.store
-            .get_credential(client_id)
-            .await
-            .map_err(ApiError::from)
-            .map_err(not_found("credential"))
+        self.store.get_credential(client_id).await.map_err(ApiError::from).map_err(not_found("credential"))
     }
 
     pub async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential, ApiError> {
-        let c = self
-            .store
-            .revoke_credential(client_id)
-            .await
-            .map_err(ApiError::from)
-            .map_err(not_found("credential"))?;
+        let c =
+            self.store.revoke_credential(client_id).await.map_err(ApiError::from).map_err(not_found("credential"))?;
         self.changed(Entity::Credential, &client_id.to_hex());
         Ok(c)
     }
 
     /// New secret for the same clientId; the old one (and its tokens) keep working for `grace`.
-    pub async fn rotate_credential(
-        &self,
-        client_id: ClientId,
-        grace: Duration,
-    ) -> Result<IssuedCredential, ApiError> {
+    pub async fn rotate_credential(&self, client_id: ClientId, grace: Duration) -> Result<IssuedCredential, ApiError> {
         if grace > Duration::from_secs(90 * 86_400) {
             return Err(ApiError::BadRequest("grace must be at most 90 days".into()));
         }
@@ -238,21 +171,12 @@ impl Ops {
         let until = (!grace.is_zero()).then(|| now_ms() + grace.as_millis() as i64);
         let credential = self
             .store
-            .rotate_credential(
-                client_id,
-                &self.hasher.hash(key.expose()),
-                &key.hint(),
-                until,
-            )
+            .rotate_credential(client_id, &self.hasher.hash(key.expose()), &key.hint(), until)
             .await
             .map_err(ApiError::from)
             .map_err(not_found("credential"))?;
         self.changed(Entity::Credential, &client_id.to_hex());
-        Ok(IssuedCredential {
-            client_id,
-            api_key: key.expose().to_owned(),
-            credential,
-        })
+        Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
     }
 }
 
@@ -263,9 +187,7 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(validate_email(" a@b.co ").unwrap(), "a@b.co");
-        for bad in [
-            "", "a", "a@", "@b.co", "a@b", "a b@c.d", "a@b@c.d", "a@.b", "a@b.",
-        ] {
+        for bad in ["", "a", "a@", "@b.co", "a@b", "a b@c.d", "a@b@c.d", "a@.b", "a@b."] {
             assert!(validate_email(bad).is_err(), "{bad}");
         }
     }

@@ -26,10 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}", get(get_account))
         .route("/accounts/{id}/ban", post(ban))
         .route("/accounts/{id}/unban", post(unban))
-        .route(
-            "/accounts/{id}/credentials",
-            post(create_credential).get(list_credentials),
-        )
+        .route("/accounts/{id}/credentials", post(create_credential).get(list_credentials))
         .route("/credentials/{client_id}", get(get_credential))
         .route("/credentials/{client_id}/revoke", post(revoke))
         .route("/credentials/{client_id}/rotate", post(rotate))
@@ -58,17 +55,13 @@ impl FromRequestParts<AppState> for Admin {
             Some(configured) => state.admin_hasher.hash(configured),
             None => keys::admin_token_hash(state.auth.store().as_ref())
                 .await?
-                .ok_or(ApiError::Auth(AuthFailure::Invalid(
-                    InvalidReason::UnknownKey,
-                )))?,
+                .ok_or(ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey)))?,
         };
         if hash.ct_eq(&expected) {
             Ok(Admin)
         } else {
             tracing::info!("admin API: invalid admin token");
-            Err(ApiError::Auth(AuthFailure::Invalid(
-                InvalidReason::UnknownKey,
-            )))
+            Err(ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey)))
         }
     }
 }
@@ -103,12 +96,8 @@ async fn list_accounts(
     State(s): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<impl Serialize>, ApiError> {
-    let Query(q) =
-        query.map_err(|_| ApiError::BadRequest("query must be q=TEXT&limit=N&after=UID".into()))?;
-    Ok(ok(s
-        .ops
-        .list_accounts(q.q.as_deref(), q.limit, q.after)
-        .await?))
+    let Query(q) = query.map_err(|_| ApiError::BadRequest("query must be q=TEXT&limit=N&after=UID".into()))?;
+    Ok(ok(s.ops.list_accounts(q.q.as_deref(), q.limit, q.after).await?))
 }
 
 #[derive(Serialize)]
@@ -145,26 +134,11 @@ async fn ban(
     } else {
         crate::routes::extract::parse(&body)?
     };
-    Ok(ok(s
-        .ops
-        .set_banned(
-            parse_account_id(&id)?,
-            true,
-            req.reason.as_deref(),
-            "admin-api",
-        )
-        .await?))
+    Ok(ok(s.ops.set_banned(parse_account_id(&id)?, true, req.reason.as_deref(), "admin-api").await?))
 }
 
-async fn unban(
-    _: Admin,
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<impl Serialize>, ApiError> {
-    Ok(ok(s
-        .ops
-        .set_banned(parse_account_id(&id)?, false, None, "admin-api")
-        .await?))
+async fn unban(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<impl Serialize>, ApiError> {
+    Ok(ok(s.ops.set_banned(parse_account_id(&id)?, false, None, "admin-api").await?))
 }
 
 async fn create_credential(
@@ -172,10 +146,7 @@ async fn create_credential(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok((
-        StatusCode::CREATED,
-        ok(s.ops.create_credential(parse_account_id(&id)?).await?),
-    ))
+    Ok((StatusCode::CREATED, ok(s.ops.create_credential(parse_account_id(&id)?).await?)))
 }
 
 async fn list_credentials(
@@ -195,11 +166,7 @@ async fn get_credential(
     Ok(ok(c))
 }
 
-async fn revoke(
-    _: Admin,
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<impl Serialize>, ApiError> {
+async fn revoke(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<impl Serialize>, ApiError> {
     Ok(ok(s.ops.revoke_credential(parse_client_id(&id)?).await?))
 }
 
@@ -226,25 +193,15 @@ async fn rotate(
         Some(g) => humantime::parse_duration(g)
             .map_err(|_| ApiError::BadRequest("grace must be a duration like \"24h\"".into()))?,
     };
-    Ok(ok(s
-        .ops
-        .rotate_credential(parse_client_id(&id)?, grace)
-        .await?))
+    Ok(ok(s.ops.rotate_credential(parse_client_id(&id)?, grace).await?))
 }
 
-async fn signing_keys(
-    _: Admin,
-    State(s): State<AppState>,
-) -> Result<Json<impl Serialize>, ApiError> {
+async fn signing_keys(_: Admin, State(s): State<AppState>) -> Result<Json<impl Serialize>, ApiError> {
     Ok(ok(s.auth.store().signing_keys().await?))
 }
 
-async fn rotate_signing_key(
-    _: Admin,
-    State(s): State<AppState>,
-) -> Result<Json<impl Serialize>, ApiError> {
+async fn rotate_signing_key(_: Admin, State(s): State<AppState>) -> Result<Json<impl Serialize>, ApiError> {
     let key = s.auth.store().add_signing_key(&keys::new_kid()).await?;
-    s.auth
-        .set_keyring(keys::load_keyring(s.auth.store().as_ref(), &s.master).await?);
+    s.auth.set_keyring(keys::load_keyring(s.auth.store().as_ref(), &s.master).await?);
     Ok(ok(key))
 }

@@ -30,9 +30,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// Parses JSON; the message names the position and the kind of problem but not the input.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest(
-            "request body must be a JSON object".into(),
-        ));
+        return Err(ApiError::BadRequest("request body must be a JSON object".into()));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
@@ -40,10 +38,6 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Category::Syntax | Category::Eof | Category::Io => "is not valid JSON",
             Category::Data => "has a field of the wrong type or is missing one",
         };
-        ApiError::BadRequest(format!(
-            "request body {what} (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
+        ApiError::BadRequest(format!("request body {what} (line {}, column {})", e.line(), e.column()))
     })
 }

@@ -23,10 +23,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: store unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"code": 1503, "msg": "Store unavailable"})),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"code": 1503, "msg": "Store unavailable"})))
         }
     }
 }

@@ -41,24 +41,14 @@ pub async fn get_token(
     })?;
     // The message is fixed: a type error on clientSecret must not echo the secret back.
     let req: GetTokenRequest = extract::parse(&body).map_err(|_| {
-        ApiError::BadRequest(
-            "body must be JSON {\"clientId\": string, \"clientSecret\": string}".into(),
-        )
+        ApiError::BadRequest("body must be JSON {\"clientId\": string, \"clientSecret\": string}".into())
     })?;
     let result = state
         .auth
-        .issue_token(
-            req.client_id.as_deref().unwrap_or_default(),
-            req.client_secret.as_deref().unwrap_or_default(),
-        )
+        .issue_token(req.client_id.as_deref().unwrap_or_default(), req.client_secret.as_deref().unwrap_or_default())
         .await;
     match result {
-        Ok(token) => Ok(Json(GetTokenResponse {
-            code: BusinessCode::Success,
-            msg: "OK",
-            token,
-        })
-        .into_response()),
+        Ok(token) => Ok(Json(GetTokenResponse { code: BusinessCode::Success, msg: "OK", token }).into_response()),
         Err(e) => {
             log_refusal("getToken", &e);
             Err(e.into())
@@ -71,27 +61,17 @@ pub static H_UID: HeaderName = HeaderName::from_static("x-keygate-uid");
 pub static H_CLIENT_ID: HeaderName = HeaderName::from_static("x-keygate-client-id");
 pub static H_METHOD: HeaderName = HeaderName::from_static("x-keygate-auth-method");
 
-pub async fn verify(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+pub async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     match state.auth.authenticate(&headers).await {
         Ok(identity) => {
             let mut h = HeaderMap::with_capacity(4);
             h.insert(
                 &H_ACCOUNT_ID,
-                HeaderValue::from_str(&identity.account_id.to_hex())
-                    .expect("hex is a valid header"),
+                HeaderValue::from_str(&identity.account_id.to_hex()).expect("hex is a valid header"),
             );
             h.insert(&H_UID, HeaderValue::from(identity.uid));
-            h.insert(
-                &H_CLIENT_ID,
-                HeaderValue::from_str(&identity.client_id.to_hex()).expect("hex is a valid header"),
-            );
-            h.insert(
-                &H_METHOD,
-                HeaderValue::from_static(identity.method.as_str()),
-            );
+            h.insert(&H_CLIENT_ID, HeaderValue::from_str(&identity.client_id.to_hex()).expect("hex is a valid header"));
+            h.insert(&H_METHOD, HeaderValue::from_static(identity.method.as_str()));
             Ok((h, ok(identity)).into_response())
         }
         Err(e) => {
@@ -103,11 +83,6 @@ pub async fn verify(
 
 fn log_refusal(endpoint: &'static str, e: &AuthError) {
     if let AuthError::Refused(f) = e {
-        tracing::debug!(
-            endpoint,
-            code = f.code().as_u32(),
-            reason = f.reason(),
-            "authentication refused"
-        );
+        tracing::debug!(endpoint, code = f.code().as_u32(), reason = f.reason(), "authentication refused");
     }
 }
