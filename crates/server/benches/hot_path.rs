@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue, header};
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate_core::MasterKey;
-use keygate_server::auth::{Authenticator, TokenSettings, X_API_KEY};
+use keygate_server::auth::{AuthSettings, Authenticator, X_API_KEY};
 use keygate_server::keys;
 use keygate_server::ops::Ops;
 
@@ -21,13 +21,7 @@ fn bench(c: &mut Criterion) {
         let master = MasterKey::generate();
         keys::ensure_signing_key(store.as_ref()).await.unwrap();
         let ring = keys::load_keyring(store.as_ref(), &master).await.unwrap();
-        let auth = Arc::new(Authenticator::new(
-            store.clone(),
-            master.api_key_hasher(),
-            ring,
-            TokenSettings { ttl_secs: 3600, from: "bench".into() },
-            1_000_000,
-        ));
+        let auth = Arc::new(Authenticator::new(store.clone(), master.api_key_hasher(), ring, AuthSettings::default()));
         let ops = Ops::new(store.clone(), master.api_key_hasher(), Some(auth.clone()));
         let mut keys_ = Vec::new();
         let mut tokens = Vec::new();

@@ -20,7 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::auth::{Authenticator, TokenSettings};
+use crate::auth::{AuthSettings, Authenticator};
 use crate::config::{Config, StatusMode, redact_url};
 use crate::error::ApiError;
 use crate::feed::Follower;
@@ -67,14 +67,14 @@ impl Application {
             None => keys::ensure_admin_token(store.as_ref(), &master).await?,
         };
         let keyring = keys::load_keyring(store.as_ref(), &master).await?;
-        let tokens = TokenSettings { ttl_secs: config.token_ttl.as_secs() as i64, from: config.token_from.clone() };
-        let auth = Arc::new(Authenticator::new(
-            store.clone(),
-            master.api_key_hasher(),
-            keyring,
-            tokens,
-            config.cache_capacity,
-        ));
+        let settings = AuthSettings {
+            token_ttl: config.token_ttl,
+            token_from: config.token_from.clone(),
+            cache_capacity: config.cache_capacity,
+            fail_static: config.fail_static,
+            store_timeout: config.store_timeout,
+        };
+        let auth = Arc::new(Authenticator::new(store.clone(), master.api_key_hasher(), keyring, settings));
         let cursor = store.last_change_seq().await?;
         let (applied, feed_cursor) = watch::channel(cursor);
         let follower = Follower {

@@ -12,7 +12,8 @@
 
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::http::{HeaderMap, HeaderName, header};
@@ -65,12 +66,32 @@ struct Verified {
     account: Arc<AccountState>,
 }
 
-/// Token issuing settings.
+/// How the authenticator issues tokens and trusts its cache.
 #[derive(Debug, Clone)]
-pub struct TokenSettings {
-    pub ttl_secs: i64,
+pub struct AuthSettings {
+    /// Lifetime of tokens from getToken.
+    pub token_ttl: Duration,
     /// The `from` claim.
-    pub from: String,
+    pub token_from: String,
+    /// Entries per cache.
+    pub cache_capacity: u64,
+    /// How long cached state is trusted without a successful change-feed poll. Past it, every
+    /// request goes to the store, and fails with 1503 if the store cannot answer.
+    pub fail_static: Duration,
+    /// How long a cache-miss load may take before the request fails with 1503.
+    pub store_timeout: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(366 * 86_400),
+            token_from: "keygate".into(),
+            cache_capacity: 1_000_000,
+            fail_static: Duration::from_secs(300),
+            store_timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Cache counters, for metrics and tests.
@@ -84,7 +105,9 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     hasher: SecretHasher,
     keyring: ArcSwap<Keyring>,
-    tokens: TokenSettings,
+    settings: AuthSettings,
+    /// When the change feed was last followed successfully (Unix ms).
+    feed_ok_ms: AtomicI64,
     secrets: Cache<[u8; 32], Option<(ClientId, u32)>>,
     credentials: Cache<ClientId, Option<Arc<CredentialState>>>,
     accounts: Cache<AccountId, Option<Arc<AccountState>>>,
@@ -94,18 +117,14 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(
-        store: Arc<dyn Store>,
-        hasher: SecretHasher,
-        keyring: Keyring,
-        tokens: TokenSettings,
-        capacity: u64,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, keyring: Keyring, settings: AuthSettings) -> Self {
+        let capacity = settings.cache_capacity;
         Self {
             store,
             hasher,
             keyring: ArcSwap::from_pointee(keyring),
-            tokens,
+            settings,
+            feed_ok_ms: AtomicI64::new(now_ms()),
             secrets: Cache::new(capacity),
             credentials: Cache::new(capacity),
             accounts: Cache::new(capacity),
@@ -128,6 +147,21 @@ impl Authenticator {
 
     pub fn keyring(&self) -> Arc<Keyring> {
         self.keyring.load_full()
+    }
+
+    /// Called by the change-feed follower after every successful poll.
+    pub fn feed_succeeded(&self) {
+        self.feed_ok_ms.store(now_ms(), Ordering::SeqCst);
+    }
+
+    /// Milliseconds since the change feed was last followed successfully.
+    pub fn feed_age_ms(&self) -> i64 {
+        now_ms() - self.feed_ok_ms.load(Ordering::SeqCst)
+    }
+
+    /// Whether cached state may still be used (the fail-static window has not run out).
+    pub fn cache_trusted(&self) -> bool {
+        self.feed_age_ms() <= self.settings.fail_static.as_millis() as i64
     }
 
     /// Drops what the cache holds about one entity. Called after this process's own writes and
@@ -158,19 +192,26 @@ impl Authenticator {
     }
 
     /// Cache lookup, or store load whose result is kept only if no invalidation ran meanwhile.
+    /// Past the fail-static window the cache is bypassed: the store must answer, in time.
     async fn load<K, V, F>(&self, cache: &Cache<K, V>, key: K, fetch: F) -> Result<V, StoreError>
     where
         K: Hash + Eq + Send + Sync + Clone + 'static,
         V: Clone + Send + Sync + 'static,
         F: Future<Output = Result<V, StoreError>>,
     {
-        if let Some(v) = cache.get::<K>(&key) {
+        let trusted = self.cache_trusted();
+        if trusted && let Some(v) = cache.get::<K>(&key) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(v);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let before = self.epoch.load(Ordering::SeqCst);
-        let v = fetch.await?;
+        let v = tokio::time::timeout(self.settings.store_timeout, fetch).await.map_err(|_| {
+            StoreError::Unavailable(format!("store did not answer within {:?}", self.settings.store_timeout))
+        })??;
+        if !trusted {
+            return Ok(v);
+        }
         cache.insert(key.clone(), v.clone());
         if self.epoch.load(Ordering::SeqCst) != before {
             cache.invalidate::<K>(&key);
@@ -265,13 +306,13 @@ impl Authenticator {
         let claims = Claims {
             id: account.id,
             kind: "user".into(),
-            from: self.tokens.from.clone(),
+            from: self.settings.token_from.clone(),
             email: account.email.clone(),
             first_name: account.first_name.clone(),
             uid: account.uid,
             code: hint[hint.len() - 4..].to_owned(),
             iat: now,
-            exp: now + self.tokens.ttl_secs,
+            exp: now + self.settings.token_ttl.as_secs() as i64,
             cid: identity.client_id,
             generation,
             jti: ClientId::generate(now as u64).to_hex(),

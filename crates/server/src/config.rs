@@ -73,6 +73,11 @@ pub struct Layer {
     pub cache_capacity: Option<u64>,
     /// How often the change feed is polled, e.g. "250ms".
     pub feed_interval: Option<String>,
+    /// How long cached credentials keep being honoured while the change feed cannot be
+    /// followed (database unreachable), e.g. "5m". Past it every request needs the database.
+    pub fail_static: Option<String>,
+    /// How long a request waits for the database on a cache miss before failing with 1503.
+    pub store_timeout: Option<String>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -91,6 +96,8 @@ impl Layer {
             max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
             cache_capacity: over.cache_capacity.or(self.cache_capacity),
             feed_interval: over.feed_interval.or(self.feed_interval),
+            fail_static: over.fail_static.or(self.fail_static),
+            store_timeout: over.store_timeout.or(self.store_timeout),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -117,6 +124,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub cache_capacity: u64,
     pub feed_interval: Duration,
+    pub fail_static: Duration,
+    pub store_timeout: Duration,
     pub log_format: LogFormat,
 }
 
@@ -189,6 +198,11 @@ impl Config {
         if feed_interval < Duration::from_millis(10) || feed_interval > Duration::from_secs(60) {
             bail!("feed_interval must be between 10ms and 60s");
         }
+        let fail_static = duration("fail_static", layer.fail_static.as_deref().unwrap_or("5m"))?;
+        let store_timeout = duration("store_timeout", layer.store_timeout.as_deref().unwrap_or("2s"))?;
+        if store_timeout.is_zero() {
+            bail!("store_timeout must be positive");
+        }
         Ok(Config {
             listen,
             database_url,
@@ -200,6 +214,8 @@ impl Config {
             max_body_bytes: layer.max_body_bytes.unwrap_or(64 * 1024),
             cache_capacity: layer.cache_capacity.unwrap_or(1_000_000),
             feed_interval,
+            fail_static,
+            store_timeout,
             log_format: layer.log_format.unwrap_or_default(),
         })
     }

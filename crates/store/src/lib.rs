@@ -152,6 +152,11 @@ pub trait Store: Send + Sync + 'static {
     async fn last_change_seq(&self) -> Result<i64>;
     /// Deletes changes older than `before_ms`, keeping the newest one.
     async fn prune_changes(&self, before_ms: i64) -> Result<u64>;
+    /// A push source of change-feed wake-ups, where the backend has one (PostgreSQL's
+    /// LISTEN/NOTIFY). Followers still poll: a wake-up only shortens the wait.
+    async fn change_listener(&self) -> Result<Option<Box<dyn ChangeListener>>> {
+        Ok(None)
+    }
 
     // JWT signing key ids.
     async fn signing_keys(&self) -> Result<Vec<SigningKey>>;
@@ -162,6 +167,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets a setting; with `only_if_absent`, returns false and changes nothing when it exists.
     async fn put_setting(&self, name: &str, value: &[u8], only_if_absent: bool) -> Result<bool>;
+}
+
+/// Wake-ups from the database when the change feed grows.
+#[async_trait]
+pub trait ChangeListener: Send {
+    /// Waits for the next wake-up. `Ok(true)`: a change was announced. `Ok(false)`: the
+    /// connection was lost and re-established, so announcements may have been missed. `Err`:
+    /// the listener is broken; drop it and make a new one later.
+    async fn wait(&mut self) -> Result<bool>;
 }
 
 /// Opens the store a database URL names, creating and migrating it when `migrate` is set.

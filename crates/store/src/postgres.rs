@@ -126,6 +126,19 @@ async fn credential_in(conn: &mut PgConnection, client_id: ClientId, now: i64) -
     credential_from_row(&r, live)
 }
 
+struct Listener(sqlx::postgres::PgListener);
+
+#[async_trait]
+impl crate::ChangeListener for Listener {
+    async fn wait(&mut self) -> Result<bool> {
+        match self.0.try_recv().await {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+}
+
 impl PgStore {
     pub async fn open(url: &str, migrate: bool) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)
@@ -134,7 +147,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(options.clone())
             .await
             .map_err(map_err)?;
@@ -547,6 +560,12 @@ impl Store for PgStore {
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(SigningKey { kid: row.get("kid"), created_at: row.get("created_at"), retired_at: row.get("retired_at") })
+    }
+
+    async fn change_listener(&self) -> Result<Option<Box<dyn crate::ChangeListener>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await.map_err(map_err)?;
+        listener.listen(CHANNEL).await.map_err(map_err)?;
+        Ok(Some(Box::new(Listener(listener))))
     }
 
     async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {

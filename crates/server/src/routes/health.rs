@@ -14,11 +14,17 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if !state.auth.cache_trusted() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"code": 1503, "msg": "Change feed not followed within the fail-static window"})),
+        );
+    }
     match state.auth.store().ping().await {
         Ok(()) => (
             StatusCode::OK,
             Json(
-                json!({"code": 1000, "msg": "OK", "data": {"backend": state.auth.store().backend(), "feedCursor": *state.feed_cursor.borrow()}}),
+                json!({"code": 1000, "msg": "OK", "data": {"backend": state.auth.store().backend(), "feedCursor": *state.feed_cursor.borrow(), "feedAgeMs": state.auth.feed_age_ms()}}),
             ),
         ),
         Err(e) => {
