@@ -42,6 +42,9 @@ macro_rules! hex_id {
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 parse_hex24(s).map(Self)
             }
+            pub fn as_bytes(&self) -> &[u8; 12] {
+                &self.0
+            }
             pub fn to_hex(&self) -> String {
                 hex::encode(self.0)
             }

@@ -97,6 +97,9 @@ pub struct Credential {
     pub updated_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+    /// When a request last authenticated with it (flushed in batches, so up to a few seconds old).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
 }
 
 /// How a request proved who it is.

@@ -114,6 +114,12 @@ impl Application {
             let _ = feed_stop.wait_for(|s| *s).await;
         }));
         let pruner = tokio::spawn(prune_changes(self.state.auth.store().clone(), stop_rx.clone()));
+        let usage = tokio::spawn(crate::usage::run_flusher(
+            self.state.auth.usage.clone(),
+            self.state.auth.store().clone(),
+            self.state.config.usage_flush,
+            stop_rx.clone(),
+        ));
         tracing::info!(%addr, backend = self.state.auth.store().backend(), "keygate listening");
         let app = router(self.state);
         let result = axum::serve(self.listener, app)
@@ -123,7 +129,7 @@ impl Application {
             })
             .await;
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(feed, pruner);
+        let _ = tokio::join!(feed, pruner, usage);
         result.context("server error")
     }
 }

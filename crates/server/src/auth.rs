@@ -114,6 +114,8 @@ pub struct Authenticator {
     /// Bumped by every invalidation; a load that sees it move does not keep its result.
     epoch: AtomicU64,
     pub stats: CacheStats,
+    /// Requests per credential, flushed to the store in batches.
+    pub usage: Arc<crate::usage::UsageRecorder>,
 }
 
 impl Authenticator {
@@ -130,6 +132,7 @@ impl Authenticator {
             accounts: Cache::new(capacity),
             epoch: AtomicU64::new(0),
             stats: CacheStats::default(),
+            usage: Arc::default(),
         }
     }
 
@@ -289,7 +292,9 @@ impl Authenticator {
         let cred = self.credential(cid).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownCredential))?;
         let account =
             self.account(cred.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
-        decide::decide(&cred, generation, &account, now_ms())?;
+        let now = now_ms();
+        decide::decide(&cred, generation, &account, now)?;
+        self.usage.record(cid, now);
         let identity = Identity { account_id: account.id, uid: account.uid, client_id: cid, method };
         Ok(Verified { identity, generation, account })
     }

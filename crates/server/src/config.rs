@@ -78,6 +78,8 @@ pub struct Layer {
     pub fail_static: Option<String>,
     /// How long a request waits for the database on a cache miss before failing with 1503.
     pub store_timeout: Option<String>,
+    /// How often usage counters (last used, requests per day) are written, e.g. "10s".
+    pub usage_flush: Option<String>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -98,6 +100,7 @@ impl Layer {
             feed_interval: over.feed_interval.or(self.feed_interval),
             fail_static: over.fail_static.or(self.fail_static),
             store_timeout: over.store_timeout.or(self.store_timeout),
+            usage_flush: over.usage_flush.or(self.usage_flush),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -126,6 +129,7 @@ pub struct Config {
     pub feed_interval: Duration,
     pub fail_static: Duration,
     pub store_timeout: Duration,
+    pub usage_flush: Duration,
     pub log_format: LogFormat,
 }
 
@@ -200,6 +204,10 @@ impl Config {
         }
         let fail_static = duration("fail_static", layer.fail_static.as_deref().unwrap_or("5m"))?;
         let store_timeout = duration("store_timeout", layer.store_timeout.as_deref().unwrap_or("2s"))?;
+        let usage_flush = duration("usage_flush", layer.usage_flush.as_deref().unwrap_or("10s"))?;
+        if usage_flush < Duration::from_millis(10) {
+            bail!("usage_flush must be at least 10ms");
+        }
         if store_timeout.is_zero() {
             bail!("store_timeout must be positive");
         }
@@ -216,6 +224,7 @@ impl Config {
             feed_interval,
             fail_static,
             store_timeout,
+            usage_flush,
             log_format: layer.log_format.unwrap_or_default(),
         })
     }

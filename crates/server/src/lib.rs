@@ -10,6 +10,7 @@ pub mod feed;
 pub mod keys;
 pub mod ops;
 pub mod routes;
+pub mod usage;
 
 pub use app::Application;
 pub use config::Config;

@@ -70,6 +70,22 @@ pub struct Change {
     pub entity_id: String,
 }
 
+/// Requests counted for one credential on one day since the last flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub client_id: ClientId,
+    /// Days since 1970-01-01, UTC.
+    pub day: i64,
+    pub requests: u64,
+    pub last_used_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DailyUsage {
+    pub day: i64,
+    pub requests: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewAccount {
     pub email: String,
@@ -138,6 +154,11 @@ pub trait Store: Send + Sync + 'static {
         hint: &str,
         old_expires_at: Option<i64>,
     ) -> Result<Credential>;
+
+    // Usage, aggregated in memory by the server and written in batches.
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()>;
+    /// Requests per day for a credential, days `>= since_day`, oldest first.
+    async fn usage(&self, client_id: ClientId, since_day: i64) -> Result<Vec<DailyUsage>>;
 
     // The authentication hot path's loads (behind the server's cache).
     /// The credential and secret generation a secret hash belongs to.

@@ -13,7 +13,9 @@ use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use crate::{AccountEvent, Change, Entity, NewAccount, Result, SigningKey, Store, StoreError, now_ms};
+use crate::{
+    AccountEvent, Change, DailyUsage, Entity, NewAccount, Result, SigningKey, Store, StoreError, UsageDelta, now_ms,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -75,6 +77,7 @@ fn credential_from_row(r: &PgRow, live_generations: Vec<SecretGeneration>) -> Re
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         revoked_at: r.get("revoked_at"),
+        last_used_at: r.get("last_used_at"),
     })
 }
 
@@ -114,7 +117,7 @@ async fn live_generations(conn: &mut PgConnection, client_id: ClientId, now: i64
 
 async fn credential_in(conn: &mut PgConnection, client_id: ClientId, now: i64) -> Result<Credential> {
     let r = sqlx::query(
-        "SELECT client_id, account_id, status, generation, hint, created_at, updated_at, revoked_at \
+        "SELECT client_id, account_id, status, generation, hint, created_at, updated_at, revoked_at, last_used_at \
          FROM credentials WHERE client_id = $1",
     )
     .bind(client_id.to_hex())
@@ -446,6 +449,49 @@ impl Store for PgStore {
         let cred = credential_in(&mut tx, client_id, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(cred)
+    }
+
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for d in batch {
+            sqlx::query(
+                "INSERT INTO credential_usage (client_id, day, requests) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM credentials WHERE client_id = $1) \
+                 ON CONFLICT (client_id, day) DO UPDATE SET requests = credential_usage.requests + excluded.requests",
+            )
+            .bind(d.client_id.to_hex())
+            .bind(d.day as i32)
+            .bind(d.requests as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            sqlx::query(
+                "UPDATE credentials SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $1) WHERE client_id = $2",
+            )
+            .bind(d.last_used_at)
+            .bind(d.client_id.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn usage(&self, client_id: ClientId, since_day: i64) -> Result<Vec<DailyUsage>> {
+        let rows =
+            sqlx::query("SELECT day, requests FROM credential_usage WHERE client_id = $1 AND day >= $2 ORDER BY day")
+                .bind(client_id.to_hex())
+                .bind(since_day as i32)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| DailyUsage { day: r.get::<i32, _>("day") as i64, requests: r.get::<i64, _>("requests") as u64 })
+            .collect())
     }
 
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>> {

@@ -14,7 +14,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::{AccountEvent, Change, Entity, NewAccount, Result, SigningKey, Store, StoreError, now_ms};
+use crate::{
+    AccountEvent, Change, DailyUsage, Entity, NewAccount, Result, SigningKey, Store, StoreError, UsageDelta, now_ms,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -101,7 +103,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<Credential> {
         let r = sqlx::query(
-            "SELECT client_id, account_id, status, generation, hint, created_at, updated_at, revoked_at \
+            "SELECT client_id, account_id, status, generation, hint, created_at, updated_at, revoked_at, last_used_at \
              FROM credentials WHERE client_id = ?",
         )
         .bind(client_id.to_hex())
@@ -126,6 +128,7 @@ fn credential_from_row(r: &SqliteRow, live_generations: Vec<SecretGeneration>) -
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         revoked_at: r.get("revoked_at"),
+        last_used_at: r.get("last_used_at"),
     })
 }
 
@@ -422,6 +425,48 @@ impl Store for SqliteStore {
         let cred = self.credential_in(&mut tx, client_id, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(cred)
+    }
+
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for d in batch {
+            // A credential may have been deleted meanwhile: its usage goes with it.
+            sqlx::query(
+                "INSERT INTO credential_usage (client_id, day, requests) \
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM credentials WHERE client_id = ?1) \
+                 ON CONFLICT (client_id, day) DO UPDATE SET requests = requests + excluded.requests",
+            )
+            .bind(d.client_id.to_hex())
+            .bind(d.day)
+            .bind(d.requests as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            sqlx::query("UPDATE credentials SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE client_id = ?")
+                .bind(d.last_used_at)
+                .bind(d.client_id.to_hex())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn usage(&self, client_id: ClientId, since_day: i64) -> Result<Vec<DailyUsage>> {
+        let rows =
+            sqlx::query("SELECT day, requests FROM credential_usage WHERE client_id = ? AND day >= ? ORDER BY day")
+                .bind(client_id.to_hex())
+                .bind(since_day)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| DailyUsage { day: r.get("day"), requests: r.get::<i64, _>("requests") as u64 })
+            .collect())
     }
 
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>> {

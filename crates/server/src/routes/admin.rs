@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/credentials/{client_id}", get(get_credential))
         .route("/credentials/{client_id}/revoke", post(revoke))
         .route("/credentials/{client_id}/rotate", post(rotate))
+        .route("/credentials/{client_id}/usage", get(usage))
         .route("/signing-keys", get(signing_keys))
         .route("/signing-keys/rotate", post(rotate_signing_key))
 }
@@ -194,6 +195,29 @@ async fn rotate(
             .map_err(|_| ApiError::BadRequest("grace must be a duration like \"24h\"".into()))?,
     };
     Ok(ok(s.ops.rotate_credential(parse_client_id(&id)?, grace).await?))
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    days: Option<u32>,
+}
+
+/// Requests per UTC day (`day` = days since 1970-01-01) over the last `days` (default 30).
+async fn usage(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<impl Serialize>, ApiError> {
+    let Query(q) = query.map_err(|_| ApiError::BadRequest("query must be days=N".into()))?;
+    let days = q.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::BadRequest("days must be between 1 and 366".into()));
+    }
+    let client_id = parse_client_id(&id)?;
+    s.ops.get_credential(client_id).await?;
+    let since = keygate_store::now_ms().div_euclid(86_400_000) - i64::from(days) + 1;
+    Ok(ok(s.auth.store().usage(client_id, since).await?))
 }
 
 async fn signing_keys(_: Admin, State(s): State<AppState>) -> Result<Json<impl Serialize>, ApiError> {

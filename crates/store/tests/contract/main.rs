@@ -73,6 +73,22 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.list_credentials(a.id).await.unwrap().len(), 2);
     assert!(store.list_credentials(b.id).await.unwrap().is_empty());
 
+    // Usage: batches add up per day; last_used_at only moves forward.
+    use keygate_store::{DailyUsage, UsageDelta};
+    let d = |day, requests, last_used_at| UsageDelta { client_id: cid, day, requests, last_used_at };
+    store.record_usage(&[d(20_000, 5, 1_000), d(20_001, 2, 3_000)]).await.unwrap();
+    store
+        .record_usage(&[d(20_001, 3, 2_000), UsageDelta { client_id: ClientId::generate(9), ..d(20_001, 1, 1) }])
+        .await
+        .unwrap();
+    store.record_usage(&[]).await.unwrap();
+    assert_eq!(
+        store.usage(cid, 20_000).await.unwrap(),
+        [DailyUsage { day: 20_000, requests: 5 }, DailyUsage { day: 20_001, requests: 5 }]
+    );
+    assert_eq!(store.usage(cid, 20_001).await.unwrap().len(), 1);
+    assert_eq!(store.get_credential(cid).await.unwrap().last_used_at, Some(3_000));
+
     // Revocation removes the secrets and cannot be undone by rotation.
     let rv = store.revoke_credential(cid).await.unwrap();
     assert_eq!(rv.status, CredentialStatus::Revoked);
