@@ -59,6 +59,31 @@ impl From<AuthError> for crate::error::ApiError {
     }
 }
 
+const STRIPES: usize = 64;
+
+/// Which invalidation stripe a cache key belongs to.
+trait Stripe {
+    fn stripe(&self) -> usize;
+}
+
+impl Stripe for [u8; 32] {
+    fn stripe(&self) -> usize {
+        self[0] as usize % STRIPES
+    }
+}
+
+impl Stripe for ClientId {
+    fn stripe(&self) -> usize {
+        self.as_bytes()[11] as usize % STRIPES
+    }
+}
+
+impl Stripe for AccountId {
+    fn stripe(&self) -> usize {
+        self.as_bytes()[11] as usize % STRIPES
+    }
+}
+
 /// A successful check, with what getToken needs to sign.
 struct Verified {
     identity: Identity,
@@ -111,8 +136,9 @@ pub struct Authenticator {
     secrets: Cache<[u8; 32], Option<(ClientId, u32)>>,
     credentials: Cache<ClientId, Option<Arc<CredentialState>>>,
     accounts: Cache<AccountId, Option<Arc<AccountState>>>,
-    /// Bumped by every invalidation; a load that sees it move does not keep its result.
-    epoch: AtomicU64,
+    /// Invalidation counters, striped by key: an invalidation bumps its key's stripe (or all of
+    /// them); a load that sees its stripe move meanwhile does not keep its result.
+    epochs: [AtomicU64; STRIPES],
     pub stats: CacheStats,
     /// Requests per credential, flushed to the store in batches.
     pub usage: Arc<crate::usage::UsageRecorder>,
@@ -130,7 +156,7 @@ impl Authenticator {
             secrets: Cache::new(capacity),
             credentials: Cache::new(capacity),
             accounts: Cache::new(capacity),
-            epoch: AtomicU64::new(0),
+            epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             stats: CacheStats::default(),
             usage: Arc::default(),
         }
@@ -170,15 +196,16 @@ impl Authenticator {
     /// Drops what the cache holds about one entity. Called after this process's own writes and
     /// for every change-feed entry.
     pub fn invalidate(&self, entity: Entity, id: &str) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
         match entity {
             Entity::Account => {
                 if let Ok(id) = id.parse::<AccountId>() {
+                    self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
                     self.accounts.invalidate(&id);
                 }
             }
             Entity::Credential => {
                 if let Ok(id) = id.parse::<ClientId>() {
+                    self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
                     self.credentials.invalidate(&id);
                 }
             }
@@ -188,7 +215,9 @@ impl Authenticator {
 
     /// Drops everything (used when the change feed cannot tell what was missed).
     pub fn invalidate_all(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for e in &self.epochs {
+            e.fetch_add(1, Ordering::SeqCst);
+        }
         self.secrets.invalidate_all();
         self.credentials.invalidate_all();
         self.accounts.invalidate_all();
@@ -198,7 +227,7 @@ impl Authenticator {
     /// Past the fail-static window the cache is bypassed: the store must answer, in time.
     async fn load<K, V, F>(&self, cache: &Cache<K, V>, key: K, fetch: F) -> Result<V, StoreError>
     where
-        K: Hash + Eq + Send + Sync + Clone + 'static,
+        K: Hash + Eq + Send + Sync + Clone + Stripe + 'static,
         V: Clone + Send + Sync + 'static,
         F: Future<Output = Result<V, StoreError>>,
     {
@@ -208,7 +237,8 @@ impl Authenticator {
             return Ok(v);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let before = self.epoch.load(Ordering::SeqCst);
+        let epoch = &self.epochs[key.stripe()];
+        let before = epoch.load(Ordering::SeqCst);
         let v = tokio::time::timeout(self.settings.store_timeout, fetch).await.map_err(|_| {
             StoreError::Unavailable(format!("store did not answer within {:?}", self.settings.store_timeout))
         })??;
@@ -216,7 +246,7 @@ impl Authenticator {
             return Ok(v);
         }
         cache.insert(key.clone(), v.clone());
-        if self.epoch.load(Ordering::SeqCst) != before {
+        if epoch.load(Ordering::SeqCst) != before {
             cache.invalidate::<K>(&key);
         }
         Ok(v)
