@@ -66,6 +66,7 @@ struct ServeArgs {
     #[arg(long, env = "KEYGATE_LISTEN")]
     listen: Option<String>,
     /// Admin API token (at least 24 characters); else one is generated at first start.
+    /// Prefer KEYGATE_ADMIN_TOKEN or the config file: flags are visible in the process list.
     #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Lifetime of tokens from getToken, e.g. 366d, 12h [default: 366d].
@@ -172,7 +173,8 @@ impl Global {
 
 fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -211,10 +213,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database is up to date");
             Ok(())
         }
-        Command::Account(cmd) => admin(base, json, Admin::Account(cmd)).await,
-        Command::Credential(cmd) => admin(base, json, Admin::Credential(cmd)).await,
-        Command::SigningKey(cmd) => admin(base, json, Admin::SigningKey(cmd)).await,
-        Command::AdminToken(cmd) => admin(base, json, Admin::AdminToken(cmd)).await,
+        Command::Account(cmd) => admin(base, json, Manage::Account(cmd)).await,
+        Command::Credential(cmd) => admin(base, json, Manage::Credential(cmd)).await,
+        Command::SigningKey(cmd) => admin(base, json, Manage::SigningKey(cmd)).await,
+        Command::AdminToken(cmd) => admin(base, json, Manage::AdminToken(cmd)).await,
     }
 }
 
@@ -247,7 +249,7 @@ async fn shutdown_signal() {
     }
 }
 
-enum Admin {
+enum Manage {
     Account(AccountCmd),
     Credential(CredentialCmd),
     SigningKey(SigningKeyCmd),
@@ -304,13 +306,13 @@ fn issued(i: &keygate_server::ops::IssuedCredential) -> String {
     )
 }
 
-async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
+async fn admin(layer: Layer, json: bool, cmd: Manage) -> anyhow::Result<()> {
     init_logging(LogFormat::Text, "warn");
     let config = Config::resolve(layer)?;
     let (store, master) = keygate_server::app::open_store(&config, true).await?;
     let ops = Ops::new(store.clone(), master.api_key_hasher(), None);
     match cmd {
-        Admin::Account(cmd) => match cmd {
+        Manage::Account(cmd) => match cmd {
             AccountCmd::Create { email, first_name } => {
                 print(json, &ops.create_account(&email, &first_name).await?, account_line)
             }
@@ -349,7 +351,7 @@ async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
                 print(json, &ops.set_banned(parse_account_id(&id)?, false, None, "cli").await?, account_line)
             }
         },
-        Admin::Credential(cmd) => match cmd {
+        Manage::Credential(cmd) => match cmd {
             CredentialCmd::Create { account } => {
                 print(json, &ops.create_credential(parse_account_id(&account)?).await?, issued)
             }
@@ -372,7 +374,7 @@ async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
                 print(json, &ops.rotate_credential(parse_client_id(&client_id)?, grace).await?, issued)
             }
         },
-        Admin::SigningKey(cmd) => match cmd {
+        Manage::SigningKey(cmd) => match cmd {
             SigningKeyCmd::List => print(json, &store.signing_keys().await?, |v| {
                 v.iter()
                     .map(|k| {
@@ -399,7 +401,7 @@ async fn admin(layer: Layer, json: bool, cmd: Admin) -> anyhow::Result<()> {
                 print(json, &store.retire_signing_key(&kid).await?, |k| format!("retired {}", k.kid))
             }
         },
-        Admin::AdminToken(AdminTokenCmd::Reset) => {
+        Manage::AdminToken(AdminTokenCmd::Reset) => {
             let token = keys::reset_admin_token(store.as_ref(), &master).await?;
             print(json, &serde_json::json!({"adminToken": token}), |_| {
                 format!("{token}\n\nShown only now; the previous admin token no longer works.")

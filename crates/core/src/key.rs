@@ -55,6 +55,13 @@ pub fn generate(prefix: &str) -> String {
     s
 }
 
+/// Appends the checksum to a prefix + body (for tools that derive keys deterministically,
+/// e.g. benchmarks seeding a million credentials).
+pub fn with_checksum(prefix_and_body: &str) -> String {
+    let sum = checksum(prefix_and_body);
+    format!("{prefix_and_body}{}", std::str::from_utf8(&sum).expect("base62 is ascii"))
+}
+
 /// Checks prefix, length, alphabet and checksum. No IO; constant work for a given length.
 pub fn check(prefix: &str, s: &str) -> Result<(), KeyFormatError> {
     if s.is_empty() {
@@ -105,7 +112,7 @@ impl ApiKey {
     }
 }
 
-/// `kgk_...Ab12` for any key-shaped string.
+/// `kgk_...Ab12` for any key-shaped (ASCII) string.
 pub fn hint_of(s: &str) -> String {
     let tail = &s[s.len().saturating_sub(4)..];
     format!("{}...{}", &s[..4.min(s.len())], tail)

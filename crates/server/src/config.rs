@@ -195,8 +195,9 @@ impl Config {
             bail!("the configured admin token is too short: use at least 24 random characters");
         }
         let token_ttl = duration("token_ttl", layer.token_ttl.as_deref().unwrap_or("366d"))?;
-        if token_ttl.is_zero() {
-            bail!("token_ttl must be positive");
+        // Token times are whole seconds (JWT NumericDate): a shorter lifetime would expire at issue.
+        if token_ttl < Duration::from_secs(1) {
+            bail!("token_ttl must be at least 1s");
         }
         let feed_interval = duration("feed_interval", layer.feed_interval.as_deref().unwrap_or("250ms"))?;
         if feed_interval < Duration::from_millis(10) || feed_interval > Duration::from_secs(60) {

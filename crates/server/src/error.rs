@@ -38,6 +38,8 @@ pub enum ApiError {
     TooLarge,
     #[error("not found: {0}")]
     NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("conflict: {0}")]
     Conflict(String),
     /// The admin API refused its caller (1009).
@@ -65,7 +67,9 @@ impl ApiError {
         match self {
             Self::Auth(f) => f.code(),
             Self::BadRequest(_) | Self::TooLarge | Self::Conflict(_) => BusinessCode::ParamError,
-            Self::NotFound(_) => BusinessCode::ParamError,
+            // The vendor's "account does not exist"; other missing things are parameter errors.
+            Self::NotFound("account") => BusinessCode::AccountNotFound,
+            Self::NotFound(_) | Self::MethodNotAllowed => BusinessCode::ParamError,
             Self::Forbidden => BusinessCode::PermissionDenied,
             Self::Unavailable(_) => BusinessCode::Unavailable,
             Self::Internal(_) => BusinessCode::Internal,
@@ -79,6 +83,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -100,6 +105,7 @@ impl IntoResponse for ApiError {
             Self::BadRequest(m) | Self::Conflict(m) => m.clone(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::TooLarge => "Request body too large".into(),
+            Self::MethodNotAllowed => "Method not allowed".into(),
             Self::Unavailable(cause) | Self::Internal(cause) => {
                 tracing::error!(code = code.as_u32(), %cause, "request failed");
                 code.default_msg().into()

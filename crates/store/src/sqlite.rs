@@ -22,6 +22,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file (none for in-memory databases).
+    path: Option<std::path::PathBuf>,
 }
 
 fn map_err(e: sqlx::Error) -> StoreError {
@@ -74,6 +76,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let path = (!opts.get_filename().as_os_str().is_empty() && !url.contains(":memory:"))
+            .then(|| opts.get_filename().to_path_buf());
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -81,14 +85,36 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(map_err)?;
-        let store = Self { pool };
+        let store = Self { pool, path };
         if migrate {
             store.migrate().await?;
         }
         Ok(store)
     }
 
+    /// Applies migrations. sqlx takes no lock for SQLite, so processes opening a new database
+    /// at once (a server and a CLI command) would both apply them; an exclusive lock on a
+    /// `<db>-lock` file beside the database makes them take turns. (Not a lock on the database
+    /// file itself: closing another descriptor of it would drop SQLite's own POSIX locks.)
     pub async fn migrate(&self) -> Result<()> {
+        let _guard = match &self.path {
+            Some(db) => {
+                let mut name = db.clone().into_os_string();
+                name.push("-lock");
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&name)
+                    .map_err(|e| StoreError::Other(format!("cannot open migration lock {name:?}: {e}")))?;
+                let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+                    .await
+                    .map_err(|e| StoreError::Other(e.to_string()))?
+                    .map_err(|e| StoreError::Other(format!("cannot take migration lock: {e}")))?;
+                Some(lock)
+            }
+            None => None,
+        };
         MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Other(format!("migration failed: {e}")))
     }
 

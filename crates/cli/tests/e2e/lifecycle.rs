@@ -1,0 +1,123 @@
+//! Process lifecycle: zero-config first start in an empty directory, and graceful shutdown.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::Sandbox;
+
+const BANNER: &str = "=== keygate admin API token";
+
+#[tokio::test]
+async fn sigterm_exits_zero_promptly() {
+    let sb = Sandbox::new();
+    let account = sb.create_account("term@example.com");
+    let (_, key) = sb.create_credential(&account);
+    let mut server = sb.start(&[], &[]).await;
+    assert_eq!(server.verify_key(&key).await.code(), 1000);
+
+    let asked = Instant::now();
+    let status = server.terminate(Duration::from_secs(5));
+    let took = asked.elapsed();
+    let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM:\n{}", server.output_text()));
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status}\n{}", server.output_text());
+    eprintln!("serve exited {took:?} after SIGTERM");
+    assert!(server.stderr_text().contains("shutting down"), "{}", server.stderr_text());
+    // The port is released.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err(),
+        "something still listens on {}",
+        server.port
+    );
+    // And the database is consistent for the next process.
+    assert_eq!(sb.json(&["account", "show", &account])["account"]["status"], "active");
+}
+
+#[tokio::test]
+async fn fresh_directory_zero_config() {
+    let sb = Sandbox::new();
+    assert_eq!(std::fs::read_dir(sb.dir()).unwrap().count(), 0, "the sandbox should start empty");
+
+    // Only --listen (added by `start`).
+    let mut server = sb.start(&[], &[]).await;
+    let db = sb.path("keygate.db");
+    let key = sb.path("keygate.key");
+    assert!(db.is_file(), "keygate.db was not created");
+    assert!(key.is_file(), "keygate.key was not created");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "keygate.key has mode {mode:o}");
+    let master = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(master.trim().len(), 64, "{master:?}");
+    assert!(master.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+
+    // The admin token banner, once, on stderr, with a working token.
+    let stderr = server.stderr_text();
+    assert_eq!(stderr.matches(BANNER).count(), 1, "{stderr}");
+    let token = stderr.lines().skip_while(|l| !l.contains(BANNER)).nth(1).unwrap_or_default().trim().to_owned();
+    assert!(token.starts_with("kga_") && token.len() == 32, "no admin token after the banner: {stderr}");
+    assert_eq!(stderr.matches(token.as_str()).count(), 1, "the admin token is printed more than once: {stderr}");
+    let stdout = std::fs::read_to_string(&server.stdout).unwrap();
+    assert!(!stdout.contains(&token), "the banner belongs on stderr");
+    let r = server.admin(&token, "GET", "/accounts", None).await;
+    assert_eq!((r.status, r.code()), (200, 1000), "{r:?}");
+    let r = server.admin("kga_wrong_wrong_wrong_wrong_1234", "GET", "/accounts", None).await;
+    assert_eq!((r.status, r.code()), (401, 1101), "{r:?}");
+    server.stop();
+
+    // Second start: no banner; the same token and master key still work.
+    let mut server = sb.start(&[], &[]).await;
+    let stderr = server.stderr_text();
+    assert!(!stderr.contains(BANNER), "banner printed again: {stderr}");
+    assert!(!stderr.contains(&token), "token printed again: {stderr}");
+    let r = server.admin(&token, "GET", "/accounts", None).await;
+    assert_eq!(r.code(), 1000, "{r:?}");
+
+    // `admin-token reset` from another process takes effect at once.
+    let reset = sb.json(&["admin-token", "reset"]);
+    let new_token = reset["adminToken"].as_str().unwrap();
+    assert!(new_token.starts_with("kga_") && new_token != token, "{reset}");
+    let r = server.admin(new_token, "GET", "/accounts", None).await;
+    assert_eq!(r.code(), 1000, "{r:?}");
+    let r = server.admin(&token, "GET", "/accounts", None).await;
+    assert_eq!(r.code(), 1101, "the old admin token still works: {r:?}");
+    server.stop();
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), master);
+    assert!(!server.stderr_text().contains(&token), "token printed at shutdown");
+}
+
+#[test]
+fn migrate_in_an_empty_directory() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["migrate"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("database is up to date"));
+    assert!(sb.path("keygate.db").is_file());
+    // Idempotent.
+    assert!(sb.run(&["migrate"]).status.success());
+}
+
+/// Several processes opening a database that does not exist yet (say `keygate serve` started by
+/// a service manager while an operator runs the CLI, or two CLI commands in a script) must all
+/// succeed, and share one master key.
+#[test]
+fn concurrent_first_use_of_a_fresh_directory() {
+    for round in 0..5 {
+        let sb = Sandbox::new();
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                sb.cmd()
+                    .args(["--json", "account", "create", "--email"])
+                    .arg(format!("c{i}@example.com"))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn keygate")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(sb.json(&["account", "list"]).as_array().unwrap().len(), 4);
+    }
+}

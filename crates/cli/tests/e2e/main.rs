@@ -1,0 +1,16 @@
+//! End-to-end tests of the `keygate` binary: real processes, a real SQLite file in a fresh
+//! temporary directory per test, real HTTP.
+//!
+//! Run with `cargo test -p keygate --test e2e`. The vendor-example test needs `curl` and
+//! Python `requests`; without them it prints a loud SKIP, or fails when
+//! `KEYGATE_TEST_REQUIRE_ALL=1`.
+
+mod support;
+
+mod cli;
+mod config;
+mod durability;
+mod invalidation;
+mod lifecycle;
+mod secrets;
+mod vendor;

@@ -1,0 +1,16 @@
+//! keygate's server tested over HTTP: every test starts a real server (its own temporary
+//! SQLite database and master key, port 0) and talks to it with reqwest, as customers' clients,
+//! reverse proxies (`/auth/verify`) and operators (`/admin/v1`) do.
+//!
+//! - `protocol`: the vendor's protocol (x-api-key, getToken, Bearer, codes, statuses, bodies);
+//! - `lifecycle`: revocation, rotation (with and without grace), bans, token expiry;
+//! - `tokens`: forged, foreign and `alg: none` tokens, signing-key rotation;
+//! - `admin`: the admin API's authentication, validation and answers;
+//! - `feed`: writes made behind the server's back (as the CLI makes them) reach its cache.
+
+mod admin;
+mod feed;
+mod helpers;
+mod lifecycle;
+mod protocol;
+mod tokens;
