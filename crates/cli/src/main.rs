@@ -84,6 +84,13 @@ struct ServeArgs {
     /// "text" or "json" [default: text].
     #[arg(long, env = "KEYGATE_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// One access-log line per request [default: true].
+    #[arg(long, env = "KEYGATE_ACCESS_LOG")]
+    access_log: Option<bool>,
+    /// Proxy every other path to this upstream (http://HOST:PORT[/BASE]) after authentication.
+    /// Several routes: [[gateway.routes]] in the config file.
+    #[arg(long, env = "KEYGATE_UPSTREAM")]
+    upstream: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -200,6 +207,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_body_bytes: a.max_body_bytes,
                 feed_interval: a.feed_interval,
                 log_format: a.log_format,
+                access_log: a.access_log,
+                upstream: a.upstream,
                 ..Layer::default()
             });
             let config = Config::resolve(layer)?;

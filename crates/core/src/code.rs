@@ -25,6 +25,10 @@ pub enum BusinessCode {
     Internal,
     /// 1503: the store cannot be reached (keygate's own).
     Unavailable,
+    /// 1502: the gateway's upstream refused or broke the connection (keygate's own).
+    UpstreamUnavailable,
+    /// 1504: the gateway's upstream did not answer in time (keygate's own).
+    UpstreamTimeout,
 }
 
 impl BusinessCode {
@@ -40,6 +44,8 @@ impl BusinessCode {
             Self::Banned => 1200,
             Self::Internal => 1500,
             Self::Unavailable => 1503,
+            Self::UpstreamUnavailable => 1502,
+            Self::UpstreamTimeout => 1504,
         }
     }
 
@@ -56,6 +62,8 @@ impl BusinessCode {
             Self::Banned => "The account has been banned",
             Self::Internal => "Internal error",
             Self::Unavailable => "Service temporarily unavailable",
+            Self::UpstreamUnavailable => "Upstream unavailable",
+            Self::UpstreamTimeout => "Upstream timed out",
         }
     }
 }

@@ -17,16 +17,16 @@ use keygate_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::{Config, StatusMode, redact_url};
 use crate::error::ApiError;
 use crate::feed::Follower;
+use crate::gateway::Gateway;
 use crate::keys;
 use crate::ops::Ops;
 use crate::routes;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -37,6 +37,9 @@ pub struct AppState {
     pub admin_hasher: SecretHasher,
     pub master: MasterKey,
     pub feed_cursor: watch::Receiver<i64>,
+    /// The reverse proxy, when routes are configured.
+    pub gateway: Option<Arc<Gateway>>,
+    pub metrics: PrometheusHandle,
 }
 
 pub struct Application {
@@ -87,6 +90,7 @@ impl Application {
         };
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let ops = Ops::new(store, master.api_key_hasher(), Some(auth.clone()));
+        let config_gateway = config.gateway.clone();
         let state = AppState {
             config: Arc::new(config),
             auth,
@@ -94,6 +98,8 @@ impl Application {
             admin_hasher: master.admin_token_hasher(),
             master,
             feed_cursor,
+            gateway: config_gateway.map(|g| Arc::new(Gateway::new(g))),
+            metrics: crate::observe::prometheus(),
         };
         Ok(Self { listener, state, follower, generated_admin_token })
     }
@@ -122,7 +128,7 @@ impl Application {
         ));
         tracing::info!(%addr, backend = self.state.auth.store().backend(), "keygate listening");
         let app = router(self.state);
-        let result = axum::serve(self.listener, app)
+        let result = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight requests");
@@ -156,20 +162,25 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/verify", any(routes::protocol::verify))
         .route("/auth/verify/{*rest}", any(routes::protocol::verify))
         .route("/healthz", get(routes::health::healthz))
+        .route("/metrics", get(crate::observe::metrics_handler))
         .route("/readyz", get(routes::health::readyz))
         .nest("/admin/v1", routes::admin::router())
-        .fallback(|| async { ApiError::NotFound("route") })
+        .fallback(crate::gateway::proxy)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
-        .layer(TraceLayer::new_for_http().on_response(DefaultOnResponse::new().level(Level::DEBUG)))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::observe::middleware))
         .with_state(state)
 }
 
 /// With `http_status = "always-200"`, protocol answers keep their envelope but use HTTP 200,
 /// as the vendor's own clients expect.
 async fn status_mode(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
+    protocol_status(&state, next.run(req).await)
+}
+
+/// Applies `http_status` to a protocol answer (getToken, or the gateway's own refusals).
+pub fn protocol_status(state: &AppState, mut res: Response) -> Response {
     if state.config.http_status == StatusMode::Always200 && res.status() != StatusCode::OK {
         *res.status_mut() = StatusCode::OK;
         res.headers_mut().remove(axum::http::header::WWW_AUTHENTICATE);

@@ -266,6 +266,17 @@ impl Authenticator {
 
     /// Authenticates a request by its headers, as every protected call is.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        let result = self.authenticate_inner(headers).await;
+        let (method, result_label) = match &result {
+            Ok(id) => (id.method.as_str(), "1000"),
+            Err(AuthError::Refused(f)) => ("-", f.code_str()),
+            Err(AuthError::Store(_)) => ("-", "1503"),
+        };
+        metrics::counter!("keygate_auth_decisions_total", "method" => method, "result" => result_label).increment(1);
+        result
+    }
+
+    async fn authenticate_inner(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
         let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         // A header that is present but not visible ASCII is not a credential we could have issued.
         let garbled = |name: &HeaderName| headers.get(name).is_some_and(|v| v.to_str().is_err());

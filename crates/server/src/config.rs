@@ -81,6 +81,44 @@ pub struct Layer {
     /// How often usage counters (last used, requests per day) are written, e.g. "10s".
     pub usage_flush: Option<String>,
     pub log_format: Option<LogFormat>,
+    /// One access-log line per request (target `keygate::access`) [default: true].
+    pub access_log: Option<bool>,
+    /// Shortcut for a gateway with one authenticated route `/` to this upstream.
+    pub upstream: Option<String>,
+    /// The reverse-proxy gateway (`[gateway]` and `[[gateway.routes]]` in TOML).
+    pub gateway: Option<GatewayLayer>,
+}
+
+/// `[gateway]` in the TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayLayer {
+    /// Remove `x-api-key`, `Authorization`, `x-client-id`, `x-client-secret` before forwarding
+    /// [default: true].
+    pub strip_credentials: Option<bool>,
+    /// Forward the client's `Host` instead of the upstream's [default: false].
+    pub preserve_host: Option<bool>,
+    /// e.g. "5s" [default: 5s].
+    pub connect_timeout: Option<String>,
+    /// Time allowed until the upstream's response headers, e.g. "60s" [default: 60s].
+    pub response_timeout: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<RouteLayer>,
+}
+
+/// `[[gateway.routes]]`: requests whose path starts with `prefix` go to `upstream`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLayer {
+    pub prefix: String,
+    /// `http://host:port` with an optional base path prepended to forwarded paths.
+    pub upstream: String,
+    /// No authentication on this route (say, the upstream's own health page).
+    #[serde(default)]
+    pub public: bool,
+    /// Forward the path without `prefix`.
+    #[serde(default)]
+    pub strip_prefix: bool,
 }
 
 impl Layer {
@@ -102,6 +140,9 @@ impl Layer {
             store_timeout: over.store_timeout.or(self.store_timeout),
             usage_flush: over.usage_flush.or(self.usage_flush),
             log_format: over.log_format.or(self.log_format),
+            access_log: over.access_log.or(self.access_log),
+            upstream: over.upstream.or(self.upstream),
+            gateway: over.gateway.or(self.gateway),
         }
     }
 
@@ -131,6 +172,92 @@ pub struct Config {
     pub store_timeout: Duration,
     pub usage_flush: Duration,
     pub log_format: LogFormat,
+    pub access_log: bool,
+    /// `None` when no route is configured: keygate then serves only its own endpoints.
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// A resolved upstream: scheme http, authority and base path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub authority: http::uri::Authority,
+    /// Prepended to forwarded paths; empty or starting with `/`, never ending with `/`.
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub prefix: String,
+    pub upstream: Upstream,
+    pub public: bool,
+    pub strip_prefix: bool,
+}
+
+impl Route {
+    /// Whether this route serves `path` (segment-aware: `/v1` serves `/v1` and `/v1/x`, not `/v10`).
+    pub fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Longest prefix first.
+    pub routes: Vec<Route>,
+    pub strip_credentials: bool,
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+fn parse_upstream(s: &str) -> anyhow::Result<Upstream> {
+    let uri: http::Uri = s.parse().with_context(|| format!("upstream {s:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            bail!("upstream {s:?}: https upstreams are not supported yet; use http:// on a private network")
+        }
+        _ => bail!("upstream {s:?} must start with http://"),
+    }
+    let authority = uri.authority().cloned().with_context(|| format!("upstream {s:?} has no host"))?;
+    if uri.query().is_some() {
+        bail!("upstream {s:?} must not have a query string");
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Ok(Upstream { authority, base_path })
+}
+
+fn resolve_gateway(upstream: Option<String>, layer: Option<GatewayLayer>) -> anyhow::Result<Option<GatewayConfig>> {
+    let layer = layer.unwrap_or_default();
+    let mut routes = Vec::new();
+    for r in &layer.routes {
+        if !r.prefix.starts_with('/') {
+            bail!("gateway route prefix {:?} must start with /", r.prefix);
+        }
+        routes.push(Route {
+            prefix: r.prefix.clone(),
+            upstream: parse_upstream(&r.upstream)?,
+            public: r.public,
+            strip_prefix: r.strip_prefix,
+        });
+    }
+    if let Some(u) = upstream {
+        routes.push(Route { prefix: "/".into(), upstream: parse_upstream(&u)?, public: false, strip_prefix: false });
+    }
+    if routes.is_empty() {
+        return Ok(None);
+    }
+    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    Ok(Some(GatewayConfig {
+        routes,
+        strip_credentials: layer.strip_credentials.unwrap_or(true),
+        preserve_host: layer.preserve_host.unwrap_or(false),
+        connect_timeout: duration("gateway.connect_timeout", layer.connect_timeout.as_deref().unwrap_or("5s"))?,
+        response_timeout: duration("gateway.response_timeout", layer.response_timeout.as_deref().unwrap_or("60s"))?,
+    }))
 }
 
 impl std::fmt::Debug for Config {
@@ -227,6 +354,8 @@ impl Config {
             store_timeout,
             usage_flush,
             log_format: layer.log_format.unwrap_or_default(),
+            access_log: layer.access_log.unwrap_or(true),
+            gateway: resolve_gateway(layer.upstream, layer.gateway)?,
         })
     }
 }
@@ -248,6 +377,35 @@ mod tests {
         assert!(
             Config::resolve(Layer { database_url: Some("postgres://u:pw@h/db".into()), ..Default::default() }).is_err()
         );
+    }
+
+    #[test]
+    fn gateway_routes() {
+        let toml = r#"
+            upstream = "http://127.0.0.1:9000"
+            [gateway]
+            response_timeout = "2s"
+            [[gateway.routes]]
+            prefix = "/v1"
+            upstream = "http://10.0.0.1:8080/base/"
+            [[gateway.routes]]
+            prefix = "/v1/health"
+            upstream = "http://10.0.0.1:8080"
+            public = true
+        "#;
+        let c = Config::resolve(toml::from_str::<Layer>(toml).unwrap()).unwrap();
+        let g = c.gateway.unwrap();
+        let pick = |p: &str| g.routes.iter().find(|r| r.matches(p)).map(|r| r.prefix.as_str());
+        assert_eq!(pick("/v1/health"), Some("/v1/health"));
+        assert_eq!(pick("/v1/x"), Some("/v1"));
+        assert_eq!(pick("/v1"), Some("/v1"));
+        assert_eq!(pick("/v10"), Some("/"));
+        assert_eq!(g.routes.iter().find(|r| r.prefix == "/v1").unwrap().upstream.base_path, "/base");
+        assert_eq!(g.response_timeout, Duration::from_secs(2));
+        for bad in ["https://x", "ftp://x", "http://x/?q=1", "not a url"] {
+            assert!(Config::resolve(Layer { upstream: Some(bad.into()), ..Default::default() }).is_err(), "{bad}");
+        }
+        assert!(Config::resolve(Layer::default()).unwrap().gateway.is_none());
     }
 
     #[test]

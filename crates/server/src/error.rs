@@ -49,6 +49,12 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The upstream refused, reset or closed the connection.
+    #[error("upstream unavailable: {0}")]
+    BadGateway(String),
+    /// The upstream did not answer in time.
+    #[error("upstream timed out: {0}")]
+    GatewayTimeout(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -73,6 +79,8 @@ impl ApiError {
             Self::Forbidden => BusinessCode::PermissionDenied,
             Self::Unavailable(_) => BusinessCode::Unavailable,
             Self::Internal(_) => BusinessCode::Internal,
+            Self::BadGateway(_) => BusinessCode::UpstreamUnavailable,
+            Self::GatewayTimeout(_) => BusinessCode::UpstreamTimeout,
         }
     }
 
@@ -88,6 +96,8 @@ impl ApiError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }
@@ -106,13 +116,18 @@ impl IntoResponse for ApiError {
             Self::NotFound(what) => format!("{what} not found"),
             Self::TooLarge => "Request body too large".into(),
             Self::MethodNotAllowed => "Method not allowed".into(),
-            Self::Unavailable(cause) | Self::Internal(cause) => {
+            Self::Unavailable(cause)
+            | Self::Internal(cause)
+            | Self::BadGateway(cause)
+            | Self::GatewayTimeout(cause) => {
                 tracing::error!(code = code.as_u32(), %cause, "request failed");
                 code.default_msg().into()
             }
             _ => code.default_msg().into(),
         };
         let mut res = (self.status(), Json(ErrorBody { code, msg: &msg })).into_response();
+        // For the access log and metrics (see `observe`).
+        res.extensions_mut().insert(code);
         // RFC 6750 section 3: a protected resource answers 401 with a Bearer challenge.
         if let Self::Auth(f) = self {
             let challenge = match f {

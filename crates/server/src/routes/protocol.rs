@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use keygate_core::BusinessCode;
+use keygate_core::model::Identity;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -65,20 +66,25 @@ pub async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result
     match state.auth.authenticate(&headers).await {
         Ok(identity) => {
             let mut h = HeaderMap::with_capacity(4);
-            h.insert(
-                &H_ACCOUNT_ID,
-                HeaderValue::from_str(&identity.account_id.to_hex()).expect("hex is a valid header"),
-            );
-            h.insert(&H_UID, HeaderValue::from(identity.uid));
-            h.insert(&H_CLIENT_ID, HeaderValue::from_str(&identity.client_id.to_hex()).expect("hex is a valid header"));
-            h.insert(&H_METHOD, HeaderValue::from_static(identity.method.as_str()));
-            Ok((h, ok(identity)).into_response())
+            set_identity_headers(&mut h, &identity);
+            let mut res = (h, ok(identity.clone())).into_response();
+            res.extensions_mut().insert(identity);
+            Ok(res)
         }
         Err(e) => {
             log_refusal("verify", &e);
             Err(e.into())
         }
     }
+}
+
+/// The `x-keygate-*` identity headers: on `/auth/verify` answers, and on requests the gateway
+/// forwards upstream.
+pub fn set_identity_headers(h: &mut HeaderMap, id: &Identity) {
+    h.insert(&H_ACCOUNT_ID, HeaderValue::from_str(&id.account_id.to_hex()).expect("hex is a valid header"));
+    h.insert(&H_UID, HeaderValue::from(id.uid));
+    h.insert(&H_CLIENT_ID, HeaderValue::from_str(&id.client_id.to_hex()).expect("hex is a valid header"));
+    h.insert(&H_METHOD, HeaderValue::from_static(id.method.as_str()));
 }
 
 fn log_refusal(endpoint: &'static str, e: &AuthError) {

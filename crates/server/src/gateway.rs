@@ -1,0 +1,302 @@
+//! The reverse-proxy gateway: requests whose path matches a configured route (longest prefix
+//! wins) are authenticated exactly like `/auth/verify` and forwarded to the route's upstream;
+//! a refused request never reaches the upstream and gets the protocol's envelope.
+//!
+//! What the upstream receives: the request with hop-by-hop headers removed, the credential
+//! removed (`strip_credentials`), every incoming `x-keygate-*` header removed and the caller's
+//! identity set in `x-keygate-account-id`, `-uid`, `-client-id`, `-auth-method` (so a client
+//! cannot forge them), `x-request-id`, and `X-Forwarded-For/-Proto/-Host`. Bodies stream both
+//! ways without buffering; a WebSocket upgrade is passed through after authentication. The
+//! upstream connection pool keeps connections alive. If the client goes away, the upstream
+//! request is dropped with it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri, Version};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use keygate_core::model::Identity;
+
+use crate::app::AppState;
+use crate::auth::{X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
+use crate::config::{GatewayConfig, Route};
+use crate::error::ApiError;
+use crate::routes::protocol::set_identity_headers;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+pub struct Gateway {
+    config: GatewayConfig,
+    client: Client<HttpConnector, Body>,
+}
+
+/// Which route served a request, for the access log and metrics.
+#[derive(Clone, Debug)]
+pub struct RouteLabel(pub String);
+
+impl Gateway {
+    pub fn new(config: GatewayConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self { config, client }
+    }
+
+    fn route(&self, path: &str) -> Option<&Route> {
+        self.config.routes.iter().find(|r| r.matches(path))
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING] {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, ApiError> {
+    let path = uri.path();
+    let rest = if route.strip_prefix {
+        let r = &path[route.prefix.len().min(path.len())..];
+        if r.starts_with('/') { r.to_owned() } else { format!("/{r}") }
+    } else {
+        path.to_owned()
+    };
+    let mut pq = format!("{}{}", route.upstream.base_path, rest);
+    if let Some(q) = uri.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder()
+        .scheme("http")
+        .authority(route.upstream.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| ApiError::BadRequest("request path cannot be forwarded".into()))
+}
+
+/// The router's fallback: every path that is not one of keygate's own endpoints.
+pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response {
+    let Some(gateway) = state.gateway.as_deref() else {
+        return ApiError::NotFound("route").into_response();
+    };
+    let Some(route) = gateway.route(req.uri().path()) else {
+        return ApiError::NotFound("route").into_response();
+    };
+    let label = RouteLabel(route.prefix.clone());
+    let identity = if route.public {
+        None
+    } else {
+        match state.auth.authenticate(req.headers()).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                let mut res = crate::app::protocol_status(&state, ApiError::from(e).into_response());
+                res.extensions_mut().insert(label);
+                return res;
+            }
+        }
+    };
+    let mut res = match forward(gateway, route, identity.as_ref(), &mut req).await {
+        Ok(res) => res,
+        Err(e) => crate::app::protocol_status(&state, e.into_response()),
+    };
+    res.extensions_mut().insert(label);
+    if let Some(id) = identity {
+        res.extensions_mut().insert(id);
+    }
+    res
+}
+
+async fn forward(
+    gateway: &Gateway,
+    route: &Route,
+    identity: Option<&Identity>,
+    req: &mut Request,
+) -> Result<Response, ApiError> {
+    let cfg = &gateway.config;
+    let upgrade = is_upgrade(req);
+    let client_version = req.version();
+    let client_upgrade = if upgrade { req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let original_host = req
+        .headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let uri = upstream_uri(route, req.uri())?;
+
+    let mut out = Request::new(std::mem::take(req.body_mut()));
+    *out.method_mut() = req.method().clone();
+    *out.uri_mut() = uri;
+    *out.version_mut() = Version::HTTP_11;
+    let headers = out.headers_mut();
+    *headers = std::mem::take(req.headers_mut());
+    strip_hop_by_hop(headers, upgrade);
+    if cfg.strip_credentials {
+        for name in [&header::AUTHORIZATION, &X_API_KEY, &X_CLIENT_ID, &X_CLIENT_SECRET] {
+            headers.remove(name);
+        }
+    }
+    // Identity headers come from keygate only.
+    let forged: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-keygate-")).cloned().collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    if let Some(id) = identity {
+        set_identity_headers(headers, id);
+    }
+    if let Some(ip) = peer {
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = &original_host {
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+    }
+    if cfg.preserve_host {
+        if let Some(host) = original_host {
+            headers.insert(header::HOST, host);
+        }
+    } else {
+        headers.remove(header::HOST);
+    }
+
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(cfg.response_timeout, gateway.client.request(out)).await;
+    let upstream = route.prefix.as_str();
+    metrics::histogram!("keygate_upstream_duration_seconds", "route" => upstream.to_owned())
+        .record(started.elapsed().as_secs_f64());
+    let mut res = match result {
+        Err(_) => {
+            return Err(ApiError::GatewayTimeout(format!(
+                "no response headers from {} within {:?}",
+                route.upstream.authority, cfg.response_timeout
+            )));
+        }
+        Ok(Err(e)) => {
+            let timed_out = std::iter::successors(std::error::Error::source(&e), |e| e.source())
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::TimedOut);
+            let cause = format!("{} ({e:?})", route.upstream.authority);
+            return Err(if timed_out { ApiError::GatewayTimeout(cause) } else { ApiError::BadGateway(cause) });
+        }
+        Ok(Ok(res)) => res,
+    };
+
+    if upgrade && res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_upgrade = hyper::upgrade::on(&mut res);
+        if let Some(client_upgrade) = client_upgrade {
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                            tracing::debug!(error = %e, "upgraded connection closed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "protocol upgrade failed"),
+                }
+            });
+        }
+        let (parts, _) = res.into_parts();
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+    strip_hop_by_hop(res.headers_mut(), false);
+    let (mut parts, body) = res.into_parts();
+    // The client's protocol, whatever the upstream spoke (say HTTP/1.0).
+    parts.version = client_version;
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Upstream;
+
+    fn route(prefix: &str, base: &str, strip: bool) -> Route {
+        Route {
+            prefix: prefix.into(),
+            upstream: Upstream { authority: "u:1".parse().unwrap(), base_path: base.into() },
+            public: false,
+            strip_prefix: strip,
+        }
+    }
+
+    #[test]
+    fn upstream_uris() {
+        let u = |r: &Route, s: &str| upstream_uri(r, &s.parse().unwrap()).unwrap().to_string();
+        assert_eq!(u(&route("/", "", false), "/a/b?x=1"), "http://u:1/a/b?x=1");
+        assert_eq!(u(&route("/v1", "/base", false), "/v1/a"), "http://u:1/base/v1/a");
+        assert_eq!(u(&route("/v1", "/base", true), "/v1/a?q"), "http://u:1/base/a?q");
+        assert_eq!(u(&route("/v1", "", true), "/v1"), "http://u:1/");
+        assert_eq!(u(&route("/v1/", "", true), "/v1/x"), "http://u:1/x");
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-end-to-end", HeaderValue::from_static("1"));
+        let mut plain = h.clone();
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-end-to-end"]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+}

@@ -1,0 +1,103 @@
+//! Observability: one middleware gives every request an id (kept from the client's
+//! `x-request-id` when sane, else generated), forwards it (the gateway sends it upstream),
+//! returns it, counts the request in Prometheus metrics and writes one access-log line.
+//! Neither ever holds a secret: the log has the path without its query string, the client id
+//! and the business code, never a header value other than the request id.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keygate_core::BusinessCode;
+use keygate_core::model::Identity;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rand::RngCore;
+
+use crate::app::AppState;
+use crate::gateway::{RouteLabel, X_REQUEST_ID};
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in the process).
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+                )
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist (an embedding application's): then ours only renders.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+fn request_id(req: &Request) -> HeaderValue {
+    if let Some(v) = req.headers().get(&X_REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
+    }
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    HeaderValue::from_str(&hex::encode(b)).expect("hex is a valid header value")
+}
+
+pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&req);
+    req.headers_mut().insert(&X_REQUEST_ID, id.clone());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let mut res = next.run(req).await;
+    res.headers_mut().insert(&X_REQUEST_ID, id.clone());
+
+    let route = match (res.extensions().get::<RouteLabel>(), &matched) {
+        (Some(r), _) => r.0.clone(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => "unmatched".into(),
+    };
+    let code = res.extensions().get::<BusinessCode>().copied();
+    let outcome = match code {
+        Some(c) => c.as_u32().to_string(),
+        None if res.extensions().get::<RouteLabel>().is_some() => format!("upstream_{}xx", res.status().as_u16() / 100),
+        None => BusinessCode::Success.as_u32().to_string(),
+    };
+    metrics::counter!("keygate_requests_total", "route" => route.clone(), "outcome" => outcome.clone()).increment(1);
+    if state.config.access_log {
+        let identity = res.extensions().get::<Identity>();
+        tracing::info!(
+            target: "keygate::access",
+            request_id = id.to_str().unwrap_or_default(),
+            method = %method,
+            path = %path,
+            route = %route,
+            status = res.status().as_u16(),
+            outcome = %outcome,
+            client_id = identity.map(|i| i.client_id.to_hex()).unwrap_or_default(),
+            latency_us = started.elapsed().as_micros() as u64,
+        );
+    }
+    res
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+    let stats = &state.auth.stats;
+    metrics::counter!("keygate_cache_hits_total").absolute(stats.hits.load(std::sync::atomic::Ordering::Relaxed));
+    metrics::counter!("keygate_cache_misses_total").absolute(stats.misses.load(std::sync::atomic::Ordering::Relaxed));
+    metrics::gauge!("keygate_feed_age_seconds").set(state.auth.feed_age_ms() as f64 / 1000.0);
+    metrics::gauge!("keygate_feed_interval_seconds").set(state.config.feed_interval.as_secs_f64());
+    metrics::gauge!("keygate_feed_cursor").set(*state.feed_cursor.borrow() as f64);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
