@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use axum::http::{HeaderMap, HeaderName, header};
 use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, InvalidReason, Presented};
 use keygate_core::model::{AuthMethod, Identity};
-use keygate_core::token::{Claims, Keyring, TokenError};
+use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
 use keygate_store::{Entity, Store, StoreError, now_ms};
 use moka::sync::Cache;
@@ -136,6 +136,9 @@ pub struct Authenticator {
     secrets: Cache<[u8; 32], Option<(ClientId, u32)>>,
     credentials: Cache<ClientId, Option<Arc<CredentialState>>>,
     accounts: Cache<AccountId, Option<Arc<AccountState>>>,
+    /// Tokens whose signature, algorithm and key id were verified, with what they say. Only the
+    /// signature check is skipped on a hit: expiry, credential and account are checked each time.
+    tokens: Cache<String, TokenSubject>,
     /// Invalidation counters, striped by key: an invalidation bumps its key's stripe (or all of
     /// them); a load that sees its stripe move meanwhile does not keep its result.
     epochs: [AtomicU64; STRIPES],
@@ -156,6 +159,7 @@ impl Authenticator {
             secrets: Cache::new(capacity),
             credentials: Cache::new(capacity),
             accounts: Cache::new(capacity),
+            tokens: Cache::new(capacity),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             stats: CacheStats::default(),
             usage: Arc::default(),
@@ -172,6 +176,8 @@ impl Authenticator {
 
     pub fn set_keyring(&self, keyring: Keyring) {
         self.keyring.store(Arc::new(keyring));
+        // A retired key id must take its tokens with it.
+        self.tokens.invalidate_all();
     }
 
     pub fn keyring(&self) -> Arc<Keyring> {
@@ -221,6 +227,7 @@ impl Authenticator {
         self.secrets.invalidate_all();
         self.credentials.invalidate_all();
         self.accounts.invalidate_all();
+        self.tokens.invalidate_all();
     }
 
     /// Cache lookup, or store load whose result is kept only if no invalidation ran meanwhile.
@@ -313,7 +320,26 @@ impl Authenticator {
     }
 
     async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
-        let subject = self.keyring.load().verify(token, now_ms() / 1000).map_err(|e| {
+        let now_secs = now_ms() / 1000;
+        let subject = match self.tokens.get(token) {
+            // A token whose signature was checked before; its expiry is checked again.
+            Some(s) if s.exp > now_secs => s,
+            Some(_) => return Err(AuthFailure::Invalid(InvalidReason::TokenExpired).into()),
+            None => {
+                let s = self.verify_token(token, now_secs)?;
+                self.tokens.insert(token.to_owned(), s);
+                s
+            }
+        };
+        let v = self.finish(subject.client_id, subject.generation, AuthMethod::Bearer).await?;
+        if v.account.id != subject.account_id {
+            return Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into());
+        }
+        Ok(v.identity)
+    }
+
+    fn verify_token(&self, token: &str, now_secs: i64) -> Result<TokenSubject, AuthError> {
+        self.keyring.load().verify(token, now_secs).map_err(|e| {
             AuthError::Refused(AuthFailure::Invalid(match e {
                 TokenError::Expired => InvalidReason::TokenExpired,
                 TokenError::Signature => InvalidReason::TokenSignature,
@@ -321,12 +347,7 @@ impl Authenticator {
                 TokenError::UnknownKid => InvalidReason::TokenKeyId,
                 TokenError::Malformed | TokenError::NoSigningKey => InvalidReason::MalformedToken,
             }))
-        })?;
-        let v = self.finish(subject.client_id, subject.generation, AuthMethod::Bearer).await?;
-        if v.account.id != subject.account_id {
-            return Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into());
-        }
-        Ok(v.identity)
+        })
     }
 
     async fn finish(&self, cid: ClientId, generation: u32, method: AuthMethod) -> Result<Verified, AuthError> {
