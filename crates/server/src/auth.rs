@@ -21,7 +21,7 @@ use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, Inv
 use keygate_core::model::{AuthMethod, Identity};
 use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
-use keygate_store::{Entity, Store, StoreError, now_ms};
+use keygate_store::{AuthBundle, Entity, Store, StoreError, now_ms};
 use moka::sync::Cache;
 use subtle::ConstantTimeEq;
 
@@ -244,23 +244,53 @@ impl Authenticator {
             return Ok(v);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let epoch = &self.epochs[key.stripe()];
-        let before = epoch.load(Ordering::SeqCst);
+        let before = self.epochs[key.stripe()].load(Ordering::SeqCst);
         let v = tokio::time::timeout(self.settings.store_timeout, fetch).await.map_err(|_| {
             StoreError::Unavailable(format!("store did not answer within {:?}", self.settings.store_timeout))
         })??;
-        if !trusted {
-            return Ok(v);
-        }
-        cache.insert(key.clone(), v.clone());
-        if epoch.load(Ordering::SeqCst) != before {
-            cache.invalidate::<K>(&key);
+        if trusted {
+            self.insert_checked(cache, key, v.clone(), before);
         }
         Ok(v)
     }
 
-    async fn secret(&self, hash: SecretHash) -> Result<Option<(ClientId, u32)>, StoreError> {
-        self.load(&self.secrets, hash.0, async { self.store.find_secret(&hash).await }).await
+    /// The credential and generation a key hash belongs to. On a miss one store query also
+    /// brings the credential and its account, which are cached too (each kept only if its own
+    /// stripe saw no invalidation during the query) and handed back so the caller needs no more.
+    async fn secret(&self, hash: SecretHash) -> Result<Option<(ClientId, u32, Option<AuthBundle>)>, StoreError> {
+        let trusted = self.cache_trusted();
+        if trusted && let Some(v) = self.secrets.get(&hash.0) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(v.map(|(cid, generation)| (cid, generation, None)));
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let before: [u64; STRIPES] = std::array::from_fn(|i| self.epochs[i].load(Ordering::SeqCst));
+        let bundle = tokio::time::timeout(self.settings.store_timeout, self.store.auth_bundle(&hash)).await.map_err(
+            |_| StoreError::Unavailable(format!("store did not answer within {:?}", self.settings.store_timeout)),
+        )??;
+        let found = bundle.as_ref().map(|b| (b.credential.client_id, b.generation));
+        if trusted {
+            self.insert_checked(&self.secrets, hash.0, found, before[hash.0.stripe()]);
+            if let Some(b) = &bundle {
+                let (cid, aid) = (b.credential.client_id, b.account.id);
+                self.insert_checked(&self.credentials, cid, Some(Arc::new(b.credential.clone())), before[cid.stripe()]);
+                self.insert_checked(&self.accounts, aid, Some(Arc::new(b.account.clone())), before[aid.stripe()]);
+            }
+        }
+        Ok(bundle.map(|b| (b.credential.client_id, b.generation, Some(b))))
+    }
+
+    /// Caches `value` unless `key`'s stripe moved since `before` (an invalidation raced the load).
+    fn insert_checked<K, V>(&self, cache: &Cache<K, V>, key: K, value: V, before: u64)
+    where
+        K: Hash + Eq + Send + Sync + Clone + Stripe + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        let epoch = &self.epochs[key.stripe()];
+        cache.insert(key.clone(), value);
+        if epoch.load(Ordering::SeqCst) != before {
+            cache.invalidate::<K>(&key);
+        }
     }
 
     async fn credential(&self, id: ClientId) -> Result<Option<Arc<CredentialState>>, StoreError> {
@@ -309,14 +339,17 @@ impl Authenticator {
         let found = self.secret(hash).await?;
         // The same path whether the clientId is unknown or the secret is wrong: one hash, one
         // lookup, one constant-time comparison of the 24 characters.
-        let (cid, generation) = found.ok_or_else(|| invalid(InvalidReason::UnknownKey))?;
+        let (cid, generation, loaded) = found.ok_or_else(|| invalid(InvalidReason::UnknownKey))?;
         if let Some(presented) = client_id {
             let expected = cid.to_hex();
             if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
                 return Err(invalid(InvalidReason::ClientMismatch));
             }
         }
-        self.finish(cid, generation, method).await
+        match loaded {
+            Some(b) => self.decide(Arc::new(b.credential), Arc::new(b.account), generation, method),
+            None => self.finish(cid, generation, method).await,
+        }
     }
 
     async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
@@ -354,6 +387,17 @@ impl Authenticator {
         let cred = self.credential(cid).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownCredential))?;
         let account =
             self.account(cred.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
+        self.decide(cred, account, generation, method)
+    }
+
+    fn decide(
+        &self,
+        cred: Arc<CredentialState>,
+        account: Arc<AccountState>,
+        generation: u32,
+        method: AuthMethod,
+    ) -> Result<Verified, AuthError> {
+        let cid = cred.client_id;
         let now = now_ms();
         decide::decide(&cred, generation, &account, now)?;
         self.usage.record(cid, now);

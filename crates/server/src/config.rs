@@ -250,7 +250,7 @@ fn resolve_gateway(upstream: Option<String>, layer: Option<GatewayLayer>) -> any
     if routes.is_empty() {
         return Ok(None);
     }
-    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     Ok(Some(GatewayConfig {
         routes,
         strip_credentials: layer.strip_credentials.unwrap_or(true),

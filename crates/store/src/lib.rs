@@ -70,6 +70,31 @@ pub struct Change {
     pub entity_id: String,
 }
 
+/// See [`Store::auth_bundle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthBundle {
+    pub generation: u32,
+    pub credential: CredentialState,
+    pub account: AccountState,
+}
+
+/// Parses `generation:expires_at` pairs joined by commas (expiry empty when none), as the
+/// backends' bundle queries aggregate them.
+pub(crate) fn parse_generations(s: Option<&str>) -> Result<Vec<keygate_core::model::SecretGeneration>> {
+    let bad = || StoreError::Other("malformed generation list".into());
+    s.unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (g, e) = p.split_once(':').ok_or_else(bad)?;
+            Ok(keygate_core::model::SecretGeneration {
+                generation: g.parse().map_err(|_| bad())?,
+                expires_at: if e.is_empty() { None } else { Some(e.parse().map_err(|_| bad())?) },
+            })
+        })
+        .collect()
+}
+
 /// Requests counted for one credential on one day since the last flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageDelta {
@@ -165,6 +190,14 @@ pub trait Store: Send + Sync + 'static {
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>>;
     async fn credential_state(&self, client_id: ClientId) -> Result<Option<CredentialState>>;
     async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>>;
+    /// Everything a cache miss on an API key needs, at once: the secret's generation, its
+    /// credential and the owning account. Backends answer it with one query.
+    async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<AuthBundle>> {
+        let Some((client_id, generation)) = self.find_secret(hash).await? else { return Ok(None) };
+        let Some(credential) = self.credential_state(client_id).await? else { return Ok(None) };
+        let Some(account) = self.account_state(credential.account_id).await? else { return Ok(None) };
+        Ok(Some(AuthBundle { generation, credential, account }))
+    }
 
     // The change feed.
     /// Changes with `seq > after`, oldest first, at most `limit`.

@@ -48,6 +48,29 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+fn bundle_from_row(r: &PgRow) -> Result<crate::AuthBundle> {
+    let client_id = parse_id(r.get::<&str, _>("client_id"))?;
+    let account_id = parse_id(r.get::<&str, _>("account_id"))?;
+    Ok(crate::AuthBundle {
+        generation: r.get::<i32, _>("presented") as u32,
+        credential: CredentialState {
+            client_id,
+            account_id,
+            status: CredentialStatus::parse(r.get("status"))
+                .ok_or_else(|| StoreError::Other("bad credential status".into()))?,
+            generations: crate::parse_generations(r.get::<Option<&str>, _>("gens"))?,
+        },
+        account: AccountState {
+            id: account_id,
+            uid: r.get("uid"),
+            email: r.get("email"),
+            first_name: r.get("first_name"),
+            status: AccountStatus::parse(r.get("account_status"))
+                .ok_or_else(|| StoreError::Other("bad account status".into()))?,
+        },
+    })
+}
+
 fn parse_id<T: FromStr>(s: &str) -> Result<T> {
     s.parse().map_err(|_| StoreError::Other(format!("malformed id in database: {s:?}")))
 }
@@ -514,6 +537,26 @@ impl Store for PgStore {
             Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<crate::AuthBundle>> {
+        let row = sqlx::query(
+            "SELECT s.generation AS presented, c.client_id, c.account_id, c.status, \
+                    a.uid, a.email, a.first_name, a.status AS account_status, \
+                    (SELECT string_agg(g.generation || ':' || COALESCE(g.expires_at::text, ''), ',') \
+                       FROM credential_secrets g \
+                      WHERE g.client_id = c.client_id AND (g.expires_at IS NULL OR g.expires_at > $2)) AS gens \
+               FROM credential_secrets s \
+               JOIN credentials c ON c.client_id = s.client_id \
+               JOIN accounts a ON a.id = c.account_id \
+              WHERE s.hash = $1",
+        )
+        .bind(&hash.as_bytes()[..])
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| bundle_from_row(&r)).transpose()
     }
 
     async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>> {
