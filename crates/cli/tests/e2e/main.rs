@@ -2,8 +2,8 @@
 //! temporary directory per test, real HTTP.
 //!
 //! Run with `cargo test -p keygate --test e2e`. The vendor-example test needs `curl` and
-//! Python `requests`; without them it prints a loud SKIP, or fails when
-//! `KEYGATE_TEST_REQUIRE_ALL=1`.
+//! Python `requests`, the nginx test an nginx with `auth_request`; without them they print a
+//! loud SKIP, or fail when `KEYGATE_TEST_REQUIRE_ALL=1`.
 
 mod support;
 
@@ -12,5 +12,6 @@ mod config;
 mod durability;
 mod invalidation;
 mod lifecycle;
+mod nginx;
 mod secrets;
 mod vendor;

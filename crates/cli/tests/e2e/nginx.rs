@@ -1,0 +1,496 @@
+//! nginx `auth_request` in front of keygate, for real: Debian's nginx runs the shipped example
+//! `examples/nginx/keygate-auth-request.conf` (only its three marked addresses substituted) in
+//! front of `keygate serve` and a recording API server inside this test.
+//!
+//! Needs an nginx with `http_auth_request_module` (`scripts/test.sh` installs Debian's); without
+//! one the test prints a loud SKIP, or fails when `KEYGATE_TEST_REQUIRE_ALL=1`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Sandbox, Server, admin_token, assert_no_secrets, client, free_port, require, text};
+
+/// The shipped example, compiled in so that the test always runs the file as it is.
+const EXAMPLE: &str = include_str!("../../../../examples/nginx/keygate-auth-request.conf");
+/// The example's three addresses, each replaced by a test address (and required exactly once).
+const EXAMPLE_KEYGATE: &str = "server 127.0.0.1:8080;";
+const EXAMPLE_BACKEND: &str = "server 127.0.0.1:3000;";
+const EXAMPLE_LISTEN: &str = "listen 80;";
+
+/// The API's path that answers its own 401, to show that nginx passes it through untouched.
+const BACKEND_OWN_401: &str = "/api/own-401";
+
+/// The example with the test's addresses.
+fn site_config(keygate: u16, backend: u16, listen: u16) -> String {
+    let mut conf = EXAMPLE.to_owned();
+    for (marker, with) in [
+        (EXAMPLE_KEYGATE, format!("server 127.0.0.1:{keygate};")),
+        (EXAMPLE_BACKEND, format!("server 127.0.0.1:{backend};")),
+        (EXAMPLE_LISTEN, format!("listen 127.0.0.1:{listen};")),
+    ] {
+        assert_eq!(
+            conf.matches(marker).count(),
+            1,
+            "examples/nginx/keygate-auth-request.conf must contain `{marker}` exactly once (the test substitutes it)"
+        );
+        conf = conf.replace(marker, &with);
+    }
+    conf
+}
+
+/// The nginx binary, if one with `auth_request` is installed.
+fn nginx_bin() -> Option<PathBuf> {
+    let sbin = Path::new("/usr/sbin/nginx");
+    let bin = if sbin.exists() { sbin.to_path_buf() } else { PathBuf::from("nginx") };
+    // `nginx -V` prints its configure arguments on stderr.
+    let probe = format!("'{}' -V 2>&1 | grep -q -- --with-http_auth_request_module", bin.display());
+    require("nginx (with http_auth_request_module)", Command::new("sh").args(["-c", &probe])).then_some(bin)
+}
+
+// --- the API behind nginx ---
+
+/// One request as the API received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    target: String,
+    /// Lower-cased names, in arrival order; repeated headers stay repeated.
+    headers: Vec<(String, String)>,
+    /// Request line and headers as received.
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The value of a header that must be there exactly once.
+    fn one(&self, name: &str) -> &str {
+        match self.all(name)[..] {
+            [v] => v,
+            ref other => panic!("the API should have received `{name}` once, got {other:?}: {self:#?}"),
+        }
+    }
+}
+
+/// A tiny HTTP/1.x server that records every request and answers 200 `{"upstream":true}`
+/// (401 on [`BACKEND_OWN_401`]), one connection at a time, `Connection: close`.
+struct Backend {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the API's port");
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let Some(req) = Self::read_request(&mut stream) else { continue };
+                let own_401 = req.target.starts_with(BACKEND_OWN_401);
+                // Recorded before answering: the client may look as soon as it has the answer.
+                seen2.lock().unwrap().push(req);
+                Self::respond(&mut stream, own_401);
+            }
+        });
+        Self { port, seen, stop, thread: Some(thread) }
+    }
+
+    fn read_request(stream: &mut TcpStream) -> Option<Seen> {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        let mut head = Vec::new();
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        head.extend_from_slice(line.as_bytes());
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            head.extend_from_slice(line.as_bytes());
+            let l = line.trim_end_matches(['\r', '\n']);
+            if l.is_empty() {
+                break;
+            }
+            let (name, value) = l.split_once(':')?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let len = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap_or(0));
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).ok()?;
+        Some(Seen { method, target, headers, head, body })
+    }
+
+    fn respond(stream: &mut TcpStream, own_401: bool) {
+        let (status, extra, reply) = if own_401 {
+            ("401 Unauthorized", "WWW-Authenticate: Basic realm=\"backend\"\r\n", r#"{"upstream":"refused"}"#)
+        } else {
+            ("200 OK", "", r#"{"upstream":true}"#)
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{reply}",
+            reply.len()
+        );
+        let _ = stream.write_all(response.as_bytes());
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("the API received no request")
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop up so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// --- nginx ---
+
+/// nginx as a non-daemon child process with everything (config, pid, logs, temp files) in its
+/// own temporary directory. Dropping it stops the process.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx on a free port in front of keygate and the API and waits until it accepts
+    /// connections.
+    fn start(bin: &Path, keygate: u16, backend: u16) -> Self {
+        let dir = tempfile::Builder::new().prefix("keygate-nginx-").tempdir().expect("tempdir");
+        // As root, nginx's workers run as `nobody`: they must be able to enter the directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let d = dir.path().display();
+        let main = format!(
+            "worker_processes 1;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n\
+             \x20   access_log {d}/access.log;\n\
+             \x20   client_body_temp_path {d}/client_body_temp;\n\
+             \x20   proxy_temp_path {d}/proxy_temp;\n\
+             \x20   fastcgi_temp_path {d}/fastcgi_temp;\n\
+             \x20   uwsgi_temp_path {d}/uwsgi_temp;\n\
+             \x20   scgi_temp_path {d}/scgi_temp;\n\
+             \x20   include {d}/keygate-auth-request.conf;\n\
+             }}\n"
+        );
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, main).expect("writing nginx.conf");
+        let mut last = String::new();
+        for attempt in 0..3 {
+            let port = free_port();
+            std::fs::write(dir.path().join("keygate-auth-request.conf"), site_config(keygate, backend, port))
+                .expect("writing the site config");
+            let stderr = dir.path().join(format!("nginx-{attempt}.stderr"));
+            let mut child = Command::new(bin)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .arg("-c")
+                .arg(&conf)
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(&stderr).expect("log file"))
+                .spawn()
+                .expect("spawning nginx");
+            match wait_listening(&mut child, port, dir.path()) {
+                Ok(()) => return Self { child, dir, port },
+                Err(e) => {
+                    stop(&mut child);
+                    // Another test took the port between our probe and nginx's bind.
+                    if !e.contains("Address already in use") {
+                        panic!("{e}");
+                    }
+                    last = e;
+                }
+            }
+        }
+        panic!("nginx did not start: {last}")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn logs(&self) -> String {
+        logs(self.dir.path())
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+fn wait_listening(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Err(format!("nginx exited with {status}:\n{}", logs(dir)));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("nginx not listening on {port} after 10 s:\n{}", logs(dir)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// nginx's stderr and error log, for failure messages.
+fn logs(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    let mut out = String::new();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "stderr" || e == "log")) {
+        out += &format!("--- {} ---\n{}\n", f.display(), std::fs::read_to_string(f).unwrap_or_default());
+    }
+    out
+}
+
+/// SIGTERM to the master, which stops its worker (a SIGKILLed master would leave the worker
+/// running); SIGKILL if it has not exited within 5 s.
+fn stop(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+// --- HTTP ---
+
+/// What the client got: status, the headers that matter here, and the body (JSON, or the raw
+/// text as a JSON string).
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    content_type: String,
+    www_authenticate: Vec<String>,
+    body: Value,
+}
+
+async fn ask(req: reqwest::RequestBuilder) -> Answer {
+    let res = req.send().await.expect("HTTP request");
+    let status = res.status().as_u16();
+    let header = |name: &str| -> Vec<String> {
+        res.headers().get_all(name).iter().map(|v| v.to_str().unwrap_or("<not ascii>").to_owned()).collect()
+    };
+    let content_type = header("content-type").join(", ");
+    let www_authenticate = header("www-authenticate");
+    let bytes = res.bytes().await.expect("HTTP body");
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(text(&bytes)));
+    Answer { status, content_type, www_authenticate, body }
+}
+
+fn with_headers(mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req
+}
+
+/// A customer made through the admin API.
+struct Customer {
+    account: String,
+    uid: i64,
+    client_id: String,
+    key: String,
+}
+
+async fn customer(keygate: &Server, admin: &str, email: &str) -> Customer {
+    let r = keygate.admin(admin, "POST", "/accounts", Some(json!({"email": email, "firstName": "Nginx"}))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let account = r.body["data"]["id"].as_str().expect("account id").to_owned();
+    let uid = r.body["data"]["uid"].as_i64().expect("uid");
+    let r = keygate.admin(admin, "POST", &format!("/accounts/{account}/credentials"), None).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let client_id = r.body["data"]["clientId"].as_str().expect("clientId").to_owned();
+    let key = r.body["data"]["apiKey"].as_str().expect("apiKey").to_owned();
+    Customer { account, uid, client_id, key }
+}
+
+#[tokio::test]
+async fn nginx_auth_request_in_front_of_keygate() {
+    let Some(bin) = nginx_bin() else { return };
+    let sb = Sandbox::new();
+    let admin = admin_token();
+    let keygate = sb.start(&["--admin-token", &admin], &[]).await;
+    let backend = Backend::start();
+    let nginx = Nginx::start(&bin, keygate.port, backend.port);
+    let http = client();
+
+    let alice = customer(&keygate, &admin, "alice@example.com").await;
+    let mallory = customer(&keygate, &admin, "mallory@example.com").await;
+    // Requests keygate let through, which are exactly the ones the API may see.
+    let mut accepted = 0;
+
+    // The API must see the identity, never the credential, never a client's own x-keygate-*.
+    let expect_identity = |seen: &Seen, who: &Customer, method: &str, secrets: &[(&str, String)]| {
+        assert_eq!(seen.one("x-keygate-account-id"), who.account, "{seen:#?}");
+        assert_eq!(seen.one("x-keygate-uid"), who.uid.to_string(), "{seen:#?}");
+        assert_eq!(seen.one("x-keygate-client-id"), who.client_id, "{seen:#?}");
+        assert_eq!(seen.one("x-keygate-auth-method"), method, "{seen:#?}");
+        for credential_header in ["x-api-key", "authorization", "x-client-id", "x-client-secret"] {
+            assert_eq!(seen.all(credential_header), Vec::<&str>::new(), "`{credential_header}` reached the API");
+        }
+        assert!(
+            !text(&seen.head).to_ascii_lowercase().contains("forged"),
+            "a forged header reached the API: {seen:#?}"
+        );
+        assert_no_secrets("the request head the API received", &seen.head, secrets);
+    };
+    let forged = [
+        ("X-Keygate-Account-Id", "forged-account"),
+        ("x-keygate-account-id", "forged-again"),
+        ("X-Keygate-Uid", "forged-0"),
+        ("X-Keygate-Client-Id", "forged-client"),
+        ("X-Keygate-Auth-Method", "forged-method"),
+    ];
+
+    // 1. x-api-key, with forged identity headers and a body: to the API, body and query intact.
+    let req = http
+        .post(nginx.url("/api/things?page=2"))
+        .header("x-api-key", &alice.key)
+        .header("content-type", "application/json")
+        .body(r#"{"hello":"world"}"#);
+    let a = ask(with_headers(req, &forged)).await;
+    assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "x-api-key: {a:?}\n{}", nginx.logs());
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    let seen = backend.last();
+    assert_eq!((seen.method.as_str(), seen.target.as_str()), ("POST", "/api/things?page=2"));
+    assert_eq!(text(&seen.body), r#"{"hello":"world"}"#);
+    expect_identity(&seen, &alice, "api_key", &[("API key", alice.key.clone())]);
+
+    // 2. getToken through nginx (not behind auth_request, and not the API's business), then Bearer.
+    let a = ask(http
+        .post(nginx.url("/api/open/v3/getToken"))
+        .json(&json!({"clientId": alice.client_id, "clientSecret": alice.key})))
+    .await;
+    assert_eq!((a.status, a.body["code"].as_i64()), (200, Some(1000)), "getToken through nginx: {a:?}");
+    let token = a.body["token"].as_str().expect("token").to_owned();
+    assert_eq!(backend.count(), accepted, "getToken must not reach the API");
+    let a = ask(with_headers(http.get(nginx.url("/api/me")).bearer_auth(&token), &forged)).await;
+    assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "Bearer: {a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    let seen = backend.last();
+    assert_eq!((seen.method.as_str(), seen.target.as_str()), ("GET", "/api/me"));
+    expect_identity(&seen, &alice, "bearer", &[("token", token.clone())]);
+
+    // 3. x-client-id + x-client-secret.
+    let a = ask(http
+        .get(nginx.url("/api/pair"))
+        .header("x-client-id", &alice.client_id)
+        .header("x-client-secret", &alice.key))
+    .await;
+    assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "client pair: {a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    expect_identity(&backend.last(), &alice, "client_secret", &[("API key", alice.key.clone())]);
+
+    // 4. Refusals: the client gets keygate's own status, envelope and challenge, exactly what
+    // keygate answers directly to the same headers, and the API is not called.
+    let expect_refused = async |what: &str, headers: &[(&str, &str)], status: u16, code: i64| {
+        let before = backend.count();
+        // A POST with a body, which nginx must discard along with the request.
+        let req = http.post(nginx.url("/api/things?page=3")).header("content-type", "application/json");
+        let a = ask(with_headers(req.body(r#"{"would":"write"}"#), headers)).await;
+        let direct = ask(with_headers(http.get(keygate.url("/auth/verify")), headers)).await;
+        assert_eq!(
+            (direct.status, direct.body["code"].as_i64()),
+            (status, Some(code)),
+            "{what}, keygate directly: {direct:?}"
+        );
+        assert_eq!(a.status, status, "{what}: {a:?}\n{}", nginx.logs());
+        assert_eq!(a.body, direct.body, "{what}: nginx must pass keygate's envelope: {a:?}");
+        assert!(a.body["msg"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {a:?}");
+        assert!(a.content_type.starts_with("application/json"), "{what}: {a:?}");
+        assert_eq!(a.www_authenticate, direct.www_authenticate, "{what}: the challenge, once: {a:?}");
+        assert_eq!(a.www_authenticate.len(), usize::from(status == 401), "{what}: {a:?}");
+        assert_eq!(backend.count(), before, "{what}: the API was called for a refused request");
+    };
+    expect_refused("no credential", &[], 401, 1102).await;
+    expect_refused("empty Bearer", &[("authorization", "Bearer ")], 401, 1102).await;
+    expect_refused("wrong key", &[("x-api-key", "kgk_thisIsNotAKeyAtAll00000000")], 401, 1101).await;
+    let pair = [("x-client-id", alice.client_id.as_str()), ("x-client-secret", "wrong-secret")];
+    expect_refused("wrong secret", &pair, 401, 1101).await;
+    let forged_token = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJpZCI6ImZvcmdlZCJ9.c2lnbmF0dXJl";
+    expect_refused("forged token", &[("authorization", forged_token)], 401, 1101).await;
+
+    // 5. The API's own 401 is its business: passed through, not replaced by keygate's envelope.
+    let a = ask(http.get(nginx.url(BACKEND_OWN_401)).header("x-api-key", &alice.key)).await;
+    assert_eq!((a.status, &a.body), (401, &json!({"upstream": "refused"})), "{a:?}");
+    assert_eq!(a.www_authenticate, ["Basic realm=\"backend\""], "{a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+
+    // 6. A banned account: 403 with code 1200 for its key and its token; others unaffected.
+    let mallory_token = keygate.token(&mallory.client_id, &mallory.key).await;
+    let a = ask(http.get(nginx.url("/api/before-ban")).header("x-api-key", &mallory.key)).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    expect_identity(&backend.last(), &mallory, "api_key", &[("API key", mallory.key.clone())]);
+    let r = keygate
+        .admin(&admin, "POST", &format!("/accounts/{}/ban", mallory.account), Some(json!({"reason": "nginx test"})))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let bearer = format!("Bearer {mallory_token}");
+    expect_refused("banned, key", &[("x-api-key", &mallory.key)], 403, 1200).await;
+    expect_refused("banned, token", &[("authorization", &bearer)], 403, 1200).await;
+    let a = ask(http.get(nginx.url("/api/after-ban")).header("x-api-key", &alice.key)).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    accepted += 1;
+
+    // Only what keygate accepted ever reached the API.
+    assert_eq!(backend.count(), accepted, "{:#?}", backend.seen.lock().unwrap());
+}
