@@ -153,6 +153,10 @@ async fn prune_changes(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Where the admin API lives. The whole namespace is keygate's: the gateway never proxies a path
+/// under it, not even one no admin handler matches.
+pub const ADMIN_PREFIX: &str = "/admin/v1";
+
 pub fn router(state: AppState) -> Router {
     let protocol = Router::new()
         .route("/api/open/v3/getToken", post(routes::protocol::get_token))
@@ -164,7 +168,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(crate::observe::metrics_handler))
         .route("/readyz", get(routes::health::readyz))
-        .nest("/admin/v1", routes::admin::router())
+        .nest(ADMIN_PREFIX, routes::admin::router())
         .fallback(crate::gateway::proxy)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

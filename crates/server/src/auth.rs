@@ -22,7 +22,7 @@ use keygate_core::model::{AuthMethod, Identity};
 use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
 use keygate_store::{AuthBundle, Entity, Store, StoreError, now_ms};
-use moka::sync::Cache;
+use crate::cache::BoundedCache as Cache;
 use subtle::ConstantTimeEq;
 
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");

@@ -100,6 +100,11 @@ fn is_upgrade(req: &Request) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
+/// Paths under keygate's own namespaces that no handler matched.
+fn is_own_namespace(path: &str) -> bool {
+    path.strip_prefix(crate::app::ADMIN_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, ApiError> {
     let path = uri.path();
     let rest = if route.strip_prefix {
@@ -126,6 +131,10 @@ pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response 
     let Some(gateway) = state.gateway.as_deref() else {
         return ApiError::NotFound("route").into_response();
     };
+    // An unknown admin path falls through to here; it is still keygate's, never the upstream's.
+    if is_own_namespace(req.uri().path()) {
+        return ApiError::NotFound("route").into_response();
+    }
     let Some(route) = gateway.route(req.uri().path()) else {
         return ApiError::NotFound("route").into_response();
     };
@@ -281,6 +290,16 @@ mod tests {
         assert_eq!(u(&route("/v1", "/base", true), "/v1/a?q"), "http://u:1/base/a?q");
         assert_eq!(u(&route("/v1", "", true), "/v1"), "http://u:1/");
         assert_eq!(u(&route("/v1/", "", true), "/v1/x"), "http://u:1/x");
+    }
+
+    #[test]
+    fn own_namespaces() {
+        for p in ["/admin/v1", "/admin/v1/", "/admin/v1/nope", "/admin/v1/accounts/x/y"] {
+            assert!(is_own_namespace(p), "{p}");
+        }
+        for p in ["/admin", "/admin/v10", "/admin/v1x", "/v1/admin/v1", "/"] {
+            assert!(!is_own_namespace(p), "{p}");
+        }
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! - `lifecycle`: revocation, rotation (with and without grace), bans, token expiry;
 //! - `tokens`: forged, foreign and `alg: none` tokens, signing-key rotation;
 //! - `admin`: the admin API's authentication, validation and answers;
-//! - `feed`: writes made behind the server's back (as the CLI makes them) reach its cache.
+//! - `feed`: writes made behind the server's back (as the CLI makes them) reach its cache;
+//! - `gateway`: the reverse proxy in front of a real upstream (headers, routes, streaming,
+//!   502/504, WebSocket, cancellation, metrics).
 
 mod admin;
 mod feed;
+mod gateway;
 mod helpers;
 mod lifecycle;
 mod protocol;

@@ -1,0 +1,768 @@
+//! The reverse-proxy gateway, end to end: a real keygate in front of a real HTTP upstream (a
+//! small hyper server in this file, on its own port) that records what it was sent.
+//!
+//! What is checked: the identity and forwarding headers the upstream sees (and the credential
+//! and forged `x-keygate-*` headers it does not), that refused requests never reach it, route
+//! selection, streaming both ways in bounded memory, 502/504, WebSocket pass-through,
+//! cancellation when the client goes away, and the metrics.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt, stream};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use keygate_server::config::{GatewayLayer, Layer, RouteLayer, StatusMode};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest, protocol::Role};
+
+use crate::helpers::{Reply, TestApp, wait_until};
+
+// ---- The test upstream ----------------------------------------------------------------------
+
+type UpBody = BoxBody<Bytes, Infallible>;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    /// Path and query string.
+    uri: String,
+    headers: http::HeaderMap,
+    body_len: u64,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().expect("an ASCII header value"))
+    }
+
+    fn keygate_headers(&self) -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with("x-keygate-"))
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("<binary>").to_owned()))
+            .collect();
+        h.sort();
+        h
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Requests received (WebSocket upgrades included).
+    hits: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+    slow_started: AtomicUsize,
+    /// `/slow` handlers dropped before they answered (their connection was closed).
+    slow_cancelled: AtomicUsize,
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1:0. Behaviour by the last path segment:
+/// `echo` (and anything else) answers JSON of what it saw; `slow` sleeps 5 s first; `stream-down?bytes=N`
+/// streams N bytes; `upload` counts the request body's bytes and answers `{"bytes": n}`; `ws`
+/// accepts a WebSocket upgrade and echoes messages.
+struct Upstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let shared = Arc::<Shared>::default();
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            // Owned by this task: aborting it (on drop) closes every connection.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                while conns.try_join_next().is_some() {}
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let state = state.clone();
+                conns.spawn(async move {
+                    let svc = service_fn(move |req| handle(state.clone(), req));
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+                });
+            }
+        });
+        Upstream { addr, shared, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn hits(&self) -> usize {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    fn last(&self) -> Seen {
+        self.shared.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Counts a `/slow` handler that was dropped before it finished.
+struct CancelGuard {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.slow_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> UpBody {
+    Full::new(bytes.into()).boxed()
+}
+
+fn json_response(v: Value) -> hyper::Response<UpBody> {
+    hyper::Response::builder().header("content-type", "application/json").body(full(v.to_string())).unwrap()
+}
+
+const MIB: usize = 1 << 20;
+
+async fn handle(state: Arc<Shared>, mut req: hyper::Request<Incoming>) -> Result<hyper::Response<UpBody>, Infallible> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let behaviour = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let mut seen = Seen {
+        method: req.method().to_string(),
+        uri: req.uri().path_and_query().map(|pq| pq.to_string()).unwrap_or_default(),
+        headers: req.headers().clone(),
+        body_len: 0,
+    };
+
+    if behaviour == "ws" {
+        state.seen.lock().unwrap().push(seen);
+        let key = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()).unwrap_or_default();
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else { return };
+            let mut ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let res = hyper::Response::builder()
+            .status(hyper::StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-accept", tungstenite::handshake::derive_accept_key(&key))
+            .body(full(Bytes::new()))
+            .unwrap();
+        return Ok(res);
+    }
+
+    // Every other behaviour reads the whole request body first, counting it.
+    while let Some(frame) = req.body_mut().frame().await {
+        match frame {
+            Ok(f) => seen.body_len += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let body_len = seen.body_len;
+    state.seen.lock().unwrap().push(seen.clone());
+
+    Ok(match behaviour.as_str() {
+        "slow" => {
+            state.slow_started.fetch_add(1, Ordering::SeqCst);
+            let mut guard = CancelGuard { shared: state.clone(), finished: false };
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            guard.finished = true;
+            json_response(json!({"slow": true}))
+        }
+        "upload" => json_response(json!({ "bytes": body_len })),
+        "stream-down" => {
+            let total: usize = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("bytes="))
+                .and_then(|n| n.parse().ok())
+                .expect("stream-down?bytes=N");
+            let chunk = Bytes::from(vec![0x5Au8; MIB]);
+            let chunks = stream::iter((0..total.div_ceil(MIB)).map(move |i| {
+                let len = MIB.min(total - i * MIB);
+                Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+            }));
+            hyper::Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+        }
+        _ => {
+            let headers: serde_json::Map<String, Value> = seen
+                .headers
+                .keys()
+                .map(|k| {
+                    let values: Vec<&str> =
+                        seen.headers.get_all(k).iter().map(|v| v.to_str().unwrap_or("<binary>")).collect();
+                    (k.as_str().to_owned(), json!(values.join(", ")))
+                })
+                .collect();
+            json_response(json!({
+                "method": seen.method,
+                "uri": seen.uri,
+                "headers": headers,
+                "bodyLen": body_len,
+            }))
+        }
+    })
+}
+
+// ---- Configuration helpers ------------------------------------------------------------------
+
+fn route(prefix: &str, upstream: String) -> RouteLayer {
+    RouteLayer { prefix: prefix.into(), upstream, public: false, strip_prefix: false }
+}
+
+/// A gateway layer with a 1 s response timeout and the given routes.
+fn gateway(routes: Vec<RouteLayer>) -> GatewayLayer {
+    GatewayLayer { response_timeout: Some("1s".into()), routes, ..Default::default() }
+}
+
+/// keygate with `upstream` as its catch-all (the `--upstream` shortcut), changed by `more`.
+async fn spawn_for(upstream: &Upstream, more: impl FnOnce(&mut Layer)) -> TestApp {
+    let url = upstream.url();
+    TestApp::spawn_with(|l| {
+        l.upstream = Some(url);
+        l.gateway = Some(gateway(vec![]));
+        more(l);
+    })
+    .await
+}
+
+async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Reply {
+    app.verify_at(Method::GET, path, headers).await
+}
+
+fn is_generated_request_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+// ---- 1. What the upstream sees --------------------------------------------------------------
+
+#[tokio::test]
+async fn upstream_sees_identity_and_forwarding_headers_but_not_the_credential() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |_| {}).await;
+    let c = app.customer().await;
+    let host = app.addr.to_string();
+
+    // x-api-key, with a client-chosen request id.
+    let r =
+        get(&app, "/v1/things/echo?a=1&b=two%20words", &[("x-api-key", &c.api_key), ("x-request-id", "req-abc.123")])
+            .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-request-id"), Some("req-abc.123"));
+    let seen = up.last();
+    assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("GET", "/v1/things/echo?a=1&b=two%20words"));
+    assert_eq!(r.body["uri"], "/v1/things/echo?a=1&b=two%20words", "the echo body comes back to the client");
+    assert_eq!(
+        seen.keygate_headers(),
+        [
+            ("x-keygate-account-id".to_owned(), c.account_id.clone()),
+            ("x-keygate-auth-method".to_owned(), "api_key".to_owned()),
+            ("x-keygate-client-id".to_owned(), c.client_id.clone()),
+            ("x-keygate-uid".to_owned(), c.uid.to_string()),
+        ]
+    );
+    assert_eq!(seen.header("x-request-id"), Some("req-abc.123"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host"), Some(host.as_str()));
+    assert_eq!(seen.header("host"), Some(up.addr.to_string().as_str()), "preserve_host is off by default");
+    assert_eq!(seen.header("x-api-key"), None, "the credential is stripped");
+    assert_eq!(seen.header("authorization"), None);
+
+    // No request id, or an unusable one: keygate makes one, returns it and forwards the same.
+    for headers in
+        [vec![("x-api-key", c.api_key.as_str())], vec![("x-api-key", &c.api_key), ("x-request-id", "has space")]]
+    {
+        let r = get(&app, "/echo", &headers).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let id = r.header("x-request-id").expect("a request id").to_owned();
+        assert!(is_generated_request_id(&id), "generated id {id:?}");
+        assert_eq!(up.last().header("x-request-id"), Some(id.as_str()));
+    }
+
+    // A body and another method pass through.
+    let r = app
+        .send(app.client.post(app.url("/submit/echo?x=1")).header("x-api-key", &c.api_key).body("hello, upstream"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let seen = up.last();
+    assert_eq!((seen.method.as_str(), seen.uri.as_str(), seen.body_len), ("POST", "/submit/echo?x=1", 15));
+
+    // Bearer: method `bearer`, no Authorization upstream.
+    let token = app.token(&c).await;
+    let r = get(&app, "/echo", &[("authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let seen = up.last();
+    assert_eq!(seen.header("x-keygate-auth-method"), Some("bearer"));
+    assert_eq!(seen.header("x-keygate-account-id"), Some(c.account_id.as_str()));
+    assert_eq!(seen.header("x-keygate-client-id"), Some(c.client_id.as_str()));
+    assert_eq!(seen.header("x-keygate-uid"), Some(c.uid.to_string().as_str()));
+    assert_eq!(seen.header("authorization"), None);
+    assert_eq!(seen.header("x-api-key"), None);
+    assert_eq!(up.hits(), 5);
+}
+
+#[tokio::test]
+async fn credentials_are_forwarded_when_strip_credentials_is_off() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |l| {
+        l.gateway.as_mut().unwrap().strip_credentials = Some(false);
+    })
+    .await;
+    let c = app.customer().await;
+    let r = get(&app, "/echo", &[("x-api-key", &c.api_key)]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let seen = up.last();
+    assert_eq!(seen.header("x-api-key"), Some(c.api_key.as_str()));
+    assert_eq!(seen.header("x-keygate-auth-method"), Some("api_key"));
+
+    let token = app.token(&c).await;
+    let bearer = format!("Bearer {token}");
+    let r = get(&app, "/echo", &[("authorization", &bearer)]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let seen = up.last();
+    assert_eq!(seen.header("authorization"), Some(bearer.as_str()));
+    assert_eq!(seen.header("x-keygate-auth-method"), Some("bearer"));
+}
+
+// ---- 2. Forged identity headers -------------------------------------------------------------
+
+#[tokio::test]
+async fn forged_identity_headers_are_replaced() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |l| {
+        l.gateway.as_mut().unwrap().routes = vec![RouteLayer { public: true, ..route("/open", up.url()) }];
+    })
+    .await;
+    let c = app.customer().await;
+    // Written byte for byte, in mixed case, and twice for one name.
+    let r = app
+        .raw_request(&format!(
+            "GET /echo HTTP/1.1\r\nx-api-key: {}\r\nX-Keygate-Account-Id: forged\r\nX-Keygate-Uid: 999\r\n\
+             x-keygate-uid: 998\r\nx-keygate-anything: x\r\nX-KEYGATE-AUTH-METHOD: admin",
+            c.api_key
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        up.last().keygate_headers(),
+        [
+            ("x-keygate-account-id".to_owned(), c.account_id.clone()),
+            ("x-keygate-auth-method".to_owned(), "api_key".to_owned()),
+            ("x-keygate-client-id".to_owned(), c.client_id.clone()),
+            ("x-keygate-uid".to_owned(), c.uid.to_string()),
+        ]
+    );
+
+    // On a public route there is no identity: the upstream sees no x-keygate-* at all.
+    let r = get(&app, "/open/echo", &[("x-keygate-account-id", "forged"), ("x-keygate-uid", "999")]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(up.last().keygate_headers(), []);
+}
+
+// ---- 3. Refused requests never reach the upstream -------------------------------------------
+
+#[tokio::test]
+async fn refused_requests_never_reach_the_upstream() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |_| {}).await;
+    let revoked = app.customer().await;
+    let banned = app.customer().await;
+    let banned_token = app.token(&banned).await;
+    // Both work before.
+    for key in [&revoked.api_key, &banned.api_key] {
+        assert_eq!(get(&app, "/echo", &[("x-api-key", key)]).await.status, 200);
+    }
+    assert_eq!(up.hits(), 2);
+    app.revoke(&revoked.client_id).await;
+    app.ban(&banned.account_id, "abuse").await;
+
+    get(&app, "/echo", &[]).await.expect_missing();
+    let mut wrong = revoked.api_key.clone();
+    wrong.replace_range(10..11, if &wrong[10..11] == "A" { "B" } else { "A" });
+    get(&app, "/echo", &[("x-api-key", &wrong)]).await.expect_invalid();
+    get(&app, "/echo", &[("x-api-key", "not-a-key")]).await.expect_invalid();
+    get(&app, "/echo", &[("authorization", "Bearer not.a.token")]).await.expect_invalid();
+    get(&app, "/echo", &[("x-api-key", &revoked.api_key)]).await.expect_invalid();
+    get(&app, "/echo", &[("x-api-key", &banned.api_key)]).await.expect_banned();
+    get(&app, "/echo", &[("authorization", &format!("Bearer {banned_token}"))]).await.expect_banned();
+    // A refused upload is not read into the upstream either.
+    let r = app.send(app.client.post(app.url("/upload")).body(vec![7u8; 100_000])).await;
+    r.expect_missing();
+    assert_eq!(up.hits(), 2, "a refused request reached the upstream");
+
+    // With http_status = always-200 only the code tells.
+    let up200 = Upstream::start().await;
+    let app200 = spawn_for(&up200, |l| l.http_status = Some(StatusMode::Always200)).await;
+    let r = get(&app200, "/echo", &[("x-api-key", &wrong)]).await;
+    r.expect(200, 1101);
+    assert_eq!(r.header("www-authenticate"), None);
+    get(&app200, "/echo", &[]).await.expect(200, 1102);
+    assert_eq!(up200.hits(), 0);
+}
+
+// ---- 4. Routes ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn routes_longest_prefix_public_and_strip_prefix() {
+    let a = Upstream::start().await;
+    let b = Upstream::start().await;
+    let app = TestApp::spawn_with(|l| {
+        l.gateway = Some(gateway(vec![
+            route("/api", a.url()),
+            route("/api/v2", format!("{}/b-base/", b.url())),
+            RouteLayer { public: true, ..route("/public", a.url()) },
+            RouteLayer { strip_prefix: true, ..route("/strip", format!("{}/inner", a.url())) },
+        ]));
+    })
+    .await;
+    let c = app.customer().await;
+    let key = [("x-api-key", c.api_key.as_str())];
+
+    // The longer prefix wins, whatever the order of the configuration.
+    assert_eq!(get(&app, "/api/v2/items/echo?q=1", &key).await.status, 200);
+    assert_eq!((a.hits(), b.hits()), (0, 1));
+    assert_eq!(b.last().uri, "/b-base/api/v2/items/echo?q=1");
+    // Segment-aware: /api/v20 is not under /api/v2.
+    assert_eq!(get(&app, "/api/v20/echo", &key).await.status, 200);
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    assert_eq!(a.last().uri, "/api/v20/echo");
+    assert_eq!(get(&app, "/api", &key).await.status, 200);
+    assert_eq!(a.last().uri, "/api");
+
+    // A public route needs no credential.
+    let r = get(&app, "/public/echo?x=y", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(a.last().uri, "/public/echo?x=y");
+    assert_eq!(a.last().keygate_headers(), []);
+
+    // strip_prefix, with the upstream's base path.
+    assert_eq!(get(&app, "/strip/deep/echo?z=9", &key).await.status, 200);
+    assert_eq!(a.last().uri, "/inner/deep/echo?z=9");
+    assert_eq!(get(&app, "/strip", &key).await.status, 200);
+    assert_eq!(a.last().uri, "/inner/");
+    // Non-public routes still need the credential.
+    get(&app, "/strip/deep/echo", &[]).await.expect_missing();
+    get(&app, "/api/v2/echo", &[]).await.expect_missing();
+
+    // No route: keygate's own 404 envelope, with or without a credential.
+    let hits = (a.hits(), b.hits());
+    for path in ["/other", "/apis", "/", "/publicity/echo"] {
+        get(&app, path, &key).await.expect(404, 1003);
+        get(&app, path, &[]).await.expect(404, 1003);
+    }
+    assert_eq!((a.hits(), b.hits()), hits);
+}
+
+#[tokio::test]
+async fn keygates_own_endpoints_are_never_proxied() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |_| {}).await;
+    let c = app.customer().await;
+
+    let r = get(&app, "/healthz", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body.get("bodyLen").is_none(), "/healthz was answered by the upstream: {}", r.text);
+    app.verify_key(&c.api_key).await.expect_identity(&c, "api_key");
+    app.verify_at(Method::POST, "/auth/verify/some/original/path", &[("x-api-key", &c.api_key)])
+        .await
+        .expect_identity(&c, "api_key");
+    get(&app, "/auth/verify", &[]).await.expect_missing();
+    app.token(&c).await;
+    // The wrong method on keygate's own paths is keygate's 405, not the upstream's business.
+    let r = get(&app, "/api/open/v3/getToken", &[("x-api-key", &c.api_key)]).await;
+    assert_eq!(r.status, 405, "{}", r.text);
+    let r = app.verify_at(Method::POST, "/healthz", &[("x-api-key", &c.api_key)]).await;
+    assert_eq!(r.status, 405, "{}", r.text);
+    let r = get(&app, "/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("keygate_requests_total"), "{}", r.text);
+    let r = get(&app, "/readyz", &[]).await;
+    assert!(r.body.get("bodyLen").is_none(), "/readyz was answered by the upstream: {}", r.text);
+    // The admin API's namespace is keygate's too, unknown paths in it included.
+    let r = app.admin_get("/accounts").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for path in ["/admin/v1", "/admin/v1/", "/admin/v1/no-such-thing", "/admin/v1/accounts/x/y/z"] {
+        get(&app, path, &[("x-api-key", &c.api_key)]).await.expect(404, 1003);
+    }
+    let r = app.verify_at(Method::DELETE, "/admin/v1/accounts", &[("x-api-key", &c.api_key)]).await;
+    assert_eq!(r.status, 405, "{}", r.text);
+    assert_eq!(up.hits(), 0, "one of keygate's own endpoints was proxied");
+
+    // While everything else goes upstream.
+    assert_eq!(get(&app, "/healthz/echo", &[("x-api-key", &c.api_key)]).await.status, 200);
+    assert_eq!(get(&app, "/metricsx", &[("x-api-key", &c.api_key)]).await.status, 200);
+    assert_eq!(up.hits(), 2);
+}
+
+// ---- 5. Streaming in bounded memory ---------------------------------------------------------
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
+/// Samples the process's resident set size every 10 ms on a plain thread.
+struct RssSampler {
+    base: u64,
+    max: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start() -> RssSampler {
+        let base = rss_bytes();
+        let max = Arc::new(AtomicU64::new(base));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (max.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                m.fetch_max(rss_bytes(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        RssSampler { base, max, stop, thread }
+    }
+
+    /// The largest growth over the starting RSS seen, in bytes.
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the sampler thread");
+        self.max.load(Ordering::Relaxed).max(rss_bytes()).saturating_sub(self.base)
+    }
+}
+
+/// Bytes moved each way by the streaming test.
+const STREAM_BYTES: usize = 1 << 30;
+/// The most the process may grow while moving them. The RSS is the whole test process's, other
+/// tests included: alone the transfer grows it by about 5 MiB, but a test panicking meanwhile
+/// with RUST_BACKTRACE set adds ~200 MiB (symbolizing the backtrace) and fails this one too.
+const RSS_BUDGET: u64 = 64 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways_in_bounded_memory() {
+    let up = Upstream::start().await;
+    // The response timeout runs until the upstream's response headers, and the upload's
+    // upstream answers only once it has read the whole body.
+    let app = spawn_for(&up, |l| l.gateway.as_mut().unwrap().response_timeout = Some("120s".into())).await;
+    let c = app.customer().await;
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(120)).build().unwrap();
+
+    // Over keygate's own body limit (64 KiB), with a Content-Length: the proxy does not apply it.
+    let r = app.send(client.post(app.url("/upload")).header("x-api-key", &c.api_key).body(vec![1u8; 3 * MIB])).await;
+    assert_eq!((r.status, r.body["bytes"].as_u64()), (200, Some(3 * MIB as u64)), "{}", r.text);
+    // While keygate's own JSON endpoints keep it.
+    app.get_token_raw(vec![b' '; 100_000]).await.expect(413, 1003);
+
+    // Upload, chunked, generated as it is sent.
+    let rss = RssSampler::start();
+    let started = Instant::now();
+    let chunk = Bytes::from(vec![0xA5u8; MIB]);
+    let body = stream::iter((0..STREAM_BYTES / MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let r = app
+        .send(client.post(app.url("/upload")).header("x-api-key", &c.api_key).body(reqwest::Body::wrap_stream(body)))
+        .await;
+    let up_time = started.elapsed();
+    let up_growth = rss.finish();
+    assert_eq!((r.status, r.body["bytes"].as_u64()), (200, Some(STREAM_BYTES as u64)), "{}", r.text);
+    assert_eq!(up.last().body_len, STREAM_BYTES as u64);
+
+    // Download, read as it arrives.
+    let rss = RssSampler::start();
+    let started = Instant::now();
+    let mut res = client
+        .get(app.url(&format!("/stream-down?bytes={STREAM_BYTES}")))
+        .header("x-api-key", &c.api_key)
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(res.status(), 200);
+    let mut received = 0usize;
+    while let Some(chunk) = res.chunk().await.expect("the body streams") {
+        received += chunk.len();
+    }
+    let down_time = started.elapsed();
+    let down_growth = rss.finish();
+    assert_eq!(received, STREAM_BYTES);
+
+    let mib = |b: u64| b as f64 / MIB as f64;
+    eprintln!(
+        "streamed {} MiB: upload {up_time:.2?} (RSS +{:.1} MiB), download {down_time:.2?} (RSS +{:.1} MiB)",
+        STREAM_BYTES / MIB,
+        mib(up_growth),
+        mib(down_growth)
+    );
+    assert!(up_growth < RSS_BUDGET, "upload grew RSS by {:.1} MiB", mib(up_growth));
+    assert!(down_growth < RSS_BUDGET, "download grew RSS by {:.1} MiB", mib(down_growth));
+}
+
+// ---- 6. Upstream down or slow ---------------------------------------------------------------
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |l| {
+        l.gateway.as_mut().unwrap().routes = vec![route("/down", format!("http://{closed}"))];
+    })
+    .await;
+    let c = app.customer().await;
+    let key = [("x-api-key", c.api_key.as_str())];
+
+    get(&app, "/down/echo", &key).await.expect(502, 1502);
+    // Authentication still comes first.
+    get(&app, "/down/echo", &[]).await.expect_missing();
+
+    let started = Instant::now();
+    get(&app, "/slow", &key).await.expect(504, 1504);
+    let took = started.elapsed();
+    eprintln!("504 after {took:.2?} (response_timeout 1s)");
+    assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(2500), "504 after {took:?}");
+    assert_eq!(up.shared.slow_started.load(Ordering::SeqCst), 1);
+    // The gateway stays usable.
+    assert_eq!(get(&app, "/echo", &key).await.status, 200);
+}
+
+// ---- 7. WebSocket ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through_after_authentication() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |_| {}).await;
+    let c = app.customer().await;
+    let url = format!("ws://{}/chat/ws", app.addr);
+
+    // Refused: no credential, or a wrong one. The upstream sees nothing.
+    for key in [None, Some("kgk_wrong")] {
+        let mut req = url.as_str().into_client_request().unwrap();
+        if let Some(k) = key {
+            req.headers_mut().insert("x-api-key", k.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), 401);
+                let body: Value = serde_json::from_slice(res.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["code"], if key.is_none() { 1102 } else { 1101 });
+            }
+            other => panic!("the upgrade was not refused: {other:?}"),
+        }
+    }
+    assert_eq!(up.hits(), 0);
+
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("x-api-key", c.api_key.parse().unwrap());
+    let (mut ws, res) =
+        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(req)).await.unwrap().unwrap();
+    assert_eq!(res.status(), 101);
+    let seen = up.last();
+    assert_eq!(seen.uri, "/chat/ws");
+    assert_eq!(seen.header("x-keygate-client-id"), Some(c.client_id.as_str()));
+    assert_eq!(seen.header("x-api-key"), None);
+    for i in 0..5 {
+        let msg = if i % 2 == 0 { Message::text(format!("hello {i}")) } else { Message::binary(vec![i as u8; 70_000]) };
+        ws.send(msg.clone()).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back, msg);
+    }
+    ws.close(None).await.unwrap();
+    assert_eq!(up.hits(), 1);
+}
+
+// ---- 8. A client that goes away -------------------------------------------------------------
+
+#[tokio::test]
+async fn a_client_disconnect_cancels_the_upstream_request() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |l| l.gateway.as_mut().unwrap().response_timeout = Some("10s".into())).await;
+    let c = app.customer().await;
+
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let request = format!("GET /slow HTTP/1.1\r\nHost: {}\r\nx-api-key: {}\r\n\r\n", app.addr, c.api_key);
+    conn.write_all(request.as_bytes()).await.unwrap();
+    wait_until(Duration::from_secs(2), "the upstream starts the slow request", || async {
+        up.shared.slow_started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(up.shared.slow_cancelled.load(Ordering::SeqCst), 0);
+    drop(conn);
+    let took = wait_until(Duration::from_secs(2), "the upstream request is cancelled", || async {
+        up.shared.slow_cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eprintln!("the upstream request was cancelled {took:.2?} after the client left");
+    assert!(took < Duration::from_secs(1), "cancelled {took:?} after the client left");
+}
+
+// ---- 9. Metrics -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_count_gateway_traffic_and_hold_no_secret() {
+    let up = Upstream::start().await;
+    let app = TestApp::spawn_with(|l| l.gateway = Some(gateway(vec![route("/metered", up.url())]))).await;
+    let c = app.customer().await;
+    let token = app.token(&c).await;
+    let bearer = format!("Bearer {token}");
+    let wrong = format!("{}x", c.api_key);
+    for _ in 0..3 {
+        assert_eq!(get(&app, "/metered/echo", &[("x-api-key", &c.api_key)]).await.status, 200);
+    }
+    assert_eq!(get(&app, "/metered/echo", &[("authorization", &bearer)]).await.status, 200);
+    get(&app, "/metered/echo", &[("x-api-key", &wrong)]).await.expect_invalid();
+    get(&app, "/metered/echo", &[]).await.expect_missing();
+    // A secret in the path or query string is not a label either.
+    let path = format!("/metered/{}/echo?key={}", c.api_key, token);
+    assert_eq!(get(&app, &path, &[("x-api-key", &c.api_key)]).await.status, 200);
+
+    let r = get(&app, "/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").is_some_and(|t| t.starts_with("text/plain")));
+    let text = &r.text;
+    let line = |parts: &[&str]| text.lines().any(|l| parts.iter().all(|p| l.contains(p)));
+    assert!(line(&["keygate_requests_total{", r#"route="/metered""#, r#"outcome="upstream_2xx""#]), "{text}");
+    assert!(line(&["keygate_requests_total{", r#"route="/metered""#, r#"outcome="1101""#]), "{text}");
+    assert!(line(&["keygate_requests_total{", r#"route="/metered""#, r#"outcome="1102""#]), "{text}");
+    assert!(line(&["keygate_upstream_duration_seconds_bucket{", r#"route="/metered""#]), "{text}");
+    assert!(line(&["keygate_auth_decisions_total"]), "{text}");
+    assert!(line(&["keygate_cache_hits_total"]), "{text}");
+    for secret in [c.api_key.as_str(), &token, &wrong, &token[token.len() - 20..]] {
+        assert!(!text.contains(secret), "/metrics holds a secret");
+    }
+}
