@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs keygate's whole test suite. Installs or starts what the tests drive for real and a fresh
-# machine may lack (curl, Python `requests` for the vendor-example tests, nginx, PostgreSQL), then
-# `cargo test`.
+# machine may lack (curl, Python `requests` for the vendor-example tests, nginx, Chromium,
+# PostgreSQL), then `cargo test`.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p keygate-core`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,17 @@ if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
     && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null \
     || echo "scripts/test.sh: installing nginx failed; the nginx test will skip (or fail in CI)" >&2
   if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
+fi
+
+# Chromium and chromedriver for the web console test (crates/cli/tests/e2e/console.rs), which
+# starts chromedriver on a free port and drives a headless Chromium from /usr/bin. Debian's
+# packages, not a browser download (the test machines reach package registries only).
+if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
+  echo "scripts/test.sh: installing chromium and chromium-driver (apt-get)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+    || echo "scripts/test.sh: installing chromium failed; the console test will skip (or fail in CI)" >&2
 fi
 
 # PostgreSQL for the store contract and cluster tests. Without it those tests skip loudly,

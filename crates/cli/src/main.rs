@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use keygate_server::config::{Layer, LogFormat, StatusMode};
+use keygate_server::config::{Layer, LogFormat, SecureCookies, StatusMode};
+use keygate_server::console::Passwords;
 use keygate_server::ops::{Ops, parse_account_id, parse_client_id};
 use keygate_server::{Application, Config, keys};
+use keygate_store::Role;
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -91,6 +93,13 @@ struct ServeArgs {
     /// Several routes: [[gateway.routes]] in the config file.
     #[arg(long, env = "KEYGATE_UPSTREAM")]
     upstream: Option<String>,
+    /// Whether visitors may create accounts in the web console (/console) [default: true].
+    #[arg(long, env = "KEYGATE_CONSOLE_SIGNUP")]
+    console_signup: Option<bool>,
+    /// `Secure` console cookies: auto (behind a proxy sending X-Forwarded-Proto: https), true,
+    /// false [default: auto].
+    #[arg(long, env = "KEYGATE_CONSOLE_SECURE_COOKIES")]
+    console_secure_cookies: Option<SecureCookies>,
 }
 
 #[derive(Subcommand)]
@@ -101,7 +110,25 @@ enum AccountCmd {
         email: String,
         #[arg(long, default_value = "")]
         first_name: String,
+        /// An operator of the web console (/console/admin): sees every account, bans, revokes.
+        #[arg(long)]
+        operator: bool,
+        /// Read a web console password from the first line of standard input (never pass a
+        /// password as an argument: the process list shows arguments).
+        #[arg(long)]
+        password_stdin: bool,
     },
+    /// Set an account's web console password, read from standard input; its console sessions end.
+    SetPassword {
+        id: String,
+        /// Read the password from the first line of standard input (required: the only way).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Make an account an operator of the web console.
+    Promote { id: String },
+    /// Make an operator a customer again.
+    Demote { id: String },
     /// List accounts.
     List {
         /// Match email or id substrings.
@@ -110,7 +137,7 @@ enum AccountCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Show an account and its history.
+    /// Show an account, its console role and its history.
     Show { id: String },
     /// Ban an account: its keys and tokens are refused with 1200 everywhere.
     Ban {
@@ -209,6 +236,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 log_format: a.log_format,
                 access_log: a.access_log,
                 upstream: a.upstream,
+                console_signup: a.console_signup,
+                console_secure_cookies: a.console_secure_cookies,
                 ..Layer::default()
             });
             let config = Config::resolve(layer)?;
@@ -322,9 +351,38 @@ async fn admin(layer: Layer, json: bool, cmd: Manage) -> anyhow::Result<()> {
     let ops = Ops::new(store.clone(), master.api_key_hasher(), None);
     match cmd {
         Manage::Account(cmd) => match cmd {
-            AccountCmd::Create { email, first_name } => {
+            AccountCmd::Create { email, first_name, operator: false, password_stdin: false } => {
                 print(json, &ops.create_account(&email, &first_name).await?, account_line)
             }
+            AccountCmd::Create { email, first_name, operator, password_stdin } => {
+                let password = if password_stdin { Some(read_password()?) } else { None };
+                let role = if operator { Role::Operator } else { Role::Customer };
+                let passwords = Passwords::new(&master);
+                let account =
+                    ops.create_login_account(&email, &first_name, password.as_deref(), role, &passwords).await?;
+                let mut value = serde_json::to_value(&account)?;
+                value["role"] = role.as_str().into();
+                print(json, &value, |_| {
+                    let mut s = format!("{}  role={}", account_line(&account), role.as_str());
+                    if password.is_none() {
+                        s.push_str(&format!(
+                            "\nNo console password yet: `keygate account set-password {} --password-stdin`.",
+                            account.id
+                        ));
+                    }
+                    s
+                })
+            }
+            AccountCmd::SetPassword { id, password_stdin: _ } => {
+                let id = parse_account_id(&id)?;
+                let password = read_password()?;
+                ops.set_password(id, &password, &Passwords::new(&master)).await?;
+                print(json, &serde_json::json!({"id": id, "passwordSet": true}), |_| {
+                    format!("password set for {id}; its console sessions have ended")
+                })
+            }
+            AccountCmd::Promote { id } => set_role(&ops, json, &id, Role::Operator).await,
+            AccountCmd::Demote { id } => set_role(&ops, json, &id, Role::Customer).await,
             AccountCmd::List { query, limit } => {
                 print(json, &ops.list_accounts(query.as_deref(), Some(limit), None).await?, |v| {
                     if v.is_empty() {
@@ -336,9 +394,20 @@ async fn admin(layer: Layer, json: bool, cmd: Manage) -> anyhow::Result<()> {
             }
             AccountCmd::Show { id } => {
                 let (account, events) = ops.get_account(parse_account_id(&id)?).await?;
-                let value = serde_json::json!({"account": account, "events": events});
+                let login = store.console_account(account.id).await?;
+                let value = serde_json::json!({
+                    "account": account,
+                    "events": events,
+                    "role": login.role,
+                    "consoleLogin": login.password_hash.is_some(),
+                });
                 print(json, &value, |_| {
-                    let mut s = account_line(&account);
+                    let mut s = format!(
+                        "{}  role={}  console login: {}",
+                        account_line(&account),
+                        login.role.as_str(),
+                        if login.password_hash.is_some() { "yes" } else { "no" }
+                    );
                     for e in &events {
                         s.push_str(&format!(
                             "\n  {} {} by {}{}",
@@ -417,4 +486,42 @@ async fn admin(layer: Layer, json: bool, cmd: Manage) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+async fn set_role(ops: &Ops, json: bool, id: &str, role: Role) -> anyhow::Result<()> {
+    let id = parse_account_id(id)?;
+    ops.set_role(id, role).await?;
+    print(json, &serde_json::json!({"id": id, "role": role}), |_| {
+        format!("{id} is now a{} {}", if role == Role::Operator { "n" } else { "" }, role.as_str())
+    })
+}
+
+/// Reads a password from the first line of standard input (without echo on a terminal) and
+/// checks the console's policy.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status();
+    };
+    if tty {
+        eprint!("Console password (at least {} characters): ", keygate_server::console::password::MIN_LEN);
+        stty("-echo");
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if tty {
+        stty("echo");
+        eprintln!();
+    }
+    read.context("reading the password from standard input")?;
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if password.is_empty() {
+        anyhow::bail!(
+            "no password on standard input: pipe one in, e.g. `printf '%s\\n' \"$PASSWORD\" | keygate account set-password ID --password-stdin`"
+        );
+    }
+    keygate_server::console::password::check_policy(password).map_err(anyhow::Error::msg)?;
+    Ok(password.to_owned())
 }

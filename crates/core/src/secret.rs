@@ -62,6 +62,23 @@ impl MasterKey {
         SecretHasher::new(&self.derive(b"admin-token-hash"))
     }
 
+    /// The hasher for web-console session tokens: the database keeps only this hash of a
+    /// session cookie, so a copy of the database cannot be replayed as a login.
+    pub fn console_session_hasher(&self) -> SecretHasher {
+        SecretHasher::new(&self.derive(b"console-session-hash"))
+    }
+
+    /// The key of the web console's CSRF tokens (HMAC of the session, never stored).
+    pub fn console_csrf_hasher(&self) -> SecretHasher {
+        SecretHasher::new(&self.derive(b"console-csrf"))
+    }
+
+    /// The pepper mixed into console password hashes (Argon2id's secret input): a stolen
+    /// database alone cannot be used to guess passwords offline.
+    pub fn console_password_pepper(&self) -> [u8; 32] {
+        self.derive(b"console-password-pepper")
+    }
+
     /// The HS256 secret for JWT key id `kid`.
     pub fn jwt_secret(&self, kid: &str) -> [u8; 32] {
         let mut info = b"jwt-hs256:".to_vec();
@@ -131,6 +148,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, m.api_key_hasher().hash("x"));
         assert_ne!(m.jwt_secret("a"), m.jwt_secret("b"));
+        assert_ne!(m.console_session_hasher().hash("x"), a);
+        assert_ne!(m.console_csrf_hasher().hash("x"), m.console_session_hasher().hash("x"));
+        assert_ne!(m.console_password_pepper(), m.jwt_secret(""));
         let other = MasterKey::from_hex(&"22".repeat(32)).unwrap();
         assert_ne!(a, other.api_key_hasher().hash("x"));
         assert_eq!(format!("{m:?}"), "MasterKey(***)");

@@ -40,6 +40,8 @@ pub struct AppState {
     /// The reverse proxy, when routes are configured.
     pub gateway: Option<Arc<Gateway>>,
     pub metrics: PrometheusHandle,
+    /// The web console's own state (sessions, passwords, login throttling).
+    pub console: Arc<crate::console::Console>,
 }
 
 pub struct Application {
@@ -91,6 +93,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let ops = Ops::new(store, master.api_key_hasher(), Some(auth.clone()));
         let config_gateway = config.gateway.clone();
+        let console = Arc::new(crate::console::Console::new(&config, &master));
         let state = AppState {
             config: Arc::new(config),
             auth,
@@ -100,6 +103,7 @@ impl Application {
             feed_cursor,
             gateway: config_gateway.map(|g| Arc::new(Gateway::new(g))),
             metrics: crate::observe::prometheus(),
+            console,
         };
         Ok(Self { listener, state, follower, generated_admin_token })
     }
@@ -169,6 +173,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::observe::metrics_handler))
         .route("/readyz", get(routes::health::readyz))
         .nest(ADMIN_PREFIX, routes::admin::router())
+        .nest("/console", crate::console::router())
+        .route("/console/", get(|| async { axum::response::Redirect::permanent("/console") }))
         .fallback(crate::gateway::proxy)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

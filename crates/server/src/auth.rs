@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::cache::BoundedCache as Cache;
 use arc_swap::ArcSwap;
 use axum::http::{HeaderMap, HeaderName, header};
 use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, InvalidReason, Presented};
@@ -22,7 +23,6 @@ use keygate_core::model::{AuthMethod, Identity};
 use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
 use keygate_store::{AuthBundle, Entity, Store, StoreError, now_ms};
-use crate::cache::BoundedCache as Cache;
 use subtle::ConstantTimeEq;
 
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");

@@ -22,7 +22,11 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
     /// A cache holding at most about `capacity` entries.
     pub fn new(capacity: u64) -> Self {
         let per_shard = (capacity as usize).div_ceil(SHARDS).max(1);
-        Self { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), per_shard, hasher: RandomState::new() }
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            per_shard,
+            hasher: RandomState::new(),
+        }
     }
 
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V>> {
@@ -39,10 +43,11 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
 
     pub fn insert(&self, key: K, value: V) {
         let mut map = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.per_shard && !map.contains_key(&key) {
-            if let Some(victim) = map.keys().next().cloned() {
-                map.remove(&victim);
-            }
+        if map.len() >= self.per_shard
+            && !map.contains_key(&key)
+            && let Some(victim) = map.keys().next().cloned()
+        {
+            map.remove(&victim);
         }
         map.insert(key, value);
     }

@@ -87,6 +87,52 @@ pub struct Layer {
     pub upstream: Option<String>,
     /// The reverse-proxy gateway (`[gateway]` and `[[gateway.routes]]` in TOML).
     pub gateway: Option<GatewayLayer>,
+    /// Whether visitors may create accounts in the web console (`/console`) [default: true].
+    pub console_signup: Option<bool>,
+    /// Absolute lifetime of a console login session, e.g. "12h" [default: 12h].
+    pub console_session_ttl: Option<String>,
+    /// `Secure` on console cookies: "auto" (when the request says `X-Forwarded-Proto: https`),
+    /// true or false [default: auto].
+    pub console_secure_cookies: Option<SecureCookies>,
+}
+
+/// When console cookies carry `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecureCookies {
+    /// When the request came through a TLS-terminating proxy (`X-Forwarded-Proto: https` or
+    /// `Forwarded: proto=https`). keygate itself serves plain HTTP.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl std::str::FromStr for SecureCookies {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "true" | "always" => Ok(Self::Always),
+            "false" | "never" => Ok(Self::Never),
+            _ => Err(format!("console_secure_cookies {s:?}: use \"auto\", true or false")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecureCookies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Self::Always),
+            Raw::Bool(false) => Ok(Self::Never),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// `[gateway]` in the TOML file.
@@ -143,6 +189,9 @@ impl Layer {
             access_log: over.access_log.or(self.access_log),
             upstream: over.upstream.or(self.upstream),
             gateway: over.gateway.or(self.gateway),
+            console_signup: over.console_signup.or(self.console_signup),
+            console_session_ttl: over.console_session_ttl.or(self.console_session_ttl),
+            console_secure_cookies: over.console_secure_cookies.or(self.console_secure_cookies),
         }
     }
 
@@ -175,6 +224,11 @@ pub struct Config {
     pub access_log: bool,
     /// `None` when no route is configured: keygate then serves only its own endpoints.
     pub gateway: Option<GatewayConfig>,
+    /// Whether the web console offers sign-up.
+    pub console_signup: bool,
+    /// Absolute lifetime of a console session.
+    pub console_session_ttl: Duration,
+    pub console_secure_cookies: SecureCookies,
 }
 
 /// A resolved upstream: scheme http, authority and base path.
@@ -339,6 +393,11 @@ impl Config {
         if store_timeout.is_zero() {
             bail!("store_timeout must be positive");
         }
+        let console_session_ttl =
+            duration("console_session_ttl", layer.console_session_ttl.as_deref().unwrap_or("12h"))?;
+        if console_session_ttl < Duration::from_secs(1) || console_session_ttl > Duration::from_secs(30 * 86_400) {
+            bail!("console_session_ttl must be between 1s and 30d");
+        }
         Ok(Config {
             listen,
             database_url,
@@ -356,6 +415,9 @@ impl Config {
             log_format: layer.log_format.unwrap_or_default(),
             access_log: layer.access_log.unwrap_or(true),
             gateway: resolve_gateway(layer.upstream, layer.gateway)?,
+            console_signup: layer.console_signup.unwrap_or(true),
+            console_session_ttl,
+            console_secure_cookies: layer.console_secure_cookies.unwrap_or_default(),
         })
     }
 }
@@ -406,6 +468,27 @@ mod tests {
             assert!(Config::resolve(Layer { upstream: Some(bad.into()), ..Default::default() }).is_err(), "{bad}");
         }
         assert!(Config::resolve(Layer::default()).unwrap().gateway.is_none());
+    }
+
+    #[test]
+    fn console_settings() {
+        let c = Config::resolve(Layer::default()).unwrap();
+        assert!(c.console_signup);
+        assert_eq!(c.console_session_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(c.console_secure_cookies, SecureCookies::Auto);
+        let toml = "console_signup = false\nconsole_session_ttl = \"1h\"\nconsole_secure_cookies = true\n";
+        let c = Config::resolve(toml::from_str::<Layer>(toml).unwrap()).unwrap();
+        assert!(!c.console_signup);
+        assert_eq!(c.console_session_ttl, Duration::from_secs(3600));
+        assert_eq!(c.console_secure_cookies, SecureCookies::Always);
+        for (text, want) in
+            [("auto", SecureCookies::Auto), ("false", SecureCookies::Never), ("true", SecureCookies::Always)]
+        {
+            let t = format!("console_secure_cookies = \"{text}\"");
+            assert_eq!(toml::from_str::<Layer>(&t).unwrap().console_secure_cookies, Some(want));
+        }
+        assert!(toml::from_str::<Layer>("console_secure_cookies = \"maybe\"").is_err());
+        assert!(Config::resolve(Layer { console_session_ttl: Some("0s".into()), ..Default::default() }).is_err());
     }
 
     #[test]

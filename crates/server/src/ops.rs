@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use keygate_core::model::{Account, AccountStatus, Credential};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHasher};
-use keygate_store::{AccountEvent, Entity, NewAccount, Store, now_ms};
+use keygate_store::{AccountEvent, Entity, NewAccount, Role, Store, now_ms};
 
 use crate::auth::Authenticator;
+use crate::console::Passwords;
 use crate::error::ApiError;
 
 #[derive(Clone)]
@@ -178,6 +179,43 @@ impl Ops {
         self.changed(Entity::Credential, &client_id.to_hex());
         Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
     }
+
+    // ---- Console logins (web console sign-up and the CLI) ----------------------------------
+
+    /// Creates an account that can log in to the web console (with a password) as `role`.
+    pub async fn create_login_account(
+        &self,
+        email: &str,
+        first_name: &str,
+        password: Option<&str>,
+        role: Role,
+        passwords: &Passwords,
+    ) -> Result<Account, ApiError> {
+        let new = NewAccount { email: validate_email(email)?, first_name: validate_name(first_name)? };
+        let hash = match password {
+            Some(p) => Some(hash_password(passwords, p).await?),
+            None => None,
+        };
+        let account = self.store.create_console_account(&new, hash.as_deref(), role).await?;
+        self.changed(Entity::Account, &account.id.to_hex());
+        Ok(account)
+    }
+
+    /// Sets an account's console password; its console sessions end.
+    pub async fn set_password(&self, id: AccountId, password: &str, passwords: &Passwords) -> Result<(), ApiError> {
+        let hash = hash_password(passwords, password).await?;
+        self.store.set_password_hash(id, Some(&hash)).await.map_err(ApiError::from).map_err(not_found("account"))
+    }
+
+    /// Makes an account an operator of the web console, or a customer again.
+    pub async fn set_role(&self, id: AccountId, role: Role) -> Result<(), ApiError> {
+        self.store.set_role(id, role).await.map_err(ApiError::from).map_err(not_found("account"))
+    }
+}
+
+async fn hash_password(passwords: &Passwords, password: &str) -> Result<String, ApiError> {
+    crate::console::password::check_policy(password).map_err(ApiError::BadRequest)?;
+    passwords.hash(password).await.map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
 }
 
 #[cfg(test)]

@@ -136,6 +136,61 @@ pub struct SigningKey {
     pub retired_at: Option<i64>,
 }
 
+/// What an account may do in the web console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Manages its own credentials.
+    Customer,
+    /// Also sees every account, bans and unbans, revokes any credential.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Operator => "operator",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "customer" => Some(Self::Customer),
+            "operator" => Some(Self::Operator),
+            _ => None,
+        }
+    }
+}
+
+/// An account as the console's login sees it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsoleAccount {
+    pub account: Account,
+    pub role: Role,
+    /// Argon2id PHC string; `None`: the account cannot log in to the console.
+    pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for ConsoleAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleAccount")
+            .field("account", &self.account)
+            .field("role", &self.role)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A live console session and the account it belongs to (read together on every console request,
+/// so a ban or a demotion applies at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    pub account: Account,
+    pub role: Role,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// The storage contract. Implementations must be safe to use from many tasks and many processes
 /// at once (the CLI writes into the database a server is using).
 #[async_trait]
@@ -221,6 +276,32 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets a setting; with `only_if_absent`, returns false and changes nothing when it exists.
     async fn put_setting(&self, name: &str, value: &[u8], only_if_absent: bool) -> Result<bool>;
+
+    // Console: passwords, roles, sessions. None of these changes an API authentication decision,
+    // so none appends to the change feed (creating an account does, as `create_account`).
+    /// Creates an account with its console login (password hash, role) in one transaction.
+    async fn create_console_account(
+        &self,
+        new: &NewAccount,
+        password_hash: Option<&str>,
+        role: Role,
+    ) -> Result<Account>;
+    /// The account with this email (case-insensitive), with its role and password hash.
+    async fn console_account_by_email(&self, email: &str) -> Result<Option<ConsoleAccount>>;
+    async fn console_account(&self, id: AccountId) -> Result<ConsoleAccount>;
+    /// Sets (`None`: clears) the password hash and ends the account's console sessions.
+    async fn set_password_hash(&self, id: AccountId, password_hash: Option<&str>) -> Result<()>;
+    async fn set_role(&self, id: AccountId, role: Role) -> Result<()>;
+    /// Stores a session by the hash of its token.
+    async fn create_session(&self, token_hash: &SecretHash, account: AccountId, expires_at: i64) -> Result<()>;
+    /// The session with this token hash, if it has not expired at `now`, with its account.
+    async fn session(&self, token_hash: &SecretHash, now: i64) -> Result<Option<ConsoleSession>>;
+    /// Ends one session (logout). Ending an unknown session is not an error.
+    async fn delete_session(&self, token_hash: &SecretHash) -> Result<()>;
+    /// Ends every session of an account; returns how many there were.
+    async fn delete_sessions(&self, account: AccountId) -> Result<u64>;
+    /// Deletes sessions expired at `now`.
+    async fn prune_sessions(&self, now: i64) -> Result<u64>;
 }
 
 /// Wake-ups from the database when the change feed grows.

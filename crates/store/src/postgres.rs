@@ -14,7 +14,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::{
-    AccountEvent, Change, DailyUsage, Entity, NewAccount, Result, SigningKey, Store, StoreError, UsageDelta, now_ms,
+    AccountEvent, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, NewAccount, Result, Role, SigningKey,
+    Store, StoreError, UsageDelta, now_ms,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -212,28 +213,7 @@ impl Store for PgStore {
     }
 
     async fn create_account(&self, new: &NewAccount) -> Result<Account> {
-        let now = now_ms();
-        let id = AccountId::generate((now / 1000) as u64);
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let row = sqlx::query(
-            "INSERT INTO accounts (id, email, first_name, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'active', $4, $4) \
-             RETURNING id, uid, email, first_name, status, ban_reason, created_at, updated_at",
-        )
-        .bind(id.to_hex())
-        .bind(&new.email)
-        .bind(&new.first_name)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| match map_err(e) {
-            StoreError::Conflict(_) => StoreError::Conflict("an account with this email already exists".into()),
-            e => e,
-        })?;
-        let account = account_from_row(&row)?;
-        record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(account)
+        self.create_console_account(new, None, Role::Customer).await
     }
 
     async fn get_account(&self, id: AccountId) -> Result<Account> {
@@ -301,6 +281,14 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        if status == AccountStatus::Banned {
+            // A banned account's console sessions end with the ban.
+            sqlx::query("DELETE FROM console_sessions WHERE account_id = $1")
+                .bind(id.to_hex())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
         account_from_row(&row)
@@ -681,4 +669,170 @@ impl Store for PgStore {
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn create_console_account(
+        &self,
+        new: &NewAccount,
+        password_hash: Option<&str>,
+        role: Role,
+    ) -> Result<Account> {
+        let now = now_ms();
+        let id = AccountId::generate((now / 1000) as u64);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let row = sqlx::query(
+            "INSERT INTO accounts (id, email, first_name, status, password_hash, role, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, $6) \
+             RETURNING id, uid, email, first_name, status, ban_reason, created_at, updated_at",
+        )
+        .bind(id.to_hex())
+        .bind(&new.email)
+        .bind(&new.first_name)
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match map_err(e) {
+            StoreError::Conflict(_) => StoreError::Conflict("an account with this email already exists".into()),
+            e => e,
+        })?;
+        let account = account_from_row(&row)?;
+        record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(account)
+    }
+
+    async fn console_account_by_email(&self, email: &str) -> Result<Option<ConsoleAccount>> {
+        let row = sqlx::query(
+            "SELECT id, uid, email, first_name, status, ban_reason, created_at, updated_at, role, password_hash \
+             FROM accounts WHERE lower(email) = lower($1)",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(console_account_from_row).transpose()
+    }
+
+    async fn console_account(&self, id: AccountId) -> Result<ConsoleAccount> {
+        let row = sqlx::query(
+            "SELECT id, uid, email, first_name, status, ban_reason, created_at, updated_at, role, password_hash \
+             FROM accounts WHERE id = $1",
+        )
+        .bind(id.to_hex())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        console_account_from_row(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn set_password_hash(&self, id: AccountId, password_hash: Option<&str>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let done = sqlx::query("UPDATE accounts SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(password_hash)
+            .bind(now_ms())
+            .bind(id.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM console_sessions WHERE account_id = $1")
+            .bind(id.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn set_role(&self, id: AccountId, role: Role) -> Result<()> {
+        let done = sqlx::query("UPDATE accounts SET role = $1, updated_at = $2 WHERE id = $3")
+            .bind(role.as_str())
+            .bind(now_ms())
+            .bind(id.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn create_session(&self, token_hash: &SecretHash, account: AccountId, expires_at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO console_sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&token_hash.as_bytes()[..])
+        .bind(account.to_hex())
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &SecretHash, now: i64) -> Result<Option<ConsoleSession>> {
+        let row = sqlx::query(
+            "SELECT a.id, a.uid, a.email, a.first_name, a.status, a.ban_reason, a.created_at, a.updated_at, a.role, \
+             s.created_at AS session_created_at, s.expires_at AS session_expires_at \
+             FROM console_sessions s JOIN accounts a ON a.id = s.account_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(&token_hash.as_bytes()[..])
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| {
+            Ok(ConsoleSession {
+                account: account_from_row(&r)?,
+                role: parse_role(r.get("role"))?,
+                created_at: r.get("session_created_at"),
+                expires_at: r.get("session_expires_at"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &SecretHash) -> Result<()> {
+        sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
+            .bind(&token_hash.as_bytes()[..])
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete_sessions(&self, account: AccountId) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE account_id = $1")
+            .bind(account.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn prune_sessions(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn parse_role(s: &str) -> Result<Role> {
+    Role::parse(s).ok_or_else(|| StoreError::Other("bad account role".into()))
+}
+
+fn console_account_from_row(r: &PgRow) -> Result<ConsoleAccount> {
+    Ok(ConsoleAccount {
+        account: account_from_row(r)?,
+        role: parse_role(r.get("role"))?,
+        password_hash: r.get("password_hash"),
+    })
 }

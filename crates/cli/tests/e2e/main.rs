@@ -2,13 +2,14 @@
 //! temporary directory per test, real HTTP.
 //!
 //! Run with `cargo test -p keygate --test e2e`. The vendor-example test needs `curl` and
-//! Python `requests`, the nginx test an nginx with `auth_request`; without them they print a
-//! loud SKIP, or fail when `KEYGATE_TEST_REQUIRE_ALL=1`.
+//! Python `requests`, the nginx test an nginx with `auth_request`, the console test Chromium and
+//! chromedriver; without them they print a loud SKIP, or fail when `KEYGATE_TEST_REQUIRE_ALL=1`.
 
 mod support;
 
 mod cli;
 mod config;
+mod console;
 mod durability;
 mod invalidation;
 mod lifecycle;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use keygate_server::app::AppState;
 use keygate_server::config::Layer;
 use keygate_server::keys::{self, MasterKeySource};
 use keygate_server::ops::Ops;
@@ -155,6 +156,8 @@ pub struct TestApp {
     pub admin_token: String,
     pub database_url: String,
     pub dir: TempDir,
+    /// The running server's state (its store, operations, console), for white-box checks.
+    pub state: AppState,
     /// Dropping it (with the TestApp) stops the server.
     shutdown: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -181,13 +184,14 @@ impl TestApp {
         let config = Config::resolve(layer).expect("test configuration resolves");
         let app = Application::build(config).await.expect("the application builds");
         let addr = app.local_addr();
+        let state = app.state().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
         let client =
             reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("reqwest client");
-        TestApp { addr, client, admin_token: ADMIN_TOKEN.into(), database_url, dir, shutdown: tx, server }
+        TestApp { addr, client, admin_token: ADMIN_TOKEN.into(), database_url, dir, state, shutdown: tx, server }
     }
 
     /// Stops the server the way a signal does and waits for `run_until` to return.

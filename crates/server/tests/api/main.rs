@@ -7,10 +7,13 @@
 //! - `tokens`: forged, foreign and `alg: none` tokens, signing-key rotation;
 //! - `admin`: the admin API's authentication, validation and answers;
 //! - `feed`: writes made behind the server's back (as the CLI makes them) reach its cache;
+//! - `console`: the web console's security (cookies, CSRF, throttling, sessions, ownership,
+//!   the operator area, headers, secrets shown once);
 //! - `gateway`: the reverse proxy in front of a real upstream (headers, routes, streaming,
 //!   502/504, WebSocket, cancellation, metrics).
 
 mod admin;
+mod console;
 mod feed;
 mod gateway;
 mod helpers;

@@ -127,11 +127,111 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.get_setting("absent").await.unwrap(), None);
 }
 
+/// The console's part of the contract: logins, roles, sessions.
+async fn console_suite(store: Arc<dyn Store>) {
+    use keygate_store::Role;
+    let start = store.last_change_seq().await.unwrap();
+    let c = store
+        .create_console_account(&new_account("Carol@Example.com"), Some("$argon2id$fake"), Role::Customer)
+        .await
+        .unwrap();
+    let op = store.create_console_account(&new_account("op@example.com"), None, Role::Operator).await.unwrap();
+    assert!(matches!(
+        store.create_console_account(&new_account("carol@example.com"), None, Role::Customer).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // An account created the usual way is a customer without a password.
+    let plain = store.create_account(&new_account("plain@example.com")).await.unwrap();
+    let p = store.console_account(plain.id).await.unwrap();
+    assert_eq!((p.role, p.password_hash), (Role::Customer, None));
+    assert!(matches!(store.console_account(keygate_core::AccountId::generate(1)).await, Err(StoreError::NotFound)));
+
+    // Login lookup: by email, case-insensitive.
+    let found = store.console_account_by_email("CAROL@example.COM").await.unwrap().unwrap();
+    assert_eq!(found.account, c);
+    assert_eq!((found.role, found.password_hash.as_deref()), (Role::Customer, Some("$argon2id$fake")));
+    assert!(!format!("{found:?}").contains("fake"), "Debug hides the password hash");
+    assert_eq!(store.console_account_by_email("nobody@example.com").await.unwrap(), None);
+    assert_eq!(store.console_account(op.id).await.unwrap().role, Role::Operator);
+
+    // Roles and passwords change; neither is an authentication decision for API keys, so the
+    // feed only holds the three account creations.
+    store.set_role(c.id, Role::Operator).await.unwrap();
+    assert_eq!(store.console_account(c.id).await.unwrap().role, Role::Operator);
+    store.set_role(c.id, Role::Customer).await.unwrap();
+    store.set_password_hash(op.id, Some("$argon2id$op")).await.unwrap();
+    assert_eq!(store.console_account(op.id).await.unwrap().password_hash.as_deref(), Some("$argon2id$op"));
+    assert!(matches!(
+        store.set_role(keygate_core::AccountId::generate(1), Role::Operator).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.set_password_hash(keygate_core::AccountId::generate(1), None).await,
+        Err(StoreError::NotFound)
+    ));
+    let changes = store.changes_since(start, 100).await.unwrap();
+    assert_eq!(changes.len(), 3, "account creations only: {changes:?}");
+
+    // Sessions: found by token hash while live, with their account and role.
+    let now = now_ms();
+    let (s1, s2, s3) = (hash("session-1"), hash("session-2"), hash("session-3"));
+    store.create_session(&s1, c.id, now + 60_000).await.unwrap();
+    store.create_session(&s2, c.id, now + 60_000).await.unwrap();
+    store.create_session(&s3, op.id, now + 1_000).await.unwrap();
+    assert!(matches!(store.create_session(&s1, op.id, now + 1).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_session(&hash("x"), keygate_core::AccountId::generate(1), now + 1).await,
+        Err(StoreError::NotFound)
+    ));
+    let live = store.session(&s1, now).await.unwrap().unwrap();
+    assert_eq!((live.account.id, live.role, live.expires_at), (c.id, Role::Customer, now + 60_000));
+    assert!(live.created_at <= now_ms());
+    assert_eq!(store.session(&s3, now).await.unwrap().unwrap().role, Role::Operator);
+    assert_eq!(store.session(&s3, now + 1_000).await.unwrap(), None, "expired at expires_at");
+    assert_eq!(store.session(&hash("unknown"), now).await.unwrap(), None);
+    // A role change shows on the next lookup.
+    store.set_role(c.id, Role::Operator).await.unwrap();
+    assert_eq!(store.session(&s1, now).await.unwrap().unwrap().role, Role::Operator);
+    store.set_role(c.id, Role::Customer).await.unwrap();
+
+    // Logout ends one session; pruning removes the expired ones.
+    store.delete_session(&s2).await.unwrap();
+    store.delete_session(&s2).await.unwrap();
+    assert_eq!(store.session(&s2, now).await.unwrap(), None);
+    assert_eq!(store.session(&s1, now).await.unwrap().map(|s| s.account.id), Some(c.id));
+    assert_eq!(store.prune_sessions(now + 1_000).await.unwrap(), 1);
+    assert_eq!(store.session(&s3, now).await.unwrap(), None, "pruned");
+
+    // A ban ends every session of the account, in the same transaction; an unban does not revive them.
+    store.create_session(&s2, c.id, now + 60_000).await.unwrap();
+    store.create_session(&s3, op.id, now + 60_000).await.unwrap();
+    store.set_account_status(c.id, AccountStatus::Banned, Some("abuse"), "test").await.unwrap();
+    assert_eq!(store.session(&s1, now).await.unwrap(), None);
+    assert_eq!(store.session(&s2, now).await.unwrap(), None);
+    assert!(store.session(&s3, now).await.unwrap().is_some(), "other accounts keep theirs");
+    store.set_account_status(c.id, AccountStatus::Active, None, "test").await.unwrap();
+    assert_eq!(store.session(&s1, now).await.unwrap(), None);
+
+    // Setting a password ends the account's sessions (a reset logs every browser out).
+    store.set_password_hash(op.id, Some("$argon2id$new")).await.unwrap();
+    assert_eq!(store.session(&s3, now).await.unwrap(), None);
+    store.create_session(&s3, op.id, now + 60_000).await.unwrap();
+    assert_eq!(store.delete_sessions(op.id).await.unwrap(), 1);
+    assert_eq!(store.delete_sessions(op.id).await.unwrap(), 0);
+}
+
 #[tokio::test]
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/contract.db", dir.path().display());
     suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_console_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/console.db", dir.path().display());
+    console_suite(keygate_store::connect(&url, true).await.unwrap()).await;
 }
 
 #[tokio::test]
@@ -164,6 +264,15 @@ async fn postgres_contract() {
         Err(why) => keygate_testkit::skip_or_fail!("{why}"),
     };
     suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_console_contract() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    console_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
 }
 
 #[tokio::test]

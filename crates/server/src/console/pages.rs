@@ -1,0 +1,484 @@
+//! Customer pages: sign-up, login, logout, and "API Credentials" (list, generate, usage,
+//! rotate, revoke). A customer only ever reaches their own credentials: anyone else's answer
+//! 404, as if they did not exist.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use keygate_core::model::{AccountStatus, Credential, CredentialStatus};
+use keygate_core::{AccountId, BusinessCode, ClientId};
+use keygate_store::{Role, now_ms};
+use serde::Deserialize;
+
+use super::session::{self, PRE_SESSION_COOKIE, Post, PublicPost, SESSION_COOKIE, User};
+use super::svg::{self, Chart};
+use super::{ConsoleError, Nav, csrf, fmt_time, iso_time, render};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(login_form).post(login))
+        .route("/signup", get(signup_form).post(signup))
+        .route("/logout", post(logout))
+        .route("/credentials", get(credentials).post(generate))
+        .route("/credentials/{client_id}", get(credential))
+        .route("/credentials/{client_id}/rotate", post(rotate))
+        .route("/credentials/{client_id}/revoke", get(revoke_confirm).post(revoke))
+}
+
+/// A form without fields of its own (only the CSRF token).
+#[derive(Deserialize)]
+pub(super) struct NoFields {}
+
+async fn index(State(s): State<AppState>, headers: HeaderMap) -> Result<Redirect, ConsoleError> {
+    Ok(match session::current(&headers, &s).await? {
+        Some(_) => Redirect::to("/console/credentials"),
+        None => Redirect::to("/console/login"),
+    })
+}
+
+// ---- Login, sign-up, logout ---------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: Nav,
+    csrf: String,
+    email: String,
+    error: Option<String>,
+    signup: bool,
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    nav: Nav,
+    csrf: String,
+    email: String,
+    first_name: String,
+    error: Option<String>,
+    min_len: usize,
+}
+
+/// The pre-session cookie a request has, or a new one to set.
+fn pre_session(headers: &HeaderMap) -> (String, bool) {
+    match session::cookie(headers, PRE_SESSION_COOKIE) {
+        Some(v) if v.len() >= 32 && v.len() <= 64 => (v.to_owned(), false),
+        _ => (session::new_token(), true),
+    }
+}
+
+fn with_pre_session_cookie(mut res: Response, value: &str, secure: bool) -> Response {
+    let c = session::set_cookie(PRE_SESSION_COOKIE, value, None, secure);
+    res.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&c).expect("a cookie is a header value"));
+    res
+}
+
+async fn login_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
+    if session::current(&headers, &s).await?.is_some() {
+        return Ok(Redirect::to("/console/credentials").into_response());
+    }
+    let (cookie, new) = pre_session(&headers);
+    let page = LoginPage {
+        nav: Nav::anonymous(),
+        csrf: csrf::for_pre_session(&s.console.csrf_hasher, &cookie),
+        email: String::new(),
+        error: None,
+        signup: s.console.signup,
+    };
+    let res = render(StatusCode::OK, &page);
+    let secure = session::secure(&headers, s.console.secure_cookies);
+    Ok(if new { with_pre_session_cookie(res, &cookie, secure) } else { res })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    email: String,
+    password: String,
+}
+
+/// Creates a session for `account` and answers with its cookie and a redirect to the console.
+async fn start_session(s: &AppState, account: AccountId, secure: bool) -> Result<Response, ConsoleError> {
+    let token = session::new_token();
+    let ttl = s.console.session_ttl;
+    let store = s.ops.store();
+    // Expired sessions are dead weight: drop them while we are writing anyway.
+    if let Err(e) = store.prune_sessions(now_ms()).await {
+        tracing::warn!(error = %e, "console: pruning expired sessions failed");
+    }
+    store
+        .create_session(&s.console.session_hasher.hash(&token), account, now_ms() + ttl.as_millis() as i64)
+        .await
+        .map_err(ApiError::from)?;
+    let mut res = Redirect::to("/console/credentials").into_response();
+    let c = session::set_cookie(SESSION_COOKIE, &token, Some(ttl.as_secs().max(1)), secure);
+    res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("a cookie is a header value"));
+    Ok(res)
+}
+
+async fn login(State(s): State<AppState>, post: PublicPost<LoginForm>) -> Result<Response, ConsoleError> {
+    let PublicPost { form, ip, secure, pre_session } = post;
+    let console = &s.console;
+    let email = form.email.trim();
+    // Refused before any password check: throttled attempts cost no Argon2 work.
+    console.throttle.check(Some(email), ip).map_err(ConsoleError::Throttled)?;
+    let found = if email.is_empty() || email.len() > 254 {
+        None
+    } else {
+        s.ops.store().console_account_by_email(email).await.map_err(ApiError::from)?
+    };
+    // One verification whatever happens: against the account's hash, or a dummy one.
+    let ok = console
+        .passwords
+        .verify(&form.password, found.as_ref().and_then(|a| a.password_hash.as_deref()))
+        .await
+        .map_err(|e| ConsoleError::Internal(e.to_string()))?;
+    let account = match found {
+        Some(a) if ok => a,
+        _ => {
+            console.throttle.fail(Some(email), ip);
+            tracing::info!(ip = ?ip, "console: failed login");
+            let page = LoginPage {
+                nav: Nav::anonymous(),
+                csrf: csrf::for_pre_session(&console.csrf_hasher, &pre_session),
+                email: email.to_owned(),
+                error: Some("Wrong email or password.".into()),
+                signup: console.signup,
+            };
+            let mut res = render(StatusCode::UNAUTHORIZED, &page);
+            res.extensions_mut().insert(BusinessCode::InvalidAuth);
+            return Ok(res);
+        }
+    };
+    if account.account.status != AccountStatus::Active {
+        // Said only to whoever knows the password.
+        let page = super::MessagePage {
+            nav: Nav::anonymous(),
+            title: "Account suspended".into(),
+            message: "This account has been suspended and cannot sign in. Contact the platform's operators.".into(),
+            code: Some(BusinessCode::Banned.as_u32()),
+            link: ("/console/login", "Back to sign-in"),
+        };
+        let mut res = render(StatusCode::FORBIDDEN, &page);
+        res.extensions_mut().insert(BusinessCode::Banned);
+        return Ok(res);
+    }
+    console.throttle.succeed(email);
+    tracing::info!(account = %account.account.id, "console: login");
+    start_session(&s, account.account.id, secure).await
+}
+
+async fn signup_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
+    if !s.console.signup {
+        return Err(ConsoleError::SignupClosed);
+    }
+    if session::current(&headers, &s).await?.is_some() {
+        return Ok(Redirect::to("/console/credentials").into_response());
+    }
+    let (cookie, new) = pre_session(&headers);
+    let page = SignupPage {
+        nav: Nav::anonymous(),
+        csrf: csrf::for_pre_session(&s.console.csrf_hasher, &cookie),
+        email: String::new(),
+        first_name: String::new(),
+        error: None,
+        min_len: super::password::MIN_LEN,
+    };
+    let res = render(StatusCode::OK, &page);
+    let secure = session::secure(&headers, s.console.secure_cookies);
+    Ok(if new { with_pre_session_cookie(res, &cookie, secure) } else { res })
+}
+
+#[derive(Deserialize)]
+struct SignupForm {
+    email: String,
+    #[serde(default)]
+    first_name: String,
+    password: String,
+    password_confirm: String,
+}
+
+async fn signup(State(s): State<AppState>, post: PublicPost<SignupForm>) -> Result<Response, ConsoleError> {
+    let console = &s.console;
+    if !console.signup {
+        return Err(ConsoleError::SignupClosed);
+    }
+    let PublicPost { form, ip, secure, pre_session } = post;
+    console.throttle.check(None, ip).map_err(ConsoleError::Throttled)?;
+    let again = |error: String| {
+        let page = SignupPage {
+            nav: Nav::anonymous(),
+            csrf: csrf::for_pre_session(&console.csrf_hasher, &pre_session),
+            email: form.email.trim().to_owned(),
+            first_name: form.first_name.trim().to_owned(),
+            error: Some(error),
+            min_len: super::password::MIN_LEN,
+        };
+        Ok(render(StatusCode::BAD_REQUEST, &page))
+    };
+    if form.password != form.password_confirm {
+        return again("The two passwords differ.".into());
+    }
+    let account = match s
+        .ops
+        .create_login_account(&form.email, &form.first_name, Some(&form.password), Role::Customer, &console.passwords)
+        .await
+    {
+        Ok(a) => a,
+        Err(ApiError::Conflict(_)) => {
+            // Counts against the IP: sign-up must not become a fast way to test which emails exist.
+            console.throttle.fail(None, ip);
+            return again("An account with this email already exists. Sign in instead.".into());
+        }
+        Err(ApiError::BadRequest(m)) => return again(super::capitalise(&m)),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(account = %account.id, "console: sign-up");
+    start_session(&s, account.id, secure).await
+}
+
+async fn logout(State(s): State<AppState>, post: Post<NoFields>) -> Result<Response, ConsoleError> {
+    s.ops.store().delete_session(&post.user.token_hash).await.map_err(ApiError::from)?;
+    let mut res = Redirect::to("/console/login").into_response();
+    let c = session::set_cookie(SESSION_COOKIE, "", Some(0), post.user.secure);
+    res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("a cookie is a header value"));
+    Ok(res)
+}
+
+// ---- API Credentials ----------------------------------------------------------------------------
+
+/// A credential as the pages list it. Never holds a secret: only the stored hint.
+pub(super) struct CredentialRow {
+    pub client_id: String,
+    pub hint: String,
+    pub active: bool,
+    pub status: &'static str,
+    pub created: String,
+    pub created_iso: String,
+    pub last_used: Option<String>,
+    /// When an older secret stops working (after a rotation with grace).
+    pub grace_until: Option<String>,
+}
+
+impl CredentialRow {
+    pub fn of(c: &Credential) -> Self {
+        let now = now_ms();
+        Self {
+            client_id: c.client_id.to_hex(),
+            hint: c.hint.clone(),
+            active: c.status == CredentialStatus::Active,
+            status: c.status.as_str(),
+            created: fmt_time(c.created_at),
+            created_iso: iso_time(c.created_at),
+            last_used: c.last_used_at.map(fmt_time),
+            grace_until: c
+                .live_generations
+                .iter()
+                .filter(|g| g.generation != c.generation && g.is_live(now))
+                .filter_map(|g| g.expires_at)
+                .max()
+                .map(fmt_time),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "credentials.html")]
+struct CredentialsPage {
+    nav: Nav,
+    rows: Vec<CredentialRow>,
+    revoked: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Notice {
+    revoked: Option<String>,
+}
+
+async fn credentials(
+    user: User,
+    State(s): State<AppState>,
+    notice: Result<Query<Notice>, QueryRejection>,
+) -> Result<Response, ConsoleError> {
+    let list = s.ops.list_credentials(user.account.id).await?;
+    // Only a well-formed clientId of one's own is echoed.
+    let revoked = notice
+        .ok()
+        .and_then(|Query(n)| n.revoked)
+        .and_then(|r| r.parse::<ClientId>().ok())
+        .filter(|id| list.iter().any(|c| c.client_id == *id))
+        .map(|id| id.to_hex());
+    let page = CredentialsPage {
+        nav: Nav::of(&user, "credentials"),
+        rows: list.iter().map(CredentialRow::of).collect(),
+        revoked,
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// The one page that shows a secret: the answer to the POST that made it. Not stored anywhere,
+/// never reachable by a GET or a redirect; `Cache-Control: no-store` like every console page.
+#[derive(Template)]
+#[template(path = "secret.html")]
+struct SecretPage {
+    nav: Nav,
+    client_id: String,
+    api_key: String,
+    rotated: bool,
+    grace_until: Option<String>,
+    base_url: String,
+}
+
+/// The URL this server is reached at, for the examples on the secret page.
+fn base_url(headers: &HeaderMap, s: &AppState) -> String {
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next())
+        .map(str::trim)
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        .unwrap_or("localhost");
+    let scheme = if session::secure(headers, crate::config::SecureCookies::Auto)
+        || s.console.secure_cookies == crate::config::SecureCookies::Always
+    {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
+async fn generate(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    post: Post<NoFields>,
+) -> Result<Response, ConsoleError> {
+    let issued = s.ops.create_credential(post.user.account.id).await?;
+    tracing::info!(account = %post.user.account.id, client_id = %issued.client_id, "console: credential created");
+    let page = SecretPage {
+        nav: Nav::of(&post.user, "credentials"),
+        client_id: issued.client_id.to_hex(),
+        api_key: issued.api_key,
+        rotated: false,
+        grace_until: None,
+        base_url: base_url(&headers, &s),
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// The caller's own credential, or 404 (also for anyone else's).
+async fn own(s: &AppState, user: &User, client_id: &str) -> Result<Credential, ConsoleError> {
+    let id: ClientId = client_id.parse().map_err(|_| ConsoleError::NotFound)?;
+    let c = s.ops.get_credential(id).await?;
+    if c.account_id != user.account.id {
+        return Err(ConsoleError::NotFound);
+    }
+    Ok(c)
+}
+
+#[derive(Template)]
+#[template(path = "credential.html")]
+struct CredentialPage {
+    nav: Nav,
+    c: CredentialRow,
+    generation: u32,
+    chart: Chart,
+}
+
+async fn credential(
+    user: User,
+    State(s): State<AppState>,
+    Path(client_id): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let c = own(&s, &user, &client_id).await?;
+    let today = now_ms().div_euclid(86_400_000);
+    let usage = s.ops.store().usage(c.client_id, today - (svg::DAYS - 1)).await.map_err(ApiError::from)?;
+    let page = CredentialPage {
+        nav: Nav::of(&user, "credentials"),
+        c: CredentialRow::of(&c),
+        generation: c.generation,
+        chart: svg::chart(&usage, today),
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+struct RotateForm {
+    #[serde(default)]
+    grace: String,
+}
+
+async fn rotate(
+    State(s): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    post: Post<RotateForm>,
+) -> Result<Response, ConsoleError> {
+    let c = own(&s, &post.user, &client_id).await?;
+    let grace = match post.form.grace.trim() {
+        "" | "0" | "none" => std::time::Duration::ZERO,
+        g => humantime::parse_duration(g)
+            .map_err(|_| ConsoleError::BadRequest("The grace period must be a duration like 1h or 7d.".into()))?,
+    };
+    let issued = s.ops.rotate_credential(c.client_id, grace).await?;
+    tracing::info!(account = %post.user.account.id, client_id = %c.client_id, "console: credential rotated");
+    let page = SecretPage {
+        nav: Nav::of(&post.user, "credentials"),
+        client_id: issued.client_id.to_hex(),
+        api_key: issued.api_key,
+        rotated: true,
+        grace_until: (!grace.is_zero()).then(|| fmt_time(now_ms() + grace.as_millis() as i64)),
+        base_url: base_url(&headers, &s),
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// The confirmation step before a revocation (customers' and operators').
+#[derive(Template)]
+#[template(path = "revoke.html")]
+pub(super) struct RevokePage {
+    pub nav: Nav,
+    pub c: CredentialRow,
+    /// The owner's email, shown to operators.
+    pub owner: Option<String>,
+    pub action: String,
+    pub cancel: String,
+}
+
+async fn revoke_confirm(
+    user: User,
+    State(s): State<AppState>,
+    Path(client_id): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let c = own(&s, &user, &client_id).await?;
+    let id = c.client_id.to_hex();
+    if c.status != CredentialStatus::Active {
+        return Ok(Redirect::to(&format!("/console/credentials/{id}")).into_response());
+    }
+    let page = RevokePage {
+        nav: Nav::of(&user, "credentials"),
+        c: CredentialRow::of(&c),
+        owner: None,
+        action: format!("/console/credentials/{id}/revoke"),
+        cancel: format!("/console/credentials/{id}"),
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+async fn revoke(
+    State(s): State<AppState>,
+    Path(client_id): Path<String>,
+    post: Post<NoFields>,
+) -> Result<Redirect, ConsoleError> {
+    let c = own(&s, &post.user, &client_id).await?;
+    s.ops.revoke_credential(c.client_id).await?;
+    tracing::info!(account = %post.user.account.id, client_id = %c.client_id, "console: credential revoked");
+    Ok(Redirect::to(&format!("/console/credentials?revoked={}", c.client_id.to_hex())))
+}
