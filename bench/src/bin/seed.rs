@@ -1,0 +1,69 @@
+//! Seeds a keygate database with N customers (one account and one credential each) through the
+//! same operations the CLI and the admin API use, and writes what a load generator needs:
+//! - `--keys-out`: one API key per line;
+//! - `--clients-out`: `clientId<TAB>apiKey` per line (for getToken).
+//!
+//! Used by `bench/gateway.sh`; the master key file is created beside a SQLite database, so a
+//! `keygate serve` started on the same URL afterwards verifies these keys.
+//!
+//! `cargo run --release -p keygate-bench --bin seed -- --database-url sqlite:///tmp/kg/kg.db --count 10000 \
+//!   --keys-out /tmp/kg/keys.txt --clients-out /tmp/kg/clients.tsv`
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use keygate_server::config::{Config, Layer};
+use keygate_server::ops::Ops;
+
+#[derive(Parser)]
+struct Args {
+    /// The database to seed (created and migrated if missing), e.g. sqlite:///tmp/kg/kg.db.
+    #[arg(long)]
+    database_url: String,
+    /// Customers to create: one account and one credential each.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Where to write the API keys, one per line.
+    #[arg(long)]
+    keys_out: PathBuf,
+    /// Where to write `clientId<TAB>apiKey` lines.
+    #[arg(long)]
+    clients_out: PathBuf,
+}
+
+fn create(path: &PathBuf) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(std::io::BufWriter::new(file))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::resolve(Layer { database_url: Some(args.database_url.clone()), ..Default::default() })?;
+    let (store, master) = keygate_server::app::open_store(&config, true).await?;
+    let ops = Ops::new(store, master.api_key_hasher(), None);
+
+    let mut keys = create(&args.keys_out)?;
+    let mut clients = create(&args.clients_out)?;
+    let run = std::process::id();
+    let started = Instant::now();
+    for i in 0..args.count {
+        let account = ops
+            .create_account(&format!("bench{i}-{run}@example.com"), "Bench")
+            .await
+            .map_err(|e| anyhow::anyhow!("creating account {i}: {e:?}"))?;
+        let issued =
+            ops.create_credential(account.id).await.map_err(|e| anyhow::anyhow!("creating credential {i}: {e:?}"))?;
+        writeln!(keys, "{}", issued.api_key)?;
+        writeln!(clients, "{}\t{}", issued.client_id.to_hex(), issued.api_key)?;
+        if (i + 1) % 2_000 == 0 || i + 1 == args.count {
+            eprintln!("seed: {} customers ({:.1?})", i + 1, started.elapsed());
+        }
+    }
+    keys.flush()?;
+    clients.flush()?;
+    Ok(())
+}
