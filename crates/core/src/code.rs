@@ -49,6 +49,24 @@ impl BusinessCode {
         }
     }
 
+    /// The code as a static string (for metric labels).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "1000",
+            Self::ParamError => "1003",
+            Self::TooFrequent => "1005",
+            Self::PermissionDenied => "1009",
+            Self::InvalidAuth => "1101",
+            Self::EmptyAuth => "1102",
+            Self::AccountNotFound => "1109",
+            Self::Banned => "1200",
+            Self::Internal => "1500",
+            Self::Unavailable => "1503",
+            Self::UpstreamUnavailable => "1502",
+            Self::UpstreamTimeout => "1504",
+        }
+    }
+
     /// The vendor's wording where it has one.
     pub const fn default_msg(self) -> &'static str {
         match self {
@@ -64,6 +82,32 @@ impl BusinessCode {
             Self::Unavailable => "Service temporarily unavailable",
             Self::UpstreamUnavailable => "Upstream unavailable",
             Self::UpstreamTimeout => "Upstream timed out",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_form_matches_number() {
+        use BusinessCode::*;
+        for c in [
+            Success,
+            ParamError,
+            TooFrequent,
+            PermissionDenied,
+            InvalidAuth,
+            EmptyAuth,
+            AccountNotFound,
+            Banned,
+            Internal,
+            Unavailable,
+            UpstreamUnavailable,
+            UpstreamTimeout,
+        ] {
+            assert_eq!(c.as_str(), c.as_u32().to_string());
         }
     }
 }

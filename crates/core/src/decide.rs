@@ -74,15 +74,6 @@ impl AuthFailure {
         }
     }
 
-    /// The business code as a static string (for metric labels).
-    pub fn code_str(self) -> &'static str {
-        match self {
-            Self::Missing => "1102",
-            Self::Invalid(_) => "1101",
-            Self::Banned => "1200",
-        }
-    }
-
     pub fn reason(self) -> &'static str {
         match self {
             Self::Missing => "missing",

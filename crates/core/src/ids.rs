@@ -21,6 +21,16 @@ fn parse_hex24(s: &str) -> Result<[u8; 12], IdError> {
     Ok(out)
 }
 
+fn hex24(b: &[u8; 12]) -> [u8; 24] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 24];
+    for (i, byte) in b.iter().enumerate() {
+        out[2 * i] = DIGITS[(byte >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(byte & 15) as usize];
+    }
+    out
+}
+
 fn generate(now_unix_secs: u64) -> [u8; 12] {
     let mut b = [0u8; 12];
     b[..4].copy_from_slice(&(now_unix_secs as u32).to_be_bytes());
@@ -46,7 +56,11 @@ macro_rules! hex_id {
                 &self.0
             }
             pub fn to_hex(&self) -> String {
-                hex::encode(self.0)
+                String::from_utf8(self.hex_bytes().to_vec()).expect("hex is ASCII")
+            }
+            /// The 24 hex characters without allocating.
+            pub fn hex_bytes(&self) -> [u8; 24] {
+                hex24(&self.0)
             }
         }
         impl FromStr for $name {
@@ -57,7 +71,7 @@ macro_rules! hex_id {
         }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.to_hex())
+                f.write_str(std::str::from_utf8(&self.hex_bytes()).expect("hex is ASCII"))
             }
         }
         impl fmt::Debug for $name {
@@ -67,7 +81,7 @@ macro_rules! hex_id {
         }
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_hex())
+                s.serialize_str(std::str::from_utf8(&self.hex_bytes()).expect("hex is ASCII"))
             }
         }
         impl<'de> Deserialize<'de> for $name {
@@ -100,6 +114,12 @@ mod tests {
         assert!(s.starts_with("64db241f"));
         assert_eq!(AccountId::parse(&s).unwrap(), id);
         assert!(ClientId::parse("64db241f6d9e5c4bd136c187").is_ok());
+    }
+
+    #[test]
+    fn hex_matches_the_hex_crate() {
+        let id = ClientId::generate(0xdeadbeef);
+        assert_eq!(id.to_hex(), hex::encode(id.as_bytes()));
     }
 
     #[test]

@@ -28,9 +28,19 @@ use crate::ops::Ops;
 use crate::routes;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so the per-request clones axum makes (one per
+/// `State` extractor and middleware) cost a reference count, not a copy of the whole state.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub auth: Arc<Authenticator>,
     pub ops: Ops,
@@ -94,7 +104,7 @@ impl Application {
         let ops = Ops::new(store, master.api_key_hasher(), Some(auth.clone()));
         let config_gateway = config.gateway.clone();
         let console = Arc::new(crate::console::Console::new(&config, &master));
-        let state = AppState {
+        let state = AppState(Arc::new(AppStateInner {
             config: Arc::new(config),
             auth,
             ops,
@@ -104,7 +114,7 @@ impl Application {
             gateway: config_gateway.map(|g| Arc::new(Gateway::new(g))),
             metrics: crate::observe::prometheus(),
             console,
-        };
+        }));
         Ok(Self { listener, state, follower, generated_admin_token })
     }
 

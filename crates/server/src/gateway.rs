@@ -11,6 +11,7 @@
 //! request is dropped with it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -39,11 +40,19 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub struct Gateway {
     config: GatewayConfig,
     client: Client<HttpConnector, Body>,
+    /// Per route (same order as `config.routes`): its label and latency histogram, made once.
+    meta: Vec<(RouteLabel, metrics::Histogram)>,
 }
 
 /// Which route served a request, for the access log and metrics.
 #[derive(Clone, Debug)]
-pub struct RouteLabel(pub String);
+pub struct RouteLabel(pub Arc<str>);
+
+impl RouteLabel {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Self {
@@ -55,11 +64,21 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        Self { config, client }
+        let meta = config
+            .routes
+            .iter()
+            .map(|r| {
+                let label = RouteLabel(Arc::from(r.prefix.as_str()));
+                let latency = metrics::histogram!("keygate_upstream_duration_seconds", "route" => r.prefix.clone());
+                (label, latency)
+            })
+            .collect();
+        Self { config, client, meta }
     }
 
-    fn route(&self, path: &str) -> Option<&Route> {
-        self.config.routes.iter().find(|r| r.matches(path))
+    fn route(&self, path: &str) -> Option<(&Route, &(RouteLabel, metrics::Histogram))> {
+        let i = self.config.routes.iter().position(|r| r.matches(path))?;
+        Some((&self.config.routes[i], &self.meta[i]))
     }
 }
 
@@ -135,10 +154,10 @@ pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response 
     if is_own_namespace(req.uri().path()) {
         return ApiError::NotFound("route").into_response();
     }
-    let Some(route) = gateway.route(req.uri().path()) else {
+    let Some((route, (label, latency))) = gateway.route(req.uri().path()) else {
         return ApiError::NotFound("route").into_response();
     };
-    let label = RouteLabel(route.prefix.clone());
+    let label = label.clone();
     let identity = if route.public {
         None
     } else {
@@ -151,7 +170,7 @@ pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response 
             }
         }
     };
-    let mut res = match forward(gateway, route, identity.as_ref(), &mut req).await {
+    let mut res = match forward(gateway, route, latency, identity.as_ref(), &mut req).await {
         Ok(res) => res,
         Err(e) => crate::app::protocol_status(&state, e.into_response()),
     };
@@ -165,6 +184,7 @@ pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response 
 async fn forward(
     gateway: &Gateway,
     route: &Route,
+    latency: &metrics::Histogram,
     identity: Option<&Identity>,
     req: &mut Request,
 ) -> Result<Response, ApiError> {
@@ -223,9 +243,7 @@ async fn forward(
 
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(cfg.response_timeout, gateway.client.request(out)).await;
-    let upstream = route.prefix.as_str();
-    metrics::histogram!("keygate_upstream_duration_seconds", "route" => upstream.to_owned())
-        .record(started.elapsed().as_secs_f64());
+    latency.record(started.elapsed().as_secs_f64());
     let mut res = match result {
         Err(_) => {
             return Err(ApiError::GatewayTimeout(format!(

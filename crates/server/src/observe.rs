@@ -4,7 +4,8 @@
 //! Neither ever holds a secret: the log has the path without its query string, the client id
 //! and the business code, never a header value other than the request id.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -56,25 +57,31 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let started = Instant::now();
     let id = request_id(&req);
     req.headers_mut().insert(&X_REQUEST_ID, id.clone());
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    // Only what the access log needs is copied, and only when it is on.
+    let logged = state.config.access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let mut res = next.run(req).await;
     res.headers_mut().insert(&X_REQUEST_ID, id.clone());
 
-    let route = match (res.extensions().get::<RouteLabel>(), &matched) {
-        (Some(r), _) => r.0.clone(),
-        (None, Some(m)) => m.clone(),
-        (None, None) => "unmatched".into(),
+    let proxied = res.extensions().get::<RouteLabel>();
+    let route = match (proxied, &matched) {
+        (Some(r), _) => r.as_str(),
+        (None, Some(m)) => m.as_str(),
+        (None, None) => "unmatched",
     };
-    let code = res.extensions().get::<BusinessCode>().copied();
-    let outcome = match code {
-        Some(c) => c.as_u32().to_string(),
-        None if res.extensions().get::<RouteLabel>().is_some() => format!("upstream_{}xx", res.status().as_u16() / 100),
-        None => BusinessCode::Success.as_u32().to_string(),
+    let outcome: &'static str = match res.extensions().get::<BusinessCode>() {
+        Some(c) => c.as_str(),
+        None if proxied.is_some() => match res.status().as_u16() / 100 {
+            1 => "upstream_1xx",
+            2 => "upstream_2xx",
+            3 => "upstream_3xx",
+            4 => "upstream_4xx",
+            _ => "upstream_5xx",
+        },
+        None => BusinessCode::Success.as_str(),
     };
-    metrics::counter!("keygate_requests_total", "route" => route.clone(), "outcome" => outcome.clone()).increment(1);
-    if state.config.access_log {
+    request_counter(route, outcome).increment(1);
+    if let Some((method, path)) = logged {
         let identity = res.extensions().get::<Identity>();
         tracing::info!(
             target: "keygate::access",
@@ -89,6 +96,25 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         );
     }
     res
+}
+
+/// `keygate_requests_total{route, outcome}` handles, kept so that counting a request neither
+/// allocates label strings nor looks the metric up in the registry.
+fn request_counter(route: &str, outcome: &'static str) -> metrics::Counter {
+    type Counters = HashMap<String, Vec<(&'static str, metrics::Counter)>>;
+    static COUNTERS: OnceLock<RwLock<Counters>> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(Default::default);
+    if let Some(c) = counters
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(route)
+        .and_then(|v| v.iter().find(|(o, _)| *o == outcome).map(|(_, c)| c.clone()))
+    {
+        return c;
+    }
+    let c = metrics::counter!("keygate_requests_total", "route" => route.to_owned(), "outcome" => outcome);
+    counters.write().unwrap_or_else(|p| p.into_inner()).entry(route.to_owned()).or_default().push((outcome, c.clone()));
+    c
 }
 
 /// `GET /metrics` in the Prometheus text format.

@@ -81,9 +81,9 @@ pub async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result
 /// The `x-keygate-*` identity headers: on `/auth/verify` answers, and on requests the gateway
 /// forwards upstream.
 pub fn set_identity_headers(h: &mut HeaderMap, id: &Identity) {
-    h.insert(&H_ACCOUNT_ID, HeaderValue::from_str(&id.account_id.to_hex()).expect("hex is a valid header"));
+    h.insert(&H_ACCOUNT_ID, HeaderValue::from_bytes(&id.account_id.hex_bytes()).expect("hex is a valid header"));
     h.insert(&H_UID, HeaderValue::from(id.uid));
-    h.insert(&H_CLIENT_ID, HeaderValue::from_str(&id.client_id.to_hex()).expect("hex is a valid header"));
+    h.insert(&H_CLIENT_ID, HeaderValue::from_bytes(&id.client_id.hex_bytes()).expect("hex is a valid header"));
     h.insert(&H_METHOD, HeaderValue::from_static(id.method.as_str()));
 }
 
