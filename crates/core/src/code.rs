@@ -86,6 +86,12 @@ impl BusinessCode {
     }
 }
 
+impl Serialize for BusinessCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.as_u32())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,11 +115,5 @@ mod tests {
         ] {
             assert_eq!(c.as_str(), c.as_u32().to_string());
         }
-    }
-}
-
-impl Serialize for BusinessCode {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u32(self.as_u32())
     }
 }
