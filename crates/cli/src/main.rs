@@ -14,6 +14,9 @@ use keygate_server::{Application, Config, keys};
 use keygate_store::Role;
 use serde::Serialize;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "keygate", version, about = "Authentication server for HTTP APIs (x-api-key, getToken, Bearer)")]
 struct Cli {
