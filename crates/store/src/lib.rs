@@ -243,8 +243,31 @@ pub trait Store: Send + Sync + 'static {
     // The authentication hot path's loads (behind the server's cache).
     /// The credential and secret generation a secret hash belongs to.
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>>;
-    async fn credential_state(&self, client_id: ClientId) -> Result<Option<CredentialState>>;
-    async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>>;
+    async fn credential_state(&self, client_id: ClientId) -> Result<Option<CredentialState>> {
+        match self.get_credential(client_id).await {
+            Ok(c) => Ok(Some(CredentialState {
+                client_id: c.client_id,
+                account_id: c.account_id,
+                status: c.status,
+                generations: c.live_generations,
+            })),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>> {
+        match self.get_account(id).await {
+            Ok(a) => Ok(Some(AccountState {
+                id: a.id,
+                uid: a.uid,
+                email: a.email,
+                first_name: a.first_name,
+                status: a.status,
+            })),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     /// Everything a cache miss on an API key needs, at once: the secret's generation, its
     /// credential and the owning account. Backends answer it with one query.
     async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<AuthBundle>> {

@@ -514,19 +514,6 @@ impl Store for PgStore {
         row.map(|r| Ok((parse_id(r.get::<&str, _>("client_id"))?, r.get::<i32, _>("generation") as u32))).transpose()
     }
 
-    async fn credential_state(&self, client_id: ClientId) -> Result<Option<CredentialState>> {
-        match self.get_credential(client_id).await {
-            Ok(c) => Ok(Some(CredentialState {
-                client_id: c.client_id,
-                account_id: c.account_id,
-                status: c.status,
-                generations: c.live_generations,
-            })),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<crate::AuthBundle>> {
         let row = sqlx::query(
             "SELECT s.generation AS presented, c.client_id, c.account_id, c.status, \
@@ -545,20 +532,6 @@ impl Store for PgStore {
         .await
         .map_err(map_err)?;
         row.map(|r| bundle_from_row(&r)).transpose()
-    }
-
-    async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>> {
-        match self.get_account(id).await {
-            Ok(a) => Ok(Some(AccountState {
-                id: a.id,
-                uid: a.uid,
-                email: a.email,
-                first_name: a.first_name,
-                status: a.status,
-            })),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
