@@ -27,7 +27,6 @@ const FEED_LOCK: i64 = 0x6b65_7967_6174_6501;
 
 pub struct PgStore {
     pool: PgPool,
-    options: PgConnectOptions,
 }
 
 fn map_err(e: sqlx::Error) -> StoreError {
@@ -175,10 +174,10 @@ impl PgStore {
             .max_connections(16)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(3))
-            .connect_with(options.clone())
+            .connect_with(options)
             .await
             .map_err(map_err)?;
-        let store = Self { pool, options };
+        let store = Self { pool };
         if migrate {
             store.migrate().await?;
         }
@@ -189,11 +188,6 @@ impl PgStore {
     /// take turns and all but the first find nothing to do.
     pub async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Other(format!("migration failed: {e}")))
-    }
-
-    /// Connection options, for opening a dedicated LISTEN connection.
-    pub fn connect_options(&self) -> &PgConnectOptions {
-        &self.options
     }
 
     pub fn pool(&self) -> &PgPool {
