@@ -75,6 +75,23 @@ fn bundle_from_row(r: &SqliteRow) -> Result<crate::AuthBundle> {
     })
 }
 
+/// An exclusive lock on `<db>-lock`, held until the returned file is dropped. (Not a lock on the
+/// database file itself: closing another descriptor of it would drop SQLite's own POSIX locks.)
+async fn lock_file(db: &std::path::Path) -> Result<std::fs::File> {
+    let mut name = db.to_path_buf().into_os_string();
+    name.push("-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| StoreError::Other(format!("cannot open lock file {name:?}: {e}")))?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?
+        .map_err(|e| StoreError::Other(format!("cannot take lock {name:?}: {e}")))
+}
+
 fn parse_id<T: FromStr>(s: &str) -> Result<T> {
     s.parse().map_err(|_| StoreError::Other(format!("malformed id in database: {s:?}")))
 }
@@ -102,6 +119,12 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let path = (!opts.get_filename().as_os_str().is_empty() && !url.contains(":memory:"))
             .then(|| opts.get_filename().to_path_buf());
+        // Creating the file and switching it to WAL need an exclusive lock that SQLite's busy
+        // timeout does not always wait for: processes opening a new database together take turns.
+        let _guard = match (&path, migrate) {
+            (Some(db), true) => Some(lock_file(db).await?),
+            _ => None,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -111,34 +134,23 @@ impl SqliteStore {
             .map_err(map_err)?;
         let store = Self { pool, path };
         if migrate {
-            store.migrate().await?;
+            store.run_migrations().await?;
         }
         Ok(store)
     }
 
     /// Applies migrations. sqlx takes no lock for SQLite, so processes opening a new database
     /// at once (a server and a CLI command) would both apply them; an exclusive lock on a
-    /// `<db>-lock` file beside the database makes them take turns. (Not a lock on the database
-    /// file itself: closing another descriptor of it would drop SQLite's own POSIX locks.)
+    /// `<db>-lock` file beside the database makes them take turns.
     pub async fn migrate(&self) -> Result<()> {
         let _guard = match &self.path {
-            Some(db) => {
-                let mut name = db.clone().into_os_string();
-                name.push("-lock");
-                let lock = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&name)
-                    .map_err(|e| StoreError::Other(format!("cannot open migration lock {name:?}: {e}")))?;
-                let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
-                    .await
-                    .map_err(|e| StoreError::Other(e.to_string()))?
-                    .map_err(|e| StoreError::Other(format!("cannot take migration lock: {e}")))?;
-                Some(lock)
-            }
+            Some(db) => Some(lock_file(db).await?),
             None => None,
         };
+        self.run_migrations().await
+    }
+
+    async fn run_migrations(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Other(format!("migration failed: {e}")))
     }
 
