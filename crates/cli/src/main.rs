@@ -103,6 +103,9 @@ struct ServeArgs {
     /// false [default: auto].
     #[arg(long, env = "KEYGATE_CONSOLE_SECURE_COOKIES")]
     console_secure_cookies: Option<SecureCookies>,
+    /// Worker threads serving HTTP, each a single-threaded event loop [default: one per core].
+    #[arg(long, env = "KEYGATE_WORKERS")]
+    workers: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -241,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 upstream: a.upstream,
                 console_signup: a.console_signup,
                 console_secure_cookies: a.console_secure_cookies,
+                workers: a.workers,
                 ..Layer::default()
             });
             let config = Config::resolve(layer)?;

@@ -103,6 +103,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let ops = Ops::new(store, master.api_key_hasher(), Some(auth.clone()));
         let config_gateway = config.gateway.clone();
+        let workers = config.workers;
         let console = Arc::new(crate::console::Console::new(&config, &master));
         let state = AppState(Arc::new(AppStateInner {
             config: Arc::new(config),
@@ -111,7 +112,7 @@ impl Application {
             admin_hasher: master.admin_token_hasher(),
             master,
             feed_cursor,
-            gateway: config_gateway.map(|g| Arc::new(Gateway::new(g))),
+            gateway: config_gateway.map(|g| Arc::new(Gateway::new(g, workers))),
             metrics: crate::observe::prometheus(),
             console,
         }));
@@ -140,17 +141,14 @@ impl Application {
             self.state.config.usage_flush,
             stop_rx.clone(),
         ));
-        tracing::info!(%addr, backend = self.state.auth.store().backend(), "keygate listening");
-        let app = router(self.state);
-        let result = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: draining in-flight requests");
-            })
-            .await;
+        tracing::info!(%addr, backend = self.state.auth.store().backend(), workers = self.state.config.workers, "keygate listening");
+        let workers = self.state.config.workers;
+        let mut threads = crate::serve::Workers::start(router(self.state), workers)?;
+        let result = threads.accept_until(self.listener, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = tokio::join!(feed, pruner, usage);
-        result.context("server error")
+        threads.finish().await;
+        result
     }
 }
 

@@ -94,6 +94,8 @@ pub struct Layer {
     /// `Secure` on console cookies: "auto" (when the request says `X-Forwarded-Proto: https`),
     /// true or false [default: auto].
     pub console_secure_cookies: Option<SecureCookies>,
+    /// Worker threads serving HTTP, each with its own connections [default: one per core].
+    pub workers: Option<usize>,
 }
 
 /// When console cookies carry `Secure`.
@@ -192,6 +194,7 @@ impl Layer {
             console_signup: over.console_signup.or(self.console_signup),
             console_session_ttl: over.console_session_ttl.or(self.console_session_ttl),
             console_secure_cookies: over.console_secure_cookies.or(self.console_secure_cookies),
+            workers: over.workers.or(self.workers),
         }
     }
 
@@ -229,6 +232,8 @@ pub struct Config {
     /// Absolute lifetime of a console session.
     pub console_session_ttl: Duration,
     pub console_secure_cookies: SecureCookies,
+    /// Worker threads serving HTTP (see [`crate::serve`]).
+    pub workers: usize,
 }
 
 /// A resolved upstream: scheme http, authority and base path.
@@ -398,7 +403,12 @@ impl Config {
         if console_session_ttl < Duration::from_secs(1) || console_session_ttl > Duration::from_secs(30 * 86_400) {
             bail!("console_session_ttl must be between 1s and 30d");
         }
+        let workers = layer.workers.unwrap_or_else(crate::serve::default_workers);
+        if !(1..=1024).contains(&workers) {
+            bail!("workers must be between 1 and 1024");
+        }
         Ok(Config {
+            workers,
             listen,
             database_url,
             master_key,

@@ -12,16 +12,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use keygate_core::model::Identity;
 
 use crate::app::AppState;
@@ -29,6 +26,7 @@ use crate::auth::{X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
 use crate::config::{GatewayConfig, Route};
 use crate::error::ApiError;
 use crate::routes::protocol::set_identity_headers;
+use crate::upstream::{UpstreamError, UpstreamPool};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -39,9 +37,17 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 pub struct Gateway {
     config: GatewayConfig,
-    client: Client<HttpConnector, Body>,
-    /// Per route (same order as `config.routes`): its label and latency histogram, made once.
-    meta: Vec<(RouteLabel, metrics::Histogram)>,
+    /// Per route (same order as `config.routes`): what is made once rather than per request.
+    meta: Vec<RouteMeta>,
+}
+
+struct RouteMeta {
+    label: RouteLabel,
+    latency: metrics::Histogram,
+    /// Shared by the routes to the same upstream.
+    pool: Arc<UpstreamPool>,
+    /// `Host` for the upstream when the client's is not preserved.
+    host: HeaderValue,
 }
 
 /// Which route served a request, for the access log and metrics.
@@ -55,28 +61,33 @@ impl RouteLabel {
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+    pub fn new(config: GatewayConfig, workers: usize) -> Self {
+        let mut pools: Vec<Arc<UpstreamPool>> = Vec::new();
         let meta = config
             .routes
             .iter()
             .map(|r| {
-                let label = RouteLabel(Arc::from(r.prefix.as_str()));
-                let latency = metrics::histogram!("keygate_upstream_duration_seconds", "route" => r.prefix.clone());
-                (label, latency)
+                let authority = &r.upstream.authority;
+                let pool = match pools.iter().find(|p| p.authority() == authority) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = Arc::new(UpstreamPool::new(authority.clone(), config.connect_timeout, workers));
+                        pools.push(p.clone());
+                        p
+                    }
+                };
+                RouteMeta {
+                    label: RouteLabel(Arc::from(r.prefix.as_str())),
+                    latency: metrics::histogram!("keygate_upstream_duration_seconds", "route" => r.prefix.clone()),
+                    pool,
+                    host: HeaderValue::from_str(authority.as_str()).expect("an authority is a valid header value"),
+                }
             })
             .collect();
-        Self { config, client, meta }
+        Self { config, meta }
     }
 
-    fn route(&self, path: &str) -> Option<(&Route, &(RouteLabel, metrics::Histogram))> {
+    fn route(&self, path: &str) -> Option<(&Route, &RouteMeta)> {
         let i = self.config.routes.iter().position(|r| r.matches(path))?;
         Some((&self.config.routes[i], &self.meta[i]))
     }
@@ -137,12 +148,7 @@ fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, ApiError> {
         pq.push('?');
         pq.push_str(q);
     }
-    Uri::builder()
-        .scheme("http")
-        .authority(route.upstream.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| ApiError::BadRequest("request path cannot be forwarded".into()))
+    Uri::try_from(pq).map_err(|_| ApiError::BadRequest("request path cannot be forwarded".into()))
 }
 
 /// The router's fallback: every path that is not one of keygate's own endpoints.
@@ -154,10 +160,10 @@ pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response 
     if is_own_namespace(req.uri().path()) {
         return ApiError::NotFound("route").into_response();
     }
-    let Some((route, (label, latency))) = gateway.route(req.uri().path()) else {
+    let Some((route, meta)) = gateway.route(req.uri().path()) else {
         return ApiError::NotFound("route").into_response();
     };
-    let label = label.clone();
+    let label = meta.label.clone();
     let identity = if route.public {
         None
     } else {
@@ -170,7 +176,7 @@ pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response 
             }
         }
     };
-    let mut res = match forward(gateway, route, latency, identity.as_ref(), &mut req).await {
+    let mut res = match forward(gateway, route, meta, identity.as_ref(), &mut req).await {
         Ok(res) => res,
         Err(e) => crate::app::protocol_status(&state, e.into_response()),
     };
@@ -184,7 +190,7 @@ pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response 
 async fn forward(
     gateway: &Gateway,
     route: &Route,
-    latency: &metrics::Histogram,
+    meta: &RouteMeta,
     identity: Option<&Identity>,
     req: &mut Request,
 ) -> Result<Response, ApiError> {
@@ -233,31 +239,29 @@ async fn forward(
     if let Some(host) = &original_host {
         headers.insert(&X_FORWARDED_HOST, host.clone());
     }
-    if cfg.preserve_host {
-        if let Some(host) = original_host {
-            headers.insert(header::HOST, host);
-        }
-    } else {
-        headers.remove(header::HOST);
-    }
+    match original_host {
+        Some(host) if cfg.preserve_host => headers.insert(header::HOST, host),
+        _ => headers.insert(header::HOST, meta.host.clone()),
+    };
 
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(cfg.response_timeout, gateway.client.request(out)).await;
-    latency.record(started.elapsed().as_secs_f64());
+    let result = tokio::time::timeout(cfg.response_timeout, meta.pool.send(out)).await;
+    meta.latency.record(started.elapsed().as_secs_f64());
+    let authority = &route.upstream.authority;
     let mut res = match result {
         Err(_) => {
             return Err(ApiError::GatewayTimeout(format!(
-                "no response headers from {} within {:?}",
-                route.upstream.authority, cfg.response_timeout
+                "no response headers from {authority} within {:?}",
+                cfg.response_timeout
             )));
         }
-        Ok(Err(e)) => {
-            let timed_out = std::iter::successors(std::error::Error::source(&e), |e| e.source())
-                .filter_map(|e| e.downcast_ref::<std::io::Error>())
-                .any(|e| e.kind() == std::io::ErrorKind::TimedOut);
-            let cause = format!("{} ({e:?})", route.upstream.authority);
-            return Err(if timed_out { ApiError::GatewayTimeout(cause) } else { ApiError::BadGateway(cause) });
+        Ok(Err(UpstreamError::ConnectTimeout)) => {
+            return Err(ApiError::GatewayTimeout(format!(
+                "connecting to {authority} took longer than {:?}",
+                cfg.connect_timeout
+            )));
         }
+        Ok(Err(UpstreamError::Failed(cause))) => return Err(ApiError::BadGateway(format!("{authority}: {cause}"))),
         Ok(Ok(res)) => res,
     };
 
@@ -303,11 +307,11 @@ mod tests {
     #[test]
     fn upstream_uris() {
         let u = |r: &Route, s: &str| upstream_uri(r, &s.parse().unwrap()).unwrap().to_string();
-        assert_eq!(u(&route("/", "", false), "/a/b?x=1"), "http://u:1/a/b?x=1");
-        assert_eq!(u(&route("/v1", "/base", false), "/v1/a"), "http://u:1/base/v1/a");
-        assert_eq!(u(&route("/v1", "/base", true), "/v1/a?q"), "http://u:1/base/a?q");
-        assert_eq!(u(&route("/v1", "", true), "/v1"), "http://u:1/");
-        assert_eq!(u(&route("/v1/", "", true), "/v1/x"), "http://u:1/x");
+        assert_eq!(u(&route("/", "", false), "/a/b?x=1"), "/a/b?x=1");
+        assert_eq!(u(&route("/v1", "/base", false), "/v1/a"), "/base/v1/a");
+        assert_eq!(u(&route("/v1", "/base", true), "/v1/a?q"), "/base/a?q");
+        assert_eq!(u(&route("/v1", "", true), "/v1"), "/");
+        assert_eq!(u(&route("/v1/", "", true), "/v1/x"), "/x");
     }
 
     #[test]

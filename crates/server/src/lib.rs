@@ -14,6 +14,8 @@ pub mod keys;
 pub mod observe;
 pub mod ops;
 pub mod routes;
+pub mod serve;
+pub mod upstream;
 pub mod usage;
 
 pub use app::Application;
