@@ -150,5 +150,8 @@ fn sweep(slot: &mut Slot, now: Instant) {
         return;
     }
     slot.last_sweep = Some(now);
-    slot.conns.retain(|c| !c.sender.is_closed() && !(c.sender.is_ready() && now - c.last_used > IDLE_TIMEOUT));
+    slot.conns.retain(|c| {
+        let expired = c.sender.is_ready() && now - c.last_used > IDLE_TIMEOUT;
+        !(c.sender.is_closed() || expired)
+    });
 }
