@@ -460,29 +460,43 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut client_ids = Vec::with_capacity(batch.len());
+        let mut days = Vec::with_capacity(batch.len());
+        let mut requests = Vec::with_capacity(batch.len());
+        let mut last_used = Vec::with_capacity(batch.len());
         for d in batch {
-            sqlx::query(
-                "INSERT INTO credential_usage (client_id, day, requests) \
-                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM credentials WHERE client_id = $1) \
-                 ON CONFLICT (client_id, day) DO UPDATE SET requests = credential_usage.requests + excluded.requests",
-            )
-            .bind(d.client_id.to_hex())
-            .bind(d.day as i32)
-            .bind(d.requests as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            sqlx::query(
-                "UPDATE credentials SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $1) WHERE client_id = $2",
-            )
-            .bind(d.last_used_at)
-            .bind(d.client_id.to_hex())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            client_ids.push(d.client_id.to_hex());
+            days.push(d.day as i32);
+            requests.push(d.requests as i64);
+            last_used.push(d.last_used_at);
         }
-        tx.commit().await.map_err(map_err)
+        // One statement for the whole batch, so all or nothing without an explicit transaction.
+        // A credential may have been deleted meanwhile: its rows are skipped (its usage goes with
+        // it). Rows are summed per (client_id, day) first, since ON CONFLICT cannot update a row
+        // twice in one statement (the server sends each pair once, but nothing forbids repeats);
+        // a client_id on several days (around midnight) keeps its newest last_used_at.
+        sqlx::query(
+            "WITH batch AS ( \
+                 SELECT b.client_id, b.day, b.requests, b.last_used_at \
+                   FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::int8[]) AS b (client_id, day, requests, last_used_at) \
+                  WHERE EXISTS (SELECT 1 FROM credentials c WHERE c.client_id = b.client_id) \
+             ), counted AS ( \
+                 INSERT INTO credential_usage (client_id, day, requests) \
+                 SELECT client_id, day, SUM(requests)::int8 FROM batch GROUP BY client_id, day \
+                 ON CONFLICT (client_id, day) DO UPDATE SET requests = credential_usage.requests + excluded.requests \
+             ) \
+             UPDATE credentials c SET last_used_at = GREATEST(COALESCE(c.last_used_at, 0), newest.last_used_at) \
+               FROM (SELECT client_id, MAX(last_used_at) AS last_used_at FROM batch GROUP BY client_id) AS newest \
+              WHERE c.client_id = newest.client_id",
+        )
+        .bind(client_ids)
+        .bind(days)
+        .bind(requests)
+        .bind(last_used)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 
     async fn usage(&self, client_id: ClientId, since_day: i64) -> Result<Vec<DailyUsage>> {

@@ -12,7 +12,7 @@ use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{
     AccountEvent, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, NewAccount, Result, Role, SigningKey,
@@ -20,6 +20,11 @@ use crate::{
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Usage deltas per statement in [`Store::record_usage`]: at most 3 bound values each, far below
+/// SQLite's limit of 32,766 per statement, and one round trip to the connection's worker thread
+/// for many rows.
+const USAGE_CHUNK: usize = 500;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -480,26 +485,37 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
+        // Two statements per chunk of rows, all in one transaction. A credential may have been
+        // deleted meanwhile: its rows are skipped (its usage goes with it). A (client_id, day)
+        // given twice counts both; a client_id on several days (around midnight) keeps its newest
+        // last_used_at.
         let mut tx = self.write_tx().await?;
-        for d in batch {
-            // A credential may have been deleted meanwhile: its usage goes with it.
-            sqlx::query(
-                "INSERT INTO credential_usage (client_id, day, requests) \
-                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM credentials WHERE client_id = ?1) \
+        for chunk in batch.chunks(USAGE_CHUNK) {
+            // Full chunks share one statement, kept prepared; a batch's tail may have any length.
+            let persistent = chunk.len() == USAGE_CHUNK;
+            let mut counts = QueryBuilder::<Sqlite>::new("WITH batch (client_id, day, requests) AS (");
+            counts.push_values(chunk, |mut row, d| {
+                row.push_bind(d.client_id.to_hex()).push_bind(d.day).push_bind(d.requests as i64);
+            });
+            counts.push(
+                ") INSERT INTO credential_usage (client_id, day, requests) \
+                 SELECT client_id, day, SUM(requests) FROM batch \
+                 WHERE EXISTS (SELECT 1 FROM credentials c WHERE c.client_id = batch.client_id) \
+                 GROUP BY client_id, day \
                  ON CONFLICT (client_id, day) DO UPDATE SET requests = requests + excluded.requests",
-            )
-            .bind(d.client_id.to_hex())
-            .bind(d.day)
-            .bind(d.requests as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            sqlx::query("UPDATE credentials SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE client_id = ?")
-                .bind(d.last_used_at)
-                .bind(d.client_id.to_hex())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+            );
+            counts.build().persistent(persistent).execute(&mut *tx).await.map_err(map_err)?;
+            let mut last_used = QueryBuilder::<Sqlite>::new("WITH batch (client_id, last_used_at) AS (");
+            last_used.push_values(chunk, |mut row, d| {
+                row.push_bind(d.client_id.to_hex()).push_bind(d.last_used_at);
+            });
+            last_used.push(
+                ") UPDATE credentials \
+                 SET last_used_at = MAX(COALESCE(credentials.last_used_at, 0), newest.last_used_at) \
+                 FROM (SELECT client_id, MAX(last_used_at) AS last_used_at FROM batch GROUP BY client_id) AS newest \
+                 WHERE credentials.client_id = newest.client_id",
+            );
+            last_used.build().persistent(persistent).execute(&mut *tx).await.map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)
     }
