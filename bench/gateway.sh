@@ -10,8 +10,9 @@
 # map), SPREAD (keys cycled through by wrk, = CREDENTIALS), TOKENS (Bearer tokens cycled through in
 # (b), 1000), SCENARIOS ("a b c d e"), ROUNDS (1: rounds of every scenario, interleaved; the table
 # takes each scenario's round least disturbed by other processes), QUIET_WAIT (120: seconds to wait
-# before each scenario for other processes to leave the CPU alone), KEEP=1 (keep the working
-# directory).
+# before each scenario for other processes to leave the CPU alone), WORKERS (1: worker processes of
+# the nginx front and worker threads of keygate, the same for both; "auto" = one per core), KEEP=1
+# (keep the working directory).
 #
 # Scenarios, one after the other, same wrk settings and the same wrk script (bench/gateway.lua):
 #   a  keygate gateway, x-api-key            -> upstream nginx
@@ -33,6 +34,8 @@ TOKENS=${TOKENS:-1000}
 SCENARIOS=${SCENARIOS:-a b c d e}
 QUIET_WAIT=${QUIET_WAIT:-120}
 ROUNDS=${ROUNDS:-1}
+WORKERS=${WORKERS:-1}
+[[ $WORKERS == auto ]] && WORKERS=$(nproc)
 PROXY_PATH=/v1/items
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -125,9 +128,9 @@ ND=$(free_port) # (d) nginx, no auth
 NS=$(free_port) # (e) nginx static 200
 KP=$(free_port) # keygate
 
-nginx_common() { # NAME
+nginx_common() { # NAME WORKERS
   cat <<EOF
-worker_processes 1;
+worker_processes ${2:-1};
 pid $work/$1.pid;
 error_log $work/$1.error.log warn;
 events { worker_connections 8192; }
@@ -161,7 +164,7 @@ EOF
 } >"$work/upstream.conf"
 
 {
-  nginx_common front
+  nginx_common front "$WORKERS"
   echo "http {"
   nginx_http_common front
   cat <<EOF
@@ -238,6 +241,7 @@ front_pid=$started
 
 admin_token="kga_bench_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 kg_args=(serve --listen "127.0.0.1:$KP")
+"$KG" serve --help | grep -q -- '--workers' && kg_args+=(--workers "$WORKERS")
 ((has_upstream)) && kg_args+=(--upstream "http://127.0.0.1:$UP" "${kg_proxy_flags[@]}")
 # The admin token goes through the environment rather than --admin-token: flags show in `ps`.
 KEYGATE_ADMIN_TOKEN=$admin_token "$KG" --database-url "$db" "${kg_args[@]}" >"$work/keygate.log" 2>&1 &
@@ -482,7 +486,7 @@ verdict() { # VALUE OP TARGET
   echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency (after ${WARMUP} warm-up), script bench/gateway.lua; $ROUNDS round(s)"
   echo "credentials: $CREDENTIALS in keygate (SQLite) and in nginx's map, seeded in ${seed_s}s; spread: $SPREAD keys, $TOKENS tokens (b)"
   echo "machine busy before the runs (servers idle): ${idle_busy}% of a core"
-  echo "nginx: worker_processes 1 (front and upstream), upstream keepalive; keygate: default tokio runtime (one worker per core)"
+  echo "workers: $WORKERS (nginx front worker_processes, keygate --workers); upstream nginx: worker_processes 1, keepalive"
   echo "CPU columns: % of one core over the measured run: front = the process under test (keygate or nginx),"
   echo "  upstr = upstream nginx, wrk = the load generator, other = the rest of the machine ($(nproc) cores = $(($(nproc) * 100))%);"
   echo "  us/req = CPU microseconds the process under test spent per request"

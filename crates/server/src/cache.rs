@@ -4,16 +4,20 @@
 //! its key and value plus the hash table's slack — a few dozen bytes, where a general-purpose
 //! cache with admission sketches and recency lists costs several hundred. When a shard is full,
 //! inserting evicts one entry chosen by the table's hash order, i.e. at random: a miss costs a
-//! store query, never a wrong answer, so a simple policy is enough.
+//! store query, never a wrong answer, so a simple policy is enough. Keys are hashed with foldhash
+//! (randomly seeded): they are HMAC outputs, server-generated ids and verified tokens, which a
+//! client cannot choose, so SipHash's flooding resistance would only cost time.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
+
+use foldhash::fast::RandomState;
 use std::sync::RwLock;
 
 const SHARDS: usize = 32;
 
 pub struct BoundedCache<K, V> {
-    shards: Box<[RwLock<HashMap<K, V>>]>,
+    shards: Box<[RwLock<HashMap<K, V, RandomState>>]>,
     per_shard: usize,
     hasher: RandomState,
 }
@@ -23,13 +27,13 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
     pub fn new(capacity: u64) -> Self {
         let per_shard = (capacity as usize).div_ceil(SHARDS).max(1);
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect(),
             per_shard,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V, RandomState>> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 

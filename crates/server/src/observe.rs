@@ -50,7 +50,9 @@ fn request_id(req: &Request) -> HeaderValue {
     }
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
-    HeaderValue::from_str(&hex::encode(b)).expect("hex is a valid header value")
+    let mut text = [0u8; 32];
+    hex::encode_to_slice(b, &mut text).expect("32 bytes hold 16 in hex");
+    HeaderValue::from_bytes(&text).expect("hex is a valid header value")
 }
 
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

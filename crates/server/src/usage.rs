@@ -14,7 +14,7 @@ use tokio::sync::watch;
 const SHARDS: usize = 16;
 const DAY_MS: i64 = 86_400_000;
 
-type Counts = HashMap<(ClientId, i64), (u64, i64)>;
+type Counts = HashMap<(ClientId, i64), (u64, i64), foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub struct UsageRecorder {
