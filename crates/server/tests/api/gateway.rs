@@ -64,6 +64,8 @@ impl Seen {
 struct Shared {
     /// Requests received (WebSocket upgrades included).
     hits: AtomicUsize,
+    /// Connections accepted.
+    connections: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
     slow_started: AtomicUsize,
     /// `/slow` handlers dropped before they answered (their connection was closed).
@@ -92,6 +94,7 @@ impl Upstream {
             loop {
                 while conns.try_join_next().is_some() {}
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                state.connections.fetch_add(1, Ordering::SeqCst);
                 let state = state.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| handle(state.clone(), req));
@@ -199,6 +202,12 @@ async fn handle(state: Arc<Shared>, mut req: hyper::Request<Incoming>) -> Result
             json_response(json!({"slow": true}))
         }
         "upload" => json_response(json!({ "bytes": body_len })),
+        // Answers, then closes its connection.
+        "close" => {
+            let mut res = json_response(json!({"closing": true}));
+            res.headers_mut().insert("connection", http::HeaderValue::from_static("close"));
+            res
+        }
         "stream-down" => {
             let total: usize = query
                 .split('&')
@@ -658,6 +667,52 @@ async fn upstream_down_is_502_and_slow_is_504() {
     assert_eq!(up.shared.slow_started.load(Ordering::SeqCst), 1);
     // The gateway stays usable.
     assert_eq!(get(&app, "/echo", &key).await.status, 200);
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_reused_and_replaced_when_closed() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |_| {}).await;
+    let c = app.customer().await;
+    let key = [("x-api-key", c.api_key.as_str())];
+    let connections = || up.shared.connections.load(Ordering::SeqCst);
+
+    // One client connection, one request at a time: one upstream connection serves them all.
+    for _ in 0..30 {
+        assert_eq!(get(&app, "/v1/echo", &key).await.status, 200);
+    }
+    assert_eq!(connections(), 1, "sequential requests reuse one upstream connection");
+
+    // The upstream closes its connection after each answer: the next request, through the same
+    // worker, gets a fresh connection instead of failing on the closed one.
+    let before = connections();
+    for _ in 0..5 {
+        let r = get(&app, "/v1/close", &key).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        // Let the closed connection's task notice the close, as an idle connection would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first went over a kept-alive connection; each later one needed a new connection.
+    assert_eq!(connections() - before, 4, "each closed connection is replaced");
+    assert_eq!(get(&app, "/v1/echo", &key).await.status, 200);
+    assert_eq!(connections() - before, 5);
+
+    // Eight clients at once: at most one upstream connection per request in flight.
+    let clients: Vec<_> = (0..8).map(|_| reqwest::Client::builder().no_proxy().build().unwrap()).collect();
+    let rounds = clients.iter().map(|client| {
+        let url = app.url("/v1/echo");
+        let key = c.api_key.clone();
+        async move {
+            for _ in 0..10 {
+                let r = client.get(&url).header("x-api-key", &key).send().await.expect("request");
+                assert_eq!(r.status(), 200);
+                r.bytes().await.expect("body");
+            }
+        }
+    });
+    futures_util::future::join_all(rounds).await;
+    assert_eq!(up.hits(), 30 + 6 + 80);
+    assert!(connections() <= 1 + 5 + 8, "{} upstream connections for 8 concurrent clients", connections());
 }
 
 // ---- 7. WebSocket ---------------------------------------------------------------------------
