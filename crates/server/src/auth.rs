@@ -9,6 +9,10 @@
 //! The caches are filled from the store on a miss and invalidated by the change feed
 //! ([`crate::feed`]) and, at once, by this process's own writes. A load that races with an
 //! invalidation is dropped rather than cached (see [`Authenticator::load`]).
+//!
+//! Fast path: once a key (or token) has been decided, its cache entry also keeps the credential
+//! and account it resolved to ([`Resolved`]), with the invalidation epochs of their stripes at
+//! the time they were read; while neither stripe has moved, a request needs that one lookup.
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -22,12 +26,23 @@ use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, Inv
 use keygate_core::model::{AuthMethod, Identity};
 use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
-use keygate_store::{AuthBundle, Entity, Store, StoreError, now_ms};
+use keygate_store::{Entity, Store, StoreError, now_ms};
 use subtle::ConstantTimeEq;
 
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub static X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
 pub static X_CLIENT_SECRET: HeaderName = HeaderName::from_static("x-client-secret");
+
+/// For the legacy clientId + clientSecret pair: the secret must belong to that clientId (a
+/// constant-time comparison of the 24 characters).
+fn check_pair(client_id: Option<&str>, cid: ClientId) -> Result<(), AuthError> {
+    if let Some(presented) = client_id
+        && !bool::from(presented.as_bytes().ct_eq(&cid.hex_bytes()))
+    {
+        return Err(AuthError::Refused(AuthFailure::Invalid(InvalidReason::ClientMismatch)));
+    }
+    Ok(())
+}
 
 /// Why authentication did not produce an identity.
 #[derive(Debug)]
@@ -99,6 +114,32 @@ fn decision_counters() -> &'static [[metrics::Counter; 5]; 4] {
 }
 
 /// A successful check, with what getToken needs to sign.
+/// A credential and its account as read together, with their stripes' epochs from before the
+/// read: current while both epochs are unchanged. Invalidations remove, then bump the epoch, and a
+/// load that inserted a stale value bumps again when it takes it back (see `insert_checked`), so a
+/// value read at epoch `e` reflects every invalidation up to `e`.
+#[derive(Clone)]
+struct Resolved {
+    cred: Arc<CredentialState>,
+    account: Arc<AccountState>,
+    epochs: (u64, u64),
+}
+
+/// What a key hash maps to: the credential and secret generation it is, and what it resolved to.
+#[derive(Clone)]
+struct SecretEntry {
+    cid: ClientId,
+    generation: u32,
+    resolved: Option<Resolved>,
+}
+
+/// A token whose signature, algorithm and key id were verified, and what it resolved to.
+#[derive(Clone)]
+struct TokenEntry {
+    subject: TokenSubject,
+    resolved: Option<Resolved>,
+}
+
 struct Verified {
     identity: Identity,
     generation: u32,
@@ -147,12 +188,12 @@ pub struct Authenticator {
     settings: AuthSettings,
     /// When the change feed was last followed successfully (Unix ms).
     feed_ok_ms: AtomicI64,
-    secrets: Cache<[u8; 32], Option<(ClientId, u32)>>,
+    secrets: Cache<[u8; 32], Option<SecretEntry>>,
     credentials: Cache<ClientId, Option<Arc<CredentialState>>>,
     accounts: Cache<AccountId, Option<Arc<AccountState>>>,
     /// Tokens whose signature, algorithm and key id were verified, with what they say. Only the
     /// signature check is skipped on a hit: expiry, credential and account are checked each time.
-    tokens: Cache<String, TokenSubject>,
+    tokens: Cache<String, TokenEntry>,
     /// Invalidation counters, striped by key: an invalidation bumps its key's stripe (or all of
     /// them); a load that sees its stripe move meanwhile does not keep its result.
     epochs: [AtomicU64; STRIPES],
@@ -219,14 +260,14 @@ impl Authenticator {
         match entity {
             Entity::Account => {
                 if let Ok(id) = id.parse::<AccountId>() {
-                    self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
                     self.accounts.invalidate(&id);
+                    self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
                 }
             }
             Entity::Credential => {
                 if let Ok(id) = id.parse::<ClientId>() {
-                    self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
                     self.credentials.invalidate(&id);
+                    self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
                 }
             }
             Entity::SigningKey | Entity::Setting => {}
@@ -235,13 +276,13 @@ impl Authenticator {
 
     /// Drops everything (used when the change feed cannot tell what was missed).
     pub fn invalidate_all(&self) {
-        for e in &self.epochs {
-            e.fetch_add(1, Ordering::SeqCst);
-        }
         self.secrets.invalidate_all();
         self.credentials.invalidate_all();
         self.accounts.invalidate_all();
         self.tokens.invalidate_all();
+        for e in &self.epochs {
+            e.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Cache lookup, or store load whose result is kept only if no invalidation ran meanwhile.
@@ -271,30 +312,41 @@ impl Authenticator {
     /// The credential and generation a key hash belongs to. On a miss one store query also
     /// brings the credential and its account, which are cached too (each kept only if its own
     /// stripe saw no invalidation during the query) and handed back so the caller needs no more.
-    async fn secret(&self, hash: SecretHash) -> Result<Option<(ClientId, u32, Option<AuthBundle>)>, StoreError> {
+    async fn secret(&self, hash: SecretHash) -> Result<Option<(ClientId, u32, Option<Resolved>)>, StoreError> {
         let trusted = self.cache_trusted();
         if trusted && let Some(v) = self.secrets.get(&hash.0) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(v.map(|(cid, generation)| (cid, generation, None)));
+            return Ok(v.map(|e| (e.cid, e.generation, None)));
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let before: [u64; STRIPES] = std::array::from_fn(|i| self.epochs[i].load(Ordering::SeqCst));
         let bundle = tokio::time::timeout(self.settings.store_timeout, self.store.auth_bundle(&hash)).await.map_err(
             |_| StoreError::Unavailable(format!("store did not answer within {:?}", self.settings.store_timeout)),
         )??;
-        let found = bundle.as_ref().map(|b| (b.credential.client_id, b.generation));
-        if trusted {
-            self.insert_checked(&self.secrets, hash.0, found, before[hash.0.stripe()]);
-            if let Some(b) = &bundle {
-                let (cid, aid) = (b.credential.client_id, b.account.id);
-                self.insert_checked(&self.credentials, cid, Some(Arc::new(b.credential.clone())), before[cid.stripe()]);
-                self.insert_checked(&self.accounts, aid, Some(Arc::new(b.account.clone())), before[aid.stripe()]);
+        let Some(b) = bundle else {
+            if trusted {
+                self.insert_checked(&self.secrets, hash.0, None, before[hash.0.stripe()]);
             }
+            return Ok(None);
+        };
+        let (cid, aid) = (b.credential.client_id, b.account.id);
+        let resolved = Resolved {
+            cred: Arc::new(b.credential),
+            account: Arc::new(b.account),
+            epochs: (before[cid.stripe()], before[aid.stripe()]),
+        };
+        if trusted {
+            let entry = SecretEntry { cid, generation: b.generation, resolved: Some(resolved.clone()) };
+            self.insert_checked(&self.secrets, hash.0, Some(entry), before[hash.0.stripe()]);
+            self.insert_checked(&self.credentials, cid, Some(resolved.cred.clone()), before[cid.stripe()]);
+            self.insert_checked(&self.accounts, aid, Some(resolved.account.clone()), before[aid.stripe()]);
         }
-        Ok(bundle.map(|b| (b.credential.client_id, b.generation, Some(b))))
+        Ok(Some((cid, b.generation, Some(resolved))))
     }
 
     /// Caches `value` unless `key`'s stripe moved since `before` (an invalidation raced the load).
+    /// Taking a value back bumps the stripe again: whatever was read from the cache meanwhile
+    /// (the stale value) must not pass for current (see [`Resolved`]).
     fn insert_checked<K, V>(&self, cache: &Cache<K, V>, key: K, value: V, before: u64)
     where
         K: Hash + Eq + Send + Sync + Clone + Stripe + 'static,
@@ -304,7 +356,14 @@ impl Authenticator {
         cache.insert(key.clone(), value);
         if epoch.load(Ordering::SeqCst) != before {
             cache.invalidate::<K>(&key);
+            epoch.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Whether the credential and account in `r` are still what the caches hold.
+    fn current(&self, r: &Resolved) -> bool {
+        self.epochs[r.cred.client_id.stripe()].load(Ordering::SeqCst) == r.epochs.0
+            && self.epochs[r.account.id.stripe()].load(Ordering::SeqCst) == r.epochs.1
     }
 
     async fn credential(&self, id: ClientId) -> Result<Option<Arc<CredentialState>>, StoreError> {
@@ -352,35 +411,73 @@ impl Authenticator {
         let invalid = |r| AuthError::Refused(AuthFailure::Invalid(r));
         ApiKey::parse(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
         let hash = self.hasher.hash(key);
+        if self.cache_trusted() {
+            let fast = self.secrets.with(&hash.0, |entry| match entry {
+                None => Some(Err(invalid(InvalidReason::UnknownKey))),
+                Some(e) => e.resolved.as_ref().filter(|r| self.current(r)).map(|r| {
+                    check_pair(client_id, e.cid)?;
+                    self.decide(&r.cred, &r.account, e.generation, method)
+                }),
+            });
+            if let Some(Some(result)) = fast {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return result;
+            }
+        }
         let found = self.secret(hash).await?;
         // The same path whether the clientId is unknown or the secret is wrong: one hash, one
         // lookup, one constant-time comparison of the 24 characters.
         let (cid, generation, loaded) = found.ok_or_else(|| invalid(InvalidReason::UnknownKey))?;
-        if let Some(presented) = client_id {
-            let expected = cid.to_hex();
-            if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-                return Err(invalid(InvalidReason::ClientMismatch));
+        check_pair(client_id, cid)?;
+        let resolved = match loaded {
+            Some(r) => r,
+            None => {
+                let r = self.resolve(cid).await?;
+                self.secrets.update(&hash.0, |e| {
+                    if let Some(e) = e {
+                        e.resolved = Some(r.clone());
+                    }
+                });
+                r
             }
-        }
-        match loaded {
-            Some(b) => self.decide(Arc::new(b.credential), Arc::new(b.account), generation, method),
-            None => self.finish(cid, generation, method).await,
-        }
+        };
+        self.decide(&resolved.cred, &resolved.account, generation, method)
     }
 
     async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
         let now_secs = now_ms() / 1000;
-        let subject = match self.tokens.get(token) {
-            // A token whose signature was checked before; its expiry is checked again.
-            Some(s) if s.exp > now_secs => s,
-            Some(_) => return Err(AuthFailure::Invalid(InvalidReason::TokenExpired).into()),
+        let expired = || AuthError::Refused(AuthFailure::Invalid(InvalidReason::TokenExpired));
+        let cached = self.tokens.with(token, |t| {
+            if t.subject.exp <= now_secs {
+                return Some(Err(expired()));
+            }
+            let r = t.resolved.as_ref().filter(|r| self.cache_trusted() && self.current(r))?;
+            Some(self.token_decision(&t.subject, r))
+        });
+        let subject = match cached {
+            Some(Some(result)) => {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return result;
+            }
+            // A token whose signature was checked before; its expiry was checked above.
+            Some(None) => match self.tokens.get(token) {
+                Some(t) if t.subject.exp > now_secs => t.subject,
+                Some(_) => return Err(expired()),
+                None => self.verify_token(token, now_secs)?,
+            },
             None => {
                 let s = self.verify_token(token, now_secs)?;
-                self.tokens.insert(token.to_owned(), s);
+                self.tokens.insert(token.to_owned(), TokenEntry { subject: s, resolved: None });
                 s
             }
         };
-        let v = self.finish(subject.client_id, subject.generation, AuthMethod::Bearer).await?;
+        let r = self.resolve(subject.client_id).await?;
+        self.tokens.update(token, |t| t.resolved = Some(r.clone()));
+        self.token_decision(&subject, &r)
+    }
+
+    fn token_decision(&self, subject: &TokenSubject, r: &Resolved) -> Result<Identity, AuthError> {
+        let v = self.decide(&r.cred, &r.account, subject.generation, AuthMethod::Bearer)?;
         if v.account.id != subject.account_id {
             return Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into());
         }
@@ -399,26 +496,30 @@ impl Authenticator {
         })
     }
 
-    async fn finish(&self, cid: ClientId, generation: u32, method: AuthMethod) -> Result<Verified, AuthError> {
+    /// The credential and its account, from the caches or the store. Each epoch is read before
+    /// what it guards.
+    async fn resolve(&self, cid: ClientId) -> Result<Resolved, AuthError> {
+        let cred_epoch = self.epochs[cid.stripe()].load(Ordering::SeqCst);
         let cred = self.credential(cid).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownCredential))?;
+        let account_epoch = self.epochs[cred.account_id.stripe()].load(Ordering::SeqCst);
         let account =
             self.account(cred.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
-        self.decide(cred, account, generation, method)
+        Ok(Resolved { cred, account, epochs: (cred_epoch, account_epoch) })
     }
 
     fn decide(
         &self,
-        cred: Arc<CredentialState>,
-        account: Arc<AccountState>,
+        cred: &CredentialState,
+        account: &Arc<AccountState>,
         generation: u32,
         method: AuthMethod,
     ) -> Result<Verified, AuthError> {
         let cid = cred.client_id;
         let now = now_ms();
-        decide::decide(&cred, generation, &account, now)?;
+        decide::decide(cred, generation, account, now)?;
         self.usage.record(cid, now);
         let identity = Identity { account_id: account.id, uid: account.uid, client_id: cid, method };
-        Ok(Verified { identity, generation, account })
+        Ok(Verified { identity, generation, account: account.clone() })
     }
 
     /// getToken: trades `clientId` + `clientSecret` for a signed token.

@@ -45,6 +45,26 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         self.shard(key).read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
+    /// Runs `f` on the cached value under the shard's read lock (no clone).
+    pub fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shard(key).read().unwrap_or_else(|p| p.into_inner()).get(key).map(f)
+    }
+
+    /// Changes the cached value in place, if there is one.
+    pub fn update<Q>(&self, key: &Q, f: impl FnOnce(&mut V))
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(v) = self.shard(key).write().unwrap_or_else(|p| p.into_inner()).get_mut(key) {
+            f(v);
+        }
+    }
+
     pub fn insert(&self, key: K, value: V) {
         let mut map = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.per_shard
