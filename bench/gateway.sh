@@ -8,10 +8,11 @@
 # Settings (environment): DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 1), WARMUP (3s,
 # before each measured run, not counted), CREDENTIALS (10000 seeded into keygate and into nginx's
 # map), SPREAD (keys cycled through by wrk, = CREDENTIALS), TOKENS (Bearer tokens cycled through in
-# (b), 1000), SCENARIOS ("a b c d e"), ROUNDS (1: rounds of every scenario, interleaved; the table
+# (b), 1000), SCENARIOS ("a b c d e f g"), ROUNDS (1: rounds of every scenario, interleaved; the table
 # takes each scenario's round least disturbed by other processes), QUIET_WAIT (120: seconds to wait
 # before each scenario for other processes to leave the CPU alone), WORKERS (1: worker processes of
-# the nginx front and worker threads of keygate, the same for both; "auto" = one per core), KEEP=1
+# the nginx front and worker threads of keygate and hyper_floor, the same for all; "auto" = one per
+# core), KEEP=1
 # (keep the working directory).
 #
 # Scenarios, one after the other, same wrk settings and the same wrk script (bench/gateway.lua):
@@ -20,6 +21,8 @@
 #   c  nginx proxy with a static map of the same keys (hand-made auth) -> upstream nginx
 #   d  nginx proxy, no auth (the floor)      -> upstream nginx
 #   e  keygate /auth/verify alone vs nginx answering a static 200 (the HTTP floor)
+#   f  hyper_floor proxy, no auth            -> upstream nginx  (the floor of keygate's HTTP stack)
+#   g  hyper_floor answering a static 200 (compare with e)
 # Raw wrk outputs, configurations and the table go to bench/results/<timestamp>/.
 set -euo pipefail
 
@@ -31,7 +34,7 @@ WARMUP=${WARMUP:-3s}
 CREDENTIALS=${CREDENTIALS:-10000}
 SPREAD=${SPREAD:-$CREDENTIALS}
 TOKENS=${TOKENS:-1000}
-SCENARIOS=${SCENARIOS:-a b c d e}
+SCENARIOS=${SCENARIOS:-a b c d e f g}
 QUIET_WAIT=${QUIET_WAIT:-120}
 ROUNDS=${ROUNDS:-1}
 WORKERS=${WORKERS:-1}
@@ -67,6 +70,7 @@ log "building keygate and keygate-bench (release)"
 target=${CARGO_TARGET_DIR:-$root/target}
 KG=$target/release/keygate
 SEED=$target/release/seed
+FLOOR=$target/release/hyper_floor
 
 serve_help=$("$KG" serve --help)
 kg_proxy_flags=()
@@ -127,6 +131,8 @@ NC=$(free_port) # (c) nginx + key map
 ND=$(free_port) # (d) nginx, no auth
 NS=$(free_port) # (e) nginx static 200
 KP=$(free_port) # keygate
+HF=$(free_port) # (f) hyper_floor proxy
+HS=$(free_port) # (g) hyper_floor static
 
 nginx_common() { # NAME WORKERS
   cat <<EOF
@@ -248,6 +254,24 @@ KEYGATE_ADMIN_TOKEN=$admin_token "$KG" --database-url "$db" "${kg_args[@]}" >"$w
 kg_pid=$!
 pids+=("$kg_pid")
 wait_http "http://127.0.0.1:$KP/healthz" "$work/keygate.log" "$kg_pid"
+
+# (f), (g): bare hyper served the way keygate serves (bench/src/bin/hyper_floor.rs).
+start_floor() { # NAME PORT FLAGS...; sets $started to its process id
+  local name=$1 port=$2
+  shift 2
+  "$FLOOR" --listen "127.0.0.1:$port" --workers "$WORKERS" "$@" >"$work/$name.log" 2>&1 &
+  started=$!
+  pids+=("$started")
+  wait_http "http://127.0.0.1:$port/" "$work/$name.log" "$started"
+}
+if wants f; then
+  start_floor hyper-proxy "$HF" --upstream "http://127.0.0.1:$UP"
+  floor_proxy_pid=$started
+fi
+if wants g; then
+  start_floor hyper-static "$HS" --static
+  floor_static_pid=$started
+fi
 
 if wants b && ((has_upstream)); then
   log "getting $TOKENS tokens from keygate's getToken"
@@ -407,6 +431,14 @@ if wants e; then
   probe e "http://127.0.0.1:$KP/auth/verify" x-api-key "$key1" 200 401
   probe e "http://127.0.0.1:$NS/" x-api-key "$key1" 200 200
 fi
+if wants f; then
+  probe f "http://127.0.0.1:$HF$PROXY_PATH" x-api-key "$key1" 200 200
+  grep -q '"ok":true' "$work/probe.body" || die "f: hyper_floor did not pass the upstream's answer through"
+fi
+if wants g; then
+  probe g "http://127.0.0.1:$HS/" x-api-key "$key1" 200 200
+  grep -q '"code":1000' "$work/probe.body" || die "g: hyper_floor --static did not answer {\"code\":1000}"
+fi
 
 for round in $(seq 1 "$ROUNDS"); do
   if ((has_upstream)); then
@@ -423,6 +455,10 @@ for round in $(seq 1 "$ROUNDS"); do
     measure e-keygate-verify "http://127.0.0.1:$KP/auth/verify" "$work/spread.txt" x-api-key "" "$kg_pid" -
     measure e-nginx-static "http://127.0.0.1:$NS/" "$work/spread.txt" x-api-key "" "$front_pid" -
   fi
+  wants f && measure f-hyper-proxy-floor "http://127.0.0.1:$HF$PROXY_PATH" "$work/spread.txt" x-api-key "" \
+    "$floor_proxy_pid" "$up_pid"
+  wants g && measure g-hyper-static-floor "http://127.0.0.1:$HS/" "$work/spread.txt" x-api-key "" \
+    "$floor_static_pid" -
 done
 
 # Per scenario, the round least disturbed by other processes (interference only ever slows a run
@@ -486,8 +522,8 @@ verdict() { # VALUE OP TARGET
   echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency (after ${WARMUP} warm-up), script bench/gateway.lua; $ROUNDS round(s)"
   echo "credentials: $CREDENTIALS in keygate (SQLite) and in nginx's map, seeded in ${seed_s}s; spread: $SPREAD keys, $TOKENS tokens (b)"
   echo "machine busy before the runs (servers idle): ${idle_busy}% of a core"
-  echo "workers: $WORKERS (nginx front worker_processes, keygate --workers); upstream nginx: worker_processes 1, keepalive"
-  echo "CPU columns: % of one core over the measured run: front = the process under test (keygate or nginx),"
+  echo "workers: $WORKERS (nginx front worker_processes, keygate and hyper_floor --workers); upstream nginx: worker_processes 1, keepalive"
+  echo "CPU columns: % of one core over the measured run: front = the process under test (keygate, nginx or hyper_floor),"
   echo "  upstr = upstream nginx, wrk = the load generator, other = the rest of the machine ($(nproc) cores = $(($(nproc) * 100))%);"
   echo "  us/req = CPU microseconds the process under test spent per request"
   echo
@@ -520,6 +556,11 @@ verdict() { # VALUE OP TARGET
   bd=$(ratio b-keygate-bearer d-nginx-no-auth)
   cd_=$(ratio c-nginx-key-map d-nginx-no-auth)
   e=$(ratio e-keygate-verify e-nginx-static)
+  af=$(ratio a-keygate-x-api-key f-hyper-proxy-floor)
+  eg=$(ratio e-keygate-verify g-hyper-static-floor)
+  fc=$(ratio f-hyper-proxy-floor c-nginx-key-map)
+  fd=$(ratio f-hyper-proxy-floor d-nginx-no-auth)
+  ge=$(ratio g-hyper-static-floor e-nginx-static)
   a99=$(p99vs a-keygate-x-api-key c-nginx-key-map)
   b99=$(p99vs b-keygate-bearer c-nginx-key-map)
   printf '%-44s %6s   %s\n' "ratio" "value" "target"
@@ -534,6 +575,14 @@ verdict() { # VALUE OP TARGET
   printf '%-44s %6s\n' "CPU per request a/c (keygate key / nginx map)" "$(usvs a-keygate-x-api-key c-nginx-key-map)"
   printf '%-44s %6s\n' "CPU per request b/c" "$(usvs b-keygate-bearer c-nginx-key-map)"
   printf '%-44s %6s\n' "CPU per request e (keygate verify / static)" "$(usvs e-keygate-verify e-nginx-static)"
+  # The floor of the Rust HTTP stack (hyper, as keygate serves it): informational, no targets.
+  printf '%-44s %6s   %s\n' "a/f  keygate x-api-key / hyper proxy floor" "$af" "(keygate's own work on a proxied request)"
+  printf '%-44s %6s\n' "e/g  keygate verify / hyper static floor" "$eg"
+  printf '%-44s %6s   %s\n' "f/c  hyper proxy floor / nginx key map" "$fc" "(the stack alone against nginx)"
+  printf '%-44s %6s\n' "f/d  hyper proxy floor / nginx no auth" "$fd"
+  printf '%-44s %6s\n' "g/e  hyper static floor / nginx static" "$ge"
+  printf '%-44s %6s\n' "CPU per request a/f (keygate / hyper floor)" "$(usvs a-keygate-x-api-key f-hyper-proxy-floor)"
+  printf '%-44s %6s\n' "CPU per request e/g (verify / hyper static)" "$(usvs e-keygate-verify g-hyper-static-floor)"
 } | tee "$results/summary.txt"
 echo
 echo "raw wrk outputs: $results"
