@@ -130,11 +130,6 @@ fn is_upgrade(req: &Request) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
-/// Paths under keygate's own namespaces that no handler matched.
-fn is_own_namespace(path: &str) -> bool {
-    path.strip_prefix(crate::app::ADMIN_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
 fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, ApiError> {
     let path = uri.path();
     let rest = if route.strip_prefix {
@@ -156,8 +151,9 @@ pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response 
     let Some(gateway) = state.gateway.as_deref() else {
         return ApiError::NotFound("route").into_response();
     };
-    // An unknown admin path falls through to here; it is still keygate's, never the upstream's.
-    if is_own_namespace(req.uri().path()) {
+    // An unknown path under keygate's own (say /admin/v1/nope) falls through to here; it is still
+    // keygate's, never the upstream's.
+    if crate::app::is_own_path(req.uri().path()) {
         return ApiError::NotFound("route").into_response();
     }
     let Some((route, meta)) = gateway.route(req.uri().path()) else {
@@ -315,12 +311,17 @@ mod tests {
     }
 
     #[test]
-    fn own_namespaces() {
-        for p in ["/admin/v1", "/admin/v1/", "/admin/v1/nope", "/admin/v1/accounts/x/y"] {
-            assert!(is_own_namespace(p), "{p}");
+    fn own_paths() {
+        use crate::app::is_own_path;
+        for p in ["/admin/v1", "/admin/v1/", "/admin/v1/nope", "/admin/v1/accounts/x/y", "/console", "/console/x"] {
+            assert!(is_own_path(p), "{p}");
         }
-        for p in ["/admin", "/admin/v10", "/admin/v1x", "/v1/admin/v1", "/"] {
-            assert!(!is_own_namespace(p), "{p}");
+        for p in ["/auth/verify", "/auth/verify/a/b", "/api/open/v3/getToken", "/healthz", "/readyz", "/metrics"] {
+            assert!(is_own_path(p), "{p}");
+        }
+        for p in ["/admin", "/admin/v10", "/admin/v1x", "/v1/admin/v1", "/", "/consoles", "/healthz/", "/auth/verifyx"]
+        {
+            assert!(!is_own_path(p), "{p}");
         }
     }
 

@@ -55,14 +55,25 @@ fn request_id(req: &Request) -> HeaderValue {
     HeaderValue::from_bytes(&text).expect("hex is a valid header value")
 }
 
-pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// The router's middleware (keygate's own endpoints; the gateway's requests come through
+/// [`observe`] directly, see [`crate::app::Dispatch`]).
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    observe(&state, req, |req| next.run(req)).await
+}
+
+/// Request id, metrics and access log around `inner`.
+pub async fn observe<F, Fut>(state: &AppState, mut req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let id = request_id(&req);
     req.headers_mut().insert(&X_REQUEST_ID, id.clone());
     // Only what the access log needs is copied, and only when it is on.
     let logged = state.config.access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let matched = req.extensions().get::<MatchedPath>().cloned();
-    let mut res = next.run(req).await;
+    let mut res = inner(req).await;
     res.headers_mut().insert(&X_REQUEST_ID, id.clone());
 
     let proxied = res.extensions().get::<RouteLabel>();

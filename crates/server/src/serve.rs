@@ -20,7 +20,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
+
+use crate::app::Dispatch;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -29,7 +30,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tower::Service;
 
 /// How long in-flight requests (and open WebSockets) may run on after shutdown began.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -64,8 +64,8 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` worker threads serving `router`.
-    pub fn start(router: Router, count: usize) -> anyhow::Result<Self> {
+    /// Starts `count` worker threads serving `dispatch`.
+    pub fn start(dispatch: Dispatch, count: usize) -> anyhow::Result<Self> {
         let (drain, drain_rx) = watch::channel(false);
         let (exit, exit_rx) = watch::channel(false);
         let mut workers = Self { inboxes: Vec::new(), drain, drained: Vec::new(), exit, exited: Vec::new() };
@@ -78,13 +78,13 @@ impl Workers {
                 .thread_name(format!("keygate-w{index}-blocking"))
                 .build()
                 .context("starting a worker runtime")?;
-            let (router, drain, mut exit) = (router.clone(), drain_rx.clone(), exit_rx.clone());
+            let (dispatch, drain, mut exit) = (dispatch.clone(), drain_rx.clone(), exit_rx.clone());
             std::thread::Builder::new()
                 .name(format!("keygate-w{index}"))
                 .spawn(move || {
                     WORKER.set(index);
                     runtime.block_on(async move {
-                        run_worker(rx, router, drain).await;
+                        run_worker(rx, dispatch, drain).await;
                         let _ = drained_tx.send(());
                         let _ = exit.wait_for(|e| *e).await;
                     });
@@ -167,7 +167,11 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
-async fn run_worker(mut inbox: mpsc::UnboundedReceiver<Accepted>, router: Router, mut drain: watch::Receiver<bool>) {
+async fn run_worker(
+    mut inbox: mpsc::UnboundedReceiver<Accepted>,
+    dispatch: Dispatch,
+    mut drain: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The CONNECT protocol, for WebSockets over HTTP/2 (as axum::serve does).
@@ -189,11 +193,11 @@ async fn run_worker(mut inbox: mpsc::UnboundedReceiver<Accepted>, router: Router
             }
         };
         let peer = ConnectInfo(accepted.peer);
-        let router = router.clone();
+        let dispatch = dispatch.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(peer);
-            router.clone().call(req)
+            dispatch.call(req)
         });
         let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {

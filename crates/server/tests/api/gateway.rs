@@ -202,6 +202,11 @@ async fn handle(state: Arc<Shared>, mut req: hyper::Request<Incoming>) -> Result
             json_response(json!({"slow": true}))
         }
         "upload" => json_response(json!({ "bytes": body_len })),
+        // Answers after 400 ms.
+        "pause" => {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            json_response(json!({"paused": true}))
+        }
         // Answers, then closes its connection.
         "close" => {
             let mut res = json_response(json!({"closing": true}));
@@ -524,6 +529,11 @@ async fn keygates_own_endpoints_are_never_proxied() {
     }
     let r = app.verify_at(Method::DELETE, "/admin/v1/accounts", &[("x-api-key", &c.api_key)]).await;
     assert_eq!(r.status, 405, "{}", r.text);
+    // The web console's too.
+    for path in ["/console", "/console/login", "/console/no-such-page", "/console/static/app.css"] {
+        let r = get(&app, path, &[("x-api-key", &c.api_key)]).await;
+        assert!(r.body.get("bodyLen").is_none(), "{path} was answered by the upstream: {}", r.text);
+    }
     assert_eq!(up.hits(), 0, "one of keygate's own endpoints was proxied");
 
     // While everything else goes upstream.
@@ -713,6 +723,27 @@ async fn upstream_connections_are_kept_alive_reused_and_replaced_when_closed() {
     futures_util::future::join_all(rounds).await;
     assert_eq!(up.hits(), 30 + 6 + 80);
     assert!(connections() <= 1 + 5 + 8, "{} upstream connections for 8 concurrent clients", connections());
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_connections() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |_| {}).await;
+    let c = app.customer().await;
+    let (client, url, key) = (app.client.clone(), app.url("/v1/pause"), c.api_key.clone());
+    let in_flight = tokio::spawn(async move {
+        let r = client.get(&url).header("x-api-key", &key).send().await.expect("an answer, not a reset");
+        (r.status().as_u16(), r.text().await.expect("the whole body"))
+    });
+    wait_until(Duration::from_secs(5), "the upstream gets the request", || async { up.hits() == 1 }).await;
+    let addr = app.addr;
+    let started = Instant::now();
+    app.stop().await.expect("run_until returns Ok");
+    let (status, body) = in_flight.await.expect("the request task");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("paused"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "stopping took {:?}", started.elapsed());
+    assert!(std::net::TcpStream::connect(addr).is_err(), "a stopped server still accepts connections");
 }
 
 // ---- 7. WebSocket ---------------------------------------------------------------------------
