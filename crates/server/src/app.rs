@@ -105,6 +105,8 @@ impl Application {
         let ops = Ops::new(store, master.api_key_hasher(), Some(auth.clone()));
         let config_gateway = config.gateway.clone();
         let workers = config.workers;
+        // The recorder first: the metric handles made below (the gateway's, say) bind to it.
+        let metrics = crate::observe::prometheus();
         let console = Arc::new(crate::console::Console::new(&config, &master));
         let state = AppState(Arc::new(AppStateInner {
             config: Arc::new(config),
@@ -114,7 +116,7 @@ impl Application {
             master,
             feed_cursor,
             gateway: config_gateway.map(|g| Arc::new(Gateway::new(g, workers))),
-            metrics: crate::observe::prometheus(),
+            metrics,
             console,
         }));
         Ok(Self { listener, state, follower, generated_admin_token })
@@ -181,22 +183,44 @@ impl Dispatch {
     }
 
     pub fn call(&self, req: Request) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
-        use futures_util::FutureExt;
+        use futures_util::future::Either;
         use tower::Service;
-        if self.state.gateway.is_none() || is_own_path(req.uri().path()) {
-            return futures_util::future::Either::Left(self.router.clone().call(req));
-        }
+        let path = req.uri().path();
         let state = self.state.clone();
-        futures_util::future::Either::Right(async move {
-            let proxied = crate::observe::observe(&state, req, |req| crate::gateway::proxy(State(state.clone()), req));
-            // As the router's CatchPanicLayer does for its routes.
-            Ok(std::panic::AssertUnwindSafe(proxied)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| ApiError::Internal("handler panicked".into()).into_response()))
-        })
+        // `/auth/verify` (nginx auth_request, Envoy ext_authz) is on every request of the API
+        // behind that proxy: served directly too, with the router's route labels.
+        if let Some(rest) = path.strip_prefix(VERIFY_PATH)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            let label = if rest.is_empty() { VERIFY_PATH } else { "/auth/verify/{*rest}" };
+            return Either::Right(Either::Left(direct(state, req, label, |state, req| async move {
+                routes::protocol::verify(State(state), req).await.into_response()
+            })));
+        }
+        if self.state.gateway.is_none() || is_own_path(path) {
+            return Either::Left(self.router.clone().call(req));
+        }
+        Either::Right(Either::Right(direct(state, req, "", |state, req| crate::gateway::proxy(State(state), req))))
     }
 }
+
+/// One request to `handler` past the router: observed (the route label is `label`, or the
+/// gateway's route), and a panic answers 500 as the router's CatchPanicLayer does.
+async fn direct<F, Fut>(state: AppState, req: Request, label: &'static str, handler: F) -> Result<Response, Infallible>
+where
+    F: FnOnce(AppState, Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    use futures_util::FutureExt;
+    let label = (!label.is_empty()).then_some(label);
+    let observed = crate::observe::observe(&state, req, label, |req| handler(state.clone(), req));
+    Ok(std::panic::AssertUnwindSafe(observed)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| ApiError::Internal("handler panicked".into()).into_response()))
+}
+
+const VERIFY_PATH: &str = "/auth/verify";
 
 /// Paths that [`router`] serves (exactly, or as a prefix covering the path and what is under it).
 const OWN_EXACT: &[&str] = &["/api/open/v3/getToken", "/healthz", "/metrics", "/readyz"];

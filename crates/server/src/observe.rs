@@ -58,11 +58,12 @@ fn request_id(req: &Request) -> HeaderValue {
 /// The router's middleware (keygate's own endpoints; the gateway's requests come through
 /// [`observe`] directly, see [`crate::app::Dispatch`]).
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    observe(&state, req, |req| next.run(req)).await
+    observe(&state, req, None, |req| next.run(req)).await
 }
 
-/// Request id, metrics and access log around `inner`.
-pub async fn observe<F, Fut>(state: &AppState, mut req: Request, inner: F) -> Response
+/// Request id, metrics and access log around `inner`. The route label is the gateway's route,
+/// else `route`, else the router's matched path.
+pub async fn observe<F, Fut>(state: &AppState, mut req: Request, route: Option<&'static str>, inner: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -77,10 +78,11 @@ where
     res.headers_mut().insert(&X_REQUEST_ID, id.clone());
 
     let proxied = res.extensions().get::<RouteLabel>();
-    let route = match (proxied, &matched) {
-        (Some(r), _) => r.as_str(),
-        (None, Some(m)) => m.as_str(),
-        (None, None) => "unmatched",
+    let route = match (proxied, route, &matched) {
+        (Some(r), _, _) => r.as_str(),
+        (None, Some(r), _) => r,
+        (None, None, Some(m)) => m.as_str(),
+        (None, None, None) => "unmatched",
     };
     let outcome: &'static str = match res.extensions().get::<BusinessCode>() {
         Some(c) => c.as_str(),

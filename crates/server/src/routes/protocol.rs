@@ -62,12 +62,12 @@ pub static H_UID: HeaderName = HeaderName::from_static("x-keygate-uid");
 pub static H_CLIENT_ID: HeaderName = HeaderName::from_static("x-keygate-client-id");
 pub static H_METHOD: HeaderName = HeaderName::from_static("x-keygate-auth-method");
 
-pub async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    match state.auth.authenticate(&headers).await {
+/// Takes the whole request (only its headers are read) so that they are not copied.
+pub async fn verify(State(state): State<AppState>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    match state.auth.authenticate(req.headers()).await {
         Ok(identity) => {
-            let mut h = HeaderMap::with_capacity(4);
-            set_identity_headers(&mut h, &identity);
-            let mut res = (h, ok(identity.clone())).into_response();
+            let mut res = ok(identity.clone()).into_response();
+            set_identity_headers(res.headers_mut(), &identity);
             res.extensions_mut().insert(identity);
             Ok(res)
         }

@@ -836,6 +836,9 @@ async fn metrics_count_gateway_traffic_and_hold_no_secret() {
     // A secret in the path or query string is not a label either.
     let path = format!("/metered/{}/echo?key={}", c.api_key, token);
     assert_eq!(get(&app, &path, &[("x-api-key", &c.api_key)]).await.status, 200);
+    // The verify endpoint, under the router's route labels.
+    app.verify_key(&c.api_key).await.expect_identity(&c, "api_key");
+    get(&app, &format!("/auth/verify/{}", c.api_key), &[]).await.expect_missing();
 
     let r = get(&app, "/metrics", &[]).await;
     assert_eq!(r.status, 200);
@@ -846,6 +849,8 @@ async fn metrics_count_gateway_traffic_and_hold_no_secret() {
     assert!(line(&["keygate_requests_total{", r#"route="/metered""#, r#"outcome="1101""#]), "{text}");
     assert!(line(&["keygate_requests_total{", r#"route="/metered""#, r#"outcome="1102""#]), "{text}");
     assert!(line(&["keygate_upstream_duration_seconds_bucket{", r#"route="/metered""#]), "{text}");
+    assert!(line(&["keygate_requests_total{", r#"route="/auth/verify""#, r#"outcome="1000""#]), "{text}");
+    assert!(line(&["keygate_requests_total{", r#"route="/auth/verify/{*rest}""#, r#"outcome="1102""#]), "{text}");
     assert!(line(&["keygate_auth_decisions_total"]), "{text}");
     assert!(line(&["keygate_cache_hits_total"]), "{text}");
     for secret in [c.api_key.as_str(), &token, &wrong, &token[token.len() - 20..]] {
