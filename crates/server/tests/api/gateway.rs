@@ -746,6 +746,18 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_connections() {
     assert!(std::net::TcpStream::connect(addr).is_err(), "a stopped server still accepts connections");
 }
 
+#[tokio::test]
+async fn an_upstream_named_by_host_name_is_resolved() {
+    let up = Upstream::start().await;
+    // localhost may resolve to ::1 first, where nothing listens: the next address is tried.
+    let by_name = format!("http://localhost:{}", up.addr.port());
+    let app = TestApp::spawn_with(|l| l.gateway = Some(gateway(vec![route("/named", by_name)]))).await;
+    let c = app.customer().await;
+    let r = get(&app, "/named/echo", &[("x-api-key", &c.api_key)]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(up.last().header("host"), Some(format!("localhost:{}", up.addr.port()).as_str()));
+}
+
 // ---- 7. WebSocket ---------------------------------------------------------------------------
 
 #[tokio::test]
