@@ -68,7 +68,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 log "building keygate and keygate-bench (release)"
 (cd "$root" && cargo build --release -q -p keygate -p keygate-bench)
 target=${CARGO_TARGET_DIR:-$root/target}
-KG=$target/release/keygate
+KG=${KEYGATE_BIN:-$target/release/keygate} # KEYGATE_BIN: another keygate build, to compare two versions
 SEED=$target/release/seed
 FLOOR=$target/release/hyper_floor
 
