@@ -146,7 +146,8 @@ impl Application {
         ));
         tracing::info!(%addr, backend = self.state.auth.store().backend(), workers = self.state.config.workers, "keygate listening");
         let workers = self.state.config.workers;
-        let mut threads = crate::serve::Workers::start(Dispatch::new(self.state), workers)?;
+        let header_read_timeout = self.state.config.header_read_timeout;
+        let mut threads = crate::serve::Workers::start(Dispatch::new(self.state), workers, header_read_timeout)?;
         let result = threads.accept_until(self.listener, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = tokio::join!(feed, pruner, usage);

@@ -96,6 +96,9 @@ pub struct Layer {
     pub console_secure_cookies: Option<SecureCookies>,
     /// Worker threads serving HTTP, each with its own connections [default: one per core].
     pub workers: Option<usize>,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may stay idle, e.g. "30s" [default: 30s]. Stops slow-header (slowloris) attacks.
+    pub header_read_timeout: Option<String>,
 }
 
 /// When console cookies carry `Secure`.
@@ -195,6 +198,7 @@ impl Layer {
             console_session_ttl: over.console_session_ttl.or(self.console_session_ttl),
             console_secure_cookies: over.console_secure_cookies.or(self.console_secure_cookies),
             workers: over.workers.or(self.workers),
+            header_read_timeout: over.header_read_timeout.or(self.header_read_timeout),
         }
     }
 
@@ -234,6 +238,7 @@ pub struct Config {
     pub console_secure_cookies: SecureCookies,
     /// Worker threads serving HTTP (see [`crate::serve`]).
     pub workers: usize,
+    pub header_read_timeout: Duration,
 }
 
 /// A resolved upstream: scheme http, authority and base path.
@@ -407,8 +412,14 @@ impl Config {
         if !(1..=1024).contains(&workers) {
             bail!("workers must be between 1 and 1024");
         }
+        let header_read_timeout =
+            duration("header_read_timeout", layer.header_read_timeout.as_deref().unwrap_or("30s"))?;
+        if header_read_timeout < Duration::from_millis(100) {
+            bail!("header_read_timeout must be at least 100ms");
+        }
         Ok(Config {
             workers,
+            header_read_timeout,
             listen,
             database_url,
             master_key,

@@ -25,7 +25,7 @@ use crate::app::Dispatch;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
@@ -65,7 +65,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `count` worker threads serving `dispatch`.
-    pub fn start(dispatch: Dispatch, count: usize) -> anyhow::Result<Self> {
+    pub fn start(dispatch: Dispatch, count: usize, header_read_timeout: Duration) -> anyhow::Result<Self> {
         let (drain, drain_rx) = watch::channel(false);
         let (exit, exit_rx) = watch::channel(false);
         let mut workers = Self { inboxes: Vec::new(), drain, drained: Vec::new(), exit, exited: Vec::new() };
@@ -84,7 +84,7 @@ impl Workers {
                 .spawn(move || {
                     WORKER.set(index);
                     runtime.block_on(async move {
-                        run_worker(rx, dispatch, drain).await;
+                        run_worker(rx, dispatch, drain, header_read_timeout).await;
                         let _ = drained_tx.send(());
                         let _ = exit.wait_for(|e| *e).await;
                     });
@@ -171,11 +171,15 @@ async fn run_worker(
     mut inbox: mpsc::UnboundedReceiver<Accepted>,
     dispatch: Dispatch,
     mut drain: watch::Receiver<bool>,
+    header_read_timeout: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The CONNECT protocol, for WebSockets over HTTP/2 (as axum::serve does).
     builder.http2().enable_connect_protocol();
+    // A client gets this long to send a request's headers (also the idle limit of a kept-alive
+    // connection): slow-header attacks cannot hold connections open.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     loop {
         let accepted = tokio::select! {
             biased;

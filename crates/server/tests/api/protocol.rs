@@ -385,3 +385,21 @@ async fn the_server_stops_on_shutdown() {
     app.stop().await.expect("run_until returns Ok");
     assert!(client.get(&url).send().await.is_err(), "a stopped server still answers");
 }
+
+#[tokio::test]
+async fn a_client_slow_to_send_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|l| l.header_read_timeout = Some("300ms".into())).await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    // Headers that never end.
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: keygate\r\n").await.expect("write");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is still open after 5 s");
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(250), "closed after {took:?}, before the timeout");
+    // Whoever sends whole requests is served as usual.
+    let r = app.send(app.client.get(app.url("/healthz"))).await;
+    assert_eq!(r.status, 200);
+}
