@@ -447,24 +447,23 @@ impl Authenticator {
     async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
         let now_secs = now_ms() / 1000;
         let expired = || AuthError::Refused(AuthFailure::Invalid(InvalidReason::TokenExpired));
+        // A cached token had its signature checked before; its expiry is checked each time.
         let cached = self.tokens.with(token, |t| {
             if t.subject.exp <= now_secs {
-                return Some(Err(expired()));
+                return Err(Err(expired()));
             }
-            let r = t.resolved.as_ref().filter(|r| self.cache_trusted() && self.current(r))?;
-            Some(self.token_decision(&t.subject, r))
+            match t.resolved.as_ref().filter(|r| self.cache_trusted() && self.current(r)) {
+                Some(r) => Err(self.token_decision(&t.subject, r)),
+                None => Ok(t.subject),
+            }
         });
         let subject = match cached {
-            Some(Some(result)) => {
+            // Decided from the cache entry alone (or expired).
+            Some(Err(decided)) => {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return result;
+                return decided;
             }
-            // A token whose signature was checked before; its expiry was checked above.
-            Some(None) => match self.tokens.get(token) {
-                Some(t) if t.subject.exp > now_secs => t.subject,
-                Some(_) => return Err(expired()),
-                None => self.verify_token(token, now_secs)?,
-            },
+            Some(Ok(subject)) => subject,
             None => {
                 let s = self.verify_token(token, now_secs)?;
                 self.tokens.insert(token.to_owned(), TokenEntry { subject: s, resolved: None });
