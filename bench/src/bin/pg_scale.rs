@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::http::{HeaderMap, HeaderValue};
 use clap::Parser;
+use keygate_auth::identity::X_API_KEY;
+use keygate_core::Secret;
 use keygate_core::key::{API_KEY_PREFIX, RANDOM_LEN, with_checksum};
 use keygate_core::{AccountId, ClientId, MasterKey};
-use keygate_server::auth::X_API_KEY;
-use keygate_server::config::Layer;
 use keygate_server::{Application, Config};
 use rand::{Rng, SeedableRng};
 
@@ -147,16 +147,16 @@ async fn main() -> anyhow::Result<()> {
 
     let rss_before_start = rss_kib();
     let t = Instant::now();
-    let layer = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        database_url: Some(args.database_url.clone()),
-        master_key: Some(MASTER.into()),
-        admin_token: Some("kga_bench-admin-token-0000000000000000".into()),
-        ..Default::default()
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        database_url: args.database_url.clone(),
+        master_key: Some(Secret::new(MASTER)),
+        admin_token: Some(Secret::new("kga_bench-admin-token-0000000000000000")),
+        ..Config::default()
     };
-    let app = Application::build(Config::resolve(layer)?).await?;
+    let app = Application::build(config).await?;
     println!("node start-up (migrations checked, no preload): {:.1?}", t.elapsed());
-    let auth = app.state().auth.clone();
+    let auth = app.state().auth.authenticator().clone();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut picks: Vec<usize> = (0..args.sample).map(|_| rng.random_range(0..args.credentials)).collect();

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use keygate_server::config::{Config, Layer};
-use keygate_server::ops::Ops;
+use keygate_auth::{MasterKeySource, secrets};
+use keygate_ops::Ops;
 
 #[derive(Parser)]
 struct Args {
@@ -42,9 +42,9 @@ fn create(path: &PathBuf) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = Config::resolve(Layer { database_url: Some(args.database_url.clone()), ..Default::default() })?;
-    let (store, master) = keygate_server::app::open_store(&config, true).await?;
-    let ops = Ops::new(store, master.api_key_hasher(), None);
+    let master = MasterKeySource::for_database(&args.database_url, None, None)?;
+    let (store, master) = secrets::open_store(&args.database_url, &master, true).await?;
+    let ops = Ops::new(store, &master, None);
 
     let mut keys = create(&args.keys_out)?;
     let mut clients = create(&args.clients_out)?;

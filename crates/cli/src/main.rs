@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use keygate_server::config::{Layer, LogFormat, SecureCookies, StatusMode};
-use keygate_server::console::Passwords;
-use keygate_server::ops::{Ops, parse_account_id, parse_client_id};
-use keygate_server::{Application, Config, keys};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use keygate_auth::secrets;
+use keygate_ops::password::{self, Passwords};
+use keygate_ops::{IssuedCredential, Ops, parse_account_id, parse_client_id};
+use keygate_server::config::{DatabaseArgs, LogFormat};
+use keygate_server::{Application, Config};
 use keygate_store::Role;
 use serde::Serialize;
 
@@ -31,15 +32,8 @@ struct Global {
     /// TOML configuration file (flags and KEYGATE_* variables override it).
     #[arg(long, global = true, env = "KEYGATE_CONFIG")]
     config: Option<PathBuf>,
-    /// Database URL [default: sqlite://keygate.db].
-    #[arg(long, global = true, env = "KEYGATE_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-    /// File holding the master key [default: beside the SQLite file, e.g. keygate.key].
-    #[arg(long, global = true, env = "KEYGATE_MASTER_KEY_FILE")]
-    master_key_file: Option<PathBuf>,
-    /// The master key itself, as 64 hex characters (prefer the file).
-    #[arg(long, global = true, env = "KEYGATE_MASTER_KEY", hide_env_values = true, hide = true)]
-    master_key: Option<String>,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -65,47 +59,28 @@ enum Command {
     AdminToken(AdminTokenCmd),
 }
 
-#[derive(Args)]
-struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "KEYGATE_LISTEN")]
-    listen: Option<String>,
-    /// Admin API token (at least 24 characters); else one is generated at first start.
-    /// Prefer KEYGATE_ADMIN_TOKEN or the config file: flags are visible in the process list.
-    #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Lifetime of tokens from getToken, e.g. 366d, 12h [default: 366d].
-    #[arg(long, env = "KEYGATE_TOKEN_TTL")]
-    token_ttl: Option<String>,
-    /// "standard" (401/403/400) or "always-200" (the vendor's behaviour) for protocol answers.
-    #[arg(long, env = "KEYGATE_HTTP_STATUS")]
-    http_status: Option<StatusMode>,
-    /// Largest accepted request body in bytes [default: 65536].
-    #[arg(long, env = "KEYGATE_MAX_BODY_BYTES")]
-    max_body_bytes: Option<usize>,
-    /// How often to poll the change feed, e.g. 250ms [default: 250ms].
-    #[arg(long, env = "KEYGATE_FEED_INTERVAL")]
-    feed_interval: Option<String>,
-    /// "text" or "json" [default: text].
-    #[arg(long, env = "KEYGATE_LOG_FORMAT")]
-    log_format: Option<LogFormat>,
-    /// One access-log line per request [default: true].
-    #[arg(long, env = "KEYGATE_ACCESS_LOG")]
-    access_log: Option<bool>,
-    /// Proxy every other path to this upstream (http://HOST:PORT[/BASE]) after authentication.
-    /// Several routes: [[gateway.routes]] in the config file.
-    #[arg(long, env = "KEYGATE_UPSTREAM")]
-    upstream: Option<String>,
-    /// Whether visitors may create accounts in the web console (/console) [default: true].
-    #[arg(long, env = "KEYGATE_CONSOLE_SIGNUP")]
-    console_signup: Option<bool>,
-    /// `Secure` console cookies: auto (behind a proxy sending X-Forwarded-Proto: https), true,
-    /// false [default: auto].
-    #[arg(long, env = "KEYGATE_CONSOLE_SECURE_COOKIES")]
-    console_secure_cookies: Option<SecureCookies>,
-    /// Worker threads serving HTTP, each a single-threaded event loop [default: one per core].
-    #[arg(long, env = "KEYGATE_WORKERS")]
-    workers: Option<usize>,
+/// `serve`'s flags are [`Config`]'s own (each setting's flag and environment variable are declared
+/// on its field). They are kept as matches and laid over the config file's values, so a flag that
+/// is not given leaves the file's setting as it is.
+struct ServeArgs(ArgMatches);
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(matches.clone()))
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0 = matches.clone();
+        Ok(())
+    }
+}
+
+impl Args for ServeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Config::augment_args(cmd)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Config::augment_args_for_update(cmd)
+    }
 }
 
 #[derive(Subcommand)]
@@ -197,17 +172,11 @@ enum AdminTokenCmd {
 }
 
 impl Global {
-    fn layer(&self) -> anyhow::Result<Layer> {
-        let file = match &self.config {
-            Some(path) => Layer::from_toml_file(path)?,
-            None => Layer::default(),
-        };
-        Ok(file.merge(Layer {
-            database_url: self.database_url.clone(),
-            master_key_file: self.master_key_file.clone(),
-            master_key: self.master_key.clone(),
-            ..Layer::default()
-        }))
+    /// The config file's settings (or the defaults) with the global database flags over them.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        self.database.apply(&mut config);
+        Ok(config)
     }
 }
 
@@ -228,40 +197,26 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let base = cli.global.layer()?;
+    let mut config = cli.global.config()?;
     let json = cli.global.json;
     match cli.command {
-        Command::Serve(a) => {
-            let layer = base.merge(Layer {
-                listen: a.listen,
-                admin_token: a.admin_token,
-                token_ttl: a.token_ttl,
-                http_status: a.http_status,
-                max_body_bytes: a.max_body_bytes,
-                feed_interval: a.feed_interval,
-                log_format: a.log_format,
-                access_log: a.access_log,
-                upstream: a.upstream,
-                console_signup: a.console_signup,
-                console_secure_cookies: a.console_secure_cookies,
-                workers: a.workers,
-                ..Layer::default()
-            });
-            let config = Config::resolve(layer)?;
+        Command::Serve(ServeArgs(flags)) => {
+            config.update_from_arg_matches(&flags)?;
+            config.validate()?;
             init_logging(config.log_format, "info,sqlx=warn");
             serve(config).await
         }
         Command::Migrate => {
             init_logging(LogFormat::Text, "warn");
-            let config = Config::resolve(base)?;
-            keygate_server::app::open_store(&config, true).await?;
+            config.validate()?;
+            secrets::open_store(&config.database_url, &config.master_key_source()?, true).await?;
             println!("database is up to date");
             Ok(())
         }
-        Command::Account(cmd) => admin(base, json, Manage::Account(cmd)).await,
-        Command::Credential(cmd) => admin(base, json, Manage::Credential(cmd)).await,
-        Command::SigningKey(cmd) => admin(base, json, Manage::SigningKey(cmd)).await,
-        Command::AdminToken(cmd) => admin(base, json, Manage::AdminToken(cmd)).await,
+        Command::Account(cmd) => admin(config, json, Manage::Account(cmd)).await,
+        Command::Credential(cmd) => admin(config, json, Manage::Credential(cmd)).await,
+        Command::SigningKey(cmd) => admin(config, json, Manage::SigningKey(cmd)).await,
+        Command::AdminToken(cmd) => admin(config, json, Manage::AdminToken(cmd)).await,
     }
 }
 
@@ -344,18 +299,18 @@ fn credential_line(c: &keygate_core::model::Credential) -> String {
     )
 }
 
-fn issued(i: &keygate_server::ops::IssuedCredential) -> String {
+fn issued(i: &IssuedCredential) -> String {
     format!(
         "clientId: {}\napiKey:   {}\n\nThe API key is also the clientSecret for getToken. It is shown only now: store it safely;\nkeygate keeps only a hash and cannot show it again.",
         i.client_id, i.api_key
     )
 }
 
-async fn admin(layer: Layer, json: bool, cmd: Manage) -> anyhow::Result<()> {
+async fn admin(config: Config, json: bool, cmd: Manage) -> anyhow::Result<()> {
     init_logging(LogFormat::Text, "warn");
-    let config = Config::resolve(layer)?;
-    let (store, master) = keygate_server::app::open_store(&config, true).await?;
-    let ops = Ops::new(store.clone(), master.api_key_hasher(), None);
+    config.validate()?;
+    let (store, master) = secrets::open_store(&config.database_url, &config.master_key_source()?, true).await?;
+    let ops = Ops::new(store.clone(), &master, None);
     match cmd {
         Manage::Account(cmd) => match cmd {
             AccountCmd::Create { email, first_name, operator: false, password_stdin: false } => {
@@ -427,13 +382,11 @@ async fn admin(layer: Layer, json: bool, cmd: Manage) -> anyhow::Result<()> {
                     s
                 })
             }
-            AccountCmd::Ban { id, reason } => print(
-                json,
-                &ops.set_banned(parse_account_id(&id)?, true, reason.as_deref(), "cli").await?,
-                account_line,
-            ),
+            AccountCmd::Ban { id, reason } => {
+                print(json, &ops.ban(parse_account_id(&id)?, reason.as_deref(), "cli").await?, account_line)
+            }
             AccountCmd::Unban { id } => {
-                print(json, &ops.set_banned(parse_account_id(&id)?, false, None, "cli").await?, account_line)
+                print(json, &ops.unban(parse_account_id(&id)?, None, "cli").await?, account_line)
             }
         },
         Manage::Credential(cmd) => match cmd {
@@ -460,7 +413,7 @@ async fn admin(layer: Layer, json: bool, cmd: Manage) -> anyhow::Result<()> {
             }
         },
         Manage::SigningKey(cmd) => match cmd {
-            SigningKeyCmd::List => print(json, &store.signing_keys().await?, |v| {
+            SigningKeyCmd::List => print(json, &ops.signing_keys().await?, |v| {
                 v.iter()
                     .map(|k| {
                         format!(
@@ -474,20 +427,14 @@ async fn admin(layer: Layer, json: bool, cmd: Manage) -> anyhow::Result<()> {
                     .join("\n")
             }),
             SigningKeyCmd::Rotate => {
-                print(json, &store.add_signing_key(&keys::new_kid()).await?, |k| format!("new signing key {}", k.kid))
+                print(json, &ops.rotate_signing_key().await?, |k| format!("new signing key {}", k.kid))
             }
             SigningKeyCmd::Retire { kid } => {
-                let live = store.signing_keys().await?.into_iter().filter(|k| k.retired_at.is_none()).count();
-                let target =
-                    store.signing_keys().await?.into_iter().find(|k| k.kid == kid).context("no such signing key")?;
-                if target.retired_at.is_none() && live <= 1 {
-                    anyhow::bail!("{kid} is the only live signing key: run `keygate signing-key rotate` first");
-                }
-                print(json, &store.retire_signing_key(&kid).await?, |k| format!("retired {}", k.kid))
+                print(json, &ops.retire_signing_key(&kid).await?, |k| format!("retired {}", k.kid))
             }
         },
         Manage::AdminToken(AdminTokenCmd::Reset) => {
-            let token = keys::reset_admin_token(store.as_ref(), &master).await?;
+            let token = ops.reset_admin_token().await?;
             print(json, &serde_json::json!({"adminToken": token}), |_| {
                 format!("{token}\n\nShown only now; the previous admin token no longer works.")
             })
@@ -513,7 +460,7 @@ fn read_password() -> anyhow::Result<String> {
         let _ = std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status();
     };
     if tty {
-        eprint!("Console password (at least {} characters): ", keygate_server::console::password::MIN_LEN);
+        eprint!("Console password (at least {} characters): ", password::MIN_LEN);
         stty("-echo");
     }
     let mut line = String::new();
@@ -529,6 +476,6 @@ fn read_password() -> anyhow::Result<String> {
             "no password on standard input: pipe one in, e.g. `printf '%s\\n' \"$PASSWORD\" | keygate account set-password ID --password-stdin`"
         );
     }
-    keygate_server::console::password::check_policy(password).map_err(anyhow::Error::msg)?;
+    password::check_policy(password).map_err(anyhow::Error::msg)?;
     Ok(password.to_owned())
 }

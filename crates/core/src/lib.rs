@@ -17,4 +17,4 @@ pub mod token;
 pub use code::BusinessCode;
 pub use ids::{AccountId, ClientId};
 pub use key::{ApiKey, KeyFormatError};
-pub use secret::{MasterKey, SecretHash, SecretHasher};
+pub use secret::{MasterKey, Secret, SecretHash, SecretHasher};

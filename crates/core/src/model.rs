@@ -123,13 +123,3 @@ impl AuthMethod {
         }
     }
 }
-
-/// Who an authenticated request is.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Identity {
-    pub account_id: AccountId,
-    pub uid: i64,
-    pub client_id: ClientId,
-    pub method: AuthMethod,
-}

@@ -1,37 +1,26 @@
-//! Server configuration: defaults, overridden by an optional TOML file, overridden by
-//! environment (`KEYGATE_*`), overridden by flags. The CLI collects the layers; this module
-//! defines them and resolves them into one [`Config`].
+//! Server configuration: one [`Config`] struct, where each setting is defined once: its TOML key
+//! (the field's name), its type and default ([`Config::default`]), its environment variable and
+//! its flag (the `#[arg]` attribute), and its help (the doc comment, which is also `--help`).
+//!
+//! Precedence: flags over `KEYGATE_*` environment variables over the TOML file over defaults.
+//! The file is read first ([`Config::load`]); clap then overwrites exactly the settings given as a
+//! flag or in the environment ([`clap::FromArgMatches::update_from_arg_matches`]); finally
+//! [`Config::validate`] checks ranges. The database settings are shared with every CLI command
+//! and come from the CLI's global flags ([`DatabaseArgs`]).
+//!
+//! Secrets (`admin_token`, `master_key`) are [`Secret`]s: `Debug` prints `***`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::ArgAction;
+use keygate_auth::{AuthSettings, MasterKeySource, StatusMode};
+use keygate_console::{ConsoleSettings, SecureCookies};
+use keygate_core::Secret;
+use keygate_gateway::{GatewayConfig, Route, Upstream};
 use serde::Deserialize;
-
-use crate::keys::MasterKeySource;
-
-/// How HTTP statuses are chosen for protocol answers (getToken and refusals of API calls).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum StatusMode {
-    /// 401 for 1101/1102 (with `WWW-Authenticate`), 403 for 1200, 400 for 1003.
-    #[default]
-    Standard,
-    /// Every protocol answer is HTTP 200; only `code` tells (the vendor's observed behaviour).
-    Always200,
-}
-
-impl std::str::FromStr for StatusMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "standard" => Ok(Self::Standard),
-            "always-200" | "always200" => Ok(Self::Always200),
-            _ => Err(format!("unknown http status mode {s:?}: use \"standard\" or \"always-200\"")),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -52,414 +41,357 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// One layer of settings; every field optional. The TOML file deserializes into this, and the
-/// CLI fills one from flags and environment.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Layer {
-    pub listen: Option<String>,
-    pub database_url: Option<String>,
-    pub master_key_file: Option<PathBuf>,
-    /// Hex master key; prefer the environment or a file over writing it into the config file.
-    pub master_key: Option<String>,
-    /// An operator-chosen admin token (at least 24 characters); else one is generated.
-    pub admin_token: Option<String>,
-    /// Token lifetime, e.g. "366d", "1h".
-    pub token_ttl: Option<String>,
-    /// The `from` claim of issued tokens.
-    pub token_from: Option<String>,
-    pub http_status: Option<StatusMode>,
-    pub max_body_bytes: Option<usize>,
-    pub cache_capacity: Option<u64>,
-    /// How often the change feed is polled, e.g. "250ms".
-    pub feed_interval: Option<String>,
-    /// How long cached credentials keep being honoured while the change feed cannot be
-    /// followed (database unreachable), e.g. "5m". Past it every request needs the database.
-    pub fail_static: Option<String>,
-    /// How long a request waits for the database on a cache miss before failing with 1503.
-    pub store_timeout: Option<String>,
-    /// How often usage counters (last used, requests per day) are written, e.g. "10s".
-    pub usage_flush: Option<String>,
-    pub log_format: Option<LogFormat>,
-    /// One access-log line per request (target `keygate::access`) [default: true].
-    pub access_log: Option<bool>,
-    /// Shortcut for a gateway with one authenticated route `/` to this upstream.
-    pub upstream: Option<String>,
-    /// The reverse-proxy gateway (`[gateway]` and `[[gateway.routes]]` in TOML).
-    pub gateway: Option<GatewayLayer>,
-    /// Whether visitors may create accounts in the web console (`/console`) [default: true].
-    pub console_signup: Option<bool>,
-    /// Absolute lifetime of a console login session, e.g. "12h" [default: 12h].
-    pub console_session_ttl: Option<String>,
-    /// `Secure` on console cookies: "auto" (when the request says `X-Forwarded-Proto: https`),
-    /// true or false [default: auto].
-    pub console_secure_cookies: Option<SecureCookies>,
-    /// Worker threads serving HTTP, each with its own connections [default: one per core].
-    pub workers: Option<usize>,
-    /// How long a client may take to send a request's headers, and how long a kept-alive
-    /// connection may stay idle, e.g. "30s" [default: 30s]. Stops slow-header (slowloris) attacks.
-    pub header_read_timeout: Option<String>,
-}
-
-/// When console cookies carry `Secure`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SecureCookies {
-    /// When the request came through a TLS-terminating proxy (`X-Forwarded-Proto: https` or
-    /// `Forwarded: proto=https`). keygate itself serves plain HTTP.
-    #[default]
-    Auto,
-    Always,
-    Never,
-}
-
-impl std::str::FromStr for SecureCookies {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "true" | "always" => Ok(Self::Always),
-            "false" | "never" => Ok(Self::Never),
-            _ => Err(format!("console_secure_cookies {s:?}: use \"auto\", true or false")),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for SecureCookies {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bool(bool),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bool(true) => Ok(Self::Always),
-            Raw::Bool(false) => Ok(Self::Never),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// `[gateway]` in the TOML file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GatewayLayer {
-    /// Remove `x-api-key`, `Authorization`, `x-client-id`, `x-client-secret` before forwarding
-    /// [default: true].
-    pub strip_credentials: Option<bool>,
-    /// Forward the client's `Host` instead of the upstream's [default: false].
-    pub preserve_host: Option<bool>,
-    /// e.g. "5s" [default: 5s].
-    pub connect_timeout: Option<String>,
-    /// Time allowed until the upstream's response headers, e.g. "60s" [default: 60s].
-    pub response_timeout: Option<String>,
-    #[serde(default)]
-    pub routes: Vec<RouteLayer>,
-}
-
-/// `[[gateway.routes]]`: requests whose path starts with `prefix` go to `upstream`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteLayer {
-    pub prefix: String,
-    /// `http://host:port` with an optional base path prepended to forwarded paths.
-    pub upstream: String,
-    /// No authentication on this route (say, the upstream's own health page).
-    #[serde(default)]
-    pub public: bool,
-    /// Forward the path without `prefix`.
-    #[serde(default)]
-    pub strip_prefix: bool,
-}
-
-impl Layer {
-    /// Fields set in `over` replace those in `self`.
-    pub fn merge(self, over: Layer) -> Layer {
-        Layer {
-            listen: over.listen.or(self.listen),
-            database_url: over.database_url.or(self.database_url),
-            master_key_file: over.master_key_file.or(self.master_key_file),
-            master_key: over.master_key.or(self.master_key),
-            admin_token: over.admin_token.or(self.admin_token),
-            token_ttl: over.token_ttl.or(self.token_ttl),
-            token_from: over.token_from.or(self.token_from),
-            http_status: over.http_status.or(self.http_status),
-            max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
-            cache_capacity: over.cache_capacity.or(self.cache_capacity),
-            feed_interval: over.feed_interval.or(self.feed_interval),
-            fail_static: over.fail_static.or(self.fail_static),
-            store_timeout: over.store_timeout.or(self.store_timeout),
-            usage_flush: over.usage_flush.or(self.usage_flush),
-            log_format: over.log_format.or(self.log_format),
-            access_log: over.access_log.or(self.access_log),
-            upstream: over.upstream.or(self.upstream),
-            gateway: over.gateway.or(self.gateway),
-            console_signup: over.console_signup.or(self.console_signup),
-            console_session_ttl: over.console_session_ttl.or(self.console_session_ttl),
-            console_secure_cookies: over.console_secure_cookies.or(self.console_secure_cookies),
-            workers: over.workers.or(self.workers),
-            header_read_timeout: over.header_read_timeout.or(self.header_read_timeout),
-        }
-    }
-
-    pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Layer> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
-    }
-}
-
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://keygate.db";
 
-/// The resolved configuration.
-#[derive(Clone)]
+/// Every setting of `keygate serve`.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "KEYGATE_LISTEN", value_name = "HOST:PORT", required = false, value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://keygate.db].
+    /// A global flag of every command (see the CLI's `--database-url`).
+    #[arg(skip = DEFAULT_DATABASE_URL.to_owned())]
     pub database_url: String,
-    pub master_key: MasterKeySource,
-    pub admin_token: Option<String>,
+    /// File holding the master key [default: beside the SQLite file, e.g. keygate.key].
+    #[arg(skip)]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, 64 hex characters; prefer the environment or a file.
+    #[arg(skip)]
+    pub master_key: Option<Secret>,
+    /// Admin API token (at least 24 characters); else one is generated at first start.
+    /// Prefer KEYGATE_ADMIN_TOKEN or the config file: flags are visible in the process list.
+    #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// Lifetime of tokens from getToken, e.g. 366d, 12h [default: 366d].
+    #[arg(long, env = "KEYGATE_TOKEN_TTL", required = false, value_parser = duration("token_ttl"))]
+    #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
+    /// The `from` claim of issued tokens [default: keygate].
+    #[arg(long, env = "KEYGATE_TOKEN_FROM", required = false)]
     pub token_from: String,
+    /// "standard" (401/403/400) or "always-200" (the vendor's behaviour) for protocol answers
+    /// [default: standard].
+    #[arg(long, env = "KEYGATE_HTTP_STATUS", required = false)]
     pub http_status: StatusMode,
+    /// Largest accepted request body in bytes [default: 65536].
+    #[arg(long, env = "KEYGATE_MAX_BODY_BYTES", required = false)]
     pub max_body_bytes: usize,
+    /// Entries per authentication cache [default: 1000000].
+    #[arg(long, env = "KEYGATE_CACHE_CAPACITY", required = false)]
     pub cache_capacity: u64,
+    /// How often the change feed is polled, e.g. 250ms: the bound on how long a change made
+    /// elsewhere takes to apply here [default: 250ms].
+    #[arg(long, env = "KEYGATE_FEED_INTERVAL", required = false, value_parser = duration("feed_interval"))]
+    #[serde(with = "humantime_serde")]
     pub feed_interval: Duration,
+    /// How long cached credentials keep being honoured while the change feed cannot be followed
+    /// (database unreachable) [default: 5m].
+    #[arg(long, env = "KEYGATE_FAIL_STATIC", required = false, value_parser = duration("fail_static"))]
+    #[serde(with = "humantime_serde")]
     pub fail_static: Duration,
+    /// How long a request waits for the database on a cache miss before failing with 1503
+    /// [default: 2s].
+    #[arg(long, env = "KEYGATE_STORE_TIMEOUT", required = false, value_parser = duration("store_timeout"))]
+    #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
+    /// How often usage counters (last used, requests per day) are written [default: 10s].
+    #[arg(long, env = "KEYGATE_USAGE_FLUSH", required = false, value_parser = duration("usage_flush"))]
+    #[serde(with = "humantime_serde")]
     pub usage_flush: Duration,
+    /// "text" or "json" [default: text]; the level comes from RUST_LOG.
+    #[arg(long, env = "KEYGATE_LOG_FORMAT", required = false)]
     pub log_format: LogFormat,
+    /// One access-log line per request, target `keygate::access` [default: true].
+    #[arg(long, env = "KEYGATE_ACCESS_LOG", required = false, action = ArgAction::Set)]
     pub access_log: bool,
-    /// `None` when no route is configured: keygate then serves only its own endpoints.
-    pub gateway: Option<GatewayConfig>,
-    /// Whether the web console offers sign-up.
+    /// Proxy every other path to this upstream (http://HOST:PORT[/BASE]) after authentication: a
+    /// gateway route `/`. Several routes: [[gateway.routes]] in the config file.
+    #[arg(long, env = "KEYGATE_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<Upstream>,
+    /// The reverse-proxy gateway (`[gateway]` and `[[gateway.routes]]` in TOML).
+    #[command(flatten)]
+    pub gateway: GatewaySettings,
+    /// Whether visitors may create accounts in the web console (/console) [default: true].
+    #[arg(long, env = "KEYGATE_CONSOLE_SIGNUP", required = false, action = ArgAction::Set)]
     pub console_signup: bool,
-    /// Absolute lifetime of a console session.
+    /// Absolute lifetime of a console login session [default: 12h].
+    #[arg(long, env = "KEYGATE_CONSOLE_SESSION_TTL", required = false, value_parser = duration("console_session_ttl"))]
+    #[serde(with = "humantime_serde")]
     pub console_session_ttl: Duration,
+    /// `Secure` console cookies: auto (behind a proxy sending X-Forwarded-Proto: https), true,
+    /// false [default: auto].
+    #[arg(long, env = "KEYGATE_CONSOLE_SECURE_COOKIES", required = false)]
     pub console_secure_cookies: SecureCookies,
-    /// Worker threads serving HTTP (see [`crate::serve`]).
+    /// Worker threads serving HTTP, each a single-threaded event loop [default: one per core].
+    #[arg(long, env = "KEYGATE_WORKERS", required = false)]
     pub workers: usize,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may stay idle; stops slow-header attacks [default: 30s].
+    #[arg(long, env = "KEYGATE_HEADER_READ_TIMEOUT", required = false, value_parser = duration("header_read_timeout"))]
+    #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
 }
 
-/// A resolved upstream: scheme http, authority and base path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub authority: http::uri::Authority,
-    /// Prepended to forwarded paths; empty or starting with `/`, never ending with `/`.
-    pub base_path: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub prefix: String,
-    pub upstream: Upstream,
-    pub public: bool,
-    pub strip_prefix: bool,
-}
-
-impl Route {
-    /// Whether this route serves `path` (segment-aware: `/v1` serves `/v1` and `/v1/x`, not `/v10`).
-    pub fn matches(&self, path: &str) -> bool {
-        match path.strip_prefix(self.prefix.as_str()) {
-            Some(rest) => self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-            None => false,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    /// Longest prefix first.
-    pub routes: Vec<Route>,
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Remove `x-api-key`, `Authorization`, `x-client-id`, `x-client-secret` before forwarding
+    /// [default: true].
+    #[arg(
+        long = "gateway-strip-credentials",
+        id = "gateway_strip_credentials",
+        value_name = "BOOL",
+        env = "KEYGATE_GATEWAY_STRIP_CREDENTIALS",
+        required = false,
+        action = ArgAction::Set
+    )]
     pub strip_credentials: bool,
+    /// Forward the client's `Host` instead of the upstream's [default: false].
+    #[arg(
+        long = "gateway-preserve-host",
+        id = "gateway_preserve_host",
+        value_name = "BOOL",
+        env = "KEYGATE_GATEWAY_PRESERVE_HOST",
+        required = false,
+        action = ArgAction::Set
+    )]
     pub preserve_host: bool,
+    /// Time allowed to connect to an upstream [default: 5s].
+    #[arg(
+        long = "gateway-connect-timeout",
+        id = "gateway_connect_timeout",
+        value_name = "DURATION",
+        env = "KEYGATE_GATEWAY_CONNECT_TIMEOUT",
+        required = false,
+        value_parser = duration("gateway.connect_timeout")
+    )]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Time allowed until the upstream's response headers [default: 60s].
+    #[arg(
+        long = "gateway-response-timeout",
+        id = "gateway_response_timeout",
+        value_name = "DURATION",
+        env = "KEYGATE_GATEWAY_RESPONSE_TIMEOUT",
+        required = false,
+        value_parser = duration("gateway.response_timeout")
+    )]
+    #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// `[[gateway.routes]]` (the config file only): `prefix`, `upstream`, `public`, `strip_prefix`.
+    #[arg(skip)]
+    pub routes: Vec<Route>,
 }
 
-fn parse_upstream(s: &str) -> anyhow::Result<Upstream> {
-    let uri: http::Uri = s.parse().with_context(|| format!("upstream {s:?} is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            bail!("upstream {s:?}: https upstreams are not supported yet; use http:// on a private network")
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            database_url: DEFAULT_DATABASE_URL.into(),
+            master_key_file: None,
+            master_key: None,
+            admin_token: None,
+            token_ttl: Duration::from_secs(366 * 86_400),
+            token_from: "keygate".into(),
+            http_status: StatusMode::Standard,
+            max_body_bytes: 64 * 1024,
+            cache_capacity: 1_000_000,
+            feed_interval: Duration::from_millis(250),
+            fail_static: Duration::from_secs(300),
+            store_timeout: Duration::from_secs(2),
+            usage_flush: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+            access_log: true,
+            upstream: None,
+            gateway: GatewaySettings::default(),
+            console_signup: true,
+            console_session_ttl: Duration::from_secs(12 * 3600),
+            console_secure_cookies: SecureCookies::Auto,
+            workers: crate::serve::default_workers(),
+            header_read_timeout: Duration::from_secs(30),
         }
-        _ => bail!("upstream {s:?} must start with http://"),
     }
-    let authority = uri.authority().cloned().with_context(|| format!("upstream {s:?} has no host"))?;
-    if uri.query().is_some() {
-        bail!("upstream {s:?} must not have a query string");
-    }
-    let base_path = uri.path().trim_end_matches('/').to_owned();
-    Ok(Upstream { authority, base_path })
 }
 
-fn resolve_gateway(upstream: Option<String>, layer: Option<GatewayLayer>) -> anyhow::Result<Option<GatewayConfig>> {
-    let layer = layer.unwrap_or_default();
-    let mut routes = Vec::new();
-    for r in &layer.routes {
-        if !r.prefix.starts_with('/') {
-            bail!("gateway route prefix {:?} must start with /", r.prefix);
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            strip_credentials: true,
+            preserve_host: false,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            routes: Vec::new(),
         }
-        routes.push(Route {
-            prefix: r.prefix.clone(),
-            upstream: parse_upstream(&r.upstream)?,
-            public: r.public,
-            strip_prefix: r.strip_prefix,
-        });
-    }
-    if let Some(u) = upstream {
-        routes.push(Route { prefix: "/".into(), upstream: parse_upstream(&u)?, public: false, strip_prefix: false });
-    }
-    if routes.is_empty() {
-        return Ok(None);
-    }
-    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-    Ok(Some(GatewayConfig {
-        routes,
-        strip_credentials: layer.strip_credentials.unwrap_or(true),
-        preserve_host: layer.preserve_host.unwrap_or(false),
-        connect_timeout: duration("gateway.connect_timeout", layer.connect_timeout.as_deref().unwrap_or("5s"))?,
-        response_timeout: duration("gateway.response_timeout", layer.response_timeout.as_deref().unwrap_or("60s"))?,
-    }))
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
-            .field("token_ttl", &self.token_ttl)
-            .field("http_status", &self.http_status)
-            .finish_non_exhaustive()
     }
 }
 
-/// A database URL with any password replaced, for logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+/// The database settings every command shares, as global flags (and their environment
+/// variables) of the CLI; they override the file's.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DatabaseArgs {
+    /// Database URL [default: sqlite://keygate.db].
+    #[arg(long, global = true, env = "KEYGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// File holding the master key [default: beside the SQLite file, e.g. keygate.key].
+    #[arg(long, global = true, env = "KEYGATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, as 64 hex characters (prefer the file).
+    #[arg(long, global = true, env = "KEYGATE_MASTER_KEY", hide_env_values = true, hide = true)]
+    pub master_key: Option<Secret>,
+}
+
+impl DatabaseArgs {
+    /// Puts the settings given as flags or environment into `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(url) = &self.database_url {
+            config.database_url = url.clone();
         }
-        _ => url.to_owned(),
+        if let Some(path) = &self.master_key_file {
+            config.master_key_file = Some(path.clone());
+        }
+        if let Some(key) = &self.master_key {
+            config.master_key = Some(key.clone());
+        }
     }
 }
 
-fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s)
-        .with_context(|| format!("{what} {s:?} is not a duration like \"366d\", \"1h\", \"250ms\""))
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| format!("listen address {s:?} is not HOST:PORT"))
 }
 
-/// The SQLite file a `sqlite:` URL names, if it names one.
-pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+/// A clap parser for a duration setting, naming the setting when the value is wrong.
+fn duration(what: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        humantime::parse_duration(s)
+            .map_err(|_| format!("{what} {s:?} is not a duration like \"366d\", \"1h\", \"250ms\""))
+    }
 }
 
 impl Config {
-    pub fn resolve(layer: Layer) -> anyhow::Result<Config> {
-        let listen = layer.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen: SocketAddr =
-            listen.parse().with_context(|| format!("listen address {listen:?} is not HOST:PORT"))?;
-        let database_url = layer.database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        let master_key = match (layer.master_key, layer.master_key_file) {
-            (Some(hex), _) => MasterKeySource::Hex(hex),
-            (None, Some(path)) => MasterKeySource::File { path, create: true },
-            (None, None) => match sqlite_path(&database_url) {
-                Some(db) => MasterKeySource::File { path: db.with_extension("key"), create: true },
-                None if database_url.starts_with("sqlite:") => MasterKeySource::Ephemeral,
-                None => bail!(
-                    "a shared master key is needed with {}: set KEYGATE_MASTER_KEY or --master-key-file",
-                    redact_url(&database_url)
-                ),
-            },
-        };
-        if let Some(t) = &layer.admin_token
-            && t.len() < 24
-        {
+    /// The settings of a TOML file (defaults for what it leaves out), or the defaults.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = file else { return Ok(Config::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.admin_token.as_ref().is_some_and(|t| t.expose().len() < 24) {
             bail!("the configured admin token is too short: use at least 24 random characters");
         }
-        let token_ttl = duration("token_ttl", layer.token_ttl.as_deref().unwrap_or("366d"))?;
         // Token times are whole seconds (JWT NumericDate): a shorter lifetime would expire at issue.
-        if token_ttl < Duration::from_secs(1) {
+        if self.token_ttl < Duration::from_secs(1) {
             bail!("token_ttl must be at least 1s");
         }
-        let feed_interval = duration("feed_interval", layer.feed_interval.as_deref().unwrap_or("250ms"))?;
-        if feed_interval < Duration::from_millis(10) || feed_interval > Duration::from_secs(60) {
+        if self.feed_interval < Duration::from_millis(10) || self.feed_interval > Duration::from_secs(60) {
             bail!("feed_interval must be between 10ms and 60s");
         }
-        let fail_static = duration("fail_static", layer.fail_static.as_deref().unwrap_or("5m"))?;
-        let store_timeout = duration("store_timeout", layer.store_timeout.as_deref().unwrap_or("2s"))?;
-        let usage_flush = duration("usage_flush", layer.usage_flush.as_deref().unwrap_or("10s"))?;
-        if usage_flush < Duration::from_millis(10) {
+        if self.usage_flush < Duration::from_millis(10) {
             bail!("usage_flush must be at least 10ms");
         }
-        if store_timeout.is_zero() {
+        if self.store_timeout.is_zero() {
             bail!("store_timeout must be positive");
         }
-        let console_session_ttl =
-            duration("console_session_ttl", layer.console_session_ttl.as_deref().unwrap_or("12h"))?;
-        if console_session_ttl < Duration::from_secs(1) || console_session_ttl > Duration::from_secs(30 * 86_400) {
+        if self.console_session_ttl < Duration::from_secs(1)
+            || self.console_session_ttl > Duration::from_secs(30 * 86_400)
+        {
             bail!("console_session_ttl must be between 1s and 30d");
         }
-        let workers = layer.workers.unwrap_or_else(crate::serve::default_workers);
-        if !(1..=1024).contains(&workers) {
+        if !(1..=1024).contains(&self.workers) {
             bail!("workers must be between 1 and 1024");
         }
-        let header_read_timeout =
-            duration("header_read_timeout", layer.header_read_timeout.as_deref().unwrap_or("30s"))?;
-        if header_read_timeout < Duration::from_millis(100) {
+        if self.header_read_timeout < Duration::from_millis(100) {
             bail!("header_read_timeout must be at least 100ms");
         }
-        Ok(Config {
-            workers,
-            header_read_timeout,
-            listen,
-            database_url,
-            master_key,
-            admin_token: layer.admin_token,
-            token_ttl,
-            token_from: layer.token_from.unwrap_or_else(|| "keygate".into()),
-            http_status: layer.http_status.unwrap_or_default(),
-            max_body_bytes: layer.max_body_bytes.unwrap_or(64 * 1024),
-            cache_capacity: layer.cache_capacity.unwrap_or(1_000_000),
-            feed_interval,
-            fail_static,
-            store_timeout,
-            usage_flush,
-            log_format: layer.log_format.unwrap_or_default(),
-            access_log: layer.access_log.unwrap_or(true),
-            gateway: resolve_gateway(layer.upstream, layer.gateway)?,
-            console_signup: layer.console_signup.unwrap_or(true),
-            console_session_ttl,
-            console_secure_cookies: layer.console_secure_cookies.unwrap_or_default(),
-        })
+        self.gateway()?;
+        self.master_key_source()?;
+        Ok(())
+    }
+
+    /// Where the master key comes from.
+    pub fn master_key_source(&self) -> anyhow::Result<MasterKeySource> {
+        MasterKeySource::for_database(&self.database_url, self.master_key.clone(), self.master_key_file.clone())
+    }
+
+    /// The gateway's configuration: its routes (plus `/` for `upstream`), or `None`.
+    pub fn gateway(&self) -> anyhow::Result<Option<GatewayConfig>> {
+        let g = &self.gateway;
+        let mut routes = g.routes.clone();
+        if let Some(u) = &self.upstream {
+            routes.push(Route::new("/", u.clone()));
+        }
+        GatewayConfig {
+            routes,
+            strip_credentials: g.strip_credentials,
+            preserve_host: g.preserve_host,
+            connect_timeout: g.connect_timeout,
+            response_timeout: g.response_timeout,
+        }
+        .validated()
+    }
+
+    /// What the authenticator needs.
+    pub fn auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            token_ttl: self.token_ttl,
+            token_from: self.token_from.clone(),
+            cache_capacity: self.cache_capacity,
+            fail_static: self.fail_static,
+            store_timeout: self.store_timeout,
+        }
+    }
+
+    /// What the console needs.
+    pub fn console_settings(&self) -> ConsoleSettings {
+        ConsoleSettings {
+            signup: self.console_signup,
+            session_ttl: self.console_session_ttl,
+            secure_cookies: self.console_secure_cookies,
+            limits: Default::default(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{Args, FromArgMatches};
+
+    /// Parses `args` as `serve`'s flags over `base`.
+    fn with_flags(mut base: Config, args: &[&str]) -> anyhow::Result<Config> {
+        let cmd = Config::augment_args(clap::Command::new("serve"));
+        let matches = cmd.try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        base.update_from_arg_matches(&matches)?;
+        base.validate()?;
+        Ok(base)
+    }
 
     #[test]
     fn layering_and_defaults() {
-        let file = Layer { listen: Some("0.0.0.0:9000".into()), token_ttl: Some("1h".into()), ..Default::default() };
-        let flags = Layer { listen: Some("127.0.0.1:1".into()), ..Default::default() };
-        let c = Config::resolve(file.merge(flags)).unwrap();
+        let file: Config = toml::from_str("listen = \"0.0.0.0:9000\"\ntoken_ttl = \"1h\"\naccess_log = false").unwrap();
+        assert_eq!(file.listen.to_string(), "0.0.0.0:9000");
+        let c = with_flags(file.clone(), &["--listen", "127.0.0.1:1"]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:1");
-        assert_eq!(c.token_ttl, Duration::from_secs(3600));
-        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
-        assert!(matches!(&c.master_key, MasterKeySource::File { path, .. } if path == &PathBuf::from("keygate.key")));
-        assert!(Config::resolve(Layer { token_ttl: Some("soon".into()), ..Default::default() }).is_err());
+        assert_eq!(c.token_ttl, Duration::from_secs(3600), "the file's, no flag given");
+        assert!(!c.access_log, "a flag not given does not reset the file's value");
+        let c = with_flags(file, &["--access-log", "true", "--token-ttl", "2h"]).unwrap();
+        assert!(c.access_log);
+        assert_eq!(c.token_ttl, Duration::from_secs(7200));
+        let d = Config::default();
+        assert_eq!(d.database_url, DEFAULT_DATABASE_URL);
         assert!(
-            Config::resolve(Layer { database_url: Some("postgres://u:pw@h/db".into()), ..Default::default() }).is_err()
+            matches!(d.master_key_source().unwrap(), MasterKeySource::File { path, .. } if path == Path::new("keygate.key"))
         );
+        let err = with_flags(Config::default(), &["--token-ttl", "soon"]).unwrap_err().to_string();
+        assert!(err.contains("token_ttl"), "{err}");
+        let pg = Config { database_url: "postgres://u:pw@h/db".into(), ..Config::default() };
+        let err = pg.validate().unwrap_err().to_string();
+        assert!(err.contains("master key") && !err.contains("pw"), "{err}");
     }
 
     #[test]
@@ -476,8 +408,8 @@ mod tests {
             upstream = "http://10.0.0.1:8080"
             public = true
         "#;
-        let c = Config::resolve(toml::from_str::<Layer>(toml).unwrap()).unwrap();
-        let g = c.gateway.unwrap();
+        let c: Config = toml::from_str(toml).unwrap();
+        let g = c.gateway().unwrap().unwrap();
         let pick = |p: &str| g.routes.iter().find(|r| r.matches(p)).map(|r| r.prefix.as_str());
         assert_eq!(pick("/v1/health"), Some("/v1/health"));
         assert_eq!(pick("/v1/x"), Some("/v1"));
@@ -486,19 +418,29 @@ mod tests {
         assert_eq!(g.routes.iter().find(|r| r.prefix == "/v1").unwrap().upstream.base_path, "/base");
         assert_eq!(g.response_timeout, Duration::from_secs(2));
         for bad in ["https://x", "ftp://x", "http://x/?q=1", "not a url"] {
-            assert!(Config::resolve(Layer { upstream: Some(bad.into()), ..Default::default() }).is_err(), "{bad}");
+            assert!(toml::from_str::<Config>(&format!("upstream = {bad:?}")).is_err(), "{bad}");
+            assert!(with_flags(Config::default(), &["--upstream", bad]).is_err(), "{bad}");
         }
-        assert!(Config::resolve(Layer::default()).unwrap().gateway.is_none());
+        assert!(
+            toml::from_str::<Config>("[[gateway.routes]]\nprefix = \"v1\"\nupstream = \"http://x:1\"")
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+        assert!(Config::default().gateway().unwrap().is_none());
+        let c =
+            with_flags(Config::default(), &["--gateway-connect-timeout", "1s", "--upstream", "http://u:1"]).unwrap();
+        assert_eq!(c.gateway().unwrap().unwrap().connect_timeout, Duration::from_secs(1));
     }
 
     #[test]
     fn console_settings() {
-        let c = Config::resolve(Layer::default()).unwrap();
+        let c = Config::default();
         assert!(c.console_signup);
         assert_eq!(c.console_session_ttl, Duration::from_secs(12 * 3600));
         assert_eq!(c.console_secure_cookies, SecureCookies::Auto);
         let toml = "console_signup = false\nconsole_session_ttl = \"1h\"\nconsole_secure_cookies = true\n";
-        let c = Config::resolve(toml::from_str::<Layer>(toml).unwrap()).unwrap();
+        let c: Config = toml::from_str(toml).unwrap();
         assert!(!c.console_signup);
         assert_eq!(c.console_session_ttl, Duration::from_secs(3600));
         assert_eq!(c.console_secure_cookies, SecureCookies::Always);
@@ -506,15 +448,25 @@ mod tests {
             [("auto", SecureCookies::Auto), ("false", SecureCookies::Never), ("true", SecureCookies::Always)]
         {
             let t = format!("console_secure_cookies = \"{text}\"");
-            assert_eq!(toml::from_str::<Layer>(&t).unwrap().console_secure_cookies, Some(want));
+            assert_eq!(toml::from_str::<Config>(&t).unwrap().console_secure_cookies, want);
         }
-        assert!(toml::from_str::<Layer>("console_secure_cookies = \"maybe\"").is_err());
-        assert!(Config::resolve(Layer { console_session_ttl: Some("0s".into()), ..Default::default() }).is_err());
+        assert!(toml::from_str::<Config>("console_secure_cookies = \"maybe\"").is_err());
+        let c = Config { console_session_ttl: Duration::ZERO, ..Config::default() };
+        assert!(c.validate().is_err());
     }
 
     #[test]
-    fn redaction() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact_url("sqlite://keygate.db"), "sqlite://keygate.db");
+    fn secrets_are_not_printed() {
+        let c: Config = toml::from_str("admin_token = \"kga_a-very-secret-admin-token-value\"").unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert_eq!(c.admin_token.unwrap().expose(), "kga_a-very-secret-admin-token-value");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("listen_adress = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+        assert!(toml::from_str::<Config>("[gateway]\ntimeout = \"1s\"").is_err());
     }
 }

@@ -1,22 +1,19 @@
-//! keygate's HTTP server: the protocol endpoints, the authenticator and its cache, the change
-//! feed follower, the admin API and start-up. Only this crate knows HTTP.
+//! keygate's HTTP server: it assembles the parts (the authenticator of `keygate-auth`, the admin
+//! operations of `keygate-ops`, the gateway, the console) and owns what only a server has:
+//! configuration ([`config`]), start-up ([`startup`]), serving connections ([`serve`]), routing
+//! ([`router`]), the handlers of keygate's own endpoints ([`routes`]) and telemetry ([`observe`]).
+//!
+//! Imports point one way: `startup` -> `router` -> `routes` -> `app` (the shared state);
+//! `serve` runs any handler and knows none of them.
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod auth;
-pub mod cache;
 pub mod config;
-pub mod console;
-pub mod error;
-pub mod feed;
-pub mod gateway;
-pub mod keys;
 pub mod observe;
-pub mod ops;
+pub mod router;
 pub mod routes;
 pub mod serve;
-pub mod upstream;
-pub mod usage;
+pub mod startup;
 
-pub use app::Application;
 pub use config::Config;
+pub use startup::Application;

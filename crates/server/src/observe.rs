@@ -13,13 +13,14 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use keygate_auth::Identity;
+use keygate_auth::identity::X_REQUEST_ID;
 use keygate_core::BusinessCode;
-use keygate_core::model::Identity;
+use keygate_gateway::RouteLabel;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::RngCore;
 
 use crate::app::AppState;
-use crate::gateway::{RouteLabel, X_REQUEST_ID};
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in the process).
 pub fn prometheus() -> PrometheusHandle {
@@ -57,23 +58,40 @@ fn request_id(req: &Request) -> HeaderValue {
 }
 
 /// The router's middleware (keygate's own endpoints; the gateway's requests come through
-/// [`observe`] directly, see [`crate::app::Dispatch`]).
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    observe(&state, req, None, |req| next.run(req)).await
+/// [`Observer::observe`] directly, see [`crate::router::Dispatch`]).
+pub async fn middleware(State(observer): State<Observer>, req: Request, next: Next) -> Response {
+    observer.observe(req, None, |req| next.run(req)).await
 }
 
-/// Request id, metrics and access log around `inner`. The route label is the gateway's route,
-/// else `route`, else the router's matched path.
-pub async fn observe<F, Fut>(state: &AppState, mut req: Request, route: Option<&'static str>, inner: F) -> Response
+/// Request ids, metrics and the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct Observer {
+    /// One log line per request (target `keygate::access`).
+    pub access_log: bool,
+}
+
+impl Observer {
+    /// Request id, metrics and access log around `inner`. The route label is the gateway's
+    /// route, else `route`, else the router's matched path.
+    pub async fn observe<F, Fut>(self, req: Request, route: Option<&'static str>, inner: F) -> Response
+    where
+        F: FnOnce(Request) -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        observe(self.access_log, req, route, inner).await
+    }
+}
+
+async fn observe<F, Fut>(access_log: bool, mut req: Request, route: Option<&'static str>, inner: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let started = state.config.access_log.then(Instant::now);
+    let started = access_log.then(Instant::now);
     let id = request_id(&req);
     req.headers_mut().insert(&X_REQUEST_ID, id.clone());
     // Only what the access log needs is copied, and only when it is on.
-    let logged = state.config.access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let mut res = inner(req).await;
     res.headers_mut().insert(&X_REQUEST_ID, id.clone());
@@ -135,11 +153,12 @@ fn count_request(route: &str, outcome: &'static str) {
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
-    let stats = &state.auth.stats;
+    let auth = state.auth.authenticator();
+    let stats = &auth.stats;
     metrics::counter!("keygate_cache_hits_total").absolute(stats.hits.load(std::sync::atomic::Ordering::Relaxed));
     metrics::counter!("keygate_cache_misses_total").absolute(stats.misses.load(std::sync::atomic::Ordering::Relaxed));
-    metrics::gauge!("keygate_feed_age_seconds").set(state.auth.feed_age_ms() as f64 / 1000.0);
-    metrics::gauge!("keygate_feed_interval_seconds").set(state.config.feed_interval.as_secs_f64());
-    metrics::gauge!("keygate_feed_cursor").set(*state.feed_cursor.borrow() as f64);
+    metrics::gauge!("keygate_feed_age_seconds").set(auth.feed_age_ms() as f64 / 1000.0);
+    metrics::gauge!("keygate_feed_interval_seconds").set(state.auth.feed_interval().as_secs_f64());
+    metrics::gauge!("keygate_feed_cursor").set(state.auth.feed_cursor() as f64);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

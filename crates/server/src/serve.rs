@@ -1,4 +1,6 @@
-//! Serving HTTP, one thread per core.
+//! Serving HTTP, one thread per core. This module knows connections and threads, not what a
+//! request means: it runs any handler `Fn(Request) -> Future<Response>` (the server's
+//! [`crate::router::Dispatch`]).
 //!
 //! keygate sits on every request of someone else's API, so the request path avoids what costs
 //! most on a loaded machine: waking other threads. Each worker is an OS thread running its own
@@ -15,15 +17,14 @@
 //! flush); then [`Workers::finish`] ends the worker threads. Workers outlive the drain because
 //! database connections opened on a worker (a cache miss) stay bound to its runtime's reactor.
 
-use std::cell::Cell;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-
-use crate::app::Dispatch;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -33,16 +34,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long in-flight requests (and open WebSockets) may run on after shutdown began.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The worker running on this thread: 1..=n on a worker thread, 0 on any other thread. Lets
-/// per-worker state (the gateway's upstream connection pools) be picked without locking.
-pub fn current_worker() -> usize {
-    WORKER.with(Cell::get)
-}
 
 /// The default number of workers: one per core the process may use.
 pub fn default_workers() -> usize {
@@ -64,8 +55,18 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` worker threads serving `dispatch`.
-    pub fn start(dispatch: Dispatch, count: usize, header_read_timeout: Duration) -> anyhow::Result<Self> {
+    /// Starts `count` worker threads serving `handler`. Each thread first runs `on_start(index)`
+    /// (index 1..=count), for per-worker state such as the gateway's upstream pools.
+    pub fn start<H, F>(
+        handler: H,
+        count: usize,
+        header_read_timeout: Duration,
+        on_start: fn(usize),
+    ) -> anyhow::Result<Self>
+    where
+        H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+    {
         let (drain, drain_rx) = watch::channel(false);
         let (exit, exit_rx) = watch::channel(false);
         let mut workers = Self { inboxes: Vec::new(), drain, drained: Vec::new(), exit, exited: Vec::new() };
@@ -78,13 +79,13 @@ impl Workers {
                 .thread_name(format!("keygate-w{index}-blocking"))
                 .build()
                 .context("starting a worker runtime")?;
-            let (dispatch, drain, mut exit) = (dispatch.clone(), drain_rx.clone(), exit_rx.clone());
+            let (handler, drain, mut exit) = (handler.clone(), drain_rx.clone(), exit_rx.clone());
             std::thread::Builder::new()
                 .name(format!("keygate-w{index}"))
                 .spawn(move || {
-                    WORKER.set(index);
+                    on_start(index);
                     runtime.block_on(async move {
-                        run_worker(rx, dispatch, drain, header_read_timeout).await;
+                        run_worker(rx, handler, drain, header_read_timeout).await;
                         let _ = drained_tx.send(());
                         let _ = exit.wait_for(|e| *e).await;
                     });
@@ -167,12 +168,15 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
-async fn run_worker(
+async fn run_worker<H, F>(
     mut inbox: mpsc::UnboundedReceiver<Accepted>,
-    dispatch: Dispatch,
+    handler: H,
     mut drain: watch::Receiver<bool>,
     header_read_timeout: Duration,
-) {
+) where
+    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The CONNECT protocol, for WebSockets over HTTP/2 (as axum::serve does).
@@ -197,11 +201,11 @@ async fn run_worker(
             }
         };
         let peer = ConnectInfo(accepted.peer);
-        let dispatch = dispatch.clone();
+        let handler = handler.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(peer);
-            dispatch.call(req)
+            handler(req)
         });
         let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {

@@ -2,6 +2,8 @@
 //!
 //! [`Store`] is the one contract the server and the CLI use; [`sqlite::SqliteStore`] implements it
 //! on an embedded SQLite file, [`postgres::PgStore`] on a PostgreSQL shared by several nodes. The backend is chosen once, from the database URL, by [`connect`].
+//! Both backends decode the same row structs into the domain types (`rows`) and run the
+//! statements the two dialects say alike from one text (`sql`); what differs stays in each.
 //!
 //! Architecture invariants:
 //! - only this crate knows SQL;
@@ -17,6 +19,8 @@ use keygate_core::{AccountId, ClientId, SecretHash};
 use serde::Serialize;
 
 pub mod postgres;
+mod rows;
+mod sql;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,23 +80,6 @@ pub struct AuthBundle {
     pub generation: u32,
     pub credential: CredentialState,
     pub account: AccountState,
-}
-
-/// Parses `generation:expires_at` pairs joined by commas (expiry empty when none), as the
-/// backends' bundle queries aggregate them.
-pub(crate) fn parse_generations(s: Option<&str>) -> Result<Vec<keygate_core::model::SecretGeneration>> {
-    let bad = || StoreError::Other("malformed generation list".into());
-    s.unwrap_or_default()
-        .split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (g, e) = p.split_once(':').ok_or_else(bad)?;
-            Ok(keygate_core::model::SecretGeneration {
-                generation: g.parse().map_err(|_| bad())?,
-                expires_at: if e.is_empty() { None } else { Some(e.parse().map_err(|_| bad())?) },
-            })
-        })
-        .collect()
 }
 
 /// Requests counted for one credential on one day since the last flush.

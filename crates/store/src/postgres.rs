@@ -2,17 +2,25 @@
 //! Change-feed entries are appended under a transaction-level advisory lock, so they become
 //! visible in `seq` order (a follower never sees seq N+1 before N is committed), and announced
 //! with `NOTIFY keygate_changes` at commit so followers need not wait for their next poll.
+//!
+//! The rows and the statements PostgreSQL and SQLite say alike are shared (`rows`, `sql`); what
+//! PostgreSQL says its own way (the feed's lock and NOTIFY, `FOR UPDATE`, `lower()` matching,
+//! `LEAST`, `string_agg`, the `UNNEST` usage batch) is written here.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_core::decide::{AccountState, CredentialState};
-use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus, SecretGeneration};
+use keygate_core::model::{Account, AccountStatus, Credential};
 use keygate_core::{AccountId, ClientId, SecretHash};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{PgExecutor, Postgres, Transaction};
 
+use crate::rows::{
+    AccountRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow, SecretRow, SessionRow,
+    SigningKeyRow, UsageRow, parse_id,
+};
+use crate::sql::{self, account_columns};
 use crate::{
     AccountEvent, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, NewAccount, Result, Role, SigningKey,
     Store, StoreError, UsageDelta, now_ms,
@@ -48,62 +56,6 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn bundle_from_row(r: &PgRow) -> Result<crate::AuthBundle> {
-    let client_id = parse_id(r.get::<&str, _>("client_id"))?;
-    let account_id = parse_id(r.get::<&str, _>("account_id"))?;
-    Ok(crate::AuthBundle {
-        generation: r.get::<i32, _>("presented") as u32,
-        credential: CredentialState {
-            client_id,
-            account_id,
-            status: CredentialStatus::parse(r.get("status"))
-                .ok_or_else(|| StoreError::Other("bad credential status".into()))?,
-            generations: crate::parse_generations(r.get::<Option<&str>, _>("gens"))?,
-        },
-        account: AccountState {
-            id: account_id,
-            uid: r.get("uid"),
-            email: r.get("email"),
-            first_name: r.get("first_name"),
-            status: AccountStatus::parse(r.get("account_status"))
-                .ok_or_else(|| StoreError::Other("bad account status".into()))?,
-        },
-    })
-}
-
-fn parse_id<T: FromStr>(s: &str) -> Result<T> {
-    s.parse().map_err(|_| StoreError::Other(format!("malformed id in database: {s:?}")))
-}
-
-fn account_from_row(r: &PgRow) -> Result<Account> {
-    Ok(Account {
-        id: parse_id(r.get::<&str, _>("id"))?,
-        uid: r.get("uid"),
-        email: r.get("email"),
-        first_name: r.get("first_name"),
-        status: AccountStatus::parse(r.get("status")).ok_or_else(|| StoreError::Other("bad account status".into()))?,
-        ban_reason: r.get("ban_reason"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    })
-}
-
-fn credential_from_row(r: &PgRow, live_generations: Vec<SecretGeneration>) -> Result<Credential> {
-    Ok(Credential {
-        client_id: parse_id(r.get::<&str, _>("client_id"))?,
-        account_id: parse_id(r.get::<&str, _>("account_id"))?,
-        status: CredentialStatus::parse(r.get("status"))
-            .ok_or_else(|| StoreError::Other("bad credential status".into()))?,
-        generation: r.get::<i32, _>("generation") as u32,
-        hint: r.get("hint"),
-        live_generations,
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        revoked_at: r.get("revoked_at"),
-        last_used_at: r.get("last_used_at"),
-    })
-}
-
 async fn record_change(tx: &mut Transaction<'_, Postgres>, entity: Entity, id: &str, now: i64) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FEED_LOCK).execute(&mut **tx).await.map_err(map_err)?;
     let seq: i64 = sqlx::query_scalar("INSERT INTO changes (entity, entity_id, at) VALUES ($1, $2, $3) RETURNING seq")
@@ -122,34 +74,58 @@ async fn record_change(tx: &mut Transaction<'_, Postgres>, entity: Entity, id: &
     Ok(())
 }
 
-async fn live_generations(conn: &mut PgConnection, client_id: ClientId, now: i64) -> Result<Vec<SecretGeneration>> {
-    let rows = sqlx::query(
-        "SELECT generation, expires_at FROM credential_secrets \
-         WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY generation DESC",
-    )
-    .bind(client_id.to_hex())
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    Ok(rows
-        .iter()
-        .map(|r| SecretGeneration { generation: r.get::<i32, _>("generation") as u32, expires_at: r.get("expires_at") })
-        .collect())
+/// A credential with its secret generations live at `now`.
+async fn credential_in(conn: &mut PgConnection, client_id: ClientId, now: i64) -> Result<Credential> {
+    let row: CredentialRow = sqlx::query_as(sql::CREDENTIAL)
+        .bind(client_id.to_hex())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+    let live: Vec<GenerationRow> = sqlx::query_as(sql::LIVE_GENERATIONS)
+        .bind(client_id.to_hex())
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    row.into_credential(live)
 }
 
-async fn credential_in(conn: &mut PgConnection, client_id: ClientId, now: i64) -> Result<Credential> {
-    let r = sqlx::query(
-        "SELECT client_id, account_id, status, generation, hint, created_at, updated_at, revoked_at, last_used_at \
-         FROM credentials WHERE client_id = $1",
-    )
-    .bind(client_id.to_hex())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_err)?
-    .ok_or(StoreError::NotFound)?;
-    let live = live_generations(conn, client_id, now).await?;
-    credential_from_row(&r, live)
+/// Ends a write to a credential: appends it to the feed, reads it back and commits.
+async fn commit_credential(mut tx: Transaction<'_, Postgres>, client_id: ClientId, now: i64) -> Result<Credential> {
+    record_change(&mut tx, Entity::Credential, &client_id.to_hex(), now).await?;
+    let cred = credential_in(&mut tx, client_id, now).await?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(cred)
+}
+
+async fn insert_secret(
+    ex: impl PgExecutor<'_>,
+    secret: &SecretHash,
+    client_id: ClientId,
+    generation: i32,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(sql::INSERT_SECRET)
+        .bind(&secret.as_bytes()[..])
+        .bind(client_id.to_hex())
+        .bind(generation)
+        .bind(now)
+        .execute(ex)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+async fn delete_secrets(ex: impl PgExecutor<'_>, client_id: ClientId) -> Result<()> {
+    sqlx::query(sql::DELETE_SECRETS).bind(client_id.to_hex()).execute(ex).await.map_err(map_err)?;
+    Ok(())
+}
+
+/// Ends every console session of an account; returns how many there were.
+async fn end_sessions(ex: impl PgExecutor<'_>, account: AccountId) -> Result<u64> {
+    let done = sqlx::query(sql::DELETE_ACCOUNT_SESSIONS).bind(account.to_hex()).execute(ex).await.map_err(map_err)?;
+    Ok(done.rows_affected())
 }
 
 struct Listener(sqlx::postgres::PgListener);
@@ -193,6 +169,12 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    async fn console_account_by(&self, statement: &'static str, key: &str) -> Result<Option<ConsoleAccount>> {
+        let row: Option<ConsoleAccountRow> =
+            sqlx::query_as(statement).bind(key).fetch_optional(&self.pool).await.map_err(map_err)?;
+        row.map(ConsoleAccountRow::into_console_account).transpose()
+    }
 }
 
 #[async_trait]
@@ -211,33 +193,27 @@ impl Store for PgStore {
     }
 
     async fn get_account(&self, id: AccountId) -> Result<Account> {
-        let row = sqlx::query(
-            "SELECT id, uid, email, first_name, status, ban_reason, created_at, updated_at FROM accounts WHERE id = $1",
-        )
-        .bind(id.to_hex())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        account_from_row(&row.ok_or(StoreError::NotFound)?)
+        let row: Option<AccountRow> =
+            sqlx::query_as(sql::ACCOUNT).bind(id.to_hex()).fetch_optional(&self.pool).await.map_err(map_err)?;
+        row.ok_or(StoreError::NotFound)?.into_account()
     }
 
     async fn list_accounts(&self, query: Option<&str>, limit: u32, after_uid: Option<i64>) -> Result<Vec<Account>> {
-        let pattern = query.map(|q| {
-            let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            format!("%{escaped}%")
-        });
-        let rows = sqlx::query(
-            "SELECT id, uid, email, first_name, status, ban_reason, created_at, updated_at FROM accounts \
+        let pattern = query.map(|q| sql::like_pattern(&q.to_lowercase()));
+        let rows: Vec<AccountRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts \
              WHERE uid > $1 AND ($2::text IS NULL OR lower(email) LIKE $2 OR id LIKE $2) \
-             ORDER BY uid LIMIT $3",
-        )
+             ORDER BY uid LIMIT $3"
+        ))
         .bind(after_uid.unwrap_or(0))
         .bind(&pattern)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter().map(account_from_row).collect()
+        rows.into_iter().map(AccountRow::into_account).collect()
     }
 
     async fn set_account_status(
@@ -248,25 +224,18 @@ impl Store for PgStore {
         actor: &str,
     ) -> Result<Account> {
         let now = now_ms();
+        let (ban_reason, kind) = sql::status_change(status, reason);
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let ban_reason = if status == AccountStatus::Banned { reason } else { None };
-        let row = sqlx::query(
-            "UPDATE accounts SET status = $1, ban_reason = $2, updated_at = $3 WHERE id = $4 \
-             RETURNING id, uid, email, first_name, status, ban_reason, created_at, updated_at",
-        )
-        .bind(status.as_str())
-        .bind(ban_reason)
-        .bind(now)
-        .bind(id.to_hex())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound)?;
-        let kind = match status {
-            AccountStatus::Banned => "banned",
-            AccountStatus::Active => "unbanned",
-        };
-        sqlx::query("INSERT INTO account_events (account_id, kind, reason, actor, at) VALUES ($1, $2, $3, $4, $5)")
+        let row: AccountRow = sqlx::query_as(sql::SET_ACCOUNT_STATUS)
+            .bind(status.as_str())
+            .bind(ban_reason)
+            .bind(now)
+            .bind(id.to_hex())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        sqlx::query(sql::INSERT_ACCOUNT_EVENT)
             .bind(id.to_hex())
             .bind(kind)
             .bind(reason)
@@ -277,32 +246,17 @@ impl Store for PgStore {
             .map_err(map_err)?;
         if status == AccountStatus::Banned {
             // A banned account's console sessions end with the ban.
-            sqlx::query("DELETE FROM console_sessions WHERE account_id = $1")
-                .bind(id.to_hex())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+            end_sessions(&mut *tx, id).await?;
         }
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
-        account_from_row(&row)
+        row.into_account()
     }
 
     async fn account_events(&self, id: AccountId) -> Result<Vec<AccountEvent>> {
-        let rows = sqlx::query("SELECT kind, reason, actor, at FROM account_events WHERE account_id = $1 ORDER BY id")
-            .bind(id.to_hex())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(rows
-            .iter()
-            .map(|r| AccountEvent {
-                kind: r.get("kind"),
-                reason: r.get("reason"),
-                actor: r.get("actor"),
-                at: r.get("at"),
-            })
-            .collect())
+        let rows: Vec<EventRow> =
+            sqlx::query_as(sql::ACCOUNT_EVENTS).bind(id.to_hex()).fetch_all(&self.pool).await.map_err(map_err)?;
+        Ok(rows.into_iter().map(EventRow::into_event).collect())
     }
 
     async fn create_credential(
@@ -314,7 +268,7 @@ impl Store for PgStore {
     ) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
+        let exists: Option<i32> = sqlx::query_scalar(sql::ACCOUNT_EXISTS)
             .bind(account.to_hex())
             .fetch_optional(&mut *tx)
             .await
@@ -322,28 +276,16 @@ impl Store for PgStore {
         if exists.is_none() {
             return Err(StoreError::NotFound);
         }
-        sqlx::query(
-            "INSERT INTO credentials (client_id, account_id, status, generation, hint, created_at, updated_at) \
-             VALUES ($1, $2, 'active', 1, $3, $4, $4)",
-        )
-        .bind(client_id.to_hex())
-        .bind(account.to_hex())
-        .bind(hint)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query("INSERT INTO credential_secrets (hash, client_id, generation, created_at) VALUES ($1, $2, 1, $3)")
-            .bind(&secret.as_bytes()[..])
+        sqlx::query(sql::INSERT_CREDENTIAL)
             .bind(client_id.to_hex())
+            .bind(account.to_hex())
+            .bind(hint)
             .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        record_change(&mut tx, Entity::Credential, &client_id.to_hex(), now).await?;
-        let cred = credential_in(&mut tx, client_id, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(cred)
+        insert_secret(&mut *tx, secret, client_id, 1, now).await?;
+        commit_credential(tx, client_id, now).await
     }
 
     async fn get_credential(&self, client_id: ClientId) -> Result<Credential> {
@@ -354,13 +296,11 @@ impl Store for PgStore {
     async fn list_credentials(&self, account: AccountId) -> Result<Vec<Credential>> {
         let now = now_ms();
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT client_id FROM credentials WHERE account_id = $1 ORDER BY created_at, client_id",
-        )
-        .bind(account.to_hex())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        let ids: Vec<String> = sqlx::query_scalar(sql::CREDENTIAL_IDS)
+            .bind(account.to_hex())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(credential_in(&mut conn, parse_id(&id)?, now).await?);
@@ -371,27 +311,15 @@ impl Store for PgStore {
     async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let done = sqlx::query(
-            "UPDATE credentials SET status = 'revoked', revoked_at = COALESCE(revoked_at, $1), updated_at = $1 \
-             WHERE client_id = $2",
-        )
-        .bind(now)
-        .bind(client_id.to_hex())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query("DELETE FROM credential_secrets WHERE client_id = $1")
+        let done = sqlx::query(sql::REVOKE_CREDENTIAL)
+            .bind(now)
             .bind(client_id.to_hex())
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        record_change(&mut tx, Entity::Credential, &client_id.to_hex(), now).await?;
-        let cred = credential_in(&mut tx, client_id, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(cred)
+        sql::found(done.rows_affected())?;
+        delete_secrets(&mut *tx, client_id).await?;
+        commit_credential(tx, client_id, now).await
     }
 
     async fn rotate_credential(
@@ -403,46 +331,39 @@ impl Store for PgStore {
     ) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let row = sqlx::query("SELECT status, generation FROM credentials WHERE client_id = $1 FOR UPDATE")
-            .bind(client_id.to_hex())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?
-            .ok_or(StoreError::NotFound)?;
-        if row.get::<&str, _>("status") != "active" {
+        let (status, generation): (String, i32) =
+            sqlx::query_as("SELECT status, generation FROM credentials WHERE client_id = $1 FOR UPDATE")
+                .bind(client_id.to_hex())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .ok_or(StoreError::NotFound)?;
+        if status != "active" {
             return Err(StoreError::Conflict("a revoked credential cannot be rotated".into()));
         }
-        let next = row.get::<i32, _>("generation") + 1;
+        let next = generation + 1;
         match old_expires_at.filter(|t| *t > now) {
-            Some(until) => sqlx::query(
-                "UPDATE credential_secrets SET expires_at = LEAST(COALESCE(expires_at, $1), $1) WHERE client_id = $2",
-            )
-            .bind(until)
-            .bind(client_id.to_hex())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?,
-            None => sqlx::query("DELETE FROM credential_secrets WHERE client_id = $1")
+            Some(until) => {
+                sqlx::query(
+                    "UPDATE credential_secrets SET expires_at = LEAST(COALESCE(expires_at, $1), $1) \
+                     WHERE client_id = $2",
+                )
+                .bind(until)
                 .bind(client_id.to_hex())
                 .execute(&mut *tx)
                 .await
-                .map_err(map_err)?,
-        };
-        sqlx::query("DELETE FROM credential_secrets WHERE client_id = $1 AND expires_at <= $2")
+                .map_err(map_err)?;
+            }
+            None => delete_secrets(&mut *tx, client_id).await?,
+        }
+        sqlx::query(sql::DELETE_EXPIRED_SECRETS)
             .bind(client_id.to_hex())
             .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        sqlx::query("INSERT INTO credential_secrets (hash, client_id, generation, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&secret.as_bytes()[..])
-            .bind(client_id.to_hex())
-            .bind(next)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        sqlx::query("UPDATE credentials SET generation = $1, hint = $2, updated_at = $3 WHERE client_id = $4")
+        insert_secret(&mut *tx, secret, client_id, next, now).await?;
+        sqlx::query(sql::SET_GENERATION)
             .bind(next)
             .bind(hint)
             .bind(now)
@@ -450,10 +371,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        record_change(&mut tx, Entity::Credential, &client_id.to_hex(), now).await?;
-        let cred = credential_in(&mut tx, client_id, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(cred)
+        commit_credential(tx, client_id, now).await
     }
 
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()> {
@@ -500,30 +418,26 @@ impl Store for PgStore {
     }
 
     async fn usage(&self, client_id: ClientId, since_day: i64) -> Result<Vec<DailyUsage>> {
-        let rows =
-            sqlx::query("SELECT day, requests FROM credential_usage WHERE client_id = $1 AND day >= $2 ORDER BY day")
-                .bind(client_id.to_hex())
-                .bind(since_day as i32)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
-        Ok(rows
-            .iter()
-            .map(|r| DailyUsage { day: r.get::<i32, _>("day") as i64, requests: r.get::<i64, _>("requests") as u64 })
-            .collect())
+        let rows: Vec<UsageRow> = sqlx::query_as(sql::USAGE)
+            .bind(client_id.to_hex())
+            .bind(since_day as i32)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(rows.into_iter().map(UsageRow::into_usage).collect())
     }
 
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>> {
-        let row = sqlx::query("SELECT client_id, generation FROM credential_secrets WHERE hash = $1")
+        let row: Option<SecretRow> = sqlx::query_as(sql::FIND_SECRET)
             .bind(&hash.as_bytes()[..])
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        row.map(|r| Ok((parse_id(r.get::<&str, _>("client_id"))?, r.get::<i32, _>("generation") as u32))).transpose()
+        row.map(SecretRow::into_secret).transpose()
     }
 
     async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<crate::AuthBundle>> {
-        let row = sqlx::query(
+        let row: Option<BundleRow> = sqlx::query_as(
             "SELECT s.generation AS presented, c.client_id, c.account_id, c.status, \
                     a.uid, a.email, a.first_name, a.status AS account_status, \
                     (SELECT string_agg(g.generation || ':' || COALESCE(g.expires_at::text, ''), ',') \
@@ -539,26 +453,17 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.map(|r| bundle_from_row(&r)).transpose()
+        row.map(BundleRow::into_bundle).transpose()
     }
 
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
-        let rows = sqlx::query("SELECT seq, entity, entity_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+        let rows: Vec<ChangeRow> = sqlx::query_as(sql::CHANGES_SINCE)
             .bind(after)
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Change {
-                    seq: r.get("seq"),
-                    entity: Entity::parse(r.get("entity"))
-                        .ok_or_else(|| StoreError::Other("bad change entity".into()))?,
-                    entity_id: r.get("entity_id"),
-                })
-            })
-            .collect()
+        rows.into_iter().map(ChangeRow::into_change).collect()
     }
 
     async fn last_change_seq(&self) -> Result<i64> {
@@ -569,34 +474,20 @@ impl Store for PgStore {
     }
 
     async fn prune_changes(&self, before_ms: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM changes WHERE at < $1 AND seq < (SELECT MAX(seq) FROM changes)")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let done = sqlx::query(sql::PRUNE_CHANGES).bind(before_ms).execute(&self.pool).await.map_err(map_err)?;
         Ok(done.rows_affected())
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
-        let rows = sqlx::query("SELECT kid, created_at, retired_at FROM signing_keys ORDER BY created_at, kid")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(rows
-            .iter()
-            .map(|r| SigningKey { kid: r.get("kid"), created_at: r.get("created_at"), retired_at: r.get("retired_at") })
-            .collect())
+        let rows: Vec<SigningKeyRow> =
+            sqlx::query_as(sql::SIGNING_KEYS).fetch_all(&self.pool).await.map_err(map_err)?;
+        Ok(rows.into_iter().map(SigningKeyRow::into_signing_key).collect())
     }
 
     async fn add_signing_key(&self, kid: &str) -> Result<SigningKey> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query("INSERT INTO signing_keys (kid, created_at) VALUES ($1, $2)")
-            .bind(kid)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(sql::INSERT_SIGNING_KEY).bind(kid).bind(now).execute(&mut *tx).await.map_err(map_err)?;
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(SigningKey { kid: kid.to_owned(), created_at: now, retired_at: None })
@@ -605,19 +496,16 @@ impl Store for PgStore {
     async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let row = sqlx::query(
-            "UPDATE signing_keys SET retired_at = COALESCE(retired_at, $1) WHERE kid = $2 \
-             RETURNING kid, created_at, retired_at",
-        )
-        .bind(now)
-        .bind(kid)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound)?;
+        let row: SigningKeyRow = sqlx::query_as(sql::RETIRE_SIGNING_KEY)
+            .bind(now)
+            .bind(kid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(SigningKey { kid: row.get("kid"), created_at: row.get("created_at"), retired_at: row.get("retired_at") })
+        Ok(row.into_signing_key())
     }
 
     async fn change_listener(&self) -> Result<Option<Box<dyn crate::ChangeListener>>> {
@@ -627,23 +515,14 @@ impl Store for PgStore {
     }
 
     async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)
+        sqlx::query_scalar(sql::SETTING).bind(name).fetch_optional(&self.pool).await.map_err(map_err)
     }
 
     async fn put_setting(&self, name: &str, value: &[u8], only_if_absent: bool) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let sql = if only_if_absent {
-            "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING"
-        } else {
-            "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
-        };
-        let done = sqlx::query(sql).bind(name).bind(value).bind(now).execute(&mut *tx).await.map_err(map_err)?;
+        let statement = if only_if_absent { sql::INSERT_SETTING } else { sql::PUT_SETTING };
+        let done = sqlx::query(statement).bind(name).bind(value).bind(now).execute(&mut *tx).await.map_err(map_err)?;
         if done.rows_affected() > 0 {
             record_change(&mut tx, Entity::Setting, name, now).await?;
         }
@@ -660,160 +539,93 @@ impl Store for PgStore {
         let now = now_ms();
         let id = AccountId::generate((now / 1000) as u64);
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let row = sqlx::query(
-            "INSERT INTO accounts (id, email, first_name, status, password_hash, role, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'active', $4, $5, $6, $6) \
-             RETURNING id, uid, email, first_name, status, ban_reason, created_at, updated_at",
-        )
-        .bind(id.to_hex())
-        .bind(&new.email)
-        .bind(&new.first_name)
-        .bind(password_hash)
-        .bind(role.as_str())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| match map_err(e) {
-            StoreError::Conflict(_) => StoreError::Conflict("an account with this email already exists".into()),
-            e => e,
-        })?;
-        let account = account_from_row(&row)?;
+        let row: AccountRow = sqlx::query_as(sql::INSERT_ACCOUNT)
+            .bind(id.to_hex())
+            .bind(&new.email)
+            .bind(&new.first_name)
+            .bind(password_hash)
+            .bind(role.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| sql::email_taken(map_err(e)))?;
+        let account = row.into_account()?;
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(account)
     }
 
     async fn console_account_by_email(&self, email: &str) -> Result<Option<ConsoleAccount>> {
-        let row = sqlx::query(
-            "SELECT id, uid, email, first_name, status, ban_reason, created_at, updated_at, role, password_hash \
-             FROM accounts WHERE lower(email) = lower($1)",
-        )
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(console_account_from_row).transpose()
+        const BY_EMAIL: &str = concat!(
+            "SELECT ",
+            account_columns!(),
+            ", role, password_hash FROM accounts WHERE lower(email) = lower($1)"
+        );
+        self.console_account_by(BY_EMAIL, email).await
     }
 
     async fn console_account(&self, id: AccountId) -> Result<ConsoleAccount> {
-        let row = sqlx::query(
-            "SELECT id, uid, email, first_name, status, ban_reason, created_at, updated_at, role, password_hash \
-             FROM accounts WHERE id = $1",
-        )
-        .bind(id.to_hex())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        console_account_from_row(&row.ok_or(StoreError::NotFound)?)
+        self.console_account_by(sql::CONSOLE_ACCOUNT, &id.to_hex()).await?.ok_or(StoreError::NotFound)
     }
 
     async fn set_password_hash(&self, id: AccountId, password_hash: Option<&str>) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let done = sqlx::query("UPDATE accounts SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        let done = sqlx::query(sql::SET_PASSWORD_HASH)
             .bind(password_hash)
             .bind(now_ms())
             .bind(id.to_hex())
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query("DELETE FROM console_sessions WHERE account_id = $1")
-            .bind(id.to_hex())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sql::found(done.rows_affected())?;
+        end_sessions(&mut *tx, id).await?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn set_role(&self, id: AccountId, role: Role) -> Result<()> {
-        let done = sqlx::query("UPDATE accounts SET role = $1, updated_at = $2 WHERE id = $3")
+        let done = sqlx::query(sql::SET_ROLE)
             .bind(role.as_str())
             .bind(now_ms())
             .bind(id.to_hex())
             .execute(&self.pool)
             .await
             .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        sql::found(done.rows_affected())
     }
 
     async fn create_session(&self, token_hash: &SecretHash, account: AccountId, expires_at: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO console_sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&token_hash.as_bytes()[..])
-        .bind(account.to_hex())
-        .bind(now_ms())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
+        sqlx::query(sql::INSERT_SESSION)
+            .bind(&token_hash.as_bytes()[..])
+            .bind(account.to_hex())
+            .bind(now_ms())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
     async fn session(&self, token_hash: &SecretHash, now: i64) -> Result<Option<ConsoleSession>> {
-        let row = sqlx::query(
-            "SELECT a.id, a.uid, a.email, a.first_name, a.status, a.ban_reason, a.created_at, a.updated_at, a.role, \
-             s.created_at AS session_created_at, s.expires_at AS session_expires_at \
-             FROM console_sessions s JOIN accounts a ON a.id = s.account_id \
-             WHERE s.token_hash = $1 AND s.expires_at > $2",
-        )
-        .bind(&token_hash.as_bytes()[..])
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.map(|r| {
-            Ok(ConsoleSession {
-                account: account_from_row(&r)?,
-                role: parse_role(r.get("role"))?,
-                created_at: r.get("session_created_at"),
-                expires_at: r.get("session_expires_at"),
-            })
-        })
-        .transpose()
+        let row: Option<SessionRow> = sqlx::query_as(sql::SESSION)
+            .bind(&token_hash.as_bytes()[..])
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(SessionRow::into_session).transpose()
     }
 
     async fn delete_session(&self, token_hash: &SecretHash) -> Result<()> {
-        sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
-            .bind(&token_hash.as_bytes()[..])
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(sql::DELETE_SESSION).bind(&token_hash.as_bytes()[..]).execute(&self.pool).await.map_err(map_err)?;
         Ok(())
     }
 
     async fn delete_sessions(&self, account: AccountId) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM console_sessions WHERE account_id = $1")
-            .bind(account.to_hex())
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(done.rows_affected())
+        end_sessions(&self.pool, account).await
     }
 
     async fn prune_sessions(&self, now: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let done = sqlx::query(sql::PRUNE_SESSIONS).bind(now).execute(&self.pool).await.map_err(map_err)?;
         Ok(done.rows_affected())
     }
-}
-
-fn parse_role(s: &str) -> Result<Role> {
-    Role::parse(s).ok_or_else(|| StoreError::Other("bad account role".into()))
-}
-
-fn console_account_from_row(r: &PgRow) -> Result<ConsoleAccount> {
-    Ok(ConsoleAccount {
-        account: account_from_row(r)?,
-        role: parse_role(r.get("role"))?,
-        password_hash: r.get("password_hash"),
-    })
 }

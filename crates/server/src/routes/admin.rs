@@ -1,24 +1,26 @@
 //! The admin API, `/admin/v1/...`, for operators. Authenticated by the admin token
-//! (`Authorization: Bearer kga_...`), never by customers' keys or tokens.
+//! (`Authorization: Bearer kga_...`), never by customers' keys or tokens. Handlers are thin: the
+//! [`Admin`] extractor, typed path ids and bodies ([`super::extract`]), one [`keygate_ops::Ops`]
+//! call, the envelope.
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use keygate_auth::ApiError;
+use keygate_auth::envelope::{created_with, ok};
 use keygate_core::decide::{AuthFailure, InvalidReason};
-use keygate_core::model::{Account, Credential};
+use keygate_core::model::Account;
+use keygate_core::{AccountId, ClientId, MasterKey, Secret, SecretHash, SecretHasher};
 use keygate_store::AccountEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::error::{ApiError, ok};
-use crate::keys;
-use crate::ops::{parse_account_id, parse_client_id};
-use crate::routes::extract::JsonBody;
+use crate::routes::extract::{JsonBody, OptionalJson, Path, Query, QueryShape};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -33,6 +35,20 @@ pub fn router() -> Router<AppState> {
         .route("/credentials/{client_id}/usage", get(usage))
         .route("/signing-keys", get(signing_keys))
         .route("/signing-keys/rotate", post(rotate_signing_key))
+}
+
+/// What an admin API caller must present: the operator-configured token, or else the one
+/// generated at first start (its hash in the database).
+pub struct AdminToken {
+    hasher: SecretHasher,
+    configured: Option<SecretHash>,
+}
+
+impl AdminToken {
+    pub fn new(master: &MasterKey, configured: Option<&Secret>) -> Self {
+        let hasher = master.admin_token_hasher();
+        Self { configured: configured.map(|t| hasher.hash(t.expose())), hasher }
+    }
 }
 
 /// Proof that the caller holds the admin token.
@@ -51,18 +67,17 @@ impl FromRequestParts<AppState> for Admin {
             .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Auth(AuthFailure::Missing))?;
-        let hash = state.admin_hasher.hash(presented);
-        let expected = match &state.config.admin_token {
-            Some(configured) => state.admin_hasher.hash(configured),
-            None => keys::admin_token_hash(state.auth.store().as_ref())
-                .await?
-                .ok_or(ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey)))?,
+        let tokens = &state.admin_token;
+        let invalid = || ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey));
+        let expected = match &tokens.configured {
+            Some(hash) => *hash,
+            None => keygate_ops::admin_token::stored_hash(state.ops.store().as_ref()).await?.ok_or_else(invalid)?,
         };
-        if hash.ct_eq(&expected) {
+        if tokens.hasher.hash(presented).ct_eq(&expected) {
             Ok(Admin)
         } else {
             tracing::info!("admin API: invalid admin token");
-            Err(ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey)))
+            Err(invalid())
         }
     }
 }
@@ -79,9 +94,8 @@ async fn create_account(
     _: Admin,
     State(s): State<AppState>,
     JsonBody(req): JsonBody<CreateAccount>,
-) -> Result<impl IntoResponse, ApiError> {
-    let account = s.ops.create_account(&req.email, &req.first_name).await?;
-    Ok((StatusCode::CREATED, ok(account)))
+) -> Result<Response, ApiError> {
+    Ok(created_with(StatusCode::CREATED, s.ops.create_account(&req.email, &req.first_name).await?))
 }
 
 #[derive(Deserialize)]
@@ -92,12 +106,11 @@ struct ListQuery {
     after: Option<i64>,
 }
 
-async fn list_accounts(
-    _: Admin,
-    State(s): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<impl Serialize>, ApiError> {
-    let Query(q) = query.map_err(|_| ApiError::BadRequest("query must be q=TEXT&limit=N&after=UID".into()))?;
+impl QueryShape for ListQuery {
+    const SHAPE: &'static str = "q=TEXT&limit=N&after=UID";
+}
+
+async fn list_accounts(_: Admin, State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     Ok(ok(s.ops.list_accounts(q.q.as_deref(), q.limit, q.after).await?))
 }
 
@@ -109,12 +122,8 @@ struct AccountDetail {
     events: Vec<AccountEvent>,
 }
 
-async fn get_account(
-    _: Admin,
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<impl Serialize>, ApiError> {
-    let (account, events) = s.ops.get_account(parse_account_id(&id)?).await?;
+async fn get_account(_: Admin, State(s): State<AppState>, Path(id): Path<AccountId>) -> Result<Response, ApiError> {
+    let (account, events) = s.ops.get_account(id).await?;
     Ok(ok(AccountDetail { account, events }))
 }
 
@@ -127,48 +136,43 @@ struct BanRequest {
 async fn ban(
     _: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<impl Serialize>, ApiError> {
-    let req: BanRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        BanRequest::default()
-    } else {
-        crate::routes::extract::parse(&body)?
-    };
-    Ok(ok(s.ops.set_banned(parse_account_id(&id)?, true, req.reason.as_deref(), "admin-api").await?))
+    Path(id): Path<AccountId>,
+    OptionalJson(req): OptionalJson<BanRequest>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.ban(id, req.reason.as_deref(), "admin-api").await?))
 }
 
-async fn unban(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<impl Serialize>, ApiError> {
-    Ok(ok(s.ops.set_banned(parse_account_id(&id)?, false, None, "admin-api").await?))
+async fn unban(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<AccountId>,
+    OptionalJson(req): OptionalJson<BanRequest>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.unban(id, req.reason.as_deref(), "admin-api").await?))
 }
 
 async fn create_credential(
     _: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    Ok((StatusCode::CREATED, ok(s.ops.create_credential(parse_account_id(&id)?).await?)))
+    Path(id): Path<AccountId>,
+) -> Result<Response, ApiError> {
+    Ok(created_with(StatusCode::CREATED, s.ops.create_credential(id).await?))
 }
 
 async fn list_credentials(
     _: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<impl Serialize>, ApiError> {
-    Ok(ok(s.ops.list_credentials(parse_account_id(&id)?).await?))
+    Path(id): Path<AccountId>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.list_credentials(id).await?))
 }
 
-async fn get_credential(
-    _: Admin,
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<impl Serialize>, ApiError> {
-    let c: Credential = s.ops.get_credential(parse_client_id(&id)?).await?;
-    Ok(ok(c))
+async fn get_credential(_: Admin, State(s): State<AppState>, Path(id): Path<ClientId>) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.get_credential(id).await?))
 }
 
-async fn revoke(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<impl Serialize>, ApiError> {
-    Ok(ok(s.ops.revoke_credential(parse_client_id(&id)?).await?))
+async fn revoke(_: Admin, State(s): State<AppState>, Path(id): Path<ClientId>) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.revoke_credential(id).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -181,20 +185,15 @@ struct RotateRequest {
 async fn rotate(
     _: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<impl Serialize>, ApiError> {
-    let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateRequest::default()
-    } else {
-        crate::routes::extract::parse(&body)?
-    };
+    Path(id): Path<ClientId>,
+    OptionalJson(req): OptionalJson<RotateRequest>,
+) -> Result<Response, ApiError> {
     let grace = match req.grace.as_deref() {
         None | Some("") => Duration::ZERO,
         Some(g) => humantime::parse_duration(g)
             .map_err(|_| ApiError::BadRequest("grace must be a duration like \"24h\"".into()))?,
     };
-    Ok(ok(s.ops.rotate_credential(parse_client_id(&id)?, grace).await?))
+    Ok(ok(s.ops.rotate_credential(id, grace).await?))
 }
 
 #[derive(Deserialize)]
@@ -202,30 +201,24 @@ struct UsageQuery {
     days: Option<u32>,
 }
 
+impl QueryShape for UsageQuery {
+    const SHAPE: &'static str = "days=N";
+}
+
 /// Requests per UTC day (`day` = days since 1970-01-01) over the last `days` (default 30).
 async fn usage(
     _: Admin,
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<impl Serialize>, ApiError> {
-    let Query(q) = query.map_err(|_| ApiError::BadRequest("query must be days=N".into()))?;
-    let days = q.days.unwrap_or(30);
-    if !(1..=366).contains(&days) {
-        return Err(ApiError::BadRequest("days must be between 1 and 366".into()));
-    }
-    let client_id = parse_client_id(&id)?;
-    s.ops.get_credential(client_id).await?;
-    let since = keygate_store::now_ms().div_euclid(86_400_000) - i64::from(days) + 1;
-    Ok(ok(s.auth.store().usage(client_id, since).await?))
+    Path(id): Path<ClientId>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.usage(id, q.days.unwrap_or(30)).await?))
 }
 
-async fn signing_keys(_: Admin, State(s): State<AppState>) -> Result<Json<impl Serialize>, ApiError> {
-    Ok(ok(s.auth.store().signing_keys().await?))
+async fn signing_keys(_: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.signing_keys().await?))
 }
 
-async fn rotate_signing_key(_: Admin, State(s): State<AppState>) -> Result<Json<impl Serialize>, ApiError> {
-    let key = s.auth.store().add_signing_key(&keys::new_kid()).await?;
-    s.auth.set_keyring(keys::load_keyring(s.auth.store().as_ref(), &s.master).await?);
-    Ok(ok(key))
+async fn rotate_signing_key(_: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.rotate_signing_key().await?))
 }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use keygate_server::config::{Layer, SecureCookies};
+use keygate_console::SecureCookies;
+use keygate_server::Config;
 use keygate_store::Role;
 use reqwest::header::HeaderMap;
 
@@ -263,9 +264,9 @@ async fn cookie_flags() {
     assert!(session.ends_with("; Secure"), "{session}");
 
     // Forced on and off.
-    let on = TestApp::spawn_with(|l| l.console_secure_cookies = Some(SecureCookies::Always)).await;
+    let on = TestApp::spawn_with(|l| l.console_secure_cookies = SecureCookies::Always).await;
     assert!(Browser::new(&on).get("/console/login").await.set_cookie("kg_csrf").unwrap().ends_with("; Secure"));
-    let off = TestApp::spawn_with(|l| l.console_secure_cookies = Some(SecureCookies::Never)).await;
+    let off = TestApp::spawn_with(|l| l.console_secure_cookies = SecureCookies::Never).await;
     let b = Browser::with_headers(&off, &[("x-forwarded-proto", "https")]);
     assert!(!b.signup(&unique_email()).await.set_cookie("kg_session").unwrap().contains("Secure"));
 }
@@ -393,7 +394,7 @@ async fn every_login_attempt_costs_one_argon2_verification() {
 
 #[tokio::test]
 async fn sessions_expire_and_logout_ends_them() {
-    let app = TestApp::spawn_with(|l: &mut Layer| l.console_session_ttl = Some("2s".into())).await;
+    let app = TestApp::spawn_with(|l: &mut Config| l.console_session_ttl = Duration::from_secs(2)).await;
     let email = unique_email();
     let b = Browser::new(&app);
     let p = b.signup(&email).await;
@@ -447,7 +448,7 @@ async fn a_banned_account_cannot_log_in_and_its_sessions_end() {
 
 #[tokio::test]
 async fn signup_can_be_switched_off() {
-    let app = TestApp::spawn_with(|l| l.console_signup = Some(false)).await;
+    let app = TestApp::spawn_with(|l| l.console_signup = false).await;
     let b = Browser::new(&app);
     let login = b.get("/console/login").await;
     login.expect(200);
@@ -630,7 +631,7 @@ async fn revoking_in_the_console_refuses_the_key_and_its_tokens() {
 
 #[tokio::test]
 async fn the_usage_chart_counts_requests_per_day() {
-    let app = TestApp::spawn_with(|l| l.usage_flush = Some("50ms".into())).await;
+    let app = TestApp::spawn_with(|l| l.usage_flush = Duration::from_millis(50)).await;
     let b = Browser::new(&app);
     b.signup(&unique_email()).await;
     let (client_id, key, _) = b.generate().await;

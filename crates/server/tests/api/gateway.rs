@@ -20,7 +20,10 @@ use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use keygate_server::config::{GatewayLayer, Layer, RouteLayer, StatusMode};
+use keygate_auth::StatusMode;
+use keygate_gateway::Route as RouteLayer;
+use keygate_server::Config;
+use keygate_server::config::GatewaySettings;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -249,20 +252,20 @@ async fn handle(state: Arc<Shared>, mut req: hyper::Request<Incoming>) -> Result
 // ---- Configuration helpers ------------------------------------------------------------------
 
 fn route(prefix: &str, upstream: String) -> RouteLayer {
-    RouteLayer { prefix: prefix.into(), upstream, public: false, strip_prefix: false }
+    RouteLayer::new(prefix, upstream.parse().expect("an upstream URL"))
 }
 
-/// A gateway layer with a 1 s response timeout and the given routes.
-fn gateway(routes: Vec<RouteLayer>) -> GatewayLayer {
-    GatewayLayer { response_timeout: Some("1s".into()), routes, ..Default::default() }
+/// Gateway settings with a 1 s response timeout and the given routes.
+fn gateway(routes: Vec<RouteLayer>) -> GatewaySettings {
+    GatewaySettings { response_timeout: Duration::from_secs(1), routes, ..Default::default() }
 }
 
 /// keygate with `upstream` as its catch-all (the `--upstream` shortcut), changed by `more`.
-async fn spawn_for(upstream: &Upstream, more: impl FnOnce(&mut Layer)) -> TestApp {
+async fn spawn_for(upstream: &Upstream, more: impl FnOnce(&mut Config)) -> TestApp {
     let url = upstream.url();
     TestApp::spawn_with(|l| {
-        l.upstream = Some(url);
-        l.gateway = Some(gateway(vec![]));
+        l.upstream = Some(url.parse().expect("an upstream URL"));
+        l.gateway = gateway(vec![]);
         more(l);
     })
     .await
@@ -348,7 +351,7 @@ async fn upstream_sees_identity_and_forwarding_headers_but_not_the_credential() 
 async fn credentials_are_forwarded_when_strip_credentials_is_off() {
     let up = Upstream::start().await;
     let app = spawn_for(&up, |l| {
-        l.gateway.as_mut().unwrap().strip_credentials = Some(false);
+        l.gateway.strip_credentials = false;
     })
     .await;
     let c = app.customer().await;
@@ -373,7 +376,7 @@ async fn credentials_are_forwarded_when_strip_credentials_is_off() {
 async fn forged_identity_headers_are_replaced() {
     let up = Upstream::start().await;
     let app = spawn_for(&up, |l| {
-        l.gateway.as_mut().unwrap().routes = vec![RouteLayer { public: true, ..route("/open", up.url()) }];
+        l.gateway.routes = vec![RouteLayer { public: true, ..route("/open", up.url()) }];
     })
     .await;
     let c = app.customer().await;
@@ -435,7 +438,7 @@ async fn refused_requests_never_reach_the_upstream() {
 
     // With http_status = always-200 only the code tells.
     let up200 = Upstream::start().await;
-    let app200 = spawn_for(&up200, |l| l.http_status = Some(StatusMode::Always200)).await;
+    let app200 = spawn_for(&up200, |l| l.http_status = StatusMode::Always200).await;
     let r = get(&app200, "/echo", &[("x-api-key", &wrong)]).await;
     r.expect(200, 1101);
     assert_eq!(r.header("www-authenticate"), None);
@@ -450,12 +453,12 @@ async fn routes_longest_prefix_public_and_strip_prefix() {
     let a = Upstream::start().await;
     let b = Upstream::start().await;
     let app = TestApp::spawn_with(|l| {
-        l.gateway = Some(gateway(vec![
+        l.gateway = gateway(vec![
             route("/api", a.url()),
             route("/api/v2", format!("{}/b-base/", b.url())),
             RouteLayer { public: true, ..route("/public", a.url()) },
             RouteLayer { strip_prefix: true, ..route("/strip", format!("{}/inner", a.url())) },
-        ]));
+        ]);
     })
     .await;
     let c = app.customer().await;
@@ -597,7 +600,7 @@ async fn bodies_stream_both_ways_in_bounded_memory() {
     let up = Upstream::start().await;
     // The response timeout runs until the upstream's response headers, and the upload's
     // upstream answers only once it has read the whole body.
-    let app = spawn_for(&up, |l| l.gateway.as_mut().unwrap().response_timeout = Some("120s".into())).await;
+    let app = spawn_for(&up, |l| l.gateway.response_timeout = Duration::from_secs(120)).await;
     let c = app.customer().await;
     let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(120)).build().unwrap();
 
@@ -659,7 +662,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
     };
     let up = Upstream::start().await;
     let app = spawn_for(&up, |l| {
-        l.gateway.as_mut().unwrap().routes = vec![route("/down", format!("http://{closed}"))];
+        l.gateway.routes = vec![route("/down", format!("http://{closed}"))];
     })
     .await;
     let c = app.customer().await;
@@ -751,7 +754,7 @@ async fn an_upstream_named_by_host_name_is_resolved() {
     let up = Upstream::start().await;
     // localhost may resolve to ::1 first, where nothing listens: the next address is tried.
     let by_name = format!("http://localhost:{}", up.addr.port());
-    let app = TestApp::spawn_with(|l| l.gateway = Some(gateway(vec![route("/named", by_name)]))).await;
+    let app = TestApp::spawn_with(|l| l.gateway = gateway(vec![route("/named", by_name)])).await;
     let c = app.customer().await;
     let r = get(&app, "/named/echo", &[("x-api-key", &c.api_key)]).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -808,7 +811,7 @@ async fn websocket_upgrades_pass_through_after_authentication() {
 #[tokio::test]
 async fn a_client_disconnect_cancels_the_upstream_request() {
     let up = Upstream::start().await;
-    let app = spawn_for(&up, |l| l.gateway.as_mut().unwrap().response_timeout = Some("10s".into())).await;
+    let app = spawn_for(&up, |l| l.gateway.response_timeout = Duration::from_secs(10)).await;
     let c = app.customer().await;
 
     let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
@@ -834,7 +837,7 @@ async fn a_client_disconnect_cancels_the_upstream_request() {
 #[tokio::test]
 async fn metrics_count_gateway_traffic_and_hold_no_secret() {
     let up = Upstream::start().await;
-    let app = TestApp::spawn_with(|l| l.gateway = Some(gateway(vec![route("/metered", up.url())]))).await;
+    let app = TestApp::spawn_with(|l| l.gateway = gateway(vec![route("/metered", up.url())])).await;
     let c = app.customer().await;
     let token = app.token(&c).await;
     let bearer = format!("Bearer {token}");

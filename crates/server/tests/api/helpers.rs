@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use keygate_auth::{MasterKeySource, secrets};
+use keygate_core::Secret;
+use keygate_ops::Ops;
 use keygate_server::app::AppState;
-use keygate_server::config::Layer;
-use keygate_server::keys::{self, MasterKeySource};
-use keygate_server::ops::Ops;
 use keygate_server::{Application, Config};
 use keygate_store::Store;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 pub const ADMIN_TOKEN: &str = "kga_integration-test-admin-token-0123456789";
 
 /// The change feed poll interval of test servers.
-pub const FEED_INTERVAL: &str = "50ms";
+pub const FEED_INTERVAL: Duration = Duration::from_millis(50);
 
 static EMAILS: AtomicUsize = AtomicUsize::new(0);
 
@@ -169,19 +169,21 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
-    /// A server with the test defaults changed by `configure`.
-    pub async fn spawn_with(configure: impl FnOnce(&mut Layer)) -> TestApp {
+    /// A server with the test defaults changed by `configure`: one worker thread (tests run in
+    /// parallel on a small machine), a fast change feed, a known admin token.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+        crate::log::init();
         let dir = tempfile::tempdir().expect("temporary directory");
         let database_url = format!("sqlite://{}/keygate.db", dir.path().display());
-        let mut layer = Layer {
-            listen: Some("127.0.0.1:0".into()),
-            database_url: Some(database_url.clone()),
-            feed_interval: Some(FEED_INTERVAL.into()),
-            admin_token: Some(ADMIN_TOKEN.into()),
-            ..Default::default()
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: database_url.clone(),
+            feed_interval: FEED_INTERVAL,
+            admin_token: Some(Secret::new(ADMIN_TOKEN)),
+            workers: 1,
+            ..Config::default()
         };
-        configure(&mut layer);
-        let config = Config::resolve(layer).expect("test configuration resolves");
+        configure(&mut config);
         let app = Application::build(config).await.expect("the application builds");
         let addr = app.local_addr();
         let state = app.state().clone();
@@ -371,10 +373,12 @@ impl TestApp {
     /// The admin operations as the CLI runs them: on the same database and master key, with no
     /// authenticator to tell (the server must learn of the writes through the change feed).
     pub async fn external_ops(&self) -> Ops {
-        let master =
-            keys::load_master_key(&MasterKeySource::File { path: self.dir.path().join("keygate.key"), create: false })
-                .expect("the master key file beside the database");
-        Ops::new(self.external_store().await, master.api_key_hasher(), None)
+        let master = secrets::load_master_key(&MasterKeySource::File {
+            path: self.dir.path().join("keygate.key"),
+            create: false,
+        })
+        .expect("the master key file beside the database");
+        Ops::new(self.external_store().await, &master, None)
     }
 }
 
@@ -389,7 +393,7 @@ where
         if check().await {
             return start.elapsed();
         }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?} (the feed interval is {FEED_INTERVAL})");
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?} (the feed interval is {FEED_INTERVAL:?})");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

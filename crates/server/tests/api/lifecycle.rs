@@ -140,7 +140,7 @@ async fn ban_refuses_keys_tokens_and_get_token_until_unban() {
 
 #[tokio::test]
 async fn tokens_expire_after_their_lifetime() {
-    let app = TestApp::spawn_with(|l| l.token_ttl = Some("1s".into())).await;
+    let app = TestApp::spawn_with(|l| l.token_ttl = Duration::from_secs(1)).await;
     let c = app.customer().await;
     // Token times are whole seconds: start just after a second begins, so a 1 s token has
     // (nearly) its whole second ahead of it.

@@ -18,5 +18,6 @@ mod feed;
 mod gateway;
 mod helpers;
 mod lifecycle;
+mod log;
 mod protocol;
 mod tokens;

@@ -1,7 +1,7 @@
 //! The vendor's protocol: `x-api-key`, getToken, `Authorization: Bearer`, the business codes,
 //! HTTP statuses and challenges, and getToken's handling of bad bodies.
 
-use keygate_server::config::StatusMode;
+use keygate_auth::StatusMode;
 use reqwest::Method;
 use serde_json::json;
 
@@ -328,7 +328,7 @@ async fn get_token_body_over_64_kib_is_413() {
 
 #[tokio::test]
 async fn always_200_mode_answers_get_token_refusals_with_http_200() {
-    let app = TestApp::spawn_with(|l| l.http_status = Some(StatusMode::Always200)).await;
+    let app = TestApp::spawn_with(|l| l.http_status = StatusMode::Always200).await;
     let c = app.customer().await;
     let d = app.customer().await;
 
@@ -389,7 +389,7 @@ async fn the_server_stops_on_shutdown() {
 #[tokio::test]
 async fn a_client_slow_to_send_its_headers_is_disconnected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = TestApp::spawn_with(|l| l.header_read_timeout = Some("300ms".into())).await;
+    let app = TestApp::spawn_with(|l| l.header_read_timeout = std::time::Duration::from_millis(300)).await;
     let mut slow = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
     // Headers that never end.
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: keygate\r\n").await.expect("write");

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use keygate_server::config::Layer;
+use keygate_core::Secret;
 use keygate_server::{Application, Config};
 use keygate_testkit::TestDb;
 use serde_json::{Value, json};
@@ -26,16 +26,19 @@ struct Node {
     _stop: oneshot::Sender<()>,
 }
 
-async fn start_node(url: &str, extra: Layer) -> Node {
-    let layer = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        database_url: Some(url.into()),
-        master_key: Some(MASTER.into()),
-        admin_token: Some(ADMIN.into()),
-        ..Default::default()
+async fn start_node(url: &str, store_timeout: Option<Duration>) -> Node {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: url.into(),
+        master_key: Some(Secret::new(MASTER)),
+        admin_token: Some(Secret::new(ADMIN)),
+        workers: 1,
+        ..Config::default()
+    };
+    if let Some(t) = store_timeout {
+        config.store_timeout = t;
     }
-    .merge(extra);
-    let app = Application::build(Config::resolve(layer).unwrap()).await.unwrap();
+    let app = Application::build(config).await.unwrap();
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
@@ -152,11 +155,7 @@ async fn changes_reach_every_node_within_the_bound() {
     let _serial = SERIAL.lock().await;
     let Some(db) = db().await else { return };
     let c = client();
-    let nodes = vec![
-        start_node(&db.url, Layer::default()).await,
-        start_node(&db.url, Layer::default()).await,
-        start_node(&db.url, Layer::default()).await,
-    ];
+    let nodes = vec![start_node(&db.url, None).await, start_node(&db.url, None).await, start_node(&db.url, None).await];
     let mut samples = Vec::new();
     for i in 0..45 {
         let kind = ["revoke", "rotate", "ban"][i % 3];
@@ -230,10 +229,10 @@ async fn nodes_survive_a_postgres_restart() {
     };
     let version = cluster.file_name().to_string_lossy().into_owned();
     let c = client();
-    let fail_static = Layer { store_timeout: Some("500ms".into()), ..Default::default() };
+    let fail_static = Some(Duration::from_millis(500));
     let nodes = vec![
-        start_node(&db.url, fail_static.clone()).await,
-        start_node(&db.url, fail_static.clone()).await,
+        start_node(&db.url, fail_static).await,
+        start_node(&db.url, fail_static).await,
         start_node(&db.url, fail_static).await,
     ];
     let (_, _, warm_key) = customer(&c, &nodes[0], 1).await;

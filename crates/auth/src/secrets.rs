@@ -1,14 +1,15 @@
-//! Server secrets at start-up: the master key (loaded or generated), the JWT signing key ids and
-//! the admin token. The master key is the only secret kept outside the database; the database
-//! keeps key ids, hashes and a check value, never a secret.
+//! Secrets at start-up: the master key (loaded or generated), its check against the database, and
+//! the JWT signing key ids. The master key is the only secret kept outside the database; the
+//! database keeps key ids, hashes and a check value, never a secret.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use keygate_core::key::{self, ADMIN_TOKEN_PREFIX};
+use std::sync::Arc;
+
 use keygate_core::token::Keyring;
-use keygate_core::{MasterKey, SecretHash};
+use keygate_core::{MasterKey, Secret};
 use keygate_store::{Store, StoreError};
 use rand::RngCore;
 
@@ -16,11 +17,71 @@ use rand::RngCore;
 #[derive(Debug, Clone)]
 pub enum MasterKeySource {
     /// Given directly (hex), e.g. from `KEYGATE_MASTER_KEY`.
-    Hex(String),
+    Hex(Secret),
     /// A file holding the hex key; created (mode 0600) when missing and `create` is set.
     File { path: PathBuf, create: bool },
+    /// A key the caller already holds.
+    Key(MasterKey),
     /// A throw-away key (in-memory databases only).
     Ephemeral,
+}
+
+impl MasterKeySource {
+    /// The master key for `database_url`: the one given (hex, or a file), else a file beside a
+    /// SQLite database (`keygate.db` -> `keygate.key`), created at first start. A shared database
+    /// (PostgreSQL) needs the key given: every node must use the same one.
+    pub fn for_database(database_url: &str, hex: Option<Secret>, file: Option<PathBuf>) -> anyhow::Result<Self> {
+        Ok(match (hex, file) {
+            (Some(hex), _) => Self::Hex(hex),
+            (None, Some(path)) => Self::File { path, create: true },
+            (None, None) => match sqlite_path(database_url) {
+                Some(db) => Self::File { path: db.with_extension("key"), create: true },
+                None if database_url.starts_with("sqlite:") => Self::Ephemeral,
+                None => bail!(
+                    "a shared master key is needed with {}: set KEYGATE_MASTER_KEY or --master-key-file",
+                    redact_url(database_url)
+                ),
+            },
+        })
+    }
+}
+
+/// The SQLite file a `sqlite:` URL names, if it names one.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// A database URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the store `database_url` names (creating and migrating it when `migrate` is set), loads
+/// the master key, checks it against the database and makes sure a signing key exists. What
+/// every keygate process does first: the server, the CLI and a service embedding the Layer.
+pub async fn open_store(
+    database_url: &str,
+    master: &MasterKeySource,
+    migrate: bool,
+) -> anyhow::Result<(Arc<dyn Store>, MasterKey)> {
+    let store = keygate_store::connect(database_url, migrate)
+        .await
+        .with_context(|| format!("opening database {}", redact_url(database_url)))?;
+    let master = load_master_key(master)?;
+    check_master_key(store.as_ref(), &master).await?;
+    ensure_signing_key(store.as_ref()).await?;
+    Ok((store, master))
 }
 
 /// Loads the master key, creating its file on first start. Atomic against two processes
@@ -28,7 +89,8 @@ pub enum MasterKeySource {
 /// so the file appears whole or not at all, and a loser reads the winner's key.
 pub fn load_master_key(source: &MasterKeySource) -> anyhow::Result<MasterKey> {
     match source {
-        MasterKeySource::Hex(hex) => MasterKey::from_hex(hex).context("KEYGATE_MASTER_KEY is malformed"),
+        MasterKeySource::Hex(hex) => MasterKey::from_hex(hex.expose()).context("KEYGATE_MASTER_KEY is malformed"),
+        MasterKeySource::Key(key) => Ok(key.clone()),
         MasterKeySource::Ephemeral => Ok(MasterKey::generate()),
         MasterKeySource::File { path, create } => {
             if !path.exists() {
@@ -79,7 +141,6 @@ fn create_key_file(path: &Path) -> anyhow::Result<()> {
 }
 
 const MASTER_CHECK: &str = "master_key_check";
-const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
 
 /// Refuses a master key other than the one this database was set up with: every stored hash
 /// would silently stop matching.
@@ -118,24 +179,20 @@ pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> Result<Keyri
     Ok(Keyring::new(master, live.iter().map(|k| k.kid.as_str()), active))
 }
 
-/// Makes sure an admin token exists; returns a newly generated one (to print once) if it made one.
-pub async fn ensure_admin_token(store: &dyn Store, master: &MasterKey) -> Result<Option<String>, StoreError> {
-    if store.get_setting(ADMIN_TOKEN_HASH).await?.is_some() {
-        return Ok(None);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("sqlite://keygate.db"), "sqlite://keygate.db");
+        assert_eq!(sqlite_path("sqlite://dir/k.db?mode=rwc"), Some(PathBuf::from("dir/k.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert!(matches!(
+            MasterKeySource::for_database("sqlite://k.db", None, None).unwrap(),
+            MasterKeySource::File { path, .. } if path == PathBuf::from("k.key")
+        ));
+        assert!(MasterKeySource::for_database("postgres://u:pw@h/db", None, None).is_err());
     }
-    let token = key::generate(ADMIN_TOKEN_PREFIX);
-    let hash = master.admin_token_hasher().hash(&token);
-    Ok(store.put_setting(ADMIN_TOKEN_HASH, hash.as_bytes(), true).await?.then_some(token))
-}
-
-/// Replaces the admin token; returns the new one (to print once).
-pub async fn reset_admin_token(store: &dyn Store, master: &MasterKey) -> Result<String, StoreError> {
-    let token = key::generate(ADMIN_TOKEN_PREFIX);
-    store.put_setting(ADMIN_TOKEN_HASH, master.admin_token_hasher().hash(&token).as_bytes(), false).await?;
-    Ok(token)
-}
-
-/// The stored admin token hash, if any.
-pub async fn admin_token_hash(store: &dyn Store) -> Result<Option<SecretHash>, StoreError> {
-    Ok(store.get_setting(ADMIN_TOKEN_HASH).await?.and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok()).map(SecretHash))
 }

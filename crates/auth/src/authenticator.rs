@@ -19,19 +19,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::cache::BoundedCache as Cache;
 use arc_swap::ArcSwap;
-use axum::http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName, header};
 use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, InvalidReason, Presented};
-use keygate_core::model::{AuthMethod, Identity};
+use keygate_core::model::AuthMethod;
 use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
 use keygate_store::{Entity, Store, StoreError, now_ms};
 use subtle::ConstantTimeEq;
 
-pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-pub static X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
-pub static X_CLIENT_SECRET: HeaderName = HeaderName::from_static("x-client-secret");
+use crate::cache::BoundedCache as Cache;
+use crate::identity::{Identity, X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
 
 /// For the legacy clientId + clientSecret pair: the secret must belong to that clientId (a
 /// constant-time comparison of the 24 characters).
@@ -53,6 +51,15 @@ pub enum AuthError {
     Store(StoreError),
 }
 
+impl AuthError {
+    /// Logs a refusal at debug level (which check failed: for the operator, never the client).
+    pub fn log(&self, endpoint: &'static str) {
+        if let Self::Refused(f) = self {
+            tracing::debug!(endpoint, code = f.code().as_u32(), reason = f.reason(), "authentication refused");
+        }
+    }
+}
+
 impl From<AuthFailure> for AuthError {
     fn from(f: AuthFailure) -> Self {
         Self::Refused(f)
@@ -62,15 +69,6 @@ impl From<AuthFailure> for AuthError {
 impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         Self::Store(e)
-    }
-}
-
-impl From<AuthError> for crate::error::ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Refused(f) => Self::Auth(f),
-            AuthError::Store(e) => e.into(),
-        }
     }
 }
 
@@ -113,7 +111,6 @@ fn decision_counters() -> &'static [[metrics::Counter; 5]; 4] {
     })
 }
 
-/// A successful check, with what getToken needs to sign.
 /// A credential and its account as read together, with their stripes' epochs from before the
 /// read: current while both epochs are unchanged. Invalidations remove, then bump the epoch, and a
 /// load that inserted a stale value bumps again when it takes it back (see `insert_checked`), so a
@@ -140,6 +137,7 @@ struct TokenEntry {
     resolved: Option<Resolved>,
 }
 
+/// A successful check, with what getToken needs to sign.
 struct Verified {
     identity: Identity,
     generation: u32,

@@ -1,6 +1,6 @@
 //! Operator pages, `/console/admin/...`: search and list accounts, an account's credentials and
 //! history, ban and unban with a reason, revoke any credential. Only operator accounts get in
-//! (customers get 403); the actions go through the same [`crate::ops::Ops`] as the admin API,
+//! (customers get 403); the actions go through the same [`keygate_ops::Ops`] as the admin API,
 //! with `console:<operator email>` as the actor in the account's history.
 
 use askama::Template;
@@ -18,12 +18,11 @@ use serde::Deserialize;
 use super::pages::{CredentialRow, NoFields, RevokePage};
 use super::session::{Operator, Post, User};
 use super::{ConsoleError, Nav, fmt_time, render};
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::ConsoleState;
 
 const PAGE: u32 = 50;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/admin", get(|| async { Redirect::to("/console/admin/accounts") }))
         .route("/admin/accounts", get(accounts))
@@ -62,7 +61,7 @@ struct ListQuery {
 
 async fn accounts(
     Operator(user): Operator,
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ConsoleError> {
     let Query(q) = query.map_err(|_| ConsoleError::BadRequest("The search could not be read.".into()))?;
@@ -119,13 +118,13 @@ fn account_id(id: &str) -> Result<AccountId, ConsoleError> {
 
 async fn account(
     Operator(user): Operator,
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(id): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let id = account_id(&id)?;
     let store = s.ops.store();
-    let ca = store.console_account(id).await.map_err(ApiError::from)?;
-    let events: Vec<AccountEvent> = store.account_events(id).await.map_err(ApiError::from)?;
+    let ca = store.console_account(id).await?;
+    let events: Vec<AccountEvent> = store.account_events(id).await?;
     let credentials = s.ops.list_credentials(id).await?;
     let a = &ca.account;
     let page = AccountPage {
@@ -161,7 +160,7 @@ struct ReasonForm {
 }
 
 async fn ban(
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(id): Path<String>,
     post: Post<ReasonForm>,
 ) -> Result<Redirect, ConsoleError> {
@@ -174,31 +173,31 @@ async fn ban(
     if reason.is_empty() {
         return Err(ConsoleError::BadRequest("A ban needs a reason: it is kept in the account's history.".into()));
     }
-    s.ops.set_banned(id, true, Some(reason), &actor(&post.user)).await?;
+    s.ops.ban(id, Some(reason), &actor(&post.user)).await?;
     tracing::info!(operator = %post.user.account.id, account = %id, "console: account banned");
     Ok(Redirect::to(&format!("/console/admin/accounts/{}", id.to_hex())))
 }
 
 async fn unban(
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(id): Path<String>,
     post: Post<ReasonForm>,
 ) -> Result<Redirect, ConsoleError> {
     post.user.require_operator()?;
     let id = account_id(&id)?;
-    s.ops.set_banned(id, false, Some(post.form.reason.trim()), &actor(&post.user)).await?;
+    s.ops.unban(id, Some(post.form.reason.trim()), &actor(&post.user)).await?;
     tracing::info!(operator = %post.user.account.id, account = %id, "console: account unbanned");
     Ok(Redirect::to(&format!("/console/admin/accounts/{}", id.to_hex())))
 }
 
 async fn revoke_confirm(
     Operator(user): Operator,
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let id: ClientId = client_id.parse().map_err(|_| ConsoleError::NotFound)?;
     let c = s.ops.get_credential(id).await?;
-    let owner = s.ops.store().get_account(c.account_id).await.map_err(ApiError::from)?;
+    let owner = s.ops.store().get_account(c.account_id).await?;
     let back = format!("/console/admin/accounts/{}", c.account_id.to_hex());
     if c.status != CredentialStatus::Active {
         return Ok(Redirect::to(&back).into_response());
@@ -214,7 +213,7 @@ async fn revoke_confirm(
 }
 
 async fn revoke(
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
     post: Post<NoFields>,
 ) -> Result<Redirect, ConsoleError> {

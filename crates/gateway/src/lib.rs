@@ -9,26 +9,30 @@
 //! ways without buffering; a WebSocket upgrade is passed through after authentication. The
 //! upstream connection pool keeps connections alive. If the client goes away, the upstream
 //! request is dropped with it.
+//!
+//! The gateway decides nothing itself: a request is authenticated by the same
+//! [`Authenticator::authenticate`] as `/auth/verify` and the tower Layer, and a refusal is the same
+//! envelope in the same status mode. Which paths reach it (not keygate's own) is the server's call.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use keygate_core::model::Identity;
+use keygate_auth::identity::{IDENTITY_HEADER_PREFIX, credential_headers};
+use keygate_auth::{ApiError, Authenticator, Identity, Resource, StatusMode};
 
-use crate::app::AppState;
-use crate::auth::{X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
-use crate::config::{GatewayConfig, Route};
-use crate::error::ApiError;
-use crate::routes::protocol::set_identity_headers;
+pub use crate::config::{GatewayConfig, Route, Upstream};
 use crate::upstream::{UpstreamError, UpstreamPool};
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -37,6 +41,9 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 pub struct Gateway {
     config: GatewayConfig,
+    auth: Arc<Authenticator>,
+    /// How refusals and upstream failures are answered.
+    status_mode: StatusMode,
     /// Per route (same order as `config.routes`): what is made once rather than per request.
     meta: Vec<RouteMeta>,
 }
@@ -61,7 +68,9 @@ impl RouteLabel {
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig, workers: usize) -> Self {
+    /// A gateway whose requests `auth` decides; `workers` is the number of worker threads (one
+    /// upstream pool each, see [`upstream`]).
+    pub fn new(config: GatewayConfig, auth: Arc<Authenticator>, status_mode: StatusMode, workers: usize) -> Self {
         let mut pools: Vec<Arc<UpstreamPool>> = Vec::new();
         let meta = config
             .routes
@@ -84,7 +93,12 @@ impl Gateway {
                 }
             })
             .collect();
-        Self { config, meta }
+        Self { config, auth, status_mode, meta }
+    }
+
+    /// The routes, longest prefix first.
+    pub fn routes(&self) -> &[Route] {
+        &self.config.routes
     }
 
     fn route(&self, path: &str) -> Option<(&Route, &RouteMeta)> {
@@ -166,51 +180,45 @@ fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, ApiError> {
     Uri::try_from(pq).map_err(|_| ApiError::BadRequest("request path cannot be forwarded".into()))
 }
 
-/// The router's fallback: every path that is not one of keygate's own endpoints.
-pub async fn proxy(State(state): State<AppState>, mut req: Request) -> Response {
-    let Some(gateway) = state.gateway.as_deref() else {
-        return ApiError::NotFound("route").into_response();
-    };
-    // An unknown path under keygate's own (say /admin/v1/nope) falls through to here; it is still
-    // keygate's, never the upstream's.
-    if crate::app::is_own_path(req.uri().path()) {
-        return ApiError::NotFound("route").into_response();
-    }
-    let Some((route, meta)) = gateway.route(req.uri().path()) else {
-        return ApiError::NotFound("route").into_response();
-    };
-    let label = meta.label.clone();
-    let identity = if route.public {
-        None
-    } else {
-        match state.auth.authenticate(req.headers()).await {
-            Ok(id) => Some(id),
-            Err(e) => {
-                let mut res = crate::app::protocol_status(&state, ApiError::from(e).into_response());
-                res.extensions_mut().insert(label);
-                return res;
+impl Gateway {
+    /// Serves one request: authenticated (unless its route is public) and forwarded. The answer
+    /// carries the route's [`RouteLabel`] (and the caller's [`Identity`]) in its extensions.
+    pub async fn proxy(&self, mut req: Request) -> Response {
+        let Some((route, meta)) = self.route(req.uri().path()) else {
+            return ApiError::NotFound(Resource::Route).into_response();
+        };
+        let label = meta.label.clone();
+        let identity = if route.public {
+            None
+        } else {
+            match self.auth.authenticate(req.headers()).await {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    let mut res = self.status_mode.apply(ApiError::from(e).into_response());
+                    res.extensions_mut().insert(label);
+                    return res;
+                }
             }
+        };
+        let mut res = match forward(&self.config, route, meta, identity.as_ref(), &mut req).await {
+            Ok(res) => res,
+            Err(e) => self.status_mode.apply(e.into_response()),
+        };
+        res.extensions_mut().insert(label);
+        if let Some(id) = identity {
+            res.extensions_mut().insert(id);
         }
-    };
-    let mut res = match forward(gateway, route, meta, identity.as_ref(), &mut req).await {
-        Ok(res) => res,
-        Err(e) => crate::app::protocol_status(&state, e.into_response()),
-    };
-    res.extensions_mut().insert(label);
-    if let Some(id) = identity {
-        res.extensions_mut().insert(id);
+        res
     }
-    res
 }
 
 async fn forward(
-    gateway: &Gateway,
+    cfg: &GatewayConfig,
     route: &Route,
     meta: &RouteMeta,
     identity: Option<&Identity>,
     req: &mut Request,
 ) -> Result<Response, ApiError> {
-    let cfg = &gateway.config;
     let upgrade = is_upgrade(req);
     let client_version = req.version();
     let client_upgrade = if upgrade { req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() } else { None };
@@ -230,17 +238,18 @@ async fn forward(
     *headers = std::mem::take(req.headers_mut());
     strip_hop_by_hop(headers, upgrade);
     if cfg.strip_credentials {
-        for name in [&header::AUTHORIZATION, &X_API_KEY, &X_CLIENT_ID, &X_CLIENT_SECRET] {
+        for name in credential_headers() {
             headers.remove(name);
         }
     }
     // Identity headers come from keygate only.
-    let forged: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-keygate-")).cloned().collect();
+    let forged: Vec<HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with(IDENTITY_HEADER_PREFIX)).cloned().collect();
     for name in forged {
         headers.remove(name);
     }
     if let Some(id) = identity {
-        set_identity_headers(headers, id);
+        id.set_headers(headers);
     }
     if let Some(ip) = peer {
         use std::io::Write;
@@ -312,7 +321,6 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Upstream;
 
     fn route(prefix: &str, base: &str, strip: bool) -> Route {
         Route {
@@ -331,21 +339,6 @@ mod tests {
         assert_eq!(u(&route("/v1", "/base", true), "/v1/a?q"), "/base/a?q");
         assert_eq!(u(&route("/v1", "", true), "/v1"), "/");
         assert_eq!(u(&route("/v1/", "", true), "/v1/x"), "/x");
-    }
-
-    #[test]
-    fn own_paths() {
-        use crate::app::is_own_path;
-        for p in ["/admin/v1", "/admin/v1/", "/admin/v1/nope", "/admin/v1/accounts/x/y", "/console", "/console/x"] {
-            assert!(is_own_path(p), "{p}");
-        }
-        for p in ["/auth/verify", "/auth/verify/a/b", "/api/open/v3/getToken", "/healthz", "/readyz", "/metrics"] {
-            assert!(is_own_path(p), "{p}");
-        }
-        for p in ["/admin", "/admin/v10", "/admin/v1x", "/v1/admin/v1", "/", "/consoles", "/healthz/", "/auth/verifyx"]
-        {
-            assert!(!is_own_path(p), "{p}");
-        }
     }
 
     #[test]

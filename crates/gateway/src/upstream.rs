@@ -1,6 +1,6 @@
 //! Connections to one upstream, kept alive and reused: the gateway's connection pool.
 //!
-//! Each worker thread (see [`crate::serve`]) has its own list of HTTP/1.1 connections to each
+//! Each worker thread (the server's, see [`set_worker`]) has its own list of HTTP/1.1 connections to each
 //! upstream, so a request, its upstream connection and that connection's task are all driven by
 //! one thread; the list's lock is only ever taken by that thread. A request goes to the most
 //! recently used connection that is idle (its previous response fully read); when every one is
@@ -10,6 +10,7 @@
 //! A request that a pooled connection could not take (the upstream closed it meanwhile) is sent
 //! again on another connection: it was never written, so this is safe for any method.
 
+use std::cell::Cell;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const MAX_POOLED: usize = 1024;
 /// How often the idle timeout is enforced.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as worker `index` (1..=workers) of the server that serves the gateway: its
+/// requests use that worker's connections, without locking against other threads. Threads not
+/// marked share slot 0.
+pub fn set_worker(index: usize) {
+    WORKER.set(index);
+}
 
 /// Why a request got no response from the upstream.
 #[derive(Debug)]
@@ -51,7 +63,7 @@ struct Slot {
 pub struct UpstreamPool {
     authority: Authority,
     connect_timeout: Duration,
-    /// Index: [`crate::serve::current_worker`].
+    /// Index: the worker of the thread (see [`set_worker`]).
     slots: Box<[Mutex<Slot>]>,
 }
 
@@ -65,7 +77,7 @@ impl UpstreamPool {
     }
 
     fn slot(&self) -> &Mutex<Slot> {
-        self.slots.get(crate::serve::current_worker()).unwrap_or(&self.slots[0])
+        self.slots.get(WORKER.with(Cell::get)).unwrap_or(&self.slots[0])
     }
 
     /// Sends `req` (origin-form URI, `Host` set by the caller) and waits for the response headers.

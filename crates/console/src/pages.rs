@@ -17,10 +17,10 @@ use serde::Deserialize;
 use super::session::{self, PRE_SESSION_COOKIE, Post, PublicPost, SESSION_COOKIE, User};
 use super::svg::{self, Chart};
 use super::{ConsoleError, Nav, csrf, fmt_time, iso_time, render};
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::ConsoleState;
+use keygate_ops::OpsError;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_form).post(login))
@@ -36,7 +36,7 @@ pub fn routes() -> Router<AppState> {
 #[derive(Deserialize)]
 pub(super) struct NoFields {}
 
-async fn index(State(s): State<AppState>, headers: HeaderMap) -> Result<Redirect, ConsoleError> {
+async fn index(State(s): State<ConsoleState>, headers: HeaderMap) -> Result<Redirect, ConsoleError> {
     Ok(match session::current(&headers, &s).await? {
         Some(_) => Redirect::to("/console/credentials"),
         None => Redirect::to("/console/login"),
@@ -80,20 +80,20 @@ fn with_pre_session_cookie(mut res: Response, value: &str, secure: bool) -> Resp
     res
 }
 
-async fn login_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
+async fn login_form(State(s): State<ConsoleState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
     if session::current(&headers, &s).await?.is_some() {
         return Ok(Redirect::to("/console/credentials").into_response());
     }
     let (cookie, new) = pre_session(&headers);
     let page = LoginPage {
         nav: Nav::anonymous(),
-        csrf: csrf::for_pre_session(&s.console.csrf_hasher, &cookie),
+        csrf: csrf::for_pre_session(&s.csrf_hasher, &cookie),
         email: String::new(),
         error: None,
-        signup: s.console.signup,
+        signup: s.signup,
     };
     let res = render(StatusCode::OK, &page);
-    let secure = session::secure(&headers, s.console.secure_cookies);
+    let secure = session::secure(&headers, s.secure_cookies);
     Ok(if new { with_pre_session_cookie(res, &cookie, secure) } else { res })
 }
 
@@ -104,34 +104,31 @@ struct LoginForm {
 }
 
 /// Creates a session for `account` and answers with its cookie and a redirect to the console.
-async fn start_session(s: &AppState, account: AccountId, secure: bool) -> Result<Response, ConsoleError> {
+async fn start_session(s: &ConsoleState, account: AccountId, secure: bool) -> Result<Response, ConsoleError> {
     let token = session::new_token();
-    let ttl = s.console.session_ttl;
+    let ttl = s.session_ttl;
     let store = s.ops.store();
     // Expired sessions are dead weight: drop them while we are writing anyway.
     if let Err(e) = store.prune_sessions(now_ms()).await {
         tracing::warn!(error = %e, "console: pruning expired sessions failed");
     }
-    store
-        .create_session(&s.console.session_hasher.hash(&token), account, now_ms() + ttl.as_millis() as i64)
-        .await
-        .map_err(ApiError::from)?;
+    store.create_session(&s.session_hasher.hash(&token), account, now_ms() + ttl.as_millis() as i64).await?;
     let mut res = Redirect::to("/console/credentials").into_response();
     let c = session::set_cookie(SESSION_COOKIE, &token, Some(ttl.as_secs().max(1)), secure);
     res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("a cookie is a header value"));
     Ok(res)
 }
 
-async fn login(State(s): State<AppState>, post: PublicPost<LoginForm>) -> Result<Response, ConsoleError> {
+async fn login(State(s): State<ConsoleState>, post: PublicPost<LoginForm>) -> Result<Response, ConsoleError> {
     let PublicPost { form, ip, secure, pre_session } = post;
-    let console = &s.console;
+    let console = &s;
     let email = form.email.trim();
     // Refused before any password check: throttled attempts cost no Argon2 work.
     console.throttle.check(Some(email), ip).map_err(ConsoleError::Throttled)?;
     let found = if email.is_empty() || email.len() > 254 {
         None
     } else {
-        s.ops.store().console_account_by_email(email).await.map_err(ApiError::from)?
+        s.ops.store().console_account_by_email(email).await?
     };
     // One verification whatever happens: against the account's hash, or a dummy one.
     let ok = console
@@ -174,8 +171,8 @@ async fn login(State(s): State<AppState>, post: PublicPost<LoginForm>) -> Result
     start_session(&s, account.account.id, secure).await
 }
 
-async fn signup_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
-    if !s.console.signup {
+async fn signup_form(State(s): State<ConsoleState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
+    if !s.signup {
         return Err(ConsoleError::SignupClosed);
     }
     if session::current(&headers, &s).await?.is_some() {
@@ -184,14 +181,14 @@ async fn signup_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Re
     let (cookie, new) = pre_session(&headers);
     let page = SignupPage {
         nav: Nav::anonymous(),
-        csrf: csrf::for_pre_session(&s.console.csrf_hasher, &cookie),
+        csrf: csrf::for_pre_session(&s.csrf_hasher, &cookie),
         email: String::new(),
         first_name: String::new(),
         error: None,
-        min_len: super::password::MIN_LEN,
+        min_len: keygate_ops::password::MIN_LEN,
     };
     let res = render(StatusCode::OK, &page);
-    let secure = session::secure(&headers, s.console.secure_cookies);
+    let secure = session::secure(&headers, s.secure_cookies);
     Ok(if new { with_pre_session_cookie(res, &cookie, secure) } else { res })
 }
 
@@ -204,8 +201,8 @@ struct SignupForm {
     password_confirm: String,
 }
 
-async fn signup(State(s): State<AppState>, post: PublicPost<SignupForm>) -> Result<Response, ConsoleError> {
-    let console = &s.console;
+async fn signup(State(s): State<ConsoleState>, post: PublicPost<SignupForm>) -> Result<Response, ConsoleError> {
+    let console = &s;
     if !console.signup {
         return Err(ConsoleError::SignupClosed);
     }
@@ -218,7 +215,7 @@ async fn signup(State(s): State<AppState>, post: PublicPost<SignupForm>) -> Resu
             email: form.email.trim().to_owned(),
             first_name: form.first_name.trim().to_owned(),
             error: Some(error),
-            min_len: super::password::MIN_LEN,
+            min_len: keygate_ops::password::MIN_LEN,
         };
         Ok(render(StatusCode::BAD_REQUEST, &page))
     };
@@ -231,20 +228,20 @@ async fn signup(State(s): State<AppState>, post: PublicPost<SignupForm>) -> Resu
         .await
     {
         Ok(a) => a,
-        Err(ApiError::Conflict(_)) => {
+        Err(OpsError::Conflict(_)) => {
             // Counts against the IP: sign-up must not become a fast way to test which emails exist.
             console.throttle.fail(None, ip);
             return again("An account with this email already exists. Sign in instead.".into());
         }
-        Err(ApiError::BadRequest(m)) => return again(super::capitalise(&m)),
+        Err(OpsError::Invalid(m)) => return again(super::capitalise(&m)),
         Err(e) => return Err(e.into()),
     };
     tracing::info!(account = %account.id, "console: sign-up");
     start_session(&s, account.id, secure).await
 }
 
-async fn logout(State(s): State<AppState>, post: Post<NoFields>) -> Result<Response, ConsoleError> {
-    s.ops.store().delete_session(&post.user.token_hash).await.map_err(ApiError::from)?;
+async fn logout(State(s): State<ConsoleState>, post: Post<NoFields>) -> Result<Response, ConsoleError> {
+    s.ops.store().delete_session(&post.user.token_hash).await?;
     let mut res = Redirect::to("/console/login").into_response();
     let c = session::set_cookie(SESSION_COOKIE, "", Some(0), post.user.secure);
     res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&c).expect("a cookie is a header value"));
@@ -303,7 +300,7 @@ struct Notice {
 
 async fn credentials(
     user: User,
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     notice: Result<Query<Notice>, QueryRejection>,
 ) -> Result<Response, ConsoleError> {
     let list = s.ops.list_credentials(user.account.id).await?;
@@ -336,7 +333,7 @@ struct SecretPage {
 }
 
 /// The URL this server is reached at, for the examples on the secret page.
-fn base_url(headers: &HeaderMap, s: &AppState) -> String {
+fn base_url(headers: &HeaderMap, s: &ConsoleState) -> String {
     let host = headers
         .get("x-forwarded-host")
         .or_else(|| headers.get(header::HOST))
@@ -345,18 +342,17 @@ fn base_url(headers: &HeaderMap, s: &AppState) -> String {
         .map(str::trim)
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
         .unwrap_or("localhost");
-    let scheme = if session::secure(headers, crate::config::SecureCookies::Auto)
-        || s.console.secure_cookies == crate::config::SecureCookies::Always
-    {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme =
+        if session::secure(headers, crate::SecureCookies::Auto) || s.secure_cookies == crate::SecureCookies::Always {
+            "https"
+        } else {
+            "http"
+        };
     format!("{scheme}://{host}")
 }
 
 async fn generate(
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     headers: HeaderMap,
     post: Post<NoFields>,
 ) -> Result<Response, ConsoleError> {
@@ -374,7 +370,7 @@ async fn generate(
 }
 
 /// The caller's own credential, or 404 (also for anyone else's).
-async fn own(s: &AppState, user: &User, client_id: &str) -> Result<Credential, ConsoleError> {
+async fn own(s: &ConsoleState, user: &User, client_id: &str) -> Result<Credential, ConsoleError> {
     let id: ClientId = client_id.parse().map_err(|_| ConsoleError::NotFound)?;
     let c = s.ops.get_credential(id).await?;
     if c.account_id != user.account.id {
@@ -394,12 +390,12 @@ struct CredentialPage {
 
 async fn credential(
     user: User,
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let c = own(&s, &user, &client_id).await?;
     let today = now_ms().div_euclid(86_400_000);
-    let usage = s.ops.store().usage(c.client_id, today - (svg::DAYS - 1)).await.map_err(ApiError::from)?;
+    let usage = s.ops.store().usage(c.client_id, today - (svg::DAYS - 1)).await?;
     let page = CredentialPage {
         nav: Nav::of(&user, "credentials"),
         c: CredentialRow::of(&c),
@@ -416,7 +412,7 @@ struct RotateForm {
 }
 
 async fn rotate(
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
     headers: HeaderMap,
     post: Post<RotateForm>,
@@ -454,7 +450,7 @@ pub(super) struct RevokePage {
 
 async fn revoke_confirm(
     user: User,
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let c = own(&s, &user, &client_id).await?;
@@ -473,7 +469,7 @@ async fn revoke_confirm(
 }
 
 async fn revoke(
-    State(s): State<AppState>,
+    State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
     post: Post<NoFields>,
 ) -> Result<Redirect, ConsoleError> {

@@ -20,10 +20,10 @@ use keygate_store::{ChangeListener, Entity, Store};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::auth::Authenticator;
-use crate::keys;
+use crate::authenticator::Authenticator;
+use crate::secrets;
 
-pub struct Follower {
+pub struct FeedFollower {
     pub store: Arc<dyn Store>,
     pub auth: Arc<Authenticator>,
     pub master: keygate_core::MasterKey,
@@ -44,7 +44,7 @@ async fn wait_on(listener: &mut Option<Box<dyn ChangeListener>>) -> keygate_stor
     }
 }
 
-impl Follower {
+impl FeedFollower {
     /// Follows the feed until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -102,7 +102,7 @@ impl Follower {
                 keys_changed |= c.entity == Entity::SigningKey;
             }
             if keys_changed {
-                self.auth.set_keyring(keys::load_keyring(self.store.as_ref(), &self.master).await?);
+                self.auth.set_keyring(secrets::load_keyring(self.store.as_ref(), &self.master).await?);
             }
             self.cursor = changes.last().map_or(self.cursor, |c| c.seq);
             if changes.len() < BATCH as usize {

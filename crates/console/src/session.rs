@@ -21,8 +21,8 @@ use rand::RngCore;
 use serde::de::DeserializeOwned;
 
 use super::{ConsoleError, csrf};
-use crate::app::AppState;
-use crate::config::SecureCookies;
+use crate::ConsoleState;
+use crate::SecureCookies;
 
 pub const SESSION_COOKIE: &str = "kg_session";
 /// The random value the login and sign-up forms' CSRF token is bound to.
@@ -121,17 +121,17 @@ impl User {
 }
 
 /// The session a request presents, if any and still valid.
-pub async fn current(headers: &HeaderMap, state: &AppState) -> Result<Option<User>, ConsoleError> {
+pub async fn current(headers: &HeaderMap, state: &ConsoleState) -> Result<Option<User>, ConsoleError> {
     let Some(token) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
-    let console = &state.console;
+    let console = state;
     let token_hash = console.session_hasher.hash(token);
     let store = state.ops.store();
-    let Some(session) = store.session(&token_hash, now_ms()).await.map_err(crate::error::ApiError::from)? else {
+    let Some(session) = store.session(&token_hash, now_ms()).await? else {
         return Ok(None);
     };
     if session.account.status != AccountStatus::Active {
         // Bans delete sessions; this covers a session created in a race with one.
-        store.delete_sessions(session.account.id).await.map_err(crate::error::ApiError::from)?;
+        store.delete_sessions(session.account.id).await?;
         return Ok(None);
     }
     Ok(Some(User {
@@ -143,13 +143,13 @@ pub async fn current(headers: &HeaderMap, state: &AppState) -> Result<Option<Use
     }))
 }
 
-impl FromRequestParts<AppState> for User {
+impl FromRequestParts<ConsoleState> for User {
     type Rejection = ConsoleError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ConsoleError> {
+    async fn from_request_parts(parts: &mut Parts, state: &ConsoleState) -> Result<Self, ConsoleError> {
         current(&parts.headers, state).await?.ok_or(ConsoleError::LoginRequired {
             had_cookie: cookie(&parts.headers, SESSION_COOKIE).is_some(),
-            secure: secure(&parts.headers, state.console.secure_cookies),
+            secure: secure(&parts.headers, state.secure_cookies),
         })
     }
 }
@@ -157,10 +157,10 @@ impl FromRequestParts<AppState> for User {
 /// An operator's session; customers are refused with 403.
 pub struct Operator(pub User);
 
-impl FromRequestParts<AppState> for Operator {
+impl FromRequestParts<ConsoleState> for Operator {
     type Rejection = ConsoleError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ConsoleError> {
+    async fn from_request_parts(parts: &mut Parts, state: &ConsoleState) -> Result<Self, ConsoleError> {
         let user = User::from_request_parts(parts, state).await?;
         user.require_operator()?;
         Ok(Operator(user))
@@ -192,10 +192,10 @@ pub struct Post<T> {
     pub form: T,
 }
 
-impl<T: DeserializeOwned> FromRequest<AppState> for Post<T> {
+impl<T: DeserializeOwned> FromRequest<ConsoleState> for Post<T> {
     type Rejection = ConsoleError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ConsoleError> {
+    async fn from_request(req: Request, state: &ConsoleState) -> Result<Self, ConsoleError> {
         let (mut parts, body) = req.into_parts();
         if !csrf::same_origin(&parts.headers, parts.uri.authority().map(|a| a.as_str())) {
             return Err(ConsoleError::Csrf);
@@ -219,10 +219,10 @@ pub struct PublicPost<T> {
     pub pre_session: String,
 }
 
-impl<T: DeserializeOwned> FromRequest<AppState> for PublicPost<T> {
+impl<T: DeserializeOwned> FromRequest<ConsoleState> for PublicPost<T> {
     type Rejection = ConsoleError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ConsoleError> {
+    async fn from_request(req: Request, state: &ConsoleState) -> Result<Self, ConsoleError> {
         let (parts, body) = req.into_parts();
         if !csrf::same_origin(&parts.headers, parts.uri.authority().map(|a| a.as_str())) {
             return Err(ConsoleError::Csrf);
@@ -231,14 +231,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for PublicPost<T> {
             return Err(ConsoleError::CookiesRequired);
         };
         let (fields, bytes) = read_form(body).await?;
-        let expected = csrf::for_pre_session(&state.console.csrf_hasher, &pre_session);
+        let expected = csrf::for_pre_session(&state.csrf_hasher, &pre_session);
         if !csrf::matches(field(&fields, csrf::FIELD), &expected) {
             return Err(ConsoleError::Csrf);
         }
         Ok(PublicPost {
             form: parse(&bytes)?,
             ip: client_ip(&parts),
-            secure: secure(&parts.headers, state.console.secure_cookies),
+            secure: secure(&parts.headers, state.secure_cookies),
             pre_session,
         })
     }

@@ -6,24 +6,25 @@
 //! - `session`: session cookies and the request extractors (`User`, `Operator`, `Post`,
 //!   `PublicPost`: same-site check, CSRF token, session);
 //! - `csrf`: `Origin` / `Sec-Fetch-Site` checks and the derived CSRF tokens;
-//! - `password`: Argon2id hashing on the blocking pool, the dummy hash of unknown emails;
 //! - `throttle`: failed logins per account and per IP;
 //! - `pages` (customers, login, sign-up) and `admin` (operators): the handlers and their templates;
 //! - `svg`: the usage chart.
 //!
 //! Every console answer carries a strict Content-Security-Policy (no inline script or style),
 //! `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`, `X-Frame-Options: DENY`, and
-//! pages are `Cache-Control: no-store`. Customer operations go through [`crate::ops::Ops`], like the
-//! admin API and the CLI, so they validate and invalidate caches the same way.
+//! pages are `Cache-Control: no-store`. Customer operations go through [`keygate_ops::Ops`], like the
+//! admin API and the CLI, so they validate and invalidate caches the same way; passwords are
+//! [`keygate_ops::Passwords`] (Argon2id on the blocking pool, a dummy hash for unknown emails).
+#![forbid(unsafe_code)]
 
 mod admin;
 mod csrf;
 mod pages;
-pub mod password;
 mod session;
 mod svg;
 mod throttle;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
@@ -35,14 +36,65 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use keygate_core::{BusinessCode, MasterKey, SecretHasher};
 
-use crate::app::AppState;
-use crate::config::{Config, SecureCookies};
-use crate::error::ApiError;
-pub use password::Passwords;
+use keygate_ops::{Ops, OpsError, Passwords};
+use keygate_store::StoreError;
+
 pub use throttle::Limits;
 
-/// The console's own state (in [`AppState::console`]).
+/// What the console is configured with.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// Whether visitors may create accounts.
+    pub signup: bool,
+    /// Absolute lifetime of a login session.
+    pub session_ttl: Duration,
+    pub secure_cookies: SecureCookies,
+    /// Failed-login throttling.
+    pub limits: Limits,
+}
+
+/// When console cookies carry `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecureCookies {
+    /// When the request came through a TLS-terminating proxy (`X-Forwarded-Proto: https` or
+    /// `Forwarded: proto=https`). keygate itself serves plain HTTP.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl std::str::FromStr for SecureCookies {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "true" | "always" => Ok(Self::Always),
+            "false" | "never" => Ok(Self::Never),
+            _ => Err(format!("console_secure_cookies {s:?}: use \"auto\", true or false")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecureCookies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Self::Always),
+            Raw::Bool(false) => Ok(Self::Never),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The console's state: its settings, secrets, login throttle, and the operations it calls.
 pub struct Console {
+    pub ops: Ops,
     pub passwords: Passwords,
     throttle: throttle::Throttle,
     session_hasher: SecretHasher,
@@ -52,27 +104,26 @@ pub struct Console {
     secure_cookies: SecureCookies,
 }
 
-impl Console {
-    pub fn new(config: &Config, master: &MasterKey) -> Self {
-        Self::with_limits(config, master, Limits::default())
-    }
+pub(crate) type ConsoleState = Arc<Console>;
 
-    pub fn with_limits(config: &Config, master: &MasterKey, limits: Limits) -> Self {
+impl Console {
+    pub fn new(settings: ConsoleSettings, master: &MasterKey, ops: Ops) -> Self {
         Self {
+            ops,
             passwords: Passwords::new(master),
-            throttle: throttle::Throttle::new(limits),
+            throttle: throttle::Throttle::new(settings.limits),
             session_hasher: master.console_session_hasher(),
             csrf_hasher: master.console_csrf_hasher(),
-            signup: config.console_signup,
-            session_ttl: config.console_session_ttl,
-            secure_cookies: config.console_secure_cookies,
+            signup: settings.signup,
+            session_ttl: settings.session_ttl,
+            secure_cookies: settings.secure_cookies,
         }
     }
 }
 
 /// The console's routes, to be nested under `/console`. Every path below `/console` is the
 /// console's (unknown ones get its 404 page, never the gateway).
-pub fn router() -> Router<AppState> {
+pub fn router<S>(console: Arc<Console>) -> Router<S> {
     Router::new()
         .merge(pages::routes())
         .merge(admin::routes())
@@ -81,6 +132,7 @@ pub fn router() -> Router<AppState> {
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn(security_headers))
+        .with_state(console)
 }
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -101,11 +153,11 @@ async fn security_headers(req: Request, next: Next) -> Response {
 }
 
 async fn css() -> impl IntoResponse {
-    static_file("text/css; charset=utf-8", include_str!("../../static/app.css"))
+    static_file("text/css; charset=utf-8", include_str!("../static/app.css"))
 }
 
 async fn js() -> impl IntoResponse {
-    static_file("text/javascript; charset=utf-8", include_str!("../../static/app.js"))
+    static_file("text/javascript; charset=utf-8", include_str!("../static/app.js"))
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
@@ -189,14 +241,23 @@ pub enum ConsoleError {
     Internal(String),
 }
 
-impl From<ApiError> for ConsoleError {
-    fn from(e: ApiError) -> Self {
+impl From<OpsError> for ConsoleError {
+    fn from(e: OpsError) -> Self {
         match e {
-            ApiError::NotFound(_) => Self::NotFound,
-            ApiError::BadRequest(m) | ApiError::Conflict(m) => Self::BadRequest(m),
-            ApiError::Forbidden => Self::OperatorsOnly,
-            ApiError::Unavailable(m) => Self::Unavailable(m),
-            other => Self::Internal(other.to_string()),
+            OpsError::NotFound(_) => Self::NotFound,
+            OpsError::Invalid(m) | OpsError::Conflict(m) => Self::BadRequest(m),
+            OpsError::Unavailable(m) => Self::Unavailable(m),
+            OpsError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<StoreError> for ConsoleError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Pages look records up by the id in their address: a missing one is a 404 page.
+            StoreError::NotFound => Self::NotFound,
+            e => OpsError::from(e).into(),
         }
     }
 }

@@ -1,0 +1,124 @@
+//! The per-request cost of authentication on a warm cache: `x-api-key` and `Bearer`, the refusal
+//! of a malformed key (no store access) for scale, and the same decision through the tower Layer
+//! around a service that does nothing. Run: `cargo bench -p keygate-auth`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
+use keygate_auth::identity::X_API_KEY;
+use keygate_auth::{AuthLayer, AuthSettings, Authenticator, StatusMode, secrets};
+use keygate_core::{ApiKey, ClientId, MasterKey};
+use keygate_store::NewAccount;
+use tower::{Layer, Service, ServiceExt};
+
+const CREDENTIALS: usize = 2_000;
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/bench.db", dir.path().display());
+    let (auth, keys, tokens) = rt.block_on(async {
+        let store = keygate_store::connect(&url, true).await.unwrap();
+        let master = MasterKey::generate();
+        secrets::ensure_signing_key(store.as_ref()).await.unwrap();
+        let ring = secrets::load_keyring(store.as_ref(), &master).await.unwrap();
+        let hasher = master.api_key_hasher();
+        let auth = Arc::new(Authenticator::new(store.clone(), hasher.clone(), ring, AuthSettings::default()));
+        let mut keys = Vec::new();
+        let mut tokens = Vec::new();
+        for i in 0..CREDENTIALS {
+            let new = NewAccount { email: format!("u{i}@bench.example"), first_name: "b".into() };
+            let account = store.create_account(&new).await.unwrap();
+            let key = ApiKey::generate();
+            let client_id = ClientId::generate(i as u64);
+            store.create_credential(account.id, client_id, &hasher.hash(key.expose()), &key.hint()).await.unwrap();
+            tokens.push(auth.issue_token(&client_id.to_hex(), key.expose()).await.unwrap());
+            keys.push(key.expose().to_owned());
+        }
+        (auth, keys, tokens)
+    });
+    let key_headers: Vec<HeaderMap> = keys
+        .iter()
+        .map(|k| {
+            let mut h = HeaderMap::new();
+            h.insert(&X_API_KEY, HeaderValue::from_str(k).unwrap());
+            h
+        })
+        .collect();
+    let token_headers: Vec<HeaderMap> = tokens
+        .iter()
+        .map(|t| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+            h
+        })
+        .collect();
+    // Warm the cache.
+    rt.block_on(async {
+        for h in key_headers.iter().chain(&token_headers) {
+            auth.authenticate(h).await.unwrap();
+        }
+    });
+
+    let mut g = c.benchmark_group("authenticate");
+    let mut i = 0usize;
+    g.bench_function("x_api_key_warm", |b| {
+        b.iter(|| {
+            i = (i + 1) % CREDENTIALS;
+            rt.block_on(auth.authenticate(&key_headers[i])).unwrap()
+        })
+    });
+    g.bench_function("bearer_warm", |b| {
+        b.iter(|| {
+            i = (i + 1) % CREDENTIALS;
+            rt.block_on(auth.authenticate(&token_headers[i])).unwrap()
+        })
+    });
+    let mut bad = HeaderMap::new();
+    bad.insert(&X_API_KEY, HeaderValue::from_static("kgk_this-is-not-a-valid-key-0000"));
+    g.bench_function("malformed_key_refused", |b| b.iter(|| rt.block_on(auth.authenticate(&bad)).unwrap_err()));
+    // The floor: an empty async call on the same runtime.
+    g.bench_function("baseline_block_on", |b| b.iter(|| rt.block_on(async { std::hint::black_box(1) })));
+    g.finish();
+
+    // The tower Layer: the same decision, plus the request's trip through the middleware (the
+    // boxed future, the identity in the extensions) around a service that answers at once.
+    let inner = tower::service_fn(|req: Request<()>| async move {
+        let identity = req.extensions().get::<keygate_auth::Identity>().is_some();
+        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from_static(if identity {
+            b"ok"
+        } else {
+            b"no identity"
+        }))))
+    });
+    let mut svc = AuthLayer::new(auth.clone(), StatusMode::Standard).layer(inner);
+    let request = |h: &HeaderMap| {
+        let mut req = Request::new(());
+        *req.headers_mut() = h.clone();
+        req
+    };
+    let mut g = c.benchmark_group("layer");
+    g.bench_function("x_api_key_warm", |b| {
+        b.iter(|| {
+            i = (i + 1) % CREDENTIALS;
+            let req = request(&key_headers[i]);
+            rt.block_on(async { svc.ready().await.unwrap().call(req).await.unwrap() })
+        })
+    });
+    // What the Layer adds beyond the decision: the same request with no authentication at all
+    // (the inner service alone, and copying the headers as the layer benchmark does).
+    let mut bare = inner;
+    g.bench_function("inner_service_alone", |b| {
+        b.iter(|| {
+            i = (i + 1) % CREDENTIALS;
+            let req = request(&key_headers[i]);
+            rt.block_on(async { bare.ready().await.unwrap().call(req).await.unwrap() })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,268 @@
+//! The one error type of keygate's HTTP answers and the one response envelope,
+//! `{"code", "msg", ...}`, shared by `/auth/verify`, getToken, the gateway, the tower Layer and the
+//! admin API.
+//!
+//! The business code and HTTP status of an answer are decided here and nowhere else
+//! ([`ApiError::code`], [`ApiError::status`], [`StatusMode`]). A 5xx body never carries its cause
+//! (the log does), and an authentication failure's body never says which check failed.
+
+use axum_core::body::Body;
+use axum_core::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use keygate_core::BusinessCode;
+use keygate_core::decide::AuthFailure;
+use keygate_store::StoreError;
+use serde::{Deserialize, Serialize};
+
+use crate::authenticator::AuthError;
+
+/// The response envelope. `data` is present on success with a payload.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T: Serialize> {
+    pub code: BusinessCode,
+    pub msg: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+}
+
+/// `value` as a JSON response with `status`.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut res = Response::new(Body::from(body));
+            *res.status_mut() = status;
+            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res
+        }
+        Err(e) => ApiError::Internal(format!("serialising a response: {e}")).into_response(),
+    }
+}
+
+/// A success envelope `{"code":1000,"msg":"OK","data":...}` with HTTP 200.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    created_with(StatusCode::OK, data)
+}
+
+/// A success envelope with another 2xx status (201 for a creation).
+pub fn created_with<T: Serialize>(status: StatusCode, data: T) -> Response {
+    json(status, &Envelope { code: BusinessCode::Success, msg: BusinessCode::Success.default_msg(), data: Some(data) })
+}
+
+/// What a "not found" answer is about. Only a missing account has a code of its own (the vendor's
+/// 1109); the others are parameter errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Account,
+    Credential,
+    SigningKey,
+    /// No endpoint (or gateway route) at this path.
+    Route,
+}
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Credential => "credential",
+            Self::SigningKey => "signing key",
+            Self::Route => "route",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Authentication refused (1101 / 1102 / 1200).
+    #[error("authentication failed: {}", .0.reason())]
+    Auth(AuthFailure),
+    /// Bad input (1003), with a message safe to show.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Body over the configured limit (1003, HTTP 413).
+    #[error("request body too large")]
+    TooLarge,
+    #[error("{} not found", .0.as_str())]
+    NotFound(Resource),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The caller is authenticated but may not do this (1009).
+    #[error("permission denied")]
+    Forbidden,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The upstream refused, reset or closed the connection.
+    #[error("upstream unavailable: {0}")]
+    BadGateway(String),
+    /// The upstream did not answer in time.
+    #[error("upstream timed out: {0}")]
+    GatewayTimeout(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Callers name what was not found (`ApiError::NotFound`); one that did not expect it
+            // to be missing meets a bug, not bad input.
+            StoreError::NotFound => Self::Internal("the store found nothing where something was expected".into()),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Other(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Refused(f) => Self::Auth(f),
+            AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> BusinessCode {
+        match self {
+            Self::Auth(f) => f.code(),
+            Self::BadRequest(_) | Self::TooLarge | Self::Conflict(_) => BusinessCode::ParamError,
+            // The vendor's "account does not exist"; other missing things are parameter errors.
+            Self::NotFound(Resource::Account) => BusinessCode::AccountNotFound,
+            Self::NotFound(_) | Self::MethodNotAllowed => BusinessCode::ParamError,
+            Self::Forbidden => BusinessCode::PermissionDenied,
+            Self::Unavailable(_) => BusinessCode::Unavailable,
+            Self::Internal(_) => BusinessCode::Internal,
+            Self::BadGateway(_) => BusinessCode::UpstreamUnavailable,
+            Self::GatewayTimeout(_) => BusinessCode::UpstreamTimeout,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Auth(AuthFailure::Banned) => StatusCode::FORBIDDEN,
+            Self::Auth(_) => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: BusinessCode,
+    msg: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        let msg: String = match &self {
+            Self::BadRequest(m) | Self::Conflict(m) => m.clone(),
+            Self::NotFound(what) => format!("{} not found", what.as_str()),
+            Self::TooLarge => "Request body too large".into(),
+            Self::MethodNotAllowed => "Method not allowed".into(),
+            Self::Unavailable(cause)
+            | Self::Internal(cause)
+            | Self::BadGateway(cause)
+            | Self::GatewayTimeout(cause) => {
+                tracing::error!(code = code.as_u32(), %cause, "request failed");
+                code.default_msg().into()
+            }
+            _ => code.default_msg().into(),
+        };
+        let mut res = json(self.status(), &ErrorBody { code, msg: &msg });
+        // For the access log and metrics.
+        res.extensions_mut().insert(code);
+        // RFC 6750 section 3: a protected resource answers 401 with a Bearer challenge.
+        if let Self::Auth(f) = self {
+            let challenge = match f {
+                AuthFailure::Missing => r#"Bearer realm="keygate""#,
+                AuthFailure::Invalid(_) => r#"Bearer realm="keygate", error="invalid_token""#,
+                AuthFailure::Banned => "",
+            };
+            if !challenge.is_empty() {
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+        }
+        res
+    }
+}
+
+/// How HTTP statuses are chosen for protocol answers: getToken, and refusals of API calls by the
+/// gateway and the tower Layer. (`/auth/verify` always uses real statuses: proxies need them.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusMode {
+    /// 401 for 1101/1102 (with `WWW-Authenticate`), 403 for 1200, 400 for 1003.
+    #[default]
+    Standard,
+    /// Every protocol answer is HTTP 200; only `code` tells (the vendor's observed behaviour).
+    #[serde(alias = "always200")]
+    Always200,
+}
+
+impl StatusMode {
+    /// Applies the mode to a protocol answer.
+    pub fn apply(self, mut res: Response) -> Response {
+        if self == Self::Always200 && res.status() != StatusCode::OK {
+            *res.status_mut() = StatusCode::OK;
+            res.headers_mut().remove(header::WWW_AUTHENTICATE);
+        }
+        res
+    }
+}
+
+impl std::str::FromStr for StatusMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "standard" => Ok(Self::Standard),
+            "always-200" | "always200" => Ok(Self::Always200),
+            _ => Err(format!("unknown http status mode {s:?}: use \"standard\" or \"always-200\"")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_core::decide::InvalidReason;
+
+    #[test]
+    fn codes_and_statuses() {
+        let cases = [
+            (ApiError::Auth(AuthFailure::Missing), 401, 1102),
+            (ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey)), 401, 1101),
+            (ApiError::Auth(AuthFailure::Banned), 403, 1200),
+            (ApiError::NotFound(Resource::Account), 404, 1109),
+            (ApiError::NotFound(Resource::Credential), 404, 1003),
+            (ApiError::Forbidden, 403, 1009),
+            (ApiError::Unavailable("x".into()), 503, 1503),
+            (ApiError::BadGateway("x".into()), 502, 1502),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status().as_u16(), e.code().as_u32()), (status, code), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn always_200_keeps_the_code() {
+        let res = StatusMode::Always200.apply(ApiError::Auth(AuthFailure::Missing).into_response());
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert_eq!(res.extensions().get::<BusinessCode>(), Some(&BusinessCode::EmptyAuth));
+        let res = StatusMode::Standard.apply(ApiError::Auth(AuthFailure::Missing).into_response());
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+}

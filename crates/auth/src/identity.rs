@@ -1,0 +1,49 @@
+//! Who an authenticated request is, and the HTTP headers that carry credentials in and the
+//! identity on (to an upstream, or back to the proxy that asked `/auth/verify`).
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use keygate_core::model::AuthMethod;
+use keygate_core::{AccountId, ClientId};
+use serde::{Deserialize, Serialize};
+
+/// Who an authenticated request is. The tower Layer puts it in the request's extensions; handlers
+/// take it as an extractor (`async fn h(identity: Identity)`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub account_id: AccountId,
+    pub uid: i64,
+    pub client_id: ClientId,
+    pub method: AuthMethod,
+}
+
+/// `x-api-key: {API Key}`, the vendor's recommended method.
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// The legacy pair, as headers.
+pub static X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
+pub static X_CLIENT_SECRET: HeaderName = HeaderName::from_static("x-client-secret");
+
+/// Every header a credential can arrive in (the gateway strips them before forwarding).
+pub fn credential_headers() -> [&'static HeaderName; 4] {
+    [&header::AUTHORIZATION, &X_API_KEY, &X_CLIENT_ID, &X_CLIENT_SECRET]
+}
+
+pub static H_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-keygate-account-id");
+pub static H_UID: HeaderName = HeaderName::from_static("x-keygate-uid");
+pub static H_CLIENT_ID: HeaderName = HeaderName::from_static("x-keygate-client-id");
+pub static H_METHOD: HeaderName = HeaderName::from_static("x-keygate-auth-method");
+/// Every identity header starts with this; a client's own are dropped before keygate sets them.
+pub const IDENTITY_HEADER_PREFIX: &str = "x-keygate-";
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl Identity {
+    /// Sets the `x-keygate-*` identity headers: on `/auth/verify` answers, and on requests the
+    /// gateway forwards upstream.
+    pub fn set_headers(&self, h: &mut HeaderMap) {
+        h.insert(&H_ACCOUNT_ID, HeaderValue::from_bytes(&self.account_id.hex_bytes()).expect("hex is a valid header"));
+        h.insert(&H_UID, HeaderValue::from(self.uid));
+        h.insert(&H_CLIENT_ID, HeaderValue::from_bytes(&self.client_id.hex_bytes()).expect("hex is a valid header"));
+        h.insert(&H_METHOD, HeaderValue::from_static(self.method.as_str()));
+    }
+}

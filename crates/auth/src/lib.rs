@@ -1,0 +1,48 @@
+//! keygate's authenticator as a library: the decision made on every request of an API, in memory
+//! and in microseconds, exactly as the keygate server makes it for its gateway and `/auth/verify`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use axum::{Router, routing::get};
+//! use keygate_auth::{Auth, Identity};
+//!
+//! let master_key = keygate_core::MasterKey::from_hex(&std::fs::read_to_string("keygate.key")?)?;
+//! let auth = Auth::open("sqlite://keygate.db", master_key).await?;
+//! let app: Router = Router::new()
+//!     .route("/v1/videos", get(|identity: Identity| async move { identity.client_id.to_string() }))
+//!     .layer(auth.layer());
+//! # Ok(()) }
+//! ```
+//!
+//! The parts:
+//! - [`authenticator`]: [`Authenticator::authenticate`], the hot path, and its caches ([`cache`]);
+//! - [`feed`]: the change-feed follower that drops what a revoke, rotate or ban made stale, in
+//!   this process or any other writing the same database;
+//! - [`usage`]: per-credential request counts, written in batches;
+//! - [`secrets`]: the master key, its check against the database, signing keys;
+//! - [`envelope`]: the protocol's `{"code","msg"}` envelope, the one place business codes and HTTP
+//!   statuses are decided, and the status mode;
+//! - [`identity`]: who a request is, and the headers that carry credentials and identity;
+//! - [`layer`]: the tower Layer and the axum extractor;
+//! - [`open`]: [`Auth`], an authenticator with its background tasks.
+//!
+//! This crate depends on `http` and tower's traits, not on axum's router, an HTTP client, the web
+//! console or the gateway.
+#![forbid(unsafe_code)]
+
+pub mod authenticator;
+pub mod cache;
+pub mod envelope;
+pub mod feed;
+pub mod identity;
+pub mod layer;
+pub mod open;
+pub mod secrets;
+pub mod usage;
+
+pub use authenticator::{AuthError, AuthSettings, Authenticator};
+pub use envelope::{ApiError, Resource, StatusMode};
+pub use identity::Identity;
+pub use layer::{AuthLayer, RequireAuth};
+pub use open::{Auth, AuthBuilder};
+pub use secrets::MasterKeySource;

@@ -1,0 +1,102 @@
+//! What the gateway is given: its routes and timeouts.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// A resolved upstream: scheme http, authority and base path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub authority: http::uri::Authority,
+    /// Prepended to forwarded paths; empty or starting with `/`, never ending with `/`.
+    pub base_path: String,
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = anyhow::Error;
+
+    /// `http://host:port[/base]`.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let uri: http::Uri = s.parse().with_context(|| format!("upstream {s:?} is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                bail!("upstream {s:?}: https upstreams are not supported yet; use http:// on a private network")
+            }
+            _ => bail!("upstream {s:?} must start with http://"),
+        }
+        let authority = uri.authority().cloned().with_context(|| format!("upstream {s:?} has no host"))?;
+        if uri.query().is_some() {
+            bail!("upstream {s:?} must not have a query string");
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(Upstream { authority, base_path })
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e: anyhow::Error| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+/// `[[gateway.routes]]`: requests whose path starts with `prefix` go to `upstream`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// A path prefix starting with `/`; the longest matching prefix wins.
+    pub prefix: String,
+    /// `http://host:port` with an optional base path prepended to forwarded paths.
+    pub upstream: Upstream,
+    /// No authentication on this route (say, the upstream's own health page).
+    #[serde(default)]
+    pub public: bool,
+    /// Forward the path without `prefix`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+impl Route {
+    /// An authenticated route forwarding paths as they are.
+    pub fn new(prefix: impl Into<String>, upstream: Upstream) -> Self {
+        Self { prefix: prefix.into(), upstream, public: false, strip_prefix: false }
+    }
+
+    /// Whether this route serves `path` (segment-aware: `/v1` serves `/v1` and `/v1/x`, not `/v10`).
+    pub fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Any order; [`GatewayConfig::new`] puts the longest prefix first.
+    pub routes: Vec<Route>,
+    /// Remove the credential headers before forwarding.
+    pub strip_credentials: bool,
+    /// Forward the client's `Host` instead of the upstream's.
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    /// Until the upstream's response headers.
+    pub response_timeout: Duration,
+}
+
+impl GatewayConfig {
+    /// Checks the routes and orders them longest prefix first; `None` when there is no route
+    /// (keygate then serves only its own endpoints).
+    pub fn validated(mut self) -> anyhow::Result<Option<Self>> {
+        if let Some(r) = self.routes.iter().find(|r| !r.prefix.starts_with('/')) {
+            bail!("gateway route prefix {:?} must start with /", r.prefix);
+        }
+        if self.routes.is_empty() {
+            return Ok(None);
+        }
+        self.routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Ok(Some(self))
+    }
+}

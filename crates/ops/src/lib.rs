@@ -1,0 +1,343 @@
+//! Administrative operations, shared by the admin HTTP API, the CLI and the web console, so all
+//! three validate and behave the same: accounts (create, ban, unban), credentials (create, revoke,
+//! rotate), signing keys, the admin token, console logins and passwords ([`password`]). Every write
+//! tells the local authenticator at once (when there is one); other processes learn of it through
+//! the change feed. Errors are [`OpsError`]: domain outcomes, mapped to the protocol's envelope in
+//! one place (`From<OpsError> for ApiError`).
+#![forbid(unsafe_code)]
+
+pub mod admin_token;
+pub mod password;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate_auth::envelope::{ApiError, Resource};
+use keygate_auth::{Authenticator, secrets};
+use keygate_core::model::{Account, AccountStatus, Credential};
+use keygate_core::{AccountId, ApiKey, ClientId, MasterKey, SecretHasher};
+use keygate_store::{AccountEvent, Entity, NewAccount, Role, SigningKey, Store, StoreError, now_ms};
+
+pub use password::Passwords;
+
+/// Why an operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The input is not acceptable; the message says why and is safe to show.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{} not found", .0.as_str())]
+    NotFound(Resource),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for OpsError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::Internal("the store found nothing where something was expected".into()),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Other(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> Self {
+        match e {
+            OpsError::Invalid(m) => Self::BadRequest(m),
+            OpsError::NotFound(what) => Self::NotFound(what),
+            OpsError::Conflict(m) => Self::Conflict(m),
+            OpsError::Unavailable(m) => Self::Unavailable(m),
+            OpsError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+pub type Result<T, E = OpsError> = std::result::Result<T, E>;
+
+/// A store result whose "not found" is about `what`.
+trait OrNotFound<T> {
+    fn or_not_found(self, what: Resource) -> Result<T>;
+}
+
+impl<T> OrNotFound<T> for Result<T, StoreError> {
+    fn or_not_found(self, what: Resource) -> Result<T> {
+        self.map_err(|e| match e {
+            StoreError::NotFound => OpsError::NotFound(what),
+            e => e.into(),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Ops {
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    hasher: SecretHasher,
+    auth: Option<Arc<Authenticator>>,
+}
+
+/// A credential with its secret, as shown once at creation or rotation.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedCredential {
+    pub client_id: ClientId,
+    /// The API key, also the legacy `clientSecret`. Shown once; keygate keeps only its hash.
+    pub api_key: String,
+    pub credential: Credential,
+}
+
+pub fn validate_email(raw: &str) -> Result<String> {
+    let email = raw.trim();
+    let bad = || OpsError::Invalid("email must look like name@example.com".into());
+    if email.len() < 3 || email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || domain.is_empty()
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
+        return Err(bad());
+    }
+    Ok(email.to_owned())
+}
+
+fn validate_name(raw: &str) -> Result<String> {
+    let name = raw.trim();
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(OpsError::Invalid("firstName must be at most 100 printable characters".into()));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn parse_account_id(s: &str) -> Result<AccountId> {
+    s.parse().map_err(|_| OpsError::Invalid("account id must be 24 lowercase hexadecimal characters".into()))
+}
+
+pub fn parse_client_id(s: &str) -> Result<ClientId> {
+    s.parse().map_err(|_| OpsError::Invalid("clientId must be 24 lowercase hexadecimal characters".into()))
+}
+
+impl Ops {
+    /// Operations on `store`; `auth` is this process's authenticator, told of every write at once
+    /// (the CLI has none: a server learns of its writes through the change feed).
+    pub fn new(store: Arc<dyn Store>, master: &MasterKey, auth: Option<Arc<Authenticator>>) -> Self {
+        Self { store, hasher: master.api_key_hasher(), master: master.clone(), auth }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn changed(&self, entity: Entity, id: &str) {
+        if let Some(auth) = &self.auth {
+            auth.invalidate(entity, id);
+        }
+    }
+
+    pub async fn create_account(&self, email: &str, first_name: &str) -> Result<Account> {
+        let new = NewAccount { email: validate_email(email)?, first_name: validate_name(first_name)? };
+        let account = self.store.create_account(&new).await?;
+        self.changed(Entity::Account, &account.id.to_hex());
+        Ok(account)
+    }
+
+    pub async fn list_accounts(
+        &self,
+        query: Option<&str>,
+        limit: Option<u32>,
+        after: Option<i64>,
+    ) -> Result<Vec<Account>> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(OpsError::Invalid("limit must be between 1 and 1000".into()));
+        }
+        Ok(self.store.list_accounts(query.filter(|q| !q.is_empty()), limit, after).await?)
+    }
+
+    pub async fn get_account(&self, id: AccountId) -> Result<(Account, Vec<AccountEvent>)> {
+        let account = self.store.get_account(id).await.or_not_found(Resource::Account)?;
+        Ok((account, self.store.account_events(id).await?))
+    }
+
+    /// Bans an account: its keys and tokens are refused (1200) at once, everywhere, and its
+    /// console sessions end. Banning a banned account is not an error.
+    pub async fn ban(&self, id: AccountId, reason: Option<&str>, actor: &str) -> Result<Account> {
+        self.set_status(id, AccountStatus::Banned, reason, actor).await
+    }
+
+    /// Lifts a ban (the reason, if any, goes into the account's history).
+    pub async fn unban(&self, id: AccountId, reason: Option<&str>, actor: &str) -> Result<Account> {
+        self.set_status(id, AccountStatus::Active, reason, actor).await
+    }
+
+    async fn set_status(
+        &self,
+        id: AccountId,
+        status: AccountStatus,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Account> {
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        if reason.is_some_and(|r| r.chars().count() > 500) {
+            return Err(OpsError::Invalid("reason must be at most 500 characters".into()));
+        }
+        let account = self.store.set_account_status(id, status, reason, actor).await.or_not_found(Resource::Account)?;
+        self.changed(Entity::Account, &id.to_hex());
+        Ok(account)
+    }
+
+    pub async fn create_credential(&self, account: AccountId) -> Result<IssuedCredential> {
+        let key = ApiKey::generate();
+        let client_id = ClientId::generate((now_ms() / 1000) as u64);
+        let credential = self
+            .store
+            .create_credential(account, client_id, &self.hasher.hash(key.expose()), &key.hint())
+            .await
+            .or_not_found(Resource::Account)?;
+        self.changed(Entity::Credential, &client_id.to_hex());
+        Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
+    }
+
+    pub async fn list_credentials(&self, account: AccountId) -> Result<Vec<Credential>> {
+        self.store.get_account(account).await.or_not_found(Resource::Account)?;
+        Ok(self.store.list_credentials(account).await?)
+    }
+
+    pub async fn get_credential(&self, client_id: ClientId) -> Result<Credential> {
+        self.store.get_credential(client_id).await.or_not_found(Resource::Credential)
+    }
+
+    pub async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential> {
+        let c = self.store.revoke_credential(client_id).await.or_not_found(Resource::Credential)?;
+        self.changed(Entity::Credential, &client_id.to_hex());
+        Ok(c)
+    }
+
+    /// New secret for the same clientId; the old one (and its tokens) keep working for `grace`.
+    pub async fn rotate_credential(&self, client_id: ClientId, grace: Duration) -> Result<IssuedCredential> {
+        if grace > Duration::from_secs(90 * 86_400) {
+            return Err(OpsError::Invalid("grace must be at most 90 days".into()));
+        }
+        let key = ApiKey::generate();
+        let until = (!grace.is_zero()).then(|| now_ms() + grace.as_millis() as i64);
+        let credential = self
+            .store
+            .rotate_credential(client_id, &self.hasher.hash(key.expose()), &key.hint(), until)
+            .await
+            .or_not_found(Resource::Credential)?;
+        self.changed(Entity::Credential, &client_id.to_hex());
+        Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
+    }
+
+    /// Requests per UTC day (`day` = days since 1970-01-01) over the last `days` (1 to 366).
+    pub async fn usage(&self, client_id: ClientId, days: u32) -> Result<Vec<keygate_store::DailyUsage>> {
+        if !(1..=366).contains(&days) {
+            return Err(OpsError::Invalid("days must be between 1 and 366".into()));
+        }
+        self.get_credential(client_id).await?;
+        let since = now_ms().div_euclid(86_400_000) - i64::from(days) + 1;
+        Ok(self.store.usage(client_id, since).await?)
+    }
+
+    // ---- JWT signing keys -------------------------------------------------------------------
+
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        Ok(self.store.signing_keys().await?)
+    }
+
+    /// Adds a signing key: new tokens are signed with it, existing ones keep verifying.
+    pub async fn rotate_signing_key(&self) -> Result<SigningKey> {
+        let key = self.store.add_signing_key(&secrets::new_kid()).await?;
+        self.reload_keyring().await?;
+        Ok(key)
+    }
+
+    /// Retires a key id: tokens signed with it stop verifying. The last live key cannot go.
+    pub async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey> {
+        let keys = self.store.signing_keys().await?;
+        let target = keys.iter().find(|k| k.kid == kid).ok_or(OpsError::NotFound(Resource::SigningKey))?;
+        if target.retired_at.is_none() && keys.iter().filter(|k| k.retired_at.is_none()).count() <= 1 {
+            return Err(OpsError::Conflict(format!(
+                "{kid} is the only live signing key: rotate the signing key first"
+            )));
+        }
+        let key = self.store.retire_signing_key(kid).await.or_not_found(Resource::SigningKey)?;
+        self.reload_keyring().await?;
+        Ok(key)
+    }
+
+    async fn reload_keyring(&self) -> Result<()> {
+        if let Some(auth) = &self.auth {
+            auth.set_keyring(secrets::load_keyring(self.store.as_ref(), &self.master).await?);
+        }
+        Ok(())
+    }
+
+    // ---- The admin token --------------------------------------------------------------------
+
+    /// Replaces the admin token; returns the new one (to show once).
+    pub async fn reset_admin_token(&self) -> Result<String> {
+        Ok(admin_token::reset(self.store.as_ref(), &self.master).await?)
+    }
+
+    // ---- Console logins (web console sign-up and the CLI) ----------------------------------
+
+    /// Creates an account that can log in to the web console (with a password) as `role`.
+    pub async fn create_login_account(
+        &self,
+        email: &str,
+        first_name: &str,
+        password: Option<&str>,
+        role: Role,
+        passwords: &Passwords,
+    ) -> Result<Account> {
+        let new = NewAccount { email: validate_email(email)?, first_name: validate_name(first_name)? };
+        let hash = match password {
+            Some(p) => Some(hash_password(passwords, p).await?),
+            None => None,
+        };
+        let account = self.store.create_console_account(&new, hash.as_deref(), role).await?;
+        self.changed(Entity::Account, &account.id.to_hex());
+        Ok(account)
+    }
+
+    /// Sets an account's console password; its console sessions end.
+    pub async fn set_password(&self, id: AccountId, password: &str, passwords: &Passwords) -> Result<()> {
+        let hash = hash_password(passwords, password).await?;
+        self.store.set_password_hash(id, Some(&hash)).await.or_not_found(Resource::Account)
+    }
+
+    /// Makes an account an operator of the web console, or a customer again.
+    pub async fn set_role(&self, id: AccountId, role: Role) -> Result<()> {
+        self.store.set_role(id, role).await.or_not_found(Resource::Account)
+    }
+}
+
+async fn hash_password(passwords: &Passwords, password: &str) -> Result<String> {
+    password::check_policy(password).map_err(OpsError::Invalid)?;
+    passwords.hash(password).await.map_err(|e| OpsError::Internal(format!("hashing a password: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(validate_email(" a@b.co ").unwrap(), "a@b.co");
+        for bad in ["", "a", "a@", "@b.co", "a@b", "a b@c.d", "a@b@c.d", "a@.b", "a@b."] {
+            assert!(validate_email(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Start-up: [`Application::build`] opens the store, prepares the secrets, builds each part with
+//! its own settings and binds the socket (port 0 works, see [`Application::local_addr`]);
+//! [`Application::run_until`] serves until the given future resolves, then drains in-flight
+//! requests, stops the background tasks and writes the last usage counts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use keygate_auth::{Auth, secrets};
+use keygate_console::Console;
+use keygate_gateway::Gateway;
+use keygate_ops::Ops;
+use tokio::net::TcpListener;
+
+use crate::app::{AppState, AppStateInner};
+use crate::config::Config;
+use crate::observe::Observer;
+use crate::router::Dispatch;
+use crate::routes::admin::AdminToken;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    dispatch: Dispatch,
+    workers: usize,
+    header_read_timeout: Duration,
+    /// An admin token generated at this start, to be shown once by the caller.
+    pub generated_admin_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let (store, master) = secrets::open_store(&config.database_url, &config.master_key_source()?, true).await?;
+        let generated_admin_token = match config.admin_token {
+            Some(_) => None,
+            None => keygate_ops::admin_token::ensure(store.as_ref(), &master).await?,
+        };
+        // The recorder first: the metric handles made below (the gateway's, say) bind to it.
+        let metrics = crate::observe::prometheus();
+        let auth = Arc::new(
+            Auth::builder()
+                .settings(config.auth_settings())
+                .feed_interval(config.feed_interval)
+                .usage_flush(config.usage_flush)
+                .status_mode(config.http_status)
+                .start(store.clone(), &master)
+                .await?,
+        );
+        let ops = Ops::new(store, &master, Some(auth.authenticator().clone()));
+        let console = Arc::new(Console::new(config.console_settings(), &master, ops.clone()));
+        let gateway = config
+            .gateway()?
+            .map(|g| Arc::new(Gateway::new(g, auth.authenticator().clone(), config.http_status, config.workers)));
+        if let Some(g) = &gateway {
+            for r in g.routes() {
+                tracing::info!(prefix = %r.prefix, upstream = %r.upstream.authority, public = r.public, "gateway route");
+            }
+        }
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let state = AppState::new(AppStateInner {
+            auth,
+            ops,
+            admin_token: AdminToken::new(&master, config.admin_token.as_ref()),
+            metrics,
+            console,
+        });
+        let observer = Observer { access_log: config.access_log };
+        let dispatch = Dispatch::new(state.clone(), gateway, observer, config.max_body_bytes);
+        Ok(Self {
+            listener,
+            state,
+            dispatch,
+            workers: config.workers,
+            header_read_timeout: config.header_read_timeout,
+            generated_admin_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let auth = self.state.auth.clone();
+        tracing::info!(%addr, backend = auth.authenticator().store().backend(), workers = self.workers, "keygate listening");
+        let dispatch = self.dispatch;
+        let mut threads = crate::serve::Workers::start(
+            move |req| dispatch.call(req),
+            self.workers,
+            self.header_read_timeout,
+            keygate_gateway::upstream::set_worker,
+        )?;
+        let result = threads.accept_until(self.listener, shutdown).await;
+        auth.shutdown().await;
+        threads.finish().await;
+        tracing::info!("keygate stopped");
+        result
+    }
+}

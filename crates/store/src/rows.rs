@@ -1,0 +1,269 @@
+//! Rows as both backends read them, and their one conversion into the domain types.
+//!
+//! Each struct derives [`sqlx::FromRow`] for any [`sqlx::Row`], so a `SqliteRow` and a `PgRow`
+//! decode into the same struct; its fields are named after the columns the statements select.
+//! Integer columns are read at the width PostgreSQL stores them: `generation` and `day` are
+//! `INTEGER` (32 bits) there, and SQLite's `INTEGER` decodes into an `i32` too (checked).
+
+use std::str::FromStr;
+
+use keygate_core::decide::{AccountState, CredentialState};
+use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus, SecretGeneration};
+use keygate_core::{AccountId, ClientId};
+
+use crate::{
+    AccountEvent, AuthBundle, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, Result, Role, SigningKey,
+    StoreError,
+};
+
+pub(crate) fn parse_id<T: FromStr>(s: &str) -> Result<T> {
+    s.parse().map_err(|_| StoreError::Other(format!("malformed id in database: {s:?}")))
+}
+
+fn account_status(s: &str) -> Result<AccountStatus> {
+    AccountStatus::parse(s).ok_or_else(|| StoreError::Other("bad account status".into()))
+}
+
+fn credential_status(s: &str) -> Result<CredentialStatus> {
+    CredentialStatus::parse(s).ok_or_else(|| StoreError::Other("bad credential status".into()))
+}
+
+fn role(s: &str) -> Result<Role> {
+    Role::parse(s).ok_or_else(|| StoreError::Other("bad account role".into()))
+}
+
+/// Parses `generation:expires_at` pairs joined by commas (expiry empty when none), as the
+/// backends' bundle queries aggregate them.
+fn parse_generations(s: Option<&str>) -> Result<Vec<SecretGeneration>> {
+    let bad = || StoreError::Other("malformed generation list".into());
+    s.unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (g, e) = p.split_once(':').ok_or_else(bad)?;
+            Ok(SecretGeneration {
+                generation: g.parse().map_err(|_| bad())?,
+                expires_at: if e.is_empty() { None } else { Some(e.parse().map_err(|_| bad())?) },
+            })
+        })
+        .collect()
+}
+
+/// `accounts`, the columns of `sql::account_columns!`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AccountRow {
+    id: String,
+    uid: i64,
+    email: String,
+    first_name: String,
+    status: String,
+    ban_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl AccountRow {
+    pub(crate) fn into_account(self) -> Result<Account> {
+        Ok(Account {
+            id: parse_id(&self.id)?,
+            uid: self.uid,
+            email: self.email,
+            first_name: self.first_name,
+            status: account_status(&self.status)?,
+            ban_reason: self.ban_reason,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// An account with its console login: `role, password_hash` after the account's columns.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConsoleAccountRow {
+    #[sqlx(flatten)]
+    account: AccountRow,
+    role: String,
+    password_hash: Option<String>,
+}
+
+impl ConsoleAccountRow {
+    pub(crate) fn into_console_account(self) -> Result<ConsoleAccount> {
+        Ok(ConsoleAccount {
+            account: self.account.into_account()?,
+            role: role(&self.role)?,
+            password_hash: self.password_hash,
+        })
+    }
+}
+
+/// A console session joined with its account.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    #[sqlx(flatten)]
+    account: AccountRow,
+    role: String,
+    session_created_at: i64,
+    session_expires_at: i64,
+}
+
+impl SessionRow {
+    pub(crate) fn into_session(self) -> Result<ConsoleSession> {
+        Ok(ConsoleSession {
+            account: self.account.into_account()?,
+            role: role(&self.role)?,
+            created_at: self.session_created_at,
+            expires_at: self.session_expires_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    kind: String,
+    reason: Option<String>,
+    actor: String,
+    at: i64,
+}
+
+impl EventRow {
+    pub(crate) fn into_event(self) -> AccountEvent {
+        AccountEvent { kind: self.kind, reason: self.reason, actor: self.actor, at: self.at }
+    }
+}
+
+/// `credentials`, the columns of `sql::CREDENTIAL`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CredentialRow {
+    client_id: String,
+    account_id: String,
+    status: String,
+    generation: i32,
+    hint: String,
+    created_at: i64,
+    updated_at: i64,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+impl CredentialRow {
+    /// The credential, with its live secret generations (read by `sql::LIVE_GENERATIONS`).
+    pub(crate) fn into_credential(self, live: Vec<GenerationRow>) -> Result<Credential> {
+        Ok(Credential {
+            client_id: parse_id(&self.client_id)?,
+            account_id: parse_id(&self.account_id)?,
+            status: credential_status(&self.status)?,
+            generation: self.generation as u32,
+            hint: self.hint,
+            live_generations: live.into_iter().map(GenerationRow::into_generation).collect(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            revoked_at: self.revoked_at,
+            last_used_at: self.last_used_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct GenerationRow {
+    generation: i32,
+    expires_at: Option<i64>,
+}
+
+impl GenerationRow {
+    fn into_generation(self) -> SecretGeneration {
+        SecretGeneration { generation: self.generation as u32, expires_at: self.expires_at }
+    }
+}
+
+/// What a secret hash belongs to.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretRow {
+    client_id: String,
+    generation: i32,
+}
+
+impl SecretRow {
+    pub(crate) fn into_secret(self) -> Result<(ClientId, u32)> {
+        Ok((parse_id(&self.client_id)?, self.generation as u32))
+    }
+}
+
+/// The row of a backend's `auth_bundle` query: the presented generation, the credential with its
+/// live generations aggregated into `gens`, and the account.
+#[derive(sqlx::FromRow)]
+pub(crate) struct BundleRow {
+    presented: i32,
+    client_id: String,
+    account_id: String,
+    status: String,
+    gens: Option<String>,
+    uid: i64,
+    email: String,
+    first_name: String,
+    account_status: String,
+}
+
+impl BundleRow {
+    pub(crate) fn into_bundle(self) -> Result<AuthBundle> {
+        let client_id: ClientId = parse_id(&self.client_id)?;
+        let account_id: AccountId = parse_id(&self.account_id)?;
+        Ok(AuthBundle {
+            generation: self.presented as u32,
+            credential: CredentialState {
+                client_id,
+                account_id,
+                status: credential_status(&self.status)?,
+                generations: parse_generations(self.gens.as_deref())?,
+            },
+            account: AccountState {
+                id: account_id,
+                uid: self.uid,
+                email: self.email,
+                first_name: self.first_name,
+                status: account_status(&self.account_status)?,
+            },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UsageRow {
+    day: i32,
+    requests: i64,
+}
+
+impl UsageRow {
+    pub(crate) fn into_usage(self) -> DailyUsage {
+        DailyUsage { day: self.day as i64, requests: self.requests as u64 }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ChangeRow {
+    seq: i64,
+    entity: String,
+    entity_id: String,
+}
+
+impl ChangeRow {
+    pub(crate) fn into_change(self) -> Result<Change> {
+        Ok(Change {
+            seq: self.seq,
+            entity: Entity::parse(&self.entity).ok_or_else(|| StoreError::Other("bad change entity".into()))?,
+            entity_id: self.entity_id,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SigningKeyRow {
+    kid: String,
+    created_at: i64,
+    retired_at: Option<i64>,
+}
+
+impl SigningKeyRow {
+    pub(crate) fn into_signing_key(self) -> SigningKey {
+        SigningKey { kid: self.kid, created_at: self.created_at, retired_at: self.retired_at }
+    }
+}

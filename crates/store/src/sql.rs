@@ -1,0 +1,117 @@
+//! The statements both backends run with the same text, and the small decisions they make alike.
+//!
+//! The text uses PostgreSQL's `$1..$n` placeholders, which SQLite accepts as well: `$NNN` is a
+//! named parameter there, and sqlx binds it by its number, so a number may appear twice, as in
+//! PostgreSQL. What the dialects say differently stays in each backend: locking (`BEGIN
+//! IMMEDIATE`, `FOR UPDATE`, the feed's advisory lock and `NOTIFY`), the usage batches (chunked
+//! inserts against `UNNEST`), case-insensitive matching, aggregates and function names.
+
+use keygate_core::model::AccountStatus;
+
+use crate::{Result, StoreError};
+
+/// The columns of an account, as `rows::AccountRow` reads them.
+macro_rules! account_columns {
+    () => {
+        "id, uid, email, first_name, status, ban_reason, created_at, updated_at"
+    };
+}
+pub(crate) use account_columns;
+
+// Accounts.
+pub(crate) const ACCOUNT: &str = concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1");
+pub(crate) const ACCOUNT_EXISTS: &str = "SELECT 1 FROM accounts WHERE id = $1";
+pub(crate) const INSERT_ACCOUNT: &str = concat!(
+    "INSERT INTO accounts (id, email, first_name, status, password_hash, role, created_at, updated_at) \
+     VALUES ($1, $2, $3, 'active', $4, $5, $6, $6) RETURNING ",
+    account_columns!()
+);
+pub(crate) const SET_ACCOUNT_STATUS: &str = concat!(
+    "UPDATE accounts SET status = $1, ban_reason = $2, updated_at = $3 WHERE id = $4 RETURNING ",
+    account_columns!()
+);
+pub(crate) const INSERT_ACCOUNT_EVENT: &str =
+    "INSERT INTO account_events (account_id, kind, reason, actor, at) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const ACCOUNT_EVENTS: &str =
+    "SELECT kind, reason, actor, at FROM account_events WHERE account_id = $1 ORDER BY id";
+
+// Credentials and their secrets.
+pub(crate) const CREDENTIAL: &str = "SELECT client_id, account_id, status, generation, hint, \
+     created_at, updated_at, revoked_at, last_used_at FROM credentials WHERE client_id = $1";
+pub(crate) const LIVE_GENERATIONS: &str = "SELECT generation, expires_at FROM credential_secrets \
+     WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY generation DESC";
+pub(crate) const CREDENTIAL_IDS: &str =
+    "SELECT client_id FROM credentials WHERE account_id = $1 ORDER BY created_at, client_id";
+pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials \
+     (client_id, account_id, status, generation, hint, created_at, updated_at) \
+     VALUES ($1, $2, 'active', 1, $3, $4, $4)";
+pub(crate) const REVOKE_CREDENTIAL: &str = "UPDATE credentials SET status = 'revoked', \
+     revoked_at = COALESCE(revoked_at, $1), updated_at = $1 WHERE client_id = $2";
+pub(crate) const SET_GENERATION: &str =
+    "UPDATE credentials SET generation = $1, hint = $2, updated_at = $3 WHERE client_id = $4";
+pub(crate) const INSERT_SECRET: &str =
+    "INSERT INTO credential_secrets (hash, client_id, generation, created_at) VALUES ($1, $2, $3, $4)";
+pub(crate) const DELETE_SECRETS: &str = "DELETE FROM credential_secrets WHERE client_id = $1";
+pub(crate) const DELETE_EXPIRED_SECRETS: &str =
+    "DELETE FROM credential_secrets WHERE client_id = $1 AND expires_at <= $2";
+pub(crate) const FIND_SECRET: &str = "SELECT client_id, generation FROM credential_secrets WHERE hash = $1";
+pub(crate) const USAGE: &str =
+    "SELECT day, requests FROM credential_usage WHERE client_id = $1 AND day >= $2 ORDER BY day";
+
+// The change feed (appending to it differs: see each backend's `record_change`).
+pub(crate) const CHANGES_SINCE: &str =
+    "SELECT seq, entity, entity_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const PRUNE_CHANGES: &str = "DELETE FROM changes WHERE at < $1 AND seq < (SELECT MAX(seq) FROM changes)";
+
+// Signing keys and settings.
+pub(crate) const SIGNING_KEYS: &str = "SELECT kid, created_at, retired_at FROM signing_keys ORDER BY created_at, kid";
+pub(crate) const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys (kid, created_at) VALUES ($1, $2)";
+pub(crate) const RETIRE_SIGNING_KEY: &str = "UPDATE signing_keys SET retired_at = COALESCE(retired_at, $1) \
+     WHERE kid = $2 RETURNING kid, created_at, retired_at";
+pub(crate) const SETTING: &str = "SELECT value FROM settings WHERE name = $1";
+pub(crate) const INSERT_SETTING: &str =
+    "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+pub(crate) const PUT_SETTING: &str = "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+
+// The console.
+pub(crate) const CONSOLE_ACCOUNT: &str =
+    concat!("SELECT ", account_columns!(), ", role, password_hash FROM accounts WHERE id = $1");
+pub(crate) const SET_PASSWORD_HASH: &str = "UPDATE accounts SET password_hash = $1, updated_at = $2 WHERE id = $3";
+pub(crate) const SET_ROLE: &str = "UPDATE accounts SET role = $1, updated_at = $2 WHERE id = $3";
+pub(crate) const INSERT_SESSION: &str =
+    "INSERT INTO console_sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+pub(crate) const SESSION: &str = "SELECT a.id, a.uid, a.email, a.first_name, a.status, a.ban_reason, \
+     a.created_at, a.updated_at, a.role, s.created_at AS session_created_at, s.expires_at AS session_expires_at \
+     FROM console_sessions s JOIN accounts a ON a.id = s.account_id \
+     WHERE s.token_hash = $1 AND s.expires_at > $2";
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM console_sessions WHERE token_hash = $1";
+pub(crate) const DELETE_ACCOUNT_SESSIONS: &str = "DELETE FROM console_sessions WHERE account_id = $1";
+pub(crate) const PRUNE_SESSIONS: &str = "DELETE FROM console_sessions WHERE expires_at <= $1";
+
+/// A `LIKE` pattern matching `query` anywhere, its wildcards escaped with `\`.
+pub(crate) fn like_pattern(query: &str) -> String {
+    let escaped = query.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// What setting an account's status writes: the `ban_reason` column and the event's kind.
+pub(crate) fn status_change(status: AccountStatus, reason: Option<&str>) -> (Option<&str>, &'static str) {
+    match status {
+        AccountStatus::Banned => (reason, "banned"),
+        AccountStatus::Active => (None, "unbanned"),
+    }
+}
+
+/// A write by key that touched no row: nothing has that key.
+pub(crate) fn found(rows_affected: u64) -> Result<()> {
+    if rows_affected == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+/// Any conflict of an account insert is a taken email (the id is random).
+pub(crate) fn email_taken(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(_) => StoreError::Conflict("an account with this email already exists".into()),
+        e => e,
+    }
+}
