@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs keygate's whole test suite. Installs or starts what the tests drive for real and a fresh
-# machine may lack (curl, Python `requests` for the vendor-example tests, nginx, Chromium,
-# PostgreSQL), then `cargo test`.
+# Runs keygate's whole test suite. Installs what the tests drive for real and a fresh machine may
+# lack (curl, Python `requests` for the vendor-example tests, nginx, Chromium, PostgreSQL's
+# server binaries), starts a PostgreSQL of the suite's own (own data directory and port, removed
+# at the end), then `cargo test`. The machine's own services are left exactly as they were.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p keygate-core`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,12 +50,29 @@ if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
     || echo "scripts/test.sh: installing chromium failed; the console test will skip (or fail in CI)" >&2
 fi
 
-# PostgreSQL for the store contract and cluster tests. Without it those tests skip loudly,
-# or fail under KEYGATE_TEST_REQUIRE_ALL=1.
-if pg_url=$(scripts/ensure-postgres.sh); then
+# PostgreSQL for the store contract and cluster tests: a private server (scripts/private-postgres.sh),
+# never the machine's own. Debian's package would start a cluster of its own at install: a
+# policy-rc.d that refuses service starts is put in place for the install, as for nginx.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing postgresql (apt-get)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  policy_rc=""
+  if ! [ -e /usr/sbin/policy-rc.d ]; then
+    policy_rc=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null && $SUDO chmod 755 "$policy_rc"
+  fi
+  $SUDO apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null \
+    || echo "scripts/test.sh: installing postgresql failed; its tests will skip (or fail in CI)" >&2
+  if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
+fi
+pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/keygate-test-pg.XXXXXX")"
+trap 'scripts/private-postgres.sh stop "$pg_dir"' EXIT
+if pg_url=$(scripts/private-postgres.sh start "$pg_dir"); then
   export KEYGATE_TEST_POSTGRES_URL="$pg_url"
+  echo "scripts/test.sh: private PostgreSQL at $pg_url" >&2
 else
   echo "scripts/test.sh: no PostgreSQL; its tests will skip (or fail in CI)" >&2
 fi
 
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"

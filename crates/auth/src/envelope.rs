@@ -60,6 +60,16 @@ pub enum Resource {
 }
 
 impl Resource {
+    /// The message of a "not found" answer about this.
+    pub fn not_found(self) -> &'static str {
+        match self {
+            Self::Account => "account not found",
+            Self::Credential => "credential not found",
+            Self::SigningKey => "no such signing key",
+            Self::Route => "route not found",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Account => "account",
@@ -81,7 +91,7 @@ pub enum ApiError {
     /// Body over the configured limit (1003, HTTP 413).
     #[error("request body too large")]
     TooLarge,
-    #[error("{} not found", .0.as_str())]
+    #[error("{}", .0.not_found())]
     NotFound(Resource),
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -169,7 +179,7 @@ impl IntoResponse for ApiError {
         let code = self.code();
         let msg: String = match &self {
             Self::BadRequest(m) | Self::Conflict(m) => m.clone(),
-            Self::NotFound(what) => format!("{} not found", what.as_str()),
+            Self::NotFound(what) => what.not_found().into(),
             Self::TooLarge => "Request body too large".into(),
             Self::MethodNotAllowed => "Method not allowed".into(),
             Self::Unavailable(cause)

@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert!(matches!(
             MasterKeySource::for_database("sqlite://k.db", None, None).unwrap(),
-            MasterKeySource::File { path, .. } if path == PathBuf::from("k.key")
+            MasterKeySource::File { path, .. } if path == Path::new("k.key")
         ));
         assert!(MasterKeySource::for_database("postgres://u:pw@h/db", None, None).is_err());
     }

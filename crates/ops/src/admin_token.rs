@@ -28,3 +28,30 @@ pub async fn reset(store: &dyn Store, master: &MasterKey) -> Result<String, Stor
 pub async fn stored_hash(store: &dyn Store) -> Result<Option<SecretHash>, StoreError> {
     Ok(store.get_setting(ADMIN_TOKEN_HASH).await?.and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok()).map(SecretHash))
 }
+
+/// What an admin API caller must present: the operator-configured token, or else the one
+/// generated at first start (its hash in the database). Keeps hashes only.
+pub struct AdminToken {
+    hasher: keygate_core::SecretHasher,
+    configured: Option<SecretHash>,
+}
+
+impl AdminToken {
+    pub fn new(master: &MasterKey, configured: Option<&keygate_core::Secret>) -> Self {
+        let hasher = master.admin_token_hasher();
+        Self { configured: configured.map(|t| hasher.hash(t.expose())), hasher }
+    }
+
+    /// Whether `presented` is the admin token (a constant-time comparison of hashes). `false`
+    /// when none exists yet.
+    pub async fn matches(&self, store: &dyn Store, presented: &str) -> Result<bool, StoreError> {
+        let expected = match self.configured {
+            Some(hash) => hash,
+            None => match stored_hash(store).await? {
+                Some(hash) => hash,
+                None => return Ok(false),
+            },
+        };
+        Ok(self.hasher.hash(presented).ct_eq(&expected))
+    }
+}

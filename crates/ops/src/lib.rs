@@ -26,7 +26,7 @@ pub enum OpsError {
     /// The input is not acceptable; the message says why and is safe to show.
     #[error("{0}")]
     Invalid(String),
-    #[error("{} not found", .0.as_str())]
+    #[error("{}", .0.not_found())]
     NotFound(Resource),
     #[error("{0}")]
     Conflict(String),

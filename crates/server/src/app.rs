@@ -9,7 +9,7 @@ use keygate_console::Console;
 use keygate_ops::Ops;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::routes::admin::AdminToken;
+use keygate_ops::admin_token::AdminToken;
 
 /// What every handler can reach: one `Arc`, so the per-request clones axum makes (one per
 /// `State` extractor and middleware) cost a reference count, not a copy of the whole state.

@@ -470,3 +470,85 @@ mod tests {
         assert!(toml::from_str::<Config>("[gateway]\ntimeout = \"1s\"").is_err());
     }
 }
+
+/// `examples/keygate.toml` names every setting and holds the defaults, so it cannot drift.
+#[cfg(test)]
+mod example_file {
+    use super::*;
+    use serde::de::{self, Visitor};
+
+    const EXAMPLE: &str = include_str!("../../../examples/keygate.toml");
+
+    /// The field names serde knows for `T` (a deserializer that records them and stops).
+    fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+        struct Recorder<'a>(&'a mut &'static [&'static str]);
+        impl<'de> de::Deserializer<'de> for Recorder<'_> {
+            type Error = de::value::Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(de::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                *self.0 = fields;
+                Err(de::Error::custom("recorded"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+                option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+                ignored_any
+            }
+        }
+        let mut out: &'static [&'static str] = &[];
+        let _ = T::deserialize(Recorder(&mut out));
+        out
+    }
+
+    /// Keys written (`key = ...` or `# key = ...`) in the part of the file before `[gateway]`,
+    /// or after it.
+    fn keys(gateway: bool) -> Vec<String> {
+        let mut in_gateway = false;
+        let mut out = Vec::new();
+        for line in EXAMPLE.lines() {
+            let bare = line.trim_start_matches('#').trim();
+            if bare == "[gateway]" {
+                in_gateway = true;
+            }
+            if bare == "[[gateway.routes]]" && gateway {
+                out.push("routes".to_owned());
+            }
+            if let Some((key, _)) = bare.split_once(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && in_gateway == gateway
+            {
+                out.push(key.to_owned());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn names_every_setting() {
+        for (names, gateway) in [(fields::<Config>(), false), (fields::<GatewaySettings>(), true)] {
+            assert!(names.len() > 3, "recorded {names:?}");
+            let written = keys(gateway);
+            for name in names {
+                if *name == "gateway" {
+                    assert!(EXAMPLE.contains("\n[gateway]\n"));
+                    continue;
+                }
+                assert!(written.iter().any(|k| k == name), "examples/keygate.toml does not name `{name}`");
+            }
+        }
+    }
+
+    #[test]
+    fn holds_the_defaults() {
+        let example: Config = toml::from_str(EXAMPLE).expect("examples/keygate.toml is a valid configuration");
+        example.validate().unwrap();
+        assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+    }
+}

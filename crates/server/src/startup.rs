@@ -18,7 +18,7 @@ use crate::app::{AppState, AppStateInner};
 use crate::config::Config;
 use crate::observe::Observer;
 use crate::router::Dispatch;
-use crate::routes::admin::AdminToken;
+use keygate_ops::admin_token::AdminToken;
 
 pub struct Application {
     listener: TcpListener,

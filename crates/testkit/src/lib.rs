@@ -78,3 +78,53 @@ impl Drop for TestDb {
 fn tokio_rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a test runtime")
 }
+
+/// A PostgreSQL server of the test's own (`scripts/private-postgres.sh`: its own data directory,
+/// socket directory and port), for tests that stop, crash or restart the database. The machine's
+/// own PostgreSQL is never touched. Stopped and removed when dropped.
+pub struct PrivatePostgres {
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+const PRIVATE_POSTGRES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/private-postgres.sh");
+
+fn private_postgres(cmd: &str, dir: &std::path::Path) -> Result<String, String> {
+    let out = std::process::Command::new("bash")
+        .arg(PRIVATE_POSTGRES)
+        .arg(cmd)
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("running {PRIVATE_POSTGRES}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("private-postgres.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl PrivatePostgres {
+    /// Creates and starts a fresh server, or says why it cannot.
+    pub fn start() -> Result<PrivatePostgres, String> {
+        let mut b = [0u8; 6];
+        rand::rng().fill_bytes(&mut b);
+        let dir = std::env::temp_dir().join(format!("keygate-test-pg-{}", hex::encode(b)));
+        let url = private_postgres("start", &dir)?;
+        Ok(PrivatePostgres { dir, url })
+    }
+
+    /// Stops the server as a crash would (immediate shutdown); the data stays.
+    pub fn kill(&self) {
+        private_postgres("kill", &self.dir).expect("stopping the private PostgreSQL");
+    }
+
+    /// Starts it again on the same port.
+    pub fn resume(&self) {
+        private_postgres("resume", &self.dir).expect("starting the private PostgreSQL again");
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = private_postgres("stop", &self.dir);
+    }
+}

@@ -15,7 +15,7 @@ use keygate_auth::ApiError;
 use keygate_auth::envelope::{created_with, ok};
 use keygate_core::decide::{AuthFailure, InvalidReason};
 use keygate_core::model::Account;
-use keygate_core::{AccountId, ClientId, MasterKey, Secret, SecretHash, SecretHasher};
+use keygate_core::{AccountId, ClientId};
 use keygate_store::AccountEvent;
 use serde::{Deserialize, Serialize};
 
@@ -37,20 +37,6 @@ pub fn router() -> Router<AppState> {
         .route("/signing-keys/rotate", post(rotate_signing_key))
 }
 
-/// What an admin API caller must present: the operator-configured token, or else the one
-/// generated at first start (its hash in the database).
-pub struct AdminToken {
-    hasher: SecretHasher,
-    configured: Option<SecretHash>,
-}
-
-impl AdminToken {
-    pub fn new(master: &MasterKey, configured: Option<&Secret>) -> Self {
-        let hasher = master.admin_token_hasher();
-        Self { configured: configured.map(|t| hasher.hash(t.expose())), hasher }
-    }
-}
-
 /// Proof that the caller holds the admin token.
 pub struct Admin;
 
@@ -67,17 +53,11 @@ impl FromRequestParts<AppState> for Admin {
             .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Auth(AuthFailure::Missing))?;
-        let tokens = &state.admin_token;
-        let invalid = || ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey));
-        let expected = match &tokens.configured {
-            Some(hash) => *hash,
-            None => keygate_ops::admin_token::stored_hash(state.ops.store().as_ref()).await?.ok_or_else(invalid)?,
-        };
-        if tokens.hasher.hash(presented).ct_eq(&expected) {
+        if state.admin_token.matches(state.ops.store().as_ref(), presented).await? {
             Ok(Admin)
         } else {
             tracing::info!("admin API: invalid admin token");
-            Err(invalid())
+            Err(ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey)))
         }
     }
 }
