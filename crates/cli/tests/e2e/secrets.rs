@@ -89,7 +89,12 @@ async fn no_secrets_at_rest() {
     assert_eq!(r.code(), 1000, "{r:?}");
     let kbb = r.body["data"]["apiKey"].as_str().unwrap().to_owned();
     secrets.add("HTTP-rotated key", &kbb);
-    tokio::time::sleep(Duration::from_millis(400)).await; // the CLI's rotation reaches the server
+    // The CLI's rotation reaches the server through the change feed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.verify_key(&ka1b).await.code() != 1000 {
+        assert!(std::time::Instant::now() < deadline, "the CLI's rotation never reached the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (c, k) in [(&ca1, &ka1b), (&ca1, &ka1), (&cb, &kbb), (&cb, &kb)] {
         assert_eq!(server.verify_key(k).await.code(), 1000);
         let t = server.token(c, k).await;

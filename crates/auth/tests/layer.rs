@@ -1,0 +1,167 @@
+//! The tower Layer on a real SQLite database: around an axum router and around a plain tower
+//! service, what passes, what is refused and how, the status mode, public paths, the extractor,
+//! the change feed reaching the Layer, and usage written at shutdown.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use keygate_auth::{Auth, Identity, MasterKeySource, StatusMode};
+use keygate_core::model::AccountStatus;
+use keygate_core::{ApiKey, ClientId};
+use keygate_store::{NewAccount, Store};
+use serde_json::Value;
+use tower::{Layer, ServiceExt};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: std::sync::Arc<dyn Store>,
+    auth: Auth,
+    account: keygate_core::AccountId,
+    client_id: ClientId,
+    key: String,
+}
+
+async fn fixture(mode: StatusMode) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/keygate.db", dir.path().display());
+    let master = MasterKeySource::File { path: dir.path().join("keygate.key"), create: true };
+    let auth = Auth::builder()
+        .migrate(true)
+        .feed_interval(Duration::from_millis(20))
+        .status_mode(mode)
+        .open(&url, master.clone())
+        .await
+        .unwrap();
+    // Keys are made as the CLI makes them: on another handle of the same database.
+    let (store, master) = keygate_auth::secrets::open_store(&url, &master, false).await.unwrap();
+    let new = NewAccount { email: "layer@example.com".into(), first_name: "L".into() };
+    let account = store.create_account(&new).await.unwrap();
+    let key = ApiKey::generate();
+    let client_id = ClientId::generate(1);
+    let hash = master.api_key_hasher().hash(key.expose());
+    store.create_credential(account.id, client_id, &hash, &key.hint()).await.unwrap();
+    Fixture { _dir: dir, store, auth, account: account.id, client_id, key: key.expose().to_owned() }
+}
+
+fn app(auth: &Auth) -> Router {
+    Router::new()
+        .route("/hello", get(|id: Identity| async move { axum::Json(id) }))
+        .route(
+            "/public",
+            get(|id: Option<Identity>| async move { if id.is_some() { "with identity" } else { "anonymous" } }),
+        )
+        .layer(auth.layer().public("/public"))
+}
+
+async fn call(app: &Router, path: &str, key: Option<&str>) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut req = Request::get(path);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let res = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let (parts, body) = res.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+}
+
+fn json(b: &Bytes) -> Value {
+    serde_json::from_slice(b).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(b)))
+}
+
+#[tokio::test]
+async fn around_an_axum_router() {
+    let f = fixture(StatusMode::Standard).await;
+    let app = app(&f.auth);
+
+    let (status, _, body) = call(&app, "/hello", Some(&f.key)).await;
+    assert_eq!(status, 200);
+    let id = json(&body);
+    assert_eq!(id["accountId"], f.account.to_hex());
+    assert_eq!(id["clientId"], f.client_id.to_hex());
+    assert_eq!(id["method"], "api_key");
+
+    let (status, headers, body) = call(&app, "/hello", None).await;
+    assert_eq!((status, json(&body)["code"].as_i64()), (StatusCode::UNAUTHORIZED, Some(1102)));
+    assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Bearer realm="keygate""#);
+    let (status, headers, body) = call(&app, "/hello", Some("kgk_0000000000000000000000000000")).await;
+    assert_eq!((status, json(&body)["code"].as_i64()), (StatusCode::UNAUTHORIZED, Some(1101)));
+    assert!(headers[header::WWW_AUTHENTICATE].to_str().unwrap().contains("invalid_token"));
+    assert!(json(&body)["msg"].as_str().is_some_and(|m| !m.is_empty()));
+
+    // A public path needs nothing and carries no identity, even with a key.
+    let (status, _, body) = call(&app, "/public", None).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"anonymous"[..]));
+    let (_, _, body) = call(&app, "/public", Some(&f.key)).await;
+    assert_eq!(&body[..], b"anonymous");
+    // By path segments: /publicity is not /public.
+    let (status, _, _) = call(&app, "/publicity", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn always_200_keeps_the_code() {
+    let f = fixture(StatusMode::Always200).await;
+    let (status, headers, body) = call(&app(&f.auth), "/hello", None).await;
+    assert_eq!((status, json(&body)["code"].as_i64()), (StatusCode::OK, Some(1102)));
+    assert!(headers.get(header::WWW_AUTHENTICATE).is_none());
+}
+
+#[tokio::test]
+async fn around_a_plain_tower_service() {
+    let f = fixture(StatusMode::Standard).await;
+    let inner = tower::service_fn(|req: Request<()>| async move {
+        let who = req.extensions().get::<Identity>().map(|i| i.client_id.to_hex()).unwrap_or_default();
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(who))))
+    });
+    let svc = f.auth.layer().layer(inner);
+    let req = Request::get("/any").header("x-api-key", &f.key).body(()).unwrap();
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), f.client_id.to_hex());
+    let res = svc.oneshot(Request::get("/any").body(()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn the_extractor_without_the_layer_is_a_wiring_error() {
+    let app: Router = Router::new().route("/hello", get(|id: Identity| async move { id.uid.to_string() }));
+    let (status, _, body) = call(&app, "/hello", None).await;
+    assert_eq!((status, json(&body)["code"].as_i64()), (StatusCode::INTERNAL_SERVER_ERROR, Some(1500)));
+}
+
+#[tokio::test]
+async fn a_ban_and_a_revoke_elsewhere_reach_the_layer_and_usage_is_written() {
+    let f = fixture(StatusMode::Standard).await;
+    let app = app(&f.auth);
+    assert_eq!(call(&app, "/hello", Some(&f.key)).await.0, 200);
+
+    // Written on the other handle (as the CLI would): the Layer learns of it from the feed.
+    f.store.set_account_status(f.account, AccountStatus::Banned, Some("test"), "test").await.unwrap();
+    let started = Instant::now();
+    loop {
+        let (status, _, body) = call(&app, "/hello", Some(&f.key)).await;
+        if status == StatusCode::FORBIDDEN {
+            assert_eq!(json(&body)["code"], 1200);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "the ban did not reach the layer");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    f.store.set_account_status(f.account, AccountStatus::Active, None, "test").await.unwrap();
+    f.store.revoke_credential(f.client_id).await.unwrap();
+    let started = Instant::now();
+    while call(&app, "/hello", Some(&f.key)).await.0 != StatusCode::UNAUTHORIZED {
+        assert!(started.elapsed() < Duration::from_secs(2), "the revoke did not reach the layer");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The accepted request was counted; shutdown writes it.
+    assert!(f.store.get_credential(f.client_id).await.unwrap().last_used_at.is_none());
+    f.auth.shutdown().await;
+    assert!(f.store.get_credential(f.client_id).await.unwrap().last_used_at.is_some());
+}
