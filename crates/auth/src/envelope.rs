@@ -104,6 +104,12 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The client sent its request body too slowly (HTTP 408).
+    #[error("request timeout: {0}")]
+    RequestTimeout(String),
+    /// The client went away before its request was complete (nginx's 499).
+    #[error("client closed the request: {0}")]
+    ClientClosed(String),
     /// The upstream refused, reset or closed the connection.
     #[error("upstream unavailable: {0}")]
     BadGateway(String),
@@ -147,6 +153,8 @@ impl ApiError {
             Self::Internal(_) => BusinessCode::Internal,
             Self::BadGateway(_) => BusinessCode::UpstreamUnavailable,
             Self::GatewayTimeout(_) => BusinessCode::UpstreamTimeout,
+            Self::RequestTimeout(_) => BusinessCode::RequestTimeout,
+            Self::ClientClosed(_) => BusinessCode::ClientClosed,
         }
     }
 
@@ -164,6 +172,8 @@ impl ApiError {
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ClientClosed(_) => StatusCode::from_u16(499).expect("499 is a valid status"),
         }
     }
 }
@@ -187,6 +197,11 @@ impl IntoResponse for ApiError {
             | Self::BadGateway(cause)
             | Self::GatewayTimeout(cause) => {
                 tracing::error!(code = code.as_u32(), %cause, "request failed");
+                code.default_msg().into()
+            }
+            // The client's doing, not a fault of keygate or the upstream: no error in the log.
+            Self::RequestTimeout(cause) | Self::ClientClosed(cause) => {
+                tracing::info!(code = code.as_u32(), %cause, "request abandoned by the client");
                 code.default_msg().into()
             }
             _ => code.default_msg().into(),

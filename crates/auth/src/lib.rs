@@ -22,6 +22,7 @@
 //! - [`secrets`]: the master key, its check against the database, signing keys;
 //! - [`envelope`]: the protocol's `{"code","msg"}` envelope, the one place business codes and HTTP
 //!   statuses are decided, and the status mode;
+//! - [`body`]: request bodies with a read timeout (a stalled upload cannot hold a connection);
 //! - [`identity`]: who a request is, and the headers that carry credentials and identity;
 //! - [`layer`]: the tower Layer and the axum extractor;
 //! - [`open`]: [`Auth`], an authenticator with its background tasks.
@@ -31,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authenticator;
+pub mod body;
 pub mod cache;
 pub mod envelope;
 pub mod feed;

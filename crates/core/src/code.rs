@@ -55,6 +55,11 @@ business_codes! {
     AccountNotFound = 1109, "Account does not exist";
     /// 1200: the account has been banned.
     Banned = 1200, "The account has been banned";
+    /// 1408: the client did not send its request body in time (keygate's own, as HTTP 408).
+    RequestTimeout = 1408, "Request body not received in time";
+    /// 1499: the client closed the connection before its request was complete (keygate's own,
+    /// as nginx's 499; for the log and metrics, since no one is left to read it).
+    ClientClosed = 1499, "Client closed the request";
     /// 1500: internal error (keygate's own; the vendor documents no code for it).
     Internal = 1500, "Internal error";
     /// 1503: the store cannot be reached (keygate's own).
@@ -77,7 +82,7 @@ mod tests {
 
     #[test]
     fn string_form_matches_number() {
-        assert_eq!(BusinessCode::ALL.len(), 12);
+        assert_eq!(BusinessCode::ALL.len(), 14);
         for c in BusinessCode::ALL {
             assert_eq!(c.as_str(), c.as_u32().to_string());
             assert!(!c.default_msg().is_empty());

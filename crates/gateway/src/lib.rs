@@ -290,6 +290,8 @@ async fn forward(
             )));
         }
         Ok(Err(UpstreamError::Failed(cause))) => return Err(ApiError::BadGateway(format!("{authority}: {cause}"))),
+        Ok(Err(UpstreamError::ClientBody { timeout: true, cause })) => return Err(ApiError::RequestTimeout(cause)),
+        Ok(Err(UpstreamError::ClientBody { timeout: false, cause })) => return Err(ApiError::ClientClosed(cause)),
         Ok(Ok(res)) => res,
     };
 

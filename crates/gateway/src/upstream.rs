@@ -47,6 +47,19 @@ pub enum UpstreamError {
     ConnectTimeout,
     /// Refused, reset, unreachable, closed mid-response, or a malformed response.
     Failed(String),
+    /// The request's body failed on the client's side (the client went away mid-upload, or sent
+    /// nothing for the body read timeout: `timeout`): not the upstream's fault.
+    ClientBody { timeout: bool, cause: String },
+}
+
+impl From<hyper::Error> for UpstreamError {
+    fn from(e: hyper::Error) -> Self {
+        if e.is_user() {
+            // A "user" error of the client connection: our own request body (the client's) failed.
+            return Self::ClientBody { timeout: keygate_auth::body::is_body_timeout(&e), cause: e.to_string() };
+        }
+        Self::Failed(e.to_string())
+    }
 }
 
 struct Pooled {
@@ -109,7 +122,7 @@ impl UpstreamPool {
                 Ok(res) => return Ok(res),
                 Err(mut e) => match e.take_message() {
                     Some(back) => req = back,
-                    None => return Err(UpstreamError::Failed(e.into_error().to_string())),
+                    None => return Err(e.into_error().into()),
                 },
             }
         }
@@ -121,7 +134,7 @@ impl UpstreamPool {
                 slot.conns.push(Pooled { sender, last_used: Instant::now() });
             }
         }
-        sent.await.map_err(|e| UpstreamError::Failed(e.into_error().to_string()))
+        sent.await.map_err(|e| e.into_error().into())
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {

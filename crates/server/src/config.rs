@@ -133,6 +133,20 @@ pub struct Config {
     #[arg(long, env = "KEYGATE_HEADER_READ_TIMEOUT", required = false, value_parser = duration("header_read_timeout"))]
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight (HTTP/1 or HTTP/2) is closed after this long
+    /// [default: 60s].
+    #[arg(long, env = "KEYGATE_IDLE_TIMEOUT", required = false, value_parser = duration("idle_timeout"))]
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The longest wait for the next part of a request body; a stalled upload answers 408
+    /// [default: 30s].
+    #[arg(long, env = "KEYGATE_BODY_READ_TIMEOUT", required = false, value_parser = duration("body_read_timeout"))]
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Connections open at most; past it a new connection gets a 503 and is closed [default:
+    /// from the open-file limit, raised to its maximum at start: (limit - 64) / 2].
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// `[gateway]`.
@@ -213,6 +227,9 @@ impl Default for Config {
             console_secure_cookies: SecureCookies::Auto,
             workers: crate::serve::default_workers(),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: None,
         }
     }
 }
@@ -305,8 +322,17 @@ impl Config {
         if !(1..=1024).contains(&self.workers) {
             bail!("workers must be between 1 and 1024");
         }
-        if self.header_read_timeout < Duration::from_millis(100) {
-            bail!("header_read_timeout must be at least 100ms");
+        for (name, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                bail!("{name} must be at least 100ms");
+            }
+        }
+        if self.max_connections == Some(0) {
+            bail!("max_connections must be at least 1");
         }
         self.gateway()?;
         self.master_key_source()?;
@@ -343,6 +369,19 @@ impl Config {
             cache_capacity: self.cache_capacity,
             fail_static: self.fail_static,
             store_timeout: self.store_timeout,
+        }
+    }
+
+    /// What serving connections needs.
+    /// (Raises the process's open-file limit to its maximum: see [`crate::serve::open_file_limit`].)
+    pub fn limits(&self) -> crate::serve::Limits {
+        let open_files = crate::serve::open_file_limit();
+        crate::serve::Limits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_read_timeout: self.body_read_timeout,
+            max_connections: self.max_connections.unwrap_or_else(|| crate::serve::default_max_connections(open_files)),
+            refusing: crate::serve::default_refusing(open_files),
         }
     }
 

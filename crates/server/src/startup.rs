@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use keygate_auth::{Auth, secrets};
@@ -18,6 +17,7 @@ use crate::app::{AppState, AppStateInner};
 use crate::config::Config;
 use crate::observe::Observer;
 use crate::router::Dispatch;
+use crate::serve::Limits;
 use keygate_ops::admin_token::AdminToken;
 
 pub struct Application {
@@ -25,7 +25,7 @@ pub struct Application {
     state: AppState,
     dispatch: Dispatch,
     workers: usize,
-    header_read_timeout: Duration,
+    limits: Limits,
     /// An admin token generated at this start, to be shown once by the caller.
     pub generated_admin_token: Option<String>,
 }
@@ -69,14 +69,7 @@ impl Application {
         });
         let observer = Observer { access_log: config.access_log };
         let dispatch = Dispatch::new(state.clone(), gateway, observer, config.max_body_bytes);
-        Ok(Self {
-            listener,
-            state,
-            dispatch,
-            workers: config.workers,
-            header_read_timeout: config.header_read_timeout,
-            generated_admin_token,
-        })
+        Ok(Self { listener, state, dispatch, workers: config.workers, limits: config.limits(), generated_admin_token })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,12 +83,18 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let auth = self.state.auth.clone();
-        tracing::info!(%addr, backend = auth.authenticator().store().backend(), workers = self.workers, "keygate listening");
+        tracing::info!(
+            %addr,
+            backend = auth.authenticator().store().backend(),
+            workers = self.workers,
+            max_connections = self.limits.max_connections,
+            "keygate listening"
+        );
         let dispatch = self.dispatch;
         let mut threads = crate::serve::Workers::start(
             move |req| dispatch.call(req),
             self.workers,
-            self.header_read_timeout,
+            self.limits,
             keygate_gateway::upstream::set_worker,
         )?;
         let result = threads.accept_until(self.listener, shutdown).await;

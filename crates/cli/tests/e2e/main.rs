@@ -13,6 +13,7 @@ mod console;
 mod durability;
 mod invalidation;
 mod lifecycle;
+mod limits;
 mod nginx;
 mod secrets;
 mod vendor;

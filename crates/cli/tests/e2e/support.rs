@@ -169,10 +169,24 @@ impl Sandbox {
     /// Spawns `keygate ARGS` as a server that should end up listening on `port`, with stdout and
     /// stderr going to files. Does not wait for readiness.
     pub fn spawn(&self, args: &[&str], envs: &[(&str, &str)], port: u16) -> Server {
+        self.spawn_cmd(self.cmd(), args, envs, port)
+    }
+
+    /// [`Sandbox::spawn`] with the open-file limit (soft and hard) set to `nofile`, as a
+    /// constrained host would have it.
+    pub fn spawn_with_fd_limit(&self, nofile: u32, args: &[&str], envs: &[(&str, &str)], port: u16) -> Server {
+        let mut cmd = Command::new("bash");
+        cmd.current_dir(self.dir()).stdin(Stdio::null());
+        scrub_env(&mut cmd);
+        // `exec` keeps the pid: signals and kills reach keygate itself.
+        cmd.args(["-c", &format!("ulimit -n {nofile} && exec \"$0\" \"$@\""), BIN]);
+        self.spawn_cmd(cmd, args, envs, port)
+    }
+
+    fn spawn_cmd(&self, mut cmd: Command, args: &[&str], envs: &[(&str, &str)], port: u16) -> Server {
         let n = self.servers.fetch_add(1, Ordering::Relaxed);
         let stdout = self.logs.path().join(format!("server-{n}.stdout"));
         let stderr = self.logs.path().join(format!("server-{n}.stderr"));
-        let mut cmd = self.cmd();
         cmd.args(args)
             .envs(envs.iter().copied())
             .stdout(File::create(&stdout).expect("log file"))

@@ -11,8 +11,12 @@ use keygate_auth::ApiError;
 use keygate_core::{AccountId, ClientId};
 use serde::de::DeserializeOwned;
 
-/// A body that could not be read: 413 when over the configured limit, else 400.
+/// A body that could not be read: 408 when the client stalled (the body read timeout), 413 when
+/// over the configured limit, else 400.
 pub fn body_rejection(rej: BytesRejection) -> ApiError {
+    if keygate_auth::body::is_body_timeout(&rej) {
+        return ApiError::RequestTimeout(rej.to_string());
+    }
     if rej.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::TooLarge
     } else {

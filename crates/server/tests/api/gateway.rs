@@ -872,3 +872,67 @@ async fn metrics_count_gateway_traffic_and_hold_no_secret() {
         assert!(!text.contains(secret), "/metrics holds a secret");
     }
 }
+
+// ---- Uploads the client does not finish ------------------------------------------------------
+
+/// keygate's `/metrics` lines for the catch-all route `/`.
+async fn outcomes_of_root(app: &TestApp) -> Vec<String> {
+    let text = get(app, "/metrics", &[]).await.text;
+    text.lines()
+        .filter(|l| l.starts_with("keygate_requests_total{") && l.contains(r#"route="/""#))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stalled_upload_answers_408_and_is_not_an_upstream_failure() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |c| c.body_read_timeout = Duration::from_millis(300)).await;
+    let c = app.customer().await;
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nx-api-key: {}\r\nContent-Length: 100\r\n\r\n{{",
+        app.addr, c.api_key
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut got))
+        .await
+        .expect("answered and closed within 5 s")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains(r#""code":1408"#), "{got}");
+    let outcomes = outcomes_of_root(&app).await;
+    assert!(outcomes.iter().any(|l| l.contains(r#"outcome="1408""#)), "{outcomes:?}");
+    assert!(!outcomes.iter().any(|l| l.contains(r#"outcome="1502""#)), "counted as an upstream failure: {outcomes:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_upload_is_not_an_upstream_failure() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |_| {}).await;
+    let c = app.customer().await;
+    for i in 0..5 {
+        let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: {}\r\nx-api-key: {}\r\nContent-Length: 100000\r\n\r\n{}",
+            app.addr,
+            c.api_key,
+            "x".repeat(1000)
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        // Once the upload is under way to the upstream, hang up.
+        wait_until(Duration::from_secs(5), "the upload reaches the upstream", || async {
+            up.shared.hits.load(Ordering::SeqCst) == i + 1
+        })
+        .await;
+        drop(conn);
+    }
+    wait_until(Duration::from_secs(5), "the abandoned uploads are counted as 1499", || async {
+        outcomes_of_root(&app).await.iter().any(|l| l.contains(r#"outcome="1499""#) && l.ends_with(" 5"))
+    })
+    .await;
+    let outcomes = outcomes_of_root(&app).await;
+    assert!(!outcomes.iter().any(|l| l.contains(r#"outcome="1502""#)), "counted as upstream failures: {outcomes:?}");
+}

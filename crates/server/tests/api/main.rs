@@ -13,6 +13,7 @@
 //!   502/504, WebSocket, cancellation, metrics).
 
 mod admin;
+mod connections;
 mod console;
 mod feed;
 mod gateway;
