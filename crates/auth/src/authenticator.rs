@@ -144,7 +144,8 @@ struct Verified {
     account: Arc<AccountState>,
 }
 
-/// How the authenticator issues tokens and trusts its cache.
+/// How the authenticator issues tokens, trusts its cache and keeps it current, and how its
+/// refusals are answered.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     /// Lifetime of tokens from getToken.
@@ -158,6 +159,13 @@ pub struct AuthSettings {
     pub fail_static: Duration,
     /// How long a cache-miss load may take before the request fails with 1503.
     pub store_timeout: Duration,
+    /// How often the change feed is polled (PostgreSQL also pushes): the bound on how long a
+    /// revoke or ban made elsewhere takes to reach this process.
+    pub feed_interval: Duration,
+    /// How often usage counts (last used, requests per day) are written.
+    pub usage_flush: Duration,
+    /// The HTTP statuses of refusals rendered by the Layer and the gateway.
+    pub status_mode: crate::envelope::StatusMode,
 }
 
 impl Default for AuthSettings {
@@ -168,6 +176,9 @@ impl Default for AuthSettings {
             cache_capacity: 1_000_000,
             fail_static: Duration::from_secs(300),
             store_timeout: Duration::from_secs(2),
+            feed_interval: Duration::from_millis(250),
+            usage_flush: Duration::from_secs(10),
+            status_mode: crate::envelope::StatusMode::Standard,
         }
     }
 }

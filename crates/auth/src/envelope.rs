@@ -233,7 +233,7 @@ pub enum StatusMode {
     #[default]
     Standard,
     /// Every protocol answer is HTTP 200; only `code` tells (the vendor's observed behaviour).
-    #[serde(alias = "always200")]
+    #[serde(rename = "always-200", alias = "always200")]
     Always200,
 }
 
@@ -251,11 +251,7 @@ impl StatusMode {
 impl std::str::FromStr for StatusMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "standard" => Ok(Self::Standard),
-            "always-200" | "always200" => Ok(Self::Always200),
-            _ => Err(format!("unknown http status mode {s:?}: use \"standard\" or \"always-200\"")),
-        }
+        keygate_core::from_name(s).map_err(|e| format!("http status mode: {e}"))
     }
 }
 
@@ -289,5 +285,14 @@ mod tests {
         assert_eq!(res.extensions().get::<BusinessCode>(), Some(&BusinessCode::EmptyAuth));
         let res = StatusMode::Standard.apply(ApiError::Auth(AuthFailure::Missing).into_response());
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        for (name, mode) in [
+            ("standard", StatusMode::Standard),
+            ("always-200", StatusMode::Always200),
+            ("always200", StatusMode::Always200),
+        ] {
+            assert_eq!(name.parse::<StatusMode>(), Ok(mode));
+        }
+        let err = "sometimes".parse::<StatusMode>().unwrap_err();
+        assert!(err.contains("always-200"), "{err}");
     }
 }

@@ -33,50 +33,17 @@ pub struct Auth {
 }
 
 /// How an [`Auth`] is opened. Defaults are the server's.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AuthBuilder {
     settings: AuthSettings,
-    feed_interval: Duration,
-    usage_flush: Duration,
-    status_mode: StatusMode,
     migrate: bool,
 }
 
-impl Default for AuthBuilder {
-    fn default() -> Self {
-        Self {
-            settings: AuthSettings::default(),
-            feed_interval: Duration::from_millis(250),
-            usage_flush: Duration::from_secs(10),
-            status_mode: StatusMode::Standard,
-            migrate: false,
-        }
-    }
-}
-
 impl AuthBuilder {
-    /// Token lifetime, cache size, fail-static window, store timeout.
+    /// Token lifetime, cache, fail-static window, store timeout, feed interval, usage flushes,
+    /// status mode ([`AuthSettings::default`] is the server's).
     pub fn settings(mut self, settings: AuthSettings) -> Self {
         self.settings = settings;
-        self
-    }
-
-    /// How often the change feed is polled (PostgreSQL also pushes) [default: 250 ms]: the bound
-    /// on how long a revoke or ban made elsewhere takes to reach this process.
-    pub fn feed_interval(mut self, interval: Duration) -> Self {
-        self.feed_interval = interval;
-        self
-    }
-
-    /// How often usage counts (last used, requests per day) are written [default: 10 s].
-    pub fn usage_flush(mut self, interval: Duration) -> Self {
-        self.usage_flush = interval;
-        self
-    }
-
-    /// The HTTP statuses of refusals rendered by the Layer [default: standard].
-    pub fn status_mode(mut self, mode: StatusMode) -> Self {
-        self.status_mode = mode;
         self
     }
 
@@ -108,6 +75,8 @@ impl AuthBuilder {
     /// Starts on a store opened (and checked against `master`) already.
     pub async fn start(self, store: Arc<dyn Store>, master: &MasterKey) -> Result<Auth, StoreError> {
         let keyring = secrets::load_keyring(store.as_ref(), master).await?;
+        let (feed_interval, usage_flush, status_mode) =
+            (self.settings.feed_interval, self.settings.usage_flush, self.settings.status_mode);
         let authenticator =
             Arc::new(Authenticator::new(store.clone(), master.api_key_hasher(), keyring, self.settings));
         let cursor = store.last_change_seq().await?;
@@ -117,7 +86,7 @@ impl AuthBuilder {
             store: store.clone(),
             auth: authenticator.clone(),
             master: master.clone(),
-            interval: self.feed_interval,
+            interval: feed_interval,
             cursor,
             applied,
         };
@@ -129,19 +98,12 @@ impl AuthBuilder {
             tokio::spawn(crate::usage::run_flusher(
                 authenticator.usage.clone(),
                 store.clone(),
-                self.usage_flush,
+                usage_flush,
                 stopped.clone(),
             )),
             tokio::spawn(prune_changes(store, stopped)),
         ];
-        Ok(Auth {
-            authenticator,
-            status_mode: self.status_mode,
-            feed_interval: self.feed_interval,
-            feed_cursor,
-            stop,
-            tasks: Mutex::new(tasks),
-        })
+        Ok(Auth { authenticator, status_mode, feed_interval, feed_cursor, stop, tasks: Mutex::new(tasks) })
     }
 }
 

@@ -11,7 +11,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use keygate_auth::{Auth, Identity, MasterKeySource, StatusMode};
+use keygate_auth::{Auth, AuthSettings, Identity, MasterKeySource, StatusMode};
 use keygate_core::model::AccountStatus;
 use keygate_core::{ApiKey, ClientId};
 use keygate_store::{NewAccount, Store};
@@ -31,13 +31,8 @@ async fn fixture(mode: StatusMode) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/keygate.db", dir.path().display());
     let master = MasterKeySource::File { path: dir.path().join("keygate.key"), create: true };
-    let auth = Auth::builder()
-        .migrate(true)
-        .feed_interval(Duration::from_millis(20))
-        .status_mode(mode)
-        .open(&url, master.clone())
-        .await
-        .unwrap();
+    let settings = AuthSettings { feed_interval: Duration::from_millis(20), status_mode: mode, ..Default::default() };
+    let auth = Auth::builder().migrate(true).settings(settings).open(&url, master.clone()).await.unwrap();
     // Keys are made as the CLI makes them: on another handle of the same database.
     let (store, master) = keygate_auth::secrets::open_store(&url, &master, false).await.unwrap();
     let new = NewAccount { email: "layer@example.com".into(), first_name: "L".into() };

@@ -246,7 +246,7 @@ impl From<OpsError> for ConsoleError {
         match e {
             OpsError::NotFound(_) => Self::NotFound,
             OpsError::Invalid(m) | OpsError::Conflict(m) => Self::BadRequest(m),
-            OpsError::Unavailable(m) => Self::Unavailable(m),
+            OpsError::Store(e) => e.into(),
             OpsError::Internal(m) => Self::Internal(m),
         }
     }
@@ -257,7 +257,9 @@ impl From<StoreError> for ConsoleError {
         match e {
             // Pages look records up by the id in their address: a missing one is a 404 page.
             StoreError::NotFound => Self::NotFound,
-            e => OpsError::from(e).into(),
+            StoreError::Conflict(m) => Self::BadRequest(m),
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Other(m) => Self::Internal(m),
         }
     }
 }

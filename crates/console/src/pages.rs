@@ -228,7 +228,7 @@ async fn signup(State(s): State<ConsoleState>, post: PublicPost<SignupForm>) -> 
         .await
     {
         Ok(a) => a,
-        Err(OpsError::Conflict(_)) => {
+        Err(OpsError::Store(keygate_store::StoreError::Conflict(_))) => {
             // Counts against the IP: sign-up must not become a fast way to test which emails exist.
             console.throttle.fail(None, ip);
             return again("An account with this email already exists. Sign in instead.".into());

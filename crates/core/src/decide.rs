@@ -138,6 +138,18 @@ pub struct AccountState {
     pub status: AccountStatus,
 }
 
+impl From<crate::model::Credential> for CredentialState {
+    fn from(c: crate::model::Credential) -> Self {
+        Self { client_id: c.client_id, account_id: c.account_id, status: c.status, generations: c.live_generations }
+    }
+}
+
+impl From<crate::model::Account> for AccountState {
+    fn from(a: crate::model::Account) -> Self {
+        Self { id: a.id, uid: a.uid, email: a.email, first_name: a.first_name, status: a.status }
+    }
+}
+
 /// Does secret generation `generation` of this credential, owned by this account, let a request in?
 pub fn decide(cred: &CredentialState, generation: u32, account: &AccountState, now_ms: i64) -> Result<(), AuthFailure> {
     if cred.status != CredentialStatus::Active {

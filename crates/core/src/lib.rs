@@ -18,3 +18,10 @@ pub use code::BusinessCode;
 pub use ids::{AccountId, ClientId};
 pub use key::{ApiKey, KeyFormatError};
 pub use secret::{MasterKey, Secret, SecretHash, SecretHasher};
+
+/// Reads an enum from its name as serde reads it from a configuration file (the same names,
+/// aliases and renaming), for `FromStr` impls that flags and environment variables use: one
+/// table of names per enum.
+pub fn from_name<'de, T: serde::Deserialize<'de>>(name: &'de str) -> Result<T, String> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name)).map_err(|e| e.to_string())
+}

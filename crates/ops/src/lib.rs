@@ -28,23 +28,14 @@ pub enum OpsError {
     Invalid(String),
     #[error("{}", .0.not_found())]
     NotFound(Resource),
+    /// The operation contradicts the current state (say, retiring the last live signing key).
     #[error("{0}")]
     Conflict(String),
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The store refused or failed (a duplicate email is `StoreError::Conflict`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
-}
-
-impl From<StoreError> for OpsError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => Self::Internal("the store found nothing where something was expected".into()),
-            StoreError::Conflict(m) => Self::Conflict(m),
-            StoreError::Unavailable(m) => Self::Unavailable(m),
-            StoreError::Other(m) => Self::Internal(m),
-        }
-    }
 }
 
 impl From<OpsError> for ApiError {
@@ -53,7 +44,7 @@ impl From<OpsError> for ApiError {
             OpsError::Invalid(m) => Self::BadRequest(m),
             OpsError::NotFound(what) => Self::NotFound(what),
             OpsError::Conflict(m) => Self::Conflict(m),
-            OpsError::Unavailable(m) => Self::Unavailable(m),
+            OpsError::Store(e) => e.into(),
             OpsError::Internal(m) => Self::Internal(m),
         }
     }
@@ -70,7 +61,7 @@ impl<T> OrNotFound<T> for Result<T, StoreError> {
     fn or_not_found(self, what: Resource) -> Result<T> {
         self.map_err(|e| match e {
             StoreError::NotFound => OpsError::NotFound(what),
-            e => e.into(),
+            e => OpsError::Store(e),
         })
     }
 }
@@ -110,6 +101,15 @@ pub fn validate_email(raw: &str) -> Result<String> {
         return Err(bad());
     }
     Ok(email.to_owned())
+}
+
+/// A ban's (or unban's) reason: trimmed, at most 500 characters; empty is none.
+fn checked_reason(reason: Option<&str>) -> Result<Option<&str>> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > 500) {
+        return Err(OpsError::Invalid("reason must be at most 500 characters".into()));
+    }
+    Ok(reason)
 }
 
 fn validate_name(raw: &str) -> Result<String> {
@@ -173,26 +173,17 @@ impl Ops {
     /// Bans an account: its keys and tokens are refused (1200) at once, everywhere, and its
     /// console sessions end. Banning a banned account is not an error.
     pub async fn ban(&self, id: AccountId, reason: Option<&str>, actor: &str) -> Result<Account> {
-        self.set_status(id, AccountStatus::Banned, reason, actor).await
+        let account = self.store.set_account_status(id, AccountStatus::Banned, checked_reason(reason)?, actor);
+        self.account_changed(id, account.await.or_not_found(Resource::Account)?)
     }
 
     /// Lifts a ban (the reason, if any, goes into the account's history).
     pub async fn unban(&self, id: AccountId, reason: Option<&str>, actor: &str) -> Result<Account> {
-        self.set_status(id, AccountStatus::Active, reason, actor).await
+        let account = self.store.set_account_status(id, AccountStatus::Active, checked_reason(reason)?, actor);
+        self.account_changed(id, account.await.or_not_found(Resource::Account)?)
     }
 
-    async fn set_status(
-        &self,
-        id: AccountId,
-        status: AccountStatus,
-        reason: Option<&str>,
-        actor: &str,
-    ) -> Result<Account> {
-        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-        if reason.is_some_and(|r| r.chars().count() > 500) {
-            return Err(OpsError::Invalid("reason must be at most 500 characters".into()));
-        }
-        let account = self.store.set_account_status(id, status, reason, actor).await.or_not_found(Resource::Account)?;
+    fn account_changed(&self, id: AccountId, account: Account) -> Result<Account> {
         self.changed(Entity::Account, &id.to_hex());
         Ok(account)
     }

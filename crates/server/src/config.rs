@@ -33,11 +33,7 @@ pub enum LogFormat {
 impl std::str::FromStr for LogFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            _ => Err(format!("unknown log format {s:?}: use \"text\" or \"json\"")),
-        }
+        keygate_core::from_name(s).map_err(|e| format!("log format: {e}"))
     }
 }
 
@@ -157,7 +153,6 @@ pub struct GatewaySettings {
     /// [default: true].
     #[arg(
         long = "gateway-strip-credentials",
-        id = "gateway_strip_credentials",
         value_name = "BOOL",
         env = "KEYGATE_GATEWAY_STRIP_CREDENTIALS",
         required = false,
@@ -167,7 +162,6 @@ pub struct GatewaySettings {
     /// Forward the client's `Host` instead of the upstream's [default: false].
     #[arg(
         long = "gateway-preserve-host",
-        id = "gateway_preserve_host",
         value_name = "BOOL",
         env = "KEYGATE_GATEWAY_PRESERVE_HOST",
         required = false,
@@ -177,7 +171,6 @@ pub struct GatewaySettings {
     /// Time allowed to connect to an upstream [default: 5s].
     #[arg(
         long = "gateway-connect-timeout",
-        id = "gateway_connect_timeout",
         value_name = "DURATION",
         env = "KEYGATE_GATEWAY_CONNECT_TIMEOUT",
         required = false,
@@ -188,7 +181,6 @@ pub struct GatewaySettings {
     /// Time allowed until the upstream's response headers [default: 60s].
     #[arg(
         long = "gateway-response-timeout",
-        id = "gateway_response_timeout",
         value_name = "DURATION",
         env = "KEYGATE_GATEWAY_RESPONSE_TIMEOUT",
         required = false,
@@ -369,6 +361,9 @@ impl Config {
             cache_capacity: self.cache_capacity,
             fail_static: self.fail_static,
             store_timeout: self.store_timeout,
+            feed_interval: self.feed_interval,
+            usage_flush: self.usage_flush,
+            status_mode: self.http_status,
         }
     }
 
@@ -492,6 +487,13 @@ mod tests {
         assert!(toml::from_str::<Config>("console_secure_cookies = \"maybe\"").is_err());
         let c = Config { console_session_ttl: Duration::ZERO, ..Config::default() };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn status_mode_in_the_file() {
+        let c: Config = toml::from_str("http_status = \"always-200\"").unwrap();
+        assert_eq!(c.http_status, StatusMode::Always200);
+        assert!(toml::from_str::<Config>("http_status = \"sometimes\"").is_err());
     }
 
     #[test]

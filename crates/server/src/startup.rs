@@ -40,15 +40,7 @@ impl Application {
         };
         // The recorder first: the metric handles made below (the gateway's, say) bind to it.
         let metrics = crate::observe::prometheus();
-        let auth = Arc::new(
-            Auth::builder()
-                .settings(config.auth_settings())
-                .feed_interval(config.feed_interval)
-                .usage_flush(config.usage_flush)
-                .status_mode(config.http_status)
-                .start(store.clone(), &master)
-                .await?,
-        );
+        let auth = Arc::new(Auth::builder().settings(config.auth_settings()).start(store.clone(), &master).await?);
         let ops = Ops::new(store, &master, Some(auth.authenticator().clone()));
         let console = Arc::new(Console::new(config.console_settings(), &master, ops.clone()));
         let gateway = config

@@ -231,29 +231,10 @@ pub trait Store: Send + Sync + 'static {
     /// The credential and secret generation a secret hash belongs to.
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>>;
     async fn credential_state(&self, client_id: ClientId) -> Result<Option<CredentialState>> {
-        match self.get_credential(client_id).await {
-            Ok(c) => Ok(Some(CredentialState {
-                client_id: c.client_id,
-                account_id: c.account_id,
-                status: c.status,
-                generations: c.live_generations,
-            })),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(if_found(self.get_credential(client_id).await)?.map(CredentialState::from))
     }
     async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>> {
-        match self.get_account(id).await {
-            Ok(a) => Ok(Some(AccountState {
-                id: a.id,
-                uid: a.uid,
-                email: a.email,
-                first_name: a.first_name,
-                status: a.status,
-            })),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(if_found(self.get_account(id).await)?.map(AccountState::from))
     }
     /// Everything a cache miss on an API key needs, at once: the secret's generation, its
     /// credential and the owning account. Backends answer it with one query.
@@ -312,6 +293,15 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_sessions(&self, account: AccountId) -> Result<u64>;
     /// Deletes sessions expired at `now`.
     async fn prune_sessions(&self, now: i64) -> Result<u64>;
+}
+
+/// `NotFound` as `None`.
+fn if_found<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Wake-ups from the database when the change feed grows.

@@ -22,7 +22,7 @@ use anyhow::Context;
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
-use keygate_auth::{Auth, Identity, MasterKeySource, StatusMode};
+use keygate_auth::{Auth, AuthSettings, Identity, MasterKeySource, StatusMode};
 use keygate_core::Secret;
 use serde_json::{Value, json};
 
@@ -71,7 +71,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let builder = Auth::builder().feed_interval(args.feed_interval).status_mode(args.http_status);
+    let settings =
+        AuthSettings { feed_interval: args.feed_interval, status_mode: args.http_status, ..AuthSettings::default() };
+    let builder = Auth::builder().settings(settings);
     let auth = match args.master_key {
         Some(hex) => builder.open(&args.database_url, MasterKeySource::Hex(hex)).await?,
         None => builder.open_with_key_file(&args.database_url, args.master_key_file).await?,
