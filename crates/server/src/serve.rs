@@ -421,14 +421,13 @@ async fn serve_connection<H, F>(
         let peer = ConnectInfo(peer);
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(|b| Body::new(IdleBody::new(b, limits.body_read_timeout)));
-            req.extensions_mut().insert(peer);
-            let in_flight = activity.begin();
-            let response = handler(req);
-            async move {
-                let res = response.await;
-                drop(in_flight);
-                res
-            }
+            let extensions = req.extensions_mut();
+            extensions.insert(peer);
+            // In flight until the request is dropped, when its response is ready: carried by the
+            // request rather than by a future wrapped around the handler's, which would be moved
+            // (copied) on every request.
+            extensions.insert(activity.begin());
+            handler(req)
         })
     };
     let io = TokioIo::new(Counted { stream, _slot: slot });
@@ -478,6 +477,12 @@ struct Activity {
 }
 
 struct InFlight(Arc<Activity>);
+
+impl Clone for InFlight {
+    fn clone(&self) -> Self {
+        self.0.begin()
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
