@@ -16,13 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::authenticator::AuthError;
 
-/// The response envelope. `data` is present on success with a payload.
+/// The response envelope. `data` is present on success with a payload; `next`, on a page of a
+/// list that goes on, is the cursor to pass as `after` for the next page.
 #[derive(Debug, Serialize)]
 pub struct Envelope<T: Serialize> {
     pub code: BusinessCode,
     pub msg: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `value` as a JSON response with `status`.
@@ -45,7 +48,14 @@ pub fn ok<T: Serialize>(data: T) -> Response {
 
 /// A success envelope with another 2xx status (201 for a creation).
 pub fn created_with<T: Serialize>(status: StatusCode, data: T) -> Response {
-    json(status, &Envelope { code: BusinessCode::Success, msg: BusinessCode::Success.default_msg(), data: Some(data) })
+    let msg = BusinessCode::Success.default_msg();
+    json(status, &Envelope { code: BusinessCode::Success, msg, data: Some(data), next: None })
+}
+
+/// A page of a list: `data` the items, `next` the cursor of the next page (absent on the last).
+pub fn page<T: Serialize>(items: Vec<T>, next: Option<String>) -> Response {
+    let msg = BusinessCode::Success.default_msg();
+    json(StatusCode::OK, &Envelope { code: BusinessCode::Success, msg, data: Some(items), next })
 }
 
 /// What a "not found" answer is about. Only a missing account has a code of its own (the vendor's

@@ -346,7 +346,7 @@ async fn admin(config: Config, json: bool, cmd: Manage) -> anyhow::Result<()> {
             AccountCmd::Promote { id } => set_role(&ops, json, &id, Role::Operator).await,
             AccountCmd::Demote { id } => set_role(&ops, json, &id, Role::Customer).await,
             AccountCmd::List { query, limit } => {
-                print(json, &ops.list_accounts(query.as_deref(), Some(limit), None).await?, |v| {
+                print(json, &ops.list_accounts(query.as_deref(), Some(limit), None).await?.items, |v| {
                     if v.is_empty() {
                         "no accounts".into()
                     } else {

@@ -48,7 +48,7 @@ struct AccountsPage {
     q: String,
     rows: Vec<AccountRow>,
     /// The `after` of the next page, when there is one.
-    next: Option<i64>,
+    next: Option<String>,
     paged: bool,
 }
 
@@ -56,7 +56,7 @@ struct AccountsPage {
 struct ListQuery {
     #[serde(default)]
     q: String,
-    after: Option<i64>,
+    after: Option<String>,
 }
 
 async fn accounts(
@@ -66,12 +66,10 @@ async fn accounts(
 ) -> Result<Response, ConsoleError> {
     let Query(q) = query.map_err(|_| ConsoleError::BadRequest("The search could not be read.".into()))?;
     let text = q.q.trim();
-    let mut list = s.ops.list_accounts(Some(text), Some(PAGE + 1), q.after).await?;
-    let next = (list.len() > PAGE as usize).then(|| {
-        list.truncate(PAGE as usize);
-        list.last().map(|a| a.uid).unwrap_or_default()
-    });
+    let list = s.ops.list_accounts(Some(text), Some(PAGE), q.after.as_deref()).await?;
+    let next = list.next;
     let rows = list
+        .items
         .iter()
         .map(|a| AccountRow {
             id: a.id.to_hex(),

@@ -103,6 +103,36 @@ pub fn validate_email(raw: &str) -> Result<String> {
     Ok(email.to_owned())
 }
 
+/// One page of a list, and the cursor of the next one (`None`: this is the last page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// From `items` fetched with one more than `limit`: the extra one says a next page exists,
+    /// which starts after the cursor of the last item kept.
+    fn cut(items: &mut Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next = if more { items.last().map(cursor) } else { None };
+        Page { items: std::mem::take(items), next }
+    }
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(OpsError::Invalid("limit must be between 1 and 1000".into()));
+    }
+    Ok(limit)
+}
+
+fn bad_cursor() -> OpsError {
+    OpsError::Invalid("after must be the `next` cursor of a previous page".into())
+}
+
 /// A ban's (or unban's) reason: trimmed, at most 500 characters; empty is none.
 fn checked_reason(reason: Option<&str>) -> Result<Option<&str>> {
     let reason = reason.map(str::trim).filter(|r| !r.is_empty());
@@ -152,17 +182,18 @@ impl Ops {
         Ok(account)
     }
 
+    /// Accounts by uid, `limit` (1 to 1000, default 100) from after the cursor `after`;
+    /// `query` matches email or id substrings.
     pub async fn list_accounts(
         &self,
         query: Option<&str>,
         limit: Option<u32>,
-        after: Option<i64>,
-    ) -> Result<Vec<Account>> {
-        let limit = limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(OpsError::Invalid("limit must be between 1 and 1000".into()));
-        }
-        Ok(self.store.list_accounts(query.filter(|q| !q.is_empty()), limit, after).await?)
+        after: Option<&str>,
+    ) -> Result<Page<Account>> {
+        let limit = page_limit(limit)?;
+        let after = after.map(|a| a.parse::<i64>().map_err(|_| bad_cursor())).transpose()?;
+        let mut items = self.store.list_accounts(query.filter(|q| !q.is_empty()), limit + 1, after).await?;
+        Ok(Page::cut(&mut items, limit, |a| a.uid.to_string()))
     }
 
     pub async fn get_account(&self, id: AccountId) -> Result<(Account, Vec<AccountEvent>)> {
@@ -200,9 +231,28 @@ impl Ops {
         Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
     }
 
+    /// Every credential of an account, oldest first.
     pub async fn list_credentials(&self, account: AccountId) -> Result<Vec<Credential>> {
         self.store.get_account(account).await.or_not_found(Resource::Account)?;
         Ok(self.store.list_credentials(account).await?)
+    }
+
+    /// [`Ops::list_credentials`], `limit` (1 to 1000, default 100) from after the clientId `after`.
+    pub async fn credentials_page(
+        &self,
+        account: AccountId,
+        limit: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<Page<Credential>> {
+        let limit = page_limit(limit)?;
+        let mut items = self.list_credentials(account).await?;
+        if let Some(after) = after {
+            let after: ClientId = after.parse().map_err(|_| bad_cursor())?;
+            let at = items.iter().position(|c| c.client_id == after).ok_or_else(bad_cursor)?;
+            items.drain(..=at);
+        }
+        items.truncate(limit as usize + 1);
+        Ok(Page::cut(&mut items, limit, |c| c.client_id.to_hex()))
     }
 
     pub async fn get_credential(&self, client_id: ClientId) -> Result<Credential> {

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use keygate_auth::ApiError;
-use keygate_auth::envelope::{created_with, ok};
+use keygate_auth::envelope::{created_with, ok, page};
 use keygate_core::decide::{AuthFailure, InvalidReason};
 use keygate_core::model::Account;
 use keygate_core::{AccountId, ClientId};
@@ -83,15 +83,16 @@ async fn create_account(
 struct ListQuery {
     q: Option<String>,
     limit: Option<u32>,
-    after: Option<i64>,
+    after: Option<String>,
 }
 
 impl QueryShape for ListQuery {
-    const SHAPE: &'static str = "q=TEXT&limit=N&after=UID";
+    const SHAPE: &'static str = "q=TEXT&limit=N&after=CURSOR";
 }
 
 async fn list_accounts(_: Admin, State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.list_accounts(q.q.as_deref(), q.limit, q.after).await?))
+    let p = s.ops.list_accounts(q.q.as_deref(), q.limit, q.after.as_deref()).await?;
+    Ok(page(p.items, p.next))
 }
 
 #[derive(Serialize)]
@@ -139,12 +140,24 @@ async fn create_credential(
     Ok(created_with(StatusCode::CREATED, s.ops.create_credential(id).await?))
 }
 
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+impl QueryShape for PageQuery {
+    const SHAPE: &'static str = "limit=N&after=CURSOR";
+}
+
 async fn list_credentials(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.list_credentials(id).await?))
+    let p = s.ops.credentials_page(id, q.limit, q.after.as_deref()).await?;
+    Ok(page(p.items, p.next))
 }
 
 async fn get_credential(_: Admin, State(s): State<AppState>, Path(id): Path<ClientId>) -> Result<Response, ApiError> {

@@ -13,7 +13,12 @@ use crate::app::AppState;
 pub async fn healthz() -> Response {
     json(
         axum::http::StatusCode::OK,
-        &Envelope::<()> { code: BusinessCode::Success, msg: BusinessCode::Success.default_msg(), data: None },
+        &Envelope::<()> {
+            code: BusinessCode::Success,
+            msg: BusinessCode::Success.default_msg(),
+            data: None,
+            next: None,
+        },
     )
 }
 

@@ -250,3 +250,48 @@ async fn rotation_grace_is_validated() {
     let r = app.admin_get(&format!("/credentials/{}", c.client_id)).await;
     assert_eq!(r.data()["generation"], 1);
 }
+
+#[tokio::test]
+async fn lists_are_paged_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.create_account().await["id"].as_str().unwrap().to_owned());
+    }
+    // Pages of two, followed by `next` until it is absent: every account once, in order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/accounts?limit=2&after={a}"),
+            None => "/accounts?limit=2".into(),
+        };
+        let r = app.admin_get(&path).await;
+        r.expect(200, 1000);
+        let page = r.data().as_array().unwrap();
+        assert!(page.len() <= 2, "{}", r.text);
+        seen.extend(page.iter().map(|a| a["id"].as_str().unwrap().to_owned()));
+        match r.body.get("next") {
+            Some(next) => after = Some(next.as_str().expect("a string cursor").to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    app.admin_get("/accounts?after=not-a-cursor").await.expect(400, 1003);
+
+    // The same for an account's credentials.
+    let account = &ids[0];
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(app.create_credential(account).await.0);
+    }
+    let r = app.admin_get(&format!("/accounts/{account}/credentials?limit=2")).await;
+    assert_eq!(r.data().as_array().unwrap().len(), 2);
+    let next = r.body["next"].as_str().expect("a next cursor").to_owned();
+    assert_eq!(next, clients[1]);
+    let r = app.admin_get(&format!("/accounts/{account}/credentials?limit=2&after={next}")).await;
+    let rest: Vec<&str> = r.data().as_array().unwrap().iter().map(|c| c["clientId"].as_str().unwrap()).collect();
+    assert_eq!(rest, [clients[2].as_str()]);
+    assert!(r.body.get("next").is_none(), "the last page has no next: {}", r.text);
+    app.admin_get(&format!("/accounts/{account}/credentials?after={}", ids[1])).await.expect(400, 1003);
+}
