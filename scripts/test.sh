@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keygate's whole test suite. Installs what the tests drive for real and a fresh machine may
-# lack (curl, Python `requests` for the vendor-example tests, nginx, Chromium, PostgreSQL's
+# lack (curl, Python `requests` for the vendor-example tests, nginx, Caddy, Chromium, PostgreSQL's
 # server binaries), starts a PostgreSQL of the suite's own (own data directory and port, removed
 # at the end), then `cargo test`. The machine's own services are left exactly as they were.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p keygate-core`).
@@ -39,6 +39,23 @@ if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
 fi
 
+# Caddy for the forward_auth test (crates/cli/tests/e2e/caddy.rs), which runs it as its own process
+# on free ports with its admin endpoint off. Debian's package would start a system Caddy on port
+# 80: a policy-rc.d that refuses service starts is put in place for the install, as for nginx.
+if ! [ -x /usr/bin/caddy ] && ! command -v caddy >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing caddy (apt-get)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  policy_rc=""
+  if ! [ -e /usr/sbin/policy-rc.d ]; then
+    policy_rc=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null && $SUDO chmod 755 "$policy_rc"
+  fi
+  $SUDO apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq caddy >/dev/null \
+    || echo "scripts/test.sh: installing caddy failed; the Caddy test will skip (or fail in CI)" >&2
+  if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
+fi
+
 # Chromium and chromedriver for the web console test (crates/cli/tests/e2e/console.rs), which
 # starts chromedriver on a free port and drives a headless Chromium from /usr/bin. Debian's
 # packages, not a browser download (the test machines reach package registries only).
@@ -48,6 +65,26 @@ if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
   $SUDO apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
     || echo "scripts/test.sh: installing chromium failed; the console test will skip (or fail in CI)" >&2
+fi
+
+# schemathesis for the OpenAPI test (crates/cli/tests/e2e/openapi.rs): from PyPI, pinned, into a
+# virtualenv of the project's own under target/ (the machine's Python is left as it is).
+schemathesis_venv="${CARGO_TARGET_DIR:-target}/schemathesis-venv"
+SCHEMATHESIS_VERSION=4.32.5
+if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "scripts/test.sh: installing schemathesis $SCHEMATHESIS_VERSION (pip, into $schemathesis_venv)" >&2
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null || true
+  fi
+  rm -rf "$schemathesis_venv"
+  python3 -m venv "$schemathesis_venv" \
+    && "$schemathesis_venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
+    || echo "scripts/test.sh: installing schemathesis failed; the OpenAPI test will skip (or fail in CI)" >&2
+fi
+if [ -x "$schemathesis_venv/bin/schemathesis" ]; then
+  KEYGATE_SCHEMATHESIS="$(cd "$(dirname "$schemathesis_venv")" && pwd)/$(basename "$schemathesis_venv")/bin/schemathesis"
+  export KEYGATE_SCHEMATHESIS
 fi
 
 # PostgreSQL for the store contract and cluster tests: a private server (scripts/private-postgres.sh),

@@ -19,6 +19,7 @@ use crate::authenticator::AuthError;
 /// The response envelope. `data` is present on success with a payload; `next`, on a page of a
 /// list that goes on, is the cursor to pass as `after` for the next page.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope<T: Serialize> {
     pub code: BusinessCode,
     pub msg: &'static str,
@@ -188,10 +189,13 @@ impl ApiError {
     }
 }
 
+/// An answer without data: every refusal and error (the business code and a message safe to
+/// show), and plain successes such as `/healthz`.
 #[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: BusinessCode,
-    msg: &'a str,
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Outcome<'a> {
+    pub code: BusinessCode,
+    pub msg: &'a str,
 }
 
 impl IntoResponse for ApiError {
@@ -216,7 +220,7 @@ impl IntoResponse for ApiError {
             }
             _ => code.default_msg().into(),
         };
-        let mut res = json(self.status(), &ErrorBody { code, msg: &msg });
+        let mut res = json(self.status(), &Outcome { code, msg: &msg });
         // For the access log and metrics.
         res.extensions_mut().insert(code);
         // RFC 6750 section 3: a protected resource answers 401 with a Bearer challenge.

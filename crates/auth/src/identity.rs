@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Who an authenticated request is. The tower Layer puts it in the request's extensions; handlers
 /// take it as an extractor (`async fn h(identity: Identity)`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Identity {
     pub account_id: AccountId,

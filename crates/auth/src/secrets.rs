@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use keygate_core::token::Keyring;
 use keygate_core::{MasterKey, Secret};
-use keygate_store::{Store, StoreError};
+use keygate_store::{Connect, Store, StoreError};
 use rand::RngCore;
 
 /// Where the master key comes from.
@@ -67,6 +67,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A database URL for messages: the password hidden and, for a SQLite file named by a relative
+/// path, the absolute path it resolves to from here (`sqlite://keygate.db (/srv/keygate.db)`).
+pub fn describe_url(url: &str) -> String {
+    let shown = redact_url(url);
+    match sqlite_path(url).filter(|p| p.is_relative()).and_then(|p| std::path::absolute(p).ok()) {
+        Some(abs) => format!("{shown} ({})", abs.display()),
+        None => shown,
+    }
+}
+
 /// Opens the store `database_url` names (creating and migrating it when `migrate` is set), loads
 /// the master key, checks it against the database and makes sure a signing key exists. What
 /// every keygate process does first: the server, the CLI and a service embedding the Layer.
@@ -75,13 +85,35 @@ pub async fn open_store(
     master: &MasterKeySource,
     migrate: bool,
 ) -> anyhow::Result<(Arc<dyn Store>, MasterKey)> {
-    let store = keygate_store::connect(database_url, migrate)
-        .await
-        .with_context(|| format!("opening database {}", redact_url(database_url)))?;
-    let master = load_master_key(master)?;
-    check_master_key(store.as_ref(), &master).await?;
-    ensure_signing_key(store.as_ref()).await?;
-    Ok((store, master))
+    let how = if migrate { Connect::migrate() } else { Connect::existing() };
+    open_store_with(database_url, master, how).await
+}
+
+/// [`open_store`] with the store's [`Connect`] options. An existing database
+/// ([`Connect::existing`]) needs its master key: a missing key file is an error, never created;
+/// and it already has a signing key (`keygate serve` or `keygate migrate` made it).
+pub async fn open_store_with(
+    database_url: &str,
+    master: &MasterKeySource,
+    how: Connect,
+) -> anyhow::Result<(Arc<dyn Store>, MasterKey)> {
+    let open = async {
+        let store = how.open(database_url).await?;
+        let master = match master {
+            MasterKeySource::File { path, create: true } if !how.migrates() => {
+                load_master_key(&MasterKeySource::File { path: path.clone(), create: false })?
+            }
+            other => load_master_key(other)?,
+        };
+        check_master_key(store.as_ref(), &master).await?;
+        // A database that is set up has its live signing key (the last one cannot be retired),
+        // and an existing one is only opened, not changed.
+        if how.migrates() {
+            ensure_signing_key(store.as_ref()).await?;
+        }
+        anyhow::Ok((store, master))
+    };
+    open.await.with_context(|| format!("opening database {}", describe_url(database_url)))
 }
 
 /// Loads the master key, creating its file on first start. Atomic against two processes
@@ -96,8 +128,10 @@ pub fn load_master_key(source: &MasterKeySource) -> anyhow::Result<MasterKey> {
             if !path.exists() {
                 if !create {
                     bail!(
-                        "master key file {} does not exist (it is created by the first `keygate serve`)",
-                        path.display()
+                        "master key file {} does not exist (`keygate serve` or `keygate migrate` creates it \
+                         beside a new SQLite database; point --master-key-file or KEYGATE_MASTER_KEY_FILE at the \
+                         database's key)",
+                        std::path::absolute(path).unwrap_or_else(|_| path.clone()).display()
                     );
                 }
                 create_key_file(path)?;
@@ -146,8 +180,14 @@ const MASTER_CHECK: &str = "master_key_check";
 /// would silently stop matching.
 pub async fn check_master_key(store: &dyn Store, master: &MasterKey) -> anyhow::Result<()> {
     let check = master.admin_token_hasher().hash("keygate master key check");
-    store.put_setting(MASTER_CHECK, check.as_bytes(), true).await?;
-    let stored = store.get_setting(MASTER_CHECK).await?.unwrap_or_default();
+    // Read first: a database in use has its check value, and a write costs a transaction.
+    let stored = match store.get_setting(MASTER_CHECK).await? {
+        Some(stored) => stored,
+        None => {
+            store.put_setting(MASTER_CHECK, check.as_bytes(), true).await?;
+            store.get_setting(MASTER_CHECK).await?.unwrap_or_default()
+        }
+    };
     if stored != check.as_bytes() {
         bail!(
             "the master key does not match this database (it was set up with another key); \
@@ -189,6 +229,10 @@ mod tests {
         assert_eq!(redact_url("sqlite://keygate.db"), "sqlite://keygate.db");
         assert_eq!(sqlite_path("sqlite://dir/k.db?mode=rwc"), Some(PathBuf::from("dir/k.db")));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(describe_url("sqlite:///srv/k.db"), "sqlite:///srv/k.db");
+        let here = std::env::current_dir().unwrap().join("k.db");
+        assert_eq!(describe_url("sqlite://k.db?mode=rwc"), format!("sqlite://k.db?mode=rwc ({})", here.display()));
+        assert_eq!(describe_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert!(matches!(
             MasterKeySource::for_database("sqlite://k.db", None, None).unwrap(),
             MasterKeySource::File { path, .. } if path == Path::new("k.key")

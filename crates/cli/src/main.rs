@@ -3,10 +3,11 @@
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use keygate_auth::secrets;
 use keygate_ops::password::{self, Passwords};
 use keygate_ops::{IssuedCredential, Ops, parse_account_id, parse_client_id};
@@ -18,8 +19,15 @@ use serde::Serialize;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `keygate --version`: the package version and the git revision it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KEYGATE_GIT_REVISION"), ")");
+
 #[derive(Parser)]
-#[command(name = "keygate", version, about = "Authentication server for HTTP APIs (x-api-key, getToken, Bearer)")]
+#[command(
+    name = "keygate",
+    version = VERSION,
+    about = "Authentication server for HTTP APIs (x-api-key, getToken, Bearer)"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -37,6 +45,9 @@ struct Global {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// On an error, also print where in the code it arose (a backtrace); `RUST_LOG=debug` does too.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +56,8 @@ enum Command {
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Print the OpenAPI 3.1 description of the HTTP API (what /openapi.json serves).
+    Openapi,
     /// Manage accounts.
     #[command(subcommand)]
     Account(AccountCmd),
@@ -57,6 +70,11 @@ enum Command {
     /// Manage the admin API token.
     #[command(subcommand)]
     AdminToken(AdminTokenCmd),
+    /// Print a shell completion script, e.g. `keygate completions bash > /etc/bash_completion.d/keygate`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `serve`'s flags are [`Config`]'s own (each setting's flag and environment variable are declared
@@ -87,8 +105,10 @@ impl Args for ServeArgs {
 enum AccountCmd {
     /// Create an account.
     Create {
+        /// The account's email (unique; also its console login).
         #[arg(long)]
         email: String,
+        /// The first name tokens carry in their `firstName` claim.
         #[arg(long, default_value = "")]
         first_name: String,
         /// An operator of the web console (/console/admin): sees every account, bans, revokes.
@@ -101,57 +121,83 @@ enum AccountCmd {
     },
     /// Set an account's web console password, read from standard input; its console sessions end.
     SetPassword {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
         id: String,
         /// Read the password from the first line of standard input (required: the only way).
         #[arg(long, required = true)]
         password_stdin: bool,
     },
     /// Make an account an operator of the web console.
-    Promote { id: String },
+    Promote {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
+        id: String,
+    },
     /// Make an operator a customer again.
-    Demote { id: String },
+    Demote {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
+        id: String,
+    },
     /// List accounts.
     List {
         /// Match email or id substrings.
         #[arg(long)]
         query: Option<String>,
+        /// At most this many accounts (1 to 1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
     /// Show an account, its console role and its history.
-    Show { id: String },
+    Show {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
+        id: String,
+    },
     /// Ban an account: its keys and tokens are refused with 1200 everywhere.
     Ban {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
         id: String,
+        /// Why, kept in the account's history.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Lift a ban.
-    Unban { id: String },
+    Unban {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum CredentialCmd {
     /// Create a credential; prints its clientId and API key (shown only this once).
     Create {
-        #[arg(long)]
+        /// The id of the account the credential belongs to.
+        #[arg(long, value_name = "ACCOUNT_ID")]
         account: String,
     },
     /// List an account's credentials.
     List {
-        #[arg(long)]
+        /// The id of the account whose credentials to list.
+        #[arg(long, value_name = "ACCOUNT_ID")]
         account: String,
     },
     /// Show one credential.
-    Show { client_id: String },
-    /// Revoke a credential: its key and tokens stop working at once.
-    Revoke { client_id: String },
-    /// New API key for the same clientId; prints it once.
-    Rotate {
+    Show {
+        /// The credential's clientId (24 hexadecimal characters, as `credential create` prints it).
         client_id: String,
-        /// How long the old key and its tokens keep working, e.g. 24h [default: none].
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
-        grace: Duration,
+    },
+    /// Revoke a credential: its key and tokens stop working at once.
+    Revoke {
+        /// The credential's clientId (24 hexadecimal characters, as `credential create` prints it).
+        client_id: String,
+    },
+    /// New API key for the same clientId; prints it once, and until when the old key works.
+    Rotate {
+        /// The credential's clientId (24 hexadecimal characters, as `credential create` prints it).
+        client_id: String,
+        /// How long the old key and its tokens keep working, e.g. 24h or 7d (at most 90 days).
+        /// Without it they stop at once.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        grace: Option<Duration>,
     },
 }
 
@@ -162,7 +208,10 @@ enum SigningKeyCmd {
     /// Add a new signing key; new tokens use it, existing tokens keep verifying.
     Rotate,
     /// Retire a key id: tokens signed with it stop verifying.
-    Retire { kid: String },
+    Retire {
+        /// The key id, as `signing-key list` prints it.
+        kid: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,21 +239,157 @@ fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(cli))
+    // A backtrace is for whoever asks for one (`-v`, `RUST_LOG=debug`), never for a user who
+    // happens to have RUST_BACKTRACE set: errors are printed here, not by returning them.
+    let verbose = cli.global.verbose || debug_logging();
+    if verbose {
+        capture_backtraces();
+    }
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "keygate", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    // The admin commands run one statement at a time: one thread is all they need.
+    let runtime = match cli.command {
+        Command::Serve(_) | Command::Migrate => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    };
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => Err(anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e, verbose);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error as its cause chain (`error:`, then one `caused by:` line per cause), a hint
+/// when there is one, and the backtrace only when `verbose`.
+fn report(e: &anyhow::Error, verbose: bool) {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("caused by: {cause}");
+    }
+    let on_database = e.downcast_ref::<OnDatabase>();
+    if let Some(hint) = on_database.and_then(|d| d.hint) {
+        eprintln!("hint: {hint}");
+    }
+    if verbose {
+        // Where the error arose, not where it was given its database.
+        let backtrace = on_database.map_or(e, |d| &d.error).backtrace();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("\nbacktrace:\n{backtrace}");
+        } else {
+            eprintln!("(no backtrace was captured)");
+        }
+    }
+}
+
+/// Whether `RUST_LOG` asks for debug (or trace) logging anywhere.
+fn debug_logging() -> bool {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .is_ok_and(|f| f.max_level_hint().is_some_and(|l| l >= tracing::level_filters::LevelFilter::DEBUG))
+}
+
+/// Makes errors record where they arose. anyhow records a backtrace only when RUST_LIB_BACKTRACE
+/// (or RUST_BACKTRACE) is set as the process starts, and a running process cannot set its own
+/// environment safely: so the process executes itself again, once, with RUST_LIB_BACKTRACE=1.
+fn capture_backtraces() {
+    let enabled = match std::env::var_os("RUST_LIB_BACKTRACE") {
+        Some(_) => true, // set: "1" records them, "0" is someone's explicit choice
+        None => std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0"),
+    };
+    if enabled {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut args = std::env::args_os();
+    let mut again = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        std::os::unix::process::CommandExt::arg0(&mut again, arg0);
+    }
+    again.args(args).env("RUST_LIB_BACKTRACE", "1");
+    // Only returns if the execution failed: then there is no backtrace, and that is all.
+    let _ = std::os::unix::process::CommandExt::exec(&mut again);
+}
+
+/// An error of an admin command that involves the database: it names the database (password
+/// hidden, a relative SQLite path resolved) and, when the database could not be opened or did
+/// not hold what was asked for, says how to point the command at another one.
+#[derive(Debug)]
+struct OnDatabase {
+    error: anyhow::Error,
+    /// The database, when the error's own message does not name it already.
+    database: Option<String>,
+    hint: Option<&'static str>,
+}
+
+impl OnDatabase {
+    /// For a database that could not be opened.
+    const CANNOT_OPEN: &str = "this command works on an existing database: point it at yours with --database-url URL, \
+                               the KEYGATE_DATABASE_URL variable or --config FILE (its database_url)";
+    /// For what the database does not hold.
+    const NOT_THERE: &str = "if that is not the database the server uses, point this command at it with \
+                             --database-url URL, the KEYGATE_DATABASE_URL variable or --config FILE (its database_url)";
+
+    /// The error of a database that could not be opened (its message names the database).
+    fn cannot_open(error: anyhow::Error) -> anyhow::Error {
+        anyhow::Error::new(Self { error, database: None, hint: Some(Self::CANNOT_OPEN) })
+    }
+
+    /// The error of a command on an open database, with the database named when the error
+    /// involves it (a malformed id does not).
+    fn of_command(error: anyhow::Error, database: &str) -> anyhow::Error {
+        use keygate_ops::OpsError;
+        let (involved, not_found) = match error.downcast_ref::<OpsError>() {
+            Some(OpsError::NotFound(_)) => (true, true),
+            Some(OpsError::Store(_) | OpsError::Conflict(_)) => (true, false),
+            Some(OpsError::Invalid(_) | OpsError::Internal(_)) => (false, false),
+            None => (error.downcast_ref::<keygate_store::StoreError>().is_some(), false),
+        };
+        if !involved {
+            return error;
+        }
+        let database = Some(secrets::describe_url(database));
+        anyhow::Error::new(Self { error, database, hint: not_found.then_some(Self::NOT_THERE) })
+    }
+}
+
+impl std::fmt::Display for OnDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.database {
+            Some(db) => write!(f, "{}, in database {db}", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+impl std::error::Error for OnDatabase {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = cli.global.config()?;
     let json = cli.global.json;
     match cli.command {
+        Command::Completions { .. } => unreachable!("answered before the runtime starts"),
         Command::Serve(ServeArgs(flags)) => {
             config.update_from_arg_matches(&flags)?;
             config.validate()?;
             init_logging(config.log_format, "info,sqlx=warn");
             serve(config).await
+        }
+        Command::Openapi => {
+            println!("{}", keygate_server::openapi::document());
+            Ok(())
         }
         Command::Migrate => {
             init_logging(LogFormat::Text, "warn");
@@ -299,6 +484,12 @@ fn credential_line(c: &keygate_core::model::Credential) -> String {
     )
 }
 
+/// Until when the key a rotation replaced keeps working (`None`: it stopped at once).
+fn old_key_until(rotated: &IssuedCredential) -> Option<i64> {
+    let c = &rotated.credential;
+    c.live_generations.iter().find(|g| g.generation + 1 == c.generation).and_then(|g| g.expires_at)
+}
+
 fn issued(i: &IssuedCredential) -> String {
     format!(
         "clientId: {}\napiKey:   {}\n\nThe API key is also the clientSecret for getToken. It is shown only now: store it safely;\nkeygate keeps only a hash and cannot show it again.",
@@ -309,8 +500,24 @@ fn issued(i: &IssuedCredential) -> String {
 async fn admin(config: Config, json: bool, cmd: Manage) -> anyhow::Result<()> {
     init_logging(LogFormat::Text, "warn");
     config.validate()?;
-    let (store, master) = secrets::open_store(&config.database_url, &config.master_key_source()?, true).await?;
+    let url = &config.database_url;
+    // Only `serve` and `migrate` create a database: a command run in the wrong directory, or
+    // with the wrong URL, must not silently start an empty one. One connection: a command runs
+    // one statement at a time, and each connection to PostgreSQL costs handshakes.
+    let how = keygate_store::Connect::existing().short_lived();
+    let (store, master) =
+        secrets::open_store_with(url, &config.master_key_source()?, how).await.map_err(OnDatabase::cannot_open)?;
     let ops = Ops::new(store.clone(), &master, None);
+    manage(&ops, store.as_ref(), &master, json, cmd).await.map_err(|e| OnDatabase::of_command(e, url))
+}
+
+async fn manage(
+    ops: &Ops,
+    store: &dyn keygate_store::Store,
+    master: &keygate_core::MasterKey,
+    json: bool,
+    cmd: Manage,
+) -> anyhow::Result<()> {
     match cmd {
         Manage::Account(cmd) => match cmd {
             AccountCmd::Create { email, first_name, operator: false, password_stdin: false } => {
@@ -319,7 +526,7 @@ async fn admin(config: Config, json: bool, cmd: Manage) -> anyhow::Result<()> {
             AccountCmd::Create { email, first_name, operator, password_stdin } => {
                 let password = if password_stdin { Some(read_password()?) } else { None };
                 let role = if operator { Role::Operator } else { Role::Customer };
-                let passwords = Passwords::new(&master);
+                let passwords = Passwords::new(master);
                 let account =
                     ops.create_login_account(&email, &first_name, password.as_deref(), role, &passwords).await?;
                 let mut value = serde_json::to_value(&account)?;
@@ -338,13 +545,13 @@ async fn admin(config: Config, json: bool, cmd: Manage) -> anyhow::Result<()> {
             AccountCmd::SetPassword { id, password_stdin: _ } => {
                 let id = parse_account_id(&id)?;
                 let password = read_password()?;
-                ops.set_password(id, &password, &Passwords::new(&master)).await?;
+                ops.set_password(id, &password, &Passwords::new(master)).await?;
                 print(json, &serde_json::json!({"id": id, "passwordSet": true}), |_| {
                     format!("password set for {id}; its console sessions have ended")
                 })
             }
-            AccountCmd::Promote { id } => set_role(&ops, json, &id, Role::Operator).await,
-            AccountCmd::Demote { id } => set_role(&ops, json, &id, Role::Customer).await,
+            AccountCmd::Promote { id } => set_role(ops, json, &id, Role::Operator).await,
+            AccountCmd::Demote { id } => set_role(ops, json, &id, Role::Customer).await,
             AccountCmd::List { query, limit } => {
                 print(json, &ops.list_accounts(query.as_deref(), Some(limit), None).await?.items, |v| {
                     if v.is_empty() {
@@ -409,7 +616,19 @@ async fn admin(config: Config, json: bool, cmd: Manage) -> anyhow::Result<()> {
                 print(json, &ops.revoke_credential(parse_client_id(&client_id)?).await?, credential_line)
             }
             CredentialCmd::Rotate { client_id, grace } => {
-                print(json, &ops.rotate_credential(parse_client_id(&client_id)?, grace).await?, issued)
+                let rotated = ops.rotate_credential(parse_client_id(&client_id)?, grace.unwrap_or_default()).await?;
+                let old_until = old_key_until(&rotated);
+                let mut value = serde_json::to_value(&rotated)?;
+                value["oldKeyExpiresAt"] = old_until.into();
+                print(json, &value, |_| {
+                    let old = match old_until {
+                        Some(t) => {
+                            format!("The previous API key (and its tokens) keeps working until {}.", fmt_time(t))
+                        }
+                        None => "The previous API key (and its tokens) stopped working now.".into(),
+                    };
+                    format!("{}\n\n{old}", issued(&rotated))
+                })
             }
         },
         Manage::SigningKey(cmd) => match cmd {

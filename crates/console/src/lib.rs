@@ -129,6 +129,9 @@ pub fn router<S>(console: Arc<Console>) -> Router<S> {
         .merge(admin::routes())
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
+        .route("/static/favicon.svg", get(favicon))
+        // Where browsers look when a page names no icon (a page of the console always does).
+        .route("/favicon.ico", get(|| async { Redirect::permanent(FAVICON) }))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn(security_headers))
@@ -158,6 +161,12 @@ async fn css() -> impl IntoResponse {
 
 async fn js() -> impl IntoResponse {
     static_file("text/javascript; charset=utf-8", include_str!("../static/app.js"))
+}
+
+const FAVICON: &str = "/console/static/favicon.svg";
+
+async fn favicon() -> impl IntoResponse {
+    static_file("image/svg+xml", include_str!("../static/favicon.svg"))
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {

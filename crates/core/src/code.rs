@@ -70,6 +70,23 @@ business_codes! {
     UpstreamTimeout = 1504, "Upstream timed out";
 }
 
+/// In the OpenAPI document: an integer, one of the table's numbers.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for BusinessCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let table: Vec<String> = Self::ALL.iter().map(|c| format!("{} {}", c.as_u32(), c.default_msg())).collect();
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .description(Some(format!("Business code: {}", table.join("; "))))
+            .enum_values(Some(Self::ALL.iter().map(|c| c.as_u32())))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for BusinessCode {}
+
 impl Serialize for BusinessCode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u32(self.as_u32())

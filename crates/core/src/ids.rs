@@ -90,7 +90,29 @@ macro_rules! hex_id {
                 Self::parse(&s).map_err(serde::de::Error::custom)
             }
         }
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema(stringify!($name))
+            }
+        }
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
+}
+
+/// A 24-hex identifier in the OpenAPI document.
+#[cfg(feature = "openapi")]
+fn id_schema(name: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!("{name}: 24 lowercase hexadecimal characters (4 bytes of time, 8 random)")))
+        .pattern(Some("^[0-9a-f]{24}$"))
+        .min_length(Some(24))
+        .max_length(Some(24))
+        .examples(["64db241f6d9e5c4bd136c187"])
+        .into()
 }
 
 hex_id!(

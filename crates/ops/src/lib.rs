@@ -76,6 +76,7 @@ pub struct Ops {
 
 /// A credential with its secret, as shown once at creation or rotation.
 #[derive(Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedCredential {
     pub client_id: ClientId,
@@ -127,6 +128,40 @@ fn page_limit(limit: Option<u32>) -> Result<u32> {
         return Err(OpsError::Invalid("limit must be between 1 and 1000".into()));
     }
     Ok(limit)
+}
+
+/// The longest grace period of a rotation.
+pub const MAX_GRACE: Duration = Duration::from_secs(90 * 86_400);
+
+/// The admin API's form of a grace period: a whole number (no leading zero) and one unit, `s`,
+/// `m`, `h` or `d`, at most 90 days; empty is none. Exactly the strings [`parse_grace`] takes.
+pub const GRACE_PATTERN: &str = "^$|^(([0-9]|[1-9][0-9]{1,5}|[1-6][0-9]{6}|7[0-6][0-9]{5}|77[0-6][0-9]{4}|777[0-5][0-9]{3}|7776000)s|([0-9]|[1-9][0-9]{1,4}|1[01][0-9]{4}|12[0-8][0-9]{3}|129[0-5][0-9]{2}|129600)m|([0-9]|[1-9][0-9]{1,2}|1[0-9]{3}|20[0-9]{2}|21[0-5][0-9]|2160)h|([0-9]|[1-8][0-9]|90)d)$";
+
+/// Reads a grace period of the [`GRACE_PATTERN`] form ("24h", "7d", "90s").
+pub fn parse_grace(s: &str) -> Result<Duration> {
+    let bad = || OpsError::Invalid("grace must be a duration like \"24h\" (s, m, h or d), at most 90 days".into());
+    if s.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    let Some(unit) = s.chars().last() else { return Err(bad()) };
+    let digits = &s[..s.len() - unit.len_utf8()];
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0'))
+    {
+        return Err(bad());
+    }
+    let secs = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(unit)).ok_or_else(bad)?;
+    let grace = Duration::from_secs(secs);
+    if grace > MAX_GRACE {
+        return Err(bad());
+    }
+    Ok(grace)
 }
 
 fn bad_cursor() -> OpsError {
@@ -191,7 +226,7 @@ impl Ops {
         after: Option<&str>,
     ) -> Result<Page<Account>> {
         let limit = page_limit(limit)?;
-        let after = after.map(|a| a.parse::<i64>().map_err(|_| bad_cursor())).transpose()?;
+        let after = after.map(|a| a.parse::<i64>().ok().filter(|uid| *uid >= 0).ok_or_else(bad_cursor)).transpose()?;
         let mut items = self.store.list_accounts(query.filter(|q| !q.is_empty()), limit + 1, after).await?;
         Ok(Page::cut(&mut items, limit, |a| a.uid.to_string()))
     }
@@ -237,7 +272,8 @@ impl Ops {
         Ok(self.store.list_credentials(account).await?)
     }
 
-    /// [`Ops::list_credentials`], `limit` (1 to 1000, default 100) from after the clientId `after`.
+    /// An account's credentials by clientId (which starts with the creation time), `limit` (1 to
+    /// 1000, default 100) with a clientId above `after`.
     pub async fn credentials_page(
         &self,
         account: AccountId,
@@ -245,12 +281,10 @@ impl Ops {
         after: Option<&str>,
     ) -> Result<Page<Credential>> {
         let limit = page_limit(limit)?;
+        let after = after.map(|a| a.parse::<ClientId>().map_err(|_| bad_cursor())).transpose()?;
         let mut items = self.list_credentials(account).await?;
-        if let Some(after) = after {
-            let after: ClientId = after.parse().map_err(|_| bad_cursor())?;
-            let at = items.iter().position(|c| c.client_id == after).ok_or_else(bad_cursor)?;
-            items.drain(..=at);
-        }
+        items.sort_by_key(|c| c.client_id);
+        items.retain(|c| after.is_none_or(|a| c.client_id > a));
         items.truncate(limit as usize + 1);
         Ok(Page::cut(&mut items, limit, |c| c.client_id.to_hex()))
     }
@@ -265,9 +299,10 @@ impl Ops {
         Ok(c)
     }
 
-    /// New secret for the same clientId; the old one (and its tokens) keep working for `grace`.
+    /// New secret for the same clientId; the old one (and its tokens) keep working for `grace`
+    /// (at most 90 days).
     pub async fn rotate_credential(&self, client_id: ClientId, grace: Duration) -> Result<IssuedCredential> {
-        if grace > Duration::from_secs(90 * 86_400) {
+        if grace > MAX_GRACE {
             return Err(OpsError::Invalid("grace must be at most 90 days".into()));
         }
         let key = ApiKey::generate();
@@ -373,6 +408,22 @@ async fn hash_password(passwords: &Passwords, password: &str) -> Result<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grace_periods() {
+        for (s, secs) in [("", 0), ("0s", 0), ("2s", 2), ("24h", 86_400), ("7d", 604_800), ("90d", 7_776_000)] {
+            assert_eq!(parse_grace(s).unwrap(), Duration::from_secs(secs), "{s}");
+        }
+        for s in ["7776000s", "129600m", "2160h"] {
+            assert_eq!(parse_grace(s).unwrap(), MAX_GRACE, "{s}");
+        }
+        for bad in [
+            "soon", "1h30m", "91d", "7776001s", "129601m", "2161h", "01h", "h", "-1s", "1 h", "1.5h", "1w", "\u{84}",
+            "1é",
+        ] {
+            assert!(parse_grace(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn emails() {

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod config;
 pub mod observe;
+pub mod openapi;
 pub mod router;
 pub mod routes;
 pub mod serve;

@@ -37,9 +37,51 @@ pub fn prometheus() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may exist (an embedding application's): then ours only renders.
             let _ = metrics::set_global_recorder(recorder);
+            describe_metrics();
             handle
         })
         .clone()
+}
+
+/// `# HELP` and `# TYPE` for every metric keygate records, including those recorded in the auth
+/// and gateway crates, so that `/metrics` explains itself. A new metric gets its line here.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "keygate_requests_total",
+        "Requests answered, by route (keygate's endpoint, or the gateway route's prefix) and outcome (the business \
+         code, or upstream_2xx.. for the upstream's own answers)"
+    );
+    describe_counter!(
+        "keygate_auth_decisions_total",
+        "Authentication decisions, by method (api_key, bearer, client_secret; - when no credential was presented) \
+         and result (the business code: 1000 accepted, 1101 invalid, 1102 missing, 1200 banned, 1503 store unavailable)"
+    );
+    describe_histogram!(
+        "keygate_upstream_duration_seconds",
+        Unit::Seconds,
+        "Time from sending a request to the upstream until its response headers (or the failure), by gateway route"
+    );
+    describe_counter!(
+        "keygate_cache_hits_total",
+        "Authentication lookups (credentials, accounts, verified tokens) answered from this node's in-memory cache"
+    );
+    describe_counter!(
+        "keygate_cache_misses_total",
+        "Authentication lookups that went to the database because this node's cache held no current entry"
+    );
+    describe_gauge!(
+        "keygate_feed_age_seconds",
+        Unit::Seconds,
+        "Seconds since this node last read the change feed; staying well above keygate_feed_interval_seconds means \
+         it cannot follow the database"
+    );
+    describe_gauge!(
+        "keygate_feed_interval_seconds",
+        Unit::Seconds,
+        "How often the change feed is polled (feed_interval): the bound on how stale this node's cache can be"
+    );
+    describe_gauge!("keygate_feed_cursor", "The sequence number of the last change-feed entry this node applied");
 }
 
 fn request_id(req: &Request) -> HeaderValue {

@@ -23,6 +23,8 @@ pub const ADMIN_PREFIX: &str = "/admin/v1";
 const VERIFY_PATH: &str = "/auth/verify";
 
 /// Paths that [`router`] serves (exactly, or as a prefix covering the path and what is under it).
+/// (`/openapi.json` is not among them: behind a gateway it is the upstream's; keygate's own
+/// document is always at `/admin/v1/openapi.json`.)
 const OWN_EXACT: &[&str] = &["/api/open/v3/getToken", "/healthz", "/metrics", "/readyz"];
 const OWN_PREFIXES: &[&str] = &[VERIFY_PATH, ADMIN_PREFIX, "/console"];
 
@@ -43,10 +45,12 @@ pub fn router(state: AppState, observer: Observer, max_body_bytes: usize) -> Rou
     Router::new()
         .merge(protocol)
         .route(VERIFY_PATH, any(routes::protocol::verify))
-        .route("/auth/verify/{*rest}", any(routes::protocol::verify))
+        .route("/auth/verify/{*rest}", any(routes::protocol::verify_rest))
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(crate::observe::metrics_handler))
         .route("/readyz", get(routes::health::readyz))
+        .route("/openapi.json", get(crate::openapi::handler))
+        .route("/admin/v1/openapi.json", get(crate::openapi::handler))
         .nest(ADMIN_PREFIX, routes::admin::router())
         .nest("/console", keygate_console::router(state.console.clone()))
         .route("/console/", get(|| async { axum::response::Redirect::permanent("/console") }))

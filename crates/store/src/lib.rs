@@ -93,6 +93,7 @@ pub struct UsageDelta {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DailyUsage {
     pub day: i64,
     pub requests: u64,
@@ -105,6 +106,7 @@ pub struct NewAccount {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AccountEvent {
     pub kind: String,
@@ -115,6 +117,7 @@ pub struct AccountEvent {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SigningKey {
     pub kid: String,
@@ -313,18 +316,98 @@ pub trait ChangeListener: Send {
     async fn wait(&mut self) -> Result<bool>;
 }
 
-/// Opens the store a database URL names, creating and migrating it when `migrate` is set.
+/// Opens the store a database URL names. With `migrate`, a missing SQLite file is created and the
+/// schema brought up to date; without, see [`Connect::existing`].
 pub async fn connect(url: &str, migrate: bool) -> Result<std::sync::Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url, migrate).await?))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(std::sync::Arc::new(postgres::PgStore::open(url, migrate).await?))
-    } else {
-        Err(StoreError::Other(format!(
-            "unsupported database URL scheme in {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
-            url.split(':').next().unwrap_or_default()
-        )))
+    let how = if migrate { Connect::migrate() } else { Connect::existing() };
+    how.open(url).await
+}
+
+/// How a database is opened: [`Connect::migrate`] (what `keygate serve` and `keygate migrate`
+/// do) or [`Connect::existing`] (everything else: the admin CLI, a service embedding the Layer, a
+/// second handle on a database in use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connect {
+    pub(crate) migrate: bool,
+    pub(crate) short_lived: bool,
+}
+
+impl Connect {
+    /// Creates a missing SQLite file and applies pending migrations (processes doing so at once
+    /// take turns).
+    pub fn migrate() -> Self {
+        Self { migrate: true, short_lived: false }
     }
+
+    /// Opens an existing database with every migration of this build applied, and creates or
+    /// changes nothing: a missing SQLite file, a database without keygate's schema and one whose
+    /// schema is behind (or was migrated by a newer keygate) are errors that say so.
+    pub fn existing() -> Self {
+        Self { migrate: false, short_lived: false }
+    }
+
+    /// For a process that runs a few statements, one at a time, and exits (the CLI): one
+    /// connection (each new one to a remote PostgreSQL costs a TCP and often a TLS handshake),
+    /// not pinged before every statement as a server's pooled connections are (it was just
+    /// opened). [default: a server's pool]
+    pub fn short_lived(mut self) -> Self {
+        self.short_lived = true;
+        self
+    }
+
+    /// Whether a missing database is created and migrations applied.
+    pub fn migrates(&self) -> bool {
+        self.migrate
+    }
+
+    pub async fn open(self, url: &str) -> Result<std::sync::Arc<dyn Store>> {
+        if url.starts_with("sqlite:") {
+            Ok(std::sync::Arc::new(sqlite::SqliteStore::open_with(url, self).await?))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(std::sync::Arc::new(postgres::PgStore::open_with(url, self).await?))
+        } else {
+            Err(StoreError::Other(format!(
+                "unsupported database URL scheme in {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+                url.split(':').next().unwrap_or_default()
+            )))
+        }
+    }
+}
+
+/// Checks, without changing anything, that the migrations applied to a database (`applied`:
+/// version, checksum, from sqlx's `_sqlx_migrations`) are exactly this build's.
+pub(crate) fn check_schema(migrator: &sqlx::migrate::Migrator, applied: &[(i64, Vec<u8>)]) -> Result<()> {
+    let known: Vec<_> = migrator.iter().filter(|m| m.migration_type.is_up_migration()).collect();
+    if applied.is_empty() {
+        return Err(StoreError::Other(
+            "the database has no keygate schema: run `keygate migrate` (or start `keygate serve`) to set it up".into(),
+        ));
+    }
+    for (version, checksum) in applied {
+        match known.iter().find(|m| m.version == *version) {
+            Some(m) if m.checksum.as_ref() == checksum.as_slice() => {}
+            Some(m) => {
+                return Err(StoreError::Other(format!(
+                    "migration {} ({}) applied to the database differs from this keygate's",
+                    m.version, m.description
+                )));
+            }
+            None => {
+                return Err(StoreError::Other(format!(
+                    "the database was migrated by a newer keygate (migration {version} is unknown to this one): \
+                     use that keygate"
+                )));
+            }
+        }
+    }
+    if known.iter().any(|m| !applied.iter().any(|(v, _)| *v == m.version)) {
+        return Err(StoreError::Other(
+            "the database schema is behind this keygate: run `keygate migrate` (or start `keygate serve`, which \
+             migrates) first"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.

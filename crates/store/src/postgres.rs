@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use keygate_core::model::{Account, AccountStatus, Credential};
 use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{PgExecutor, Postgres, Transaction};
+use sqlx::{ConnectOptions, PgExecutor, Postgres, Transaction};
 
 use crate::rows::{
     AccountRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow, SecretRow, SessionRow,
@@ -32,6 +32,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 pub const CHANNEL: &str = "keygate_changes";
 /// Serialises change-feed appends (any constant unlikely to clash with an application's own).
 const FEED_LOCK: i64 = 0x6b65_7967_6174_6501;
+
+/// How long opening a store waits for a first connection (a refused one is retried meanwhile).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct PgStore {
     pool: PgPool,
@@ -142,22 +145,61 @@ impl crate::ChangeListener for Listener {
 }
 
 impl PgStore {
+    /// Opens the database at `url`: with `migrate`, applying migrations; without, only one with
+    /// this build's schema ([`crate::Connect::existing`]).
     pub async fn open(url: &str, migrate: bool) -> Result<Self> {
+        let how = if migrate { crate::Connect::migrate() } else { crate::Connect::existing() };
+        Self::open_with(url, how).await
+    }
+
+    pub(crate) async fn open_with(url: &str, how: crate::Connect) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(format!("bad PostgreSQL URL: {e}")))?
             .application_name("keygate");
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
+        let pool = match PgPoolOptions::new()
+            .max_connections(if how.short_lived { 1 } else { 16 })
+            .test_before_acquire(!how.short_lived)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_with(options)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.clone())
             .await
-            .map_err(map_err)?;
+        {
+            Ok(pool) => pool,
+            // The pool retries a refused connection until its deadline and then says only that
+            // it timed out: one more attempt tells why.
+            Err(sqlx::Error::PoolTimedOut) => {
+                let why = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(_)) => "it answered only after several attempts".into(),
+                    Err(_) => "no answer".into(),
+                };
+                return Err(StoreError::Unavailable(format!("cannot connect within {CONNECT_TIMEOUT:?}: {why}")));
+            }
+            Err(e) => return Err(map_err(e)),
+        };
         let store = Self { pool };
-        if migrate {
+        if how.migrate {
             store.migrate().await?;
+        } else {
+            store.check_schema().await?;
         }
         Ok(store)
+    }
+
+    /// Fails unless every migration of this build, and no other, has been applied: one query,
+    /// where running the migrator takes a lock and half a dozen.
+    async fn check_schema(&self) -> Result<()> {
+        let applied: Vec<(i64, Vec<u8>)> =
+            match sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(rows) => rows,
+                // 42P01: undefined_table.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+                Err(e) => return Err(map_err(e)),
+            };
+        crate::check_schema(&MIGRATOR, &applied)
     }
 
     /// Applies migrations; sqlx holds an advisory lock meanwhile, so nodes starting together

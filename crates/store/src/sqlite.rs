@@ -137,35 +137,66 @@ async fn end_sessions(ex: impl SqliteExecutor<'_>, account: AccountId) -> Result
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://PATH` or `sqlite::memory:`).
+    /// Opens the database at `url` (`sqlite://PATH` or `sqlite::memory:`): with `migrate`,
+    /// creating it if missing and applying migrations; without, an existing one only
+    /// ([`crate::Connect::existing`]).
     pub async fn open(url: &str, migrate: bool) -> Result<Self> {
+        let how = if migrate { crate::Connect::migrate() } else { crate::Connect::existing() };
+        Self::open_with(url, how).await
+    }
+
+    pub(crate) async fn open_with(url: &str, how: crate::Connect) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(format!("bad SQLite URL: {e}")))?
-            .create_if_missing(true)
+            .create_if_missing(how.migrate)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let path = (!opts.get_filename().as_os_str().is_empty() && !url.contains(":memory:"))
             .then(|| opts.get_filename().to_path_buf());
+        if let Some(db) = path.as_deref().filter(|db| !how.migrate && !db.exists()) {
+            let shown = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+            return Err(StoreError::Other(format!(
+                "database file {} does not exist (`keygate migrate` or `keygate serve` creates it)",
+                shown.display()
+            )));
+        }
         // Creating the file and switching it to WAL need an exclusive lock that SQLite's busy
         // timeout does not always wait for: processes opening a new database together take turns.
-        let _guard = match (&path, migrate) {
+        let _guard = match (&path, how.migrate) {
             (Some(db), true) => Some(lock_file(db).await?),
             _ => None,
         };
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(if how.short_lived { 1 } else { 8 })
+            .test_before_acquire(!how.short_lived)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await
             .map_err(map_err)?;
         let store = Self { pool, path };
-        if migrate {
+        if how.migrate {
             store.run_migrations().await?;
+        } else {
+            store.check_schema().await?;
         }
         Ok(store)
+    }
+
+    /// Fails unless every migration of this build, and no other, has been applied.
+    async fn check_schema(&self) -> Result<()> {
+        let applied: Vec<(i64, Vec<u8>)> =
+            match sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => Vec::new(),
+                Err(e) => return Err(map_err(e)),
+            };
+        crate::check_schema(&MIGRATOR, &applied)
     }
 
     /// Applies migrations. sqlx takes no lock for SQLite, so processes opening a new database

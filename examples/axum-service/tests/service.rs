@@ -139,6 +139,9 @@ async fn until_code(base: &str, header: (&str, &str), code: i64, limit: Duration
 async fn the_service_decides_as_keygate_does_and_follows_its_writes() {
     let sandbox = tempfile::tempdir().unwrap();
     let dir = sandbox.path();
+    // The database keygate would create at its first start (the CLI only opens existing ones).
+    let out = command(&keygate_bin(), dir).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "keygate migrate: {}", String::from_utf8_lossy(&out.stderr));
     let (account, client_id, key) = customer(dir, "service@example.com");
     let port = free_port();
     let mut service = command(Path::new(SERVICE), dir);

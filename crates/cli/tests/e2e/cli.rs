@@ -14,7 +14,7 @@ fn ids(list: &Value, field: &str) -> Vec<String> {
 
 #[test]
 fn cli_round_trip_json() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
 
     // Accounts.
     let alice = sb.json(&["account", "create", "--email", "alice@example.com", "--first-name", "Alice"]);
@@ -129,7 +129,7 @@ fn cli_round_trip_json() {
 
 #[test]
 fn cli_rejects_bad_input_with_helpful_messages() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
     let id = sb.create_account("carol@example.com");
 
     for bad in ["not-an-email", "a@b", "@example.com", "a b@example.com"] {

@@ -101,7 +101,7 @@ fn config_unknown_key_fails_naming_the_file() {
 
 #[tokio::test]
 async fn serve_settings_from_env_and_flags() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
     let account = sb.create_account("settings@example.com");
     let (client, key) = sb.create_credential(&account);
 
@@ -140,17 +140,15 @@ async fn serve_settings_from_env_and_flags() {
 
 #[test]
 fn database_url_from_flag_and_env() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
     let id = sb.create_account("flag@example.com");
     let other = "sqlite://other.db";
-    let out = sb
-        .cmd()
-        .args(["--json", "account", "create", "--email", "env@example.com"])
-        .env("KEYGATE_DATABASE_URL", other)
-        .output()
-        .unwrap();
+    let env = |args: &[&str]| sb.cmd().args(args).env("KEYGATE_DATABASE_URL", other).output().unwrap();
+    let out = env(&["migrate"]);
     assert!(out.status.success(), "{out:?}");
     assert!(sb.path("other.db").is_file() && sb.path("other.key").is_file());
+    let out = env(&["--json", "account", "create", "--email", "env@example.com"]);
+    assert!(out.status.success(), "{out:?}");
 
     let listed = sb.json(&["--database-url", other, "account", "list"]);
     let emails: Vec<&str> = listed.as_array().unwrap().iter().map(|a| a["email"].as_str().unwrap()).collect();

@@ -7,7 +7,7 @@ use crate::support::{Sandbox, admin_token};
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
     let admin = admin_token();
     let cli_account = sb.create_account("cli@example.com");
     let (cli_client, cli_key) = sb.create_credential(&cli_account);

@@ -45,7 +45,7 @@ async fn assert_within_bound(what: &str, server: &Server, key: &str, since: Inst
 
 #[tokio::test]
 async fn cli_writes_reach_a_running_server_within_a_second() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
     let a1 = sb.create_account("revoke@example.com");
     let (c1, k1) = sb.create_credential(&a1);
     let a2 = sb.create_account("ban@example.com");

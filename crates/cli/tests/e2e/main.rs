@@ -2,11 +2,13 @@
 //! temporary directory per test, real HTTP.
 //!
 //! Run with `cargo test -p keygate --test e2e`. The vendor-example test needs `curl` and
-//! Python `requests`, the nginx test an nginx with `auth_request`, the console test Chromium and
-//! chromedriver; without them they print a loud SKIP, or fail when `KEYGATE_TEST_REQUIRE_ALL=1`.
+//! Python `requests`, the nginx test an nginx with `auth_request`, the Caddy test `caddy`, the
+//! console test Chromium and chromedriver; without them they print a loud SKIP, or fail when
+//! `KEYGATE_TEST_REQUIRE_ALL=1`.
 
 mod support;
 
+mod caddy;
 mod cli;
 mod config;
 mod console;
@@ -15,5 +17,8 @@ mod invalidation;
 mod lifecycle;
 mod limits;
 mod nginx;
+mod openapi;
+mod operator;
 mod secrets;
+mod systemd;
 mod vendor;

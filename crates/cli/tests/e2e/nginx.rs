@@ -28,7 +28,7 @@ const EXAMPLE_BACKEND: &str = "server 127.0.0.1:3000;";
 const EXAMPLE_LISTEN: &str = "listen 80;";
 
 /// The API's path that answers its own 401, to show that nginx passes it through untouched.
-const BACKEND_OWN_401: &str = "/api/own-401";
+pub(crate) const BACKEND_OWN_401: &str = "/api/own-401";
 
 /// The example with the test's addresses.
 fn site_config(keygate: u16, backend: u16, listen: u16) -> String {
@@ -61,23 +61,23 @@ fn nginx_bin() -> Option<PathBuf> {
 
 /// One request as the API received it.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    target: String,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) target: String,
     /// Lower-cased names, in arrival order; repeated headers stay repeated.
-    headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// Request line and headers as received.
-    head: Vec<u8>,
-    body: Vec<u8>,
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Seen {
-    fn all(&self, name: &str) -> Vec<&str> {
+    pub(crate) fn all(&self, name: &str) -> Vec<&str> {
         self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
     }
 
     /// The value of a header that must be there exactly once.
-    fn one(&self, name: &str) -> &str {
+    pub(crate) fn one(&self, name: &str) -> &str {
         match self.all(name)[..] {
             [v] => v,
             ref other => panic!("the API should have received `{name}` once, got {other:?}: {self:#?}"),
@@ -87,15 +87,15 @@ impl Seen {
 
 /// A tiny HTTP/1.x server that records every request and answers 200 `{"upstream":true}`
 /// (401 on [`BACKEND_OWN_401`]), one connection at a time, `Connection: close`.
-struct Backend {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
+pub(crate) struct Backend {
+    pub(crate) port: u16,
+    pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Backend {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the API's port");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -159,11 +159,11 @@ impl Backend {
         let _ = stream.write_all(response.as_bytes());
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
-    fn last(&self) -> Seen {
+    pub(crate) fn last(&self) -> Seen {
         self.seen.lock().unwrap().last().cloned().expect("the API received no request")
     }
 }
@@ -293,7 +293,7 @@ fn logs(dir: &Path) -> String {
 
 /// SIGTERM to the master, which stops its worker (a SIGKILLed master would leave the worker
 /// running); SIGKILL if it has not exited within 5 s.
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -310,14 +310,14 @@ fn stop(child: &mut Child) {
 /// What the client got: status, the headers that matter here, and the body (JSON, or the raw
 /// text as a JSON string).
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    content_type: String,
-    www_authenticate: Vec<String>,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) www_authenticate: Vec<String>,
+    pub(crate) body: Value,
 }
 
-async fn ask(req: reqwest::RequestBuilder) -> Answer {
+pub(crate) async fn ask(req: reqwest::RequestBuilder) -> Answer {
     let res = req.send().await.expect("HTTP request");
     let status = res.status().as_u16();
     let header = |name: &str| -> Vec<String> {
@@ -330,7 +330,7 @@ async fn ask(req: reqwest::RequestBuilder) -> Answer {
     Answer { status, content_type, www_authenticate, body }
 }
 
-fn with_headers(mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
+pub(crate) fn with_headers(mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
@@ -338,14 +338,14 @@ fn with_headers(mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> r
 }
 
 /// A customer made through the admin API.
-struct Customer {
-    account: String,
-    uid: i64,
-    client_id: String,
-    key: String,
+pub(crate) struct Customer {
+    pub(crate) account: String,
+    pub(crate) uid: i64,
+    pub(crate) client_id: String,
+    pub(crate) key: String,
 }
 
-async fn customer(keygate: &Server, admin: &str, email: &str) -> Customer {
+pub(crate) async fn customer(keygate: &Server, admin: &str, email: &str) -> Customer {
     let r = keygate.admin(admin, "POST", "/accounts", Some(json!({"email": email, "firstName": "Nginx"}))).await;
     assert_eq!(r.status, 201, "{r:?}");
     let account = r.body["data"]["id"].as_str().expect("account id").to_owned();

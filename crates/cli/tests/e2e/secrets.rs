@@ -52,7 +52,7 @@ fn database_files(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test]
 async fn no_secrets_at_rest() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
     let admin = admin_token();
     let mut secrets = Secrets::default();
     secrets.add("admin token", &admin);
@@ -145,7 +145,7 @@ async fn no_secrets_at_rest() {
 /// Starts a server with the given logging, exercises every path that handles a secret,
 /// stops it, and checks that its output contains none of them.
 async fn exercise_logging(log_args: &[&str], rust_log: &str) -> String {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
     let admin = admin_token();
     let mut secrets = Secrets::default();
     secrets.add("admin token", &admin);

@@ -115,6 +115,15 @@ impl Sandbox {
         }
     }
 
+    /// A sandbox with a database (`keygate migrate`), for tests that use the admin CLI before
+    /// any server ran: only `serve` and `migrate` create one.
+    pub fn with_database() -> Self {
+        let sb = Self::new();
+        let out = sb.run(&["migrate"]);
+        assert!(out.status.success(), "{}", describe(&["migrate"], &out));
+        sb
+    }
+
     /// The working directory of every process started from this sandbox.
     pub fn dir(&self) -> &Path {
         self.work.path()

@@ -115,7 +115,7 @@ fn assert_verified(what: &str, body: &Value, client_id: &str, method: &str) {
 
 #[tokio::test]
 async fn vendor_examples_curl_and_python() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_database();
     let account = sb.create_account("vendor@example.com");
     let (client_id, api_key) = sb.create_credential(&account);
     let server = sb.start(&[], &[]).await;

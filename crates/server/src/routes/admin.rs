@@ -3,8 +3,6 @@
 //! [`Admin`] extractor, typed path ids and bodies ([`super::extract`]), one [`keygate_ops::Ops`]
 //! call, the envelope.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -12,11 +10,12 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use keygate_auth::ApiError;
-use keygate_auth::envelope::{created_with, ok, page};
+use keygate_auth::envelope::{Envelope, Outcome, created_with, ok, page};
 use keygate_core::decide::{AuthFailure, InvalidReason};
-use keygate_core::model::Account;
+use keygate_core::model::{Account, Credential};
 use keygate_core::{AccountId, ClientId};
-use keygate_store::AccountEvent;
+use keygate_ops::IssuedCredential;
+use keygate_store::{AccountEvent, DailyUsage, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -35,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/credentials/{client_id}/usage", get(usage))
         .route("/signing-keys", get(signing_keys))
         .route("/signing-keys/rotate", post(rotate_signing_key))
+        .route("/signing-keys/{kid}/retire", post(retire_signing_key))
 }
 
 /// Proof that the caller holds the admin token.
@@ -62,15 +62,33 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-#[derive(Deserialize)]
+/// A new account.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateAccount {
+pub(crate) struct CreateAccount {
+    /// name@example.com, at most 254 characters; unique (case-insensitive).
+    #[schema(format = "email", max_length = 254, example = "dev@example.com")]
     email: String,
+    /// At most 100 characters, none of them a control character.
     #[serde(default)]
+    #[schema(max_length = 100, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$", example = "Dev")]
     first_name: String,
 }
-
-async fn create_account(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts",
+    tag = "admin",
+    security(("adminToken" = [])),
+    request_body = CreateAccount,
+    responses(
+        (status = 201, description = "1000: the account", body = Envelope<Account>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 409, description = "1003: the email is taken", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn create_account(
     _: Admin,
     State(s): State<AppState>,
     JsonBody(req): JsonBody<CreateAccount>,
@@ -78,43 +96,100 @@ async fn create_account(
     Ok(created_with(StatusCode::CREATED, s.ops.create_account(&req.email, &req.first_name).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Matches email or id substrings.
     q: Option<String>,
+    /// Accounts per page, 1 to 1000 [default: 100].
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next` cursor of the previous page (an account uid).
+    #[param(pattern = "^[0-9]{1,18}$")]
     after: Option<String>,
 }
 
 impl QueryShape for ListQuery {
     const SHAPE: &'static str = "q=TEXT&limit=N&after=CURSOR";
 }
-
-async fn list_accounts(_: Admin, State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "1000: a page of accounts by uid; `next` when more follow", body = Envelope<Vec<Account>>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn list_accounts(
+    _: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let p = s.ops.list_accounts(q.q.as_deref(), q.limit, q.after.as_deref()).await?;
     Ok(page(p.items, p.next))
 }
 
-#[derive(Serialize)]
+/// An account and its history (bans, unbans).
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AccountDetail {
+pub(crate) struct AccountDetail {
     #[serde(flatten)]
     account: Account,
     events: Vec<AccountEvent>,
 }
-
-async fn get_account(_: Admin, State(s): State<AppState>, Path(id): Path<AccountId>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{id}",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = AccountId, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "1000: the account and its history", body = Envelope<AccountDetail>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1109: no such account", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn get_account(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<AccountId>,
+) -> Result<Response, ApiError> {
     let (account, events) = s.ops.get_account(id).await?;
     Ok(ok(AccountDetail { account, events }))
 }
 
-#[derive(Deserialize, Default)]
+/// Why (kept in the account's history). The body may be left out.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BanRequest {
+pub(crate) struct BanRequest {
+    /// At most 500 characters.
+    #[schema(max_length = 500, example = "fraud")]
     reason: Option<String>,
 }
-
-async fn ban(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/ban",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = AccountId, Path, description = "The account id")),
+    request_body = Option<BanRequest>,
+    responses(
+        (status = 200, description = "1000: banned (again, if it was): its keys and tokens answer 1200", body = Envelope<Account>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1109: no such account", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn ban(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
@@ -122,8 +197,22 @@ async fn ban(
 ) -> Result<Response, ApiError> {
     Ok(ok(s.ops.ban(id, req.reason.as_deref(), "admin-api").await?))
 }
-
-async fn unban(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/unban",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = AccountId, Path, description = "The account id")),
+    request_body = Option<BanRequest>,
+    responses(
+        (status = 200, description = "1000: active again", body = Envelope<Account>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1109: no such account", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn unban(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
@@ -131,8 +220,21 @@ async fn unban(
 ) -> Result<Response, ApiError> {
     Ok(ok(s.ops.unban(id, req.reason.as_deref(), "admin-api").await?))
 }
-
-async fn create_credential(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/credentials",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = AccountId, Path, description = "The account id")),
+    responses(
+        (status = 201, description = "1000: the credential and its API key, shown this once", body = Envelope<IssuedCredential>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1109: no such account", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn create_credential(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
@@ -140,17 +242,35 @@ async fn create_credential(
     Ok(created_with(StatusCode::CREATED, s.ops.create_credential(id).await?))
 }
 
-#[derive(Deserialize)]
-struct PageQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Items per page, 1 to 1000 [default: 100].
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next` cursor of the previous page (a clientId).
+    #[param(pattern = "^[0-9a-f]{24}$")]
     after: Option<String>,
 }
 
 impl QueryShape for PageQuery {
     const SHAPE: &'static str = "limit=N&after=CURSOR";
 }
-
-async fn list_credentials(
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{id}/credentials",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = AccountId, Path, description = "The account id"), PageQuery),
+    responses(
+        (status = 200, description = "1000: a page of the account's credentials, oldest first; `next` when more follow", body = Envelope<Vec<Credential>>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1109: no such account", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn list_credentials(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
@@ -159,38 +279,92 @@ async fn list_credentials(
     let p = s.ops.credentials_page(id, q.limit, q.after.as_deref()).await?;
     Ok(page(p.items, p.next))
 }
-
-async fn get_credential(_: Admin, State(s): State<AppState>, Path(id): Path<ClientId>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/admin/v1/credentials/{client_id}",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("client_id" = ClientId, Path, description = "The credential's clientId")),
+    responses(
+        (status = 200, description = "1000: the credential (never its key)", body = Envelope<Credential>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1003: no such credential", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn get_credential(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<ClientId>,
+) -> Result<Response, ApiError> {
     Ok(ok(s.ops.get_credential(id).await?))
 }
-
-async fn revoke(_: Admin, State(s): State<AppState>, Path(id): Path<ClientId>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/admin/v1/credentials/{client_id}/revoke",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("client_id" = ClientId, Path, description = "The credential's clientId")),
+    responses(
+        (status = 200, description = "1000: revoked: its key and tokens answer 1101 everywhere", body = Envelope<Credential>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1003: no such credential", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn revoke(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<ClientId>,
+) -> Result<Response, ApiError> {
     Ok(ok(s.ops.revoke_credential(id).await?))
 }
 
-#[derive(Deserialize, Default)]
+/// The body may be left out (no grace: the old key stops at once).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RotateRequest {
-    /// Grace period, e.g. "24h"; the old secret and its tokens keep working that long.
+pub(crate) struct RotateRequest {
+    /// Grace period: a whole number and one unit (`s`, `m`, `h`, `d`), e.g. "24h", at most 90
+    /// days; the old secret and its tokens keep working that long.
+    #[schema(
+        example = "24h",
+        pattern = "^$|^(([0-9]|[1-9][0-9]{1,5}|[1-6][0-9]{6}|7[0-6][0-9]{5}|77[0-6][0-9]{4}|777[0-5][0-9]{3}|7776000)s|([0-9]|[1-9][0-9]{1,4}|1[01][0-9]{4}|12[0-8][0-9]{3}|129[0-5][0-9]{2}|129600)m|([0-9]|[1-9][0-9]{1,2}|1[0-9]{3}|20[0-9]{2}|21[0-5][0-9]|2160)h|([0-9]|[1-8][0-9]|90)d)$"
+    )]
     grace: Option<String>,
 }
-
-async fn rotate(
+#[utoipa::path(
+    post,
+    path = "/admin/v1/credentials/{client_id}/rotate",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("client_id" = ClientId, Path, description = "The credential's clientId")),
+    request_body = Option<RotateRequest>,
+    responses(
+        (status = 200, description = "1000: the new API key, shown this once; the old one works for the grace period", body = Envelope<IssuedCredential>),
+        (status = 409, description = "1003: the credential is revoked", body = Outcome),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1003: no such credential", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn rotate(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<ClientId>,
     OptionalJson(req): OptionalJson<RotateRequest>,
 ) -> Result<Response, ApiError> {
-    let grace = match req.grace.as_deref() {
-        None | Some("") => Duration::ZERO,
-        Some(g) => humantime::parse_duration(g)
-            .map_err(|_| ApiError::BadRequest("grace must be a duration like \"24h\"".into()))?,
-    };
+    let grace = keygate_ops::parse_grace(req.grace.as_deref().unwrap_or_default())?;
     Ok(ok(s.ops.rotate_credential(id, grace).await?))
 }
 
-#[derive(Deserialize)]
-struct UsageQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UsageQuery {
+    /// Days back, today included, 1 to 366 [default: 30].
+    #[param(minimum = 1, maximum = 366)]
     days: Option<u32>,
 }
 
@@ -199,7 +373,21 @@ impl QueryShape for UsageQuery {
 }
 
 /// Requests per UTC day (`day` = days since 1970-01-01) over the last `days` (default 30).
-async fn usage(
+#[utoipa::path(
+    get,
+    path = "/admin/v1/credentials/{client_id}/usage",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("client_id" = ClientId, Path, description = "The credential's clientId"), UsageQuery),
+    responses(
+        (status = 200, description = "1000: requests per UTC day", body = Envelope<Vec<DailyUsage>>),
+        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 404, description = "1003: no such credential", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn usage(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<ClientId>,
@@ -207,11 +395,62 @@ async fn usage(
 ) -> Result<Response, ApiError> {
     Ok(ok(s.ops.usage(id, q.days.unwrap_or(30)).await?))
 }
-
-async fn signing_keys(_: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/admin/v1/signing-keys",
+    tag = "admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "1000: the JWT signing key ids (never a secret)", body = Envelope<Vec<SigningKey>>),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn signing_keys(_: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(ok(s.ops.signing_keys().await?))
 }
-
-async fn rotate_signing_key(_: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/admin/v1/signing-keys/rotate",
+    tag = "admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "1000: the new key id: new tokens use it, existing ones keep verifying", body = Envelope<SigningKey>),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn rotate_signing_key(_: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(ok(s.ops.rotate_signing_key().await?))
+}
+
+/// A signing key id in the path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct KidPath {
+    /// The key id, as `GET /signing-keys` lists it.
+    #[param(pattern = "^k[0-9a-f]{12}$")]
+    kid: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/signing-keys/{kid}/retire",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(KidPath),
+    responses(
+        (status = 200, description = "1000: retired: tokens signed with it are refused (1101) everywhere", body = Envelope<SigningKey>),
+        (status = 404, description = "1003: no such signing key", body = Outcome),
+        (status = 409, description = "1003: it is the only live key: rotate first", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn retire_signing_key(
+    _: Admin,
+    State(s): State<AppState>,
+    axum::extract::Path(p): axum::extract::Path<KidPath>,
+) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.retire_signing_key(&p.kid).await?))
 }

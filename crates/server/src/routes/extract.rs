@@ -37,8 +37,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Like [`JsonBody`], but an empty body (or only white space) is `T::default()`: for actions
-/// whose fields are all optional (ban, rotate).
+/// Like [`JsonBody`], but an empty body (or only white space, or JSON `null`) is `T::default()`:
+/// for actions whose fields are all optional (ban, rotate).
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
@@ -46,7 +46,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let text = bytes.trim_ascii();
+        if text.is_empty() || text == b"null" {
             return Ok(Self(T::default()));
         }
         parse(&bytes).map(OptionalJson)

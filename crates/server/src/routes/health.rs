@@ -2,14 +2,16 @@
 //! followed, so this node's authentication decisions are current.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use keygate_auth::ApiError;
-use keygate_auth::envelope::{Envelope, json, ok};
+use keygate_auth::envelope::{Envelope, Outcome, json, ok};
 use keygate_core::BusinessCode;
-use serde_json::json;
 
 use crate::app::AppState;
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "1000", body = Outcome)))]
 pub async fn healthz() -> Response {
     json(
         axum::http::StatusCode::OK,
@@ -22,6 +24,25 @@ pub async fn healthz() -> Response {
     )
 }
 
+/// What `/readyz` answers when ready.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    /// "sqlite" or "postgres".
+    backend: &'static str,
+    /// The newest change-feed entry applied.
+    feed_cursor: i64,
+    /// Milliseconds since the change feed was last followed.
+    feed_age_ms: i64,
+}
+
+/// Readiness: the store answers and the change feed is followed, so this node's decisions are
+/// current.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "1000: ready", body = Envelope<Readiness>),
+        (status = 503, description = "1503: the store does not answer, or the feed was not followed within fail_static", body = Outcome),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let auth = state.auth.authenticator();
     if !auth.cache_trusted() {
@@ -31,10 +52,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
         )));
     }
     auth.store().ping().await.map_err(|e| ApiError::Unavailable(format!("readiness: {e}")))?;
-    Ok(ok(json!({
-        "backend": auth.store().backend(),
-        "feedCursor": state.auth.feed_cursor(),
-        "feedAgeMs": auth.feed_age_ms(),
+    Ok(ok(Readiness {
+        backend: auth.store().backend(),
+        feed_cursor: state.auth.feed_cursor(),
+        feed_age_ms: auth.feed_age_ms(),
     }))
-    .into_response())
 }

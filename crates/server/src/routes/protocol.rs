@@ -5,28 +5,58 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use keygate_auth::ApiError;
-use keygate_auth::envelope::ok;
+use keygate_auth::envelope::{Envelope, Outcome, ok};
+use keygate_auth::{ApiError, Identity};
 use keygate_core::BusinessCode;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::routes::extract;
 
-#[derive(Deserialize)]
+/// The vendor's getToken body. Both fields are needed; a missing or empty one answers 1102.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct GetTokenRequest {
+#[schema(example = json!({"clientId": "64db241f6d9e5c4bd136c187", "clientSecret": "kgk_7Hq2...API key"}))]
+pub struct GetTokenRequest {
+    /// The credential's clientId.
+    #[schema(required)]
     client_id: Option<String>,
+    /// The credential's API key.
+    #[schema(required)]
     client_secret: Option<String>,
 }
 
-#[derive(Serialize)]
-struct GetTokenResponse {
+/// getToken's answer: the vendor's shape, the token beside the code (no `data`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct GetTokenResponse {
+    /// 1000.
     code: BusinessCode,
     msg: &'static str,
+    /// An HS256 JWT for `Authorization: Bearer`, valid for `token_ttl` (366 days by default) or
+    /// until its credential is revoked or rotated out, or its account banned.
     token: String,
 }
 
+/// Trade a clientId and its API key (the `clientSecret`) for a token.
+///
+/// Answers with real HTTP statuses by default; with `http_status = "always-200"` every answer is
+/// HTTP 200 and only `code` tells.
+#[utoipa::path(
+    post,
+    path = "/api/open/v3/getToken",
+    tag = "protocol",
+    request_body = GetTokenRequest,
+    security(()),
+    responses(
+        (status = 200, description = "1000: the token", body = GetTokenResponse),
+        (status = 400, description = "1003: the body is not a JSON object with string fields", body = Outcome),
+        (status = 401, description = "1102: clientId or clientSecret missing; 1101: unknown clientId, wrong secret, revoked or rotated-out credential",
+            body = Outcome, headers(("www-authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 403, description = "1200: the account is banned", body = Outcome),
+        (status = 413, description = "1003: the body is over max_body_bytes", body = Outcome),
+        (status = 503, description = "1503: the store could not answer in time", body = Outcome),
+    )
+)]
 pub async fn get_token(
     State(state): State<AppState>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -50,8 +80,54 @@ pub async fn get_token(
     }
 }
 
-/// Takes the whole request (only its headers are read) so that they are not copied.
+/// Authenticate the request's own credential, for nginx `auth_request`, Caddy `forward_auth` and
+/// Envoy `ext_authz`.
+///
+/// Any method and any path below `/auth/verify` (the proxy's original path can follow). The
+/// credential: `x-api-key`, or `Authorization: Bearer` (a token from getToken, or the API key
+/// itself), or `x-client-id` + `x-client-secret`. Always real HTTP statuses, which proxies need.
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/auth/verify",
+    tag = "protocol",
+    security(("apiKey" = []), ("bearerToken" = []), ("clientId" = [], "clientSecret" = [])),
+    responses(
+        (status = 200, description = "1000: who the caller is", body = Envelope<Identity>, headers(
+            ("x-keygate-account-id" = String, description = "the account id"),
+            ("x-keygate-uid" = i64, description = "the account's uid"),
+            ("x-keygate-client-id" = String, description = "the credential's clientId"),
+            ("x-keygate-auth-method" = String, description = "api_key, bearer or client_secret"),
+        )),
+        (status = 401, description = "1102: no credential; 1101: invalid, unknown, revoked or expired",
+            body = Outcome, headers(("www-authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 403, description = "1200: the account is banned", body = Outcome),
+        (status = 503, description = "1503: the store could not answer in time", body = Outcome),
+    )
+)]
 pub async fn verify(State(state): State<AppState>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    authenticate(state, req).await
+}
+
+/// `/auth/verify` with a path after it (the proxied request's), answered the same way.
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/auth/verify/{rest}",
+    tag = "protocol",
+    params(("rest" = String, Path, description = "Anything: the original path, ignored")),
+    security(("apiKey" = []), ("bearerToken" = []), ("clientId" = [], "clientSecret" = [])),
+    responses(
+        (status = 200, description = "1000: who the caller is", body = Envelope<Identity>),
+        (status = 401, description = "1102 or 1101", body = Outcome),
+        (status = 403, description = "1200: the account is banned", body = Outcome),
+        (status = 503, description = "1503: the store could not answer in time", body = Outcome),
+    )
+)]
+pub async fn verify_rest(State(state): State<AppState>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    authenticate(state, req).await
+}
+
+/// Takes the whole request (only its headers are read) so that they are not copied.
+async fn authenticate(state: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {
     match state.auth.authenticator().authenticate(req.headers()).await {
         Ok(identity) => {
             let mut res = ok(&identity);

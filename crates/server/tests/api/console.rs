@@ -241,6 +241,29 @@ async fn console_pages_carry_security_headers() {
 }
 
 #[tokio::test]
+async fn the_console_has_a_favicon() {
+    let app = TestApp::spawn().await;
+    let b = Browser::new(&app);
+    let icon = b.get("/console/static/favicon.svg").await;
+    icon.expect(200);
+    assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
+    assert!(icon.text.starts_with("<svg") && icon.text.trim_end().ends_with("</svg>"), "{}", icon.text);
+    assert_eq!(icon.header("content-security-policy"), Some(CSP));
+    // Where a browser looks by itself, and where every page says it is.
+    let ico = b.get("/console/favicon.ico").await;
+    assert_eq!((ico.status, ico.location()), (308, "/console/static/favicon.svg"));
+    for path in ["/console/login", "/console/signup"] {
+        let page = b.get(path).await;
+        page.expect(200);
+        assert!(
+            page.text.contains(r#"<link rel="icon" href="/console/static/favicon.svg" type="image/svg+xml">"#),
+            "{path}: {}",
+            page.text
+        );
+    }
+}
+
+#[tokio::test]
 async fn cookie_flags() {
     let app = TestApp::spawn().await;
     // Over plain HTTP: HttpOnly, SameSite=Lax, Path=/console, not Secure.

@@ -868,6 +868,28 @@ async fn metrics_count_gateway_traffic_and_hold_no_secret() {
     assert!(line(&["keygate_requests_total{", r#"route="/auth/verify/{*rest}""#, r#"outcome="1102""#]), "{text}");
     assert!(line(&["keygate_auth_decisions_total"]), "{text}");
     assert!(line(&["keygate_cache_hits_total"]), "{text}");
+    // Every metric explains itself: one HELP and one TYPE line each.
+    for (metric, kind) in [
+        ("keygate_requests_total", "counter"),
+        ("keygate_auth_decisions_total", "counter"),
+        ("keygate_upstream_duration_seconds", "histogram"),
+        ("keygate_cache_hits_total", "counter"),
+        ("keygate_cache_misses_total", "counter"),
+        ("keygate_feed_age_seconds", "gauge"),
+        ("keygate_feed_interval_seconds", "gauge"),
+        ("keygate_feed_cursor", "gauge"),
+    ] {
+        let help: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("# HELP {metric} "))).collect();
+        assert_eq!(help.len(), 1, "{metric}: {help:?}\n{text}");
+        assert!(help[0].len() > format!("# HELP {metric} ").len() + 20, "{metric}: {help:?}");
+        assert!(text.lines().any(|l| l == format!("# TYPE {metric} {kind}")), "{metric} is no {kind}:\n{text}");
+    }
+    // And no metric goes undescribed.
+    for l in text.lines().filter(|l| l.starts_with("keygate_")) {
+        let name = l.split(['{', ' ']).next().unwrap();
+        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        assert!(text.contains(&format!("# HELP {base} ")), "{base} has no HELP line:\n{text}");
+    }
     for secret in [c.api_key.as_str(), &token, &wrong, &token[token.len() - 20..]] {
         assert!(!text.contains(secret), "/metrics holds a secret");
     }

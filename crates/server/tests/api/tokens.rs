@@ -148,4 +148,15 @@ async fn signing_key_rotation_keeps_old_tokens_and_signs_new_ones_with_the_new_k
     let mut header = jwt_json(&old_token).0;
     header["kid"] = json!(new_kid);
     app.verify_bearer(&format!("{}.{payload}.{signature}", encode_json(&header))).await.expect_invalid();
+
+    // Retiring the old kid through the admin API kills its tokens at once; the last live kid
+    // cannot be retired, and an unknown one is not found.
+    let r = app.admin_post(&format!("/signing-keys/{old_kid}/retire"), None).await;
+    r.expect(200, 1000);
+    assert!(r.data()["retiredAt"].is_i64(), "{}", r.text);
+    app.verify_bearer(&old_token).await.expect_invalid();
+    app.verify_bearer(&new_token).await.expect_identity(&c, "bearer");
+    app.admin_post(&format!("/signing-keys/{new_kid}/retire"), None).await.expect(409, 1003);
+    app.admin_post("/signing-keys/k000000000000/retire", None).await.expect(404, 1003);
+    app.verify_bearer(&new_token).await.expect_identity(&c, "bearer");
 }

@@ -478,3 +478,73 @@ async fn postgres_usage_flush_timing() {
     };
     usage_flush_timing("postgres", keygate_store::connect(&db.url, true).await.unwrap()).await;
 }
+
+/// What opening an existing database says, or `Ok` when it opens.
+async fn open_existing(url: &str) -> Result<(), String> {
+    match keygate_store::Connect::existing().short_lived().open(url).await {
+        Ok(store) => store.ping().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `Connect::existing` creates and changes nothing, and names what is wrong with a database that
+/// is not set up, is behind this build, or was migrated by a newer one. `tamper` runs SQL on it.
+async fn existing_contract<F, Fut>(url: &str, tamper: F)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let err = open_existing(url).await.unwrap_err();
+    assert!(err.contains("no keygate schema") && err.contains("keygate migrate"), "{err}");
+    keygate_store::Connect::migrate().open(url).await.unwrap();
+    open_existing(url).await.unwrap();
+    // The newest migration set aside: the schema is behind.
+    tamper("CREATE TABLE newest_migration AS SELECT * FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)").await;
+    tamper("DELETE FROM _sqlx_migrations WHERE version = (SELECT version FROM newest_migration)").await;
+    let err = open_existing(url).await.unwrap_err();
+    assert!(err.contains("behind this keygate") && err.contains("keygate migrate"), "{err}");
+    // Back, with a version this build does not know: a newer keygate's.
+    tamper("INSERT INTO _sqlx_migrations SELECT * FROM newest_migration").await;
+    tamper("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) SELECT version + 1000000000, description, success, checksum, execution_time FROM newest_migration").await;
+    let err = open_existing(url).await.unwrap_err();
+    assert!(err.contains("migrated by a newer keygate"), "{err}");
+    tamper("DELETE FROM _sqlx_migrations WHERE version > 1000000000").await;
+    open_existing(url).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_existing_database_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("existing.db");
+    let url = format!("sqlite://{}", path.display());
+    let err = open_existing(&url).await.unwrap_err();
+    assert!(err.contains(&format!("database file {} does not exist", path.display())), "{err}");
+    assert!(!path.exists(), "opening an existing database created one");
+    // An empty file is an empty SQLite database: not keygate's.
+    std::fs::write(&path, "").unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    existing_contract(&url, |sql| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_existing_database_only() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    existing_contract(&db.url, |sql| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+    })
+    .await;
+    pool.close().await;
+}

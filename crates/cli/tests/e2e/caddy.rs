@@ -1,0 +1,290 @@
+//! Caddy `forward_auth` in front of keygate, for real: Debian's Caddy runs the shipped example
+//! `examples/caddy/Caddyfile` (only its marked addresses substituted) in front of `keygate serve`
+//! and a recording API server inside this test, as its own process on free ports with its admin
+//! endpoint off and its state in a temporary directory (never a system Caddy).
+//!
+//! Needs `caddy` (`scripts/test.sh` installs Debian's); without it the test prints a loud SKIP,
+//! or fails when `KEYGATE_TEST_REQUIRE_ALL=1`.
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::nginx::{self, Answer, BACKEND_OWN_401, Backend, Customer, Seen, ask, customer, with_headers};
+use crate::support::{Sandbox, admin_token, assert_no_secrets, client, free_port, text};
+
+/// The shipped example, compiled in so that the test always runs the file as it is.
+const EXAMPLE: &str = include_str!("../../../../examples/caddy/Caddyfile");
+/// The example's addresses, each replaced by a test address and required exactly as often.
+const EXAMPLE_SITE: (&str, usize) = ("api.example.com {", 1);
+const EXAMPLE_KEYGATE: (&str, usize) = ("127.0.0.1:8080", 2);
+const EXAMPLE_BACKEND: (&str, usize) = ("127.0.0.1:3000", 1);
+
+/// The example with the test's addresses.
+fn site_config(keygate: u16, backend: u16, listen: u16) -> String {
+    let mut conf = EXAMPLE.to_owned();
+    for ((marker, times), with) in [
+        (EXAMPLE_SITE, format!("http://127.0.0.1:{listen} {{")),
+        (EXAMPLE_KEYGATE, format!("127.0.0.1:{keygate}")),
+        (EXAMPLE_BACKEND, format!("127.0.0.1:{backend}")),
+    ] {
+        assert_eq!(
+            conf.matches(marker).count(),
+            times,
+            "examples/caddy/Caddyfile must contain `{marker}` {times} time(s) (the test substitutes it)"
+        );
+        conf = conf.replace(marker, &with);
+    }
+    conf
+}
+
+/// The caddy binary, if one is installed.
+fn caddy_bin() -> Option<PathBuf> {
+    let usr = Path::new("/usr/bin/caddy");
+    let bin = if usr.exists() { usr.to_path_buf() } else { PathBuf::from("caddy") };
+    let works = Command::new(&bin).arg("version").stdin(Stdio::null()).output().is_ok_and(|o| o.status.success());
+    works.then_some(bin)
+}
+
+/// Caddy as a child process with its configuration, data and logs in its own temporary
+/// directory. Dropping it stops the process.
+struct Caddy {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Caddy {
+    /// Starts Caddy on a free port in front of keygate and the API and waits until it accepts
+    /// connections.
+    fn start(bin: &Path, keygate: u16, backend: u16) -> Self {
+        let dir = tempfile::Builder::new().prefix("keygate-caddy-").tempdir().expect("tempdir");
+        let d = dir.path().display();
+        // Global options: no admin endpoint (the default, localhost:2019, may be a system
+        // Caddy's), plain HTTP on the test's port, nothing stored outside the directory.
+        let main = format!("{{\n\tadmin off\n\tauto_https off\n}}\n\nimport {d}/keygate.Caddyfile\n");
+        let conf = dir.path().join("Caddyfile");
+        std::fs::write(&conf, main).expect("writing the Caddyfile");
+        let mut last = String::new();
+        for attempt in 0..3 {
+            let port = free_port();
+            std::fs::write(dir.path().join("keygate.Caddyfile"), site_config(keygate, backend, port))
+                .expect("writing the site config");
+            let log = dir.path().join(format!("caddy-{attempt}.log"));
+            let mut child = Command::new(bin)
+                .args(["run", "--adapter", "caddyfile", "--config"])
+                .arg(&conf)
+                .env("HOME", dir.path())
+                .env("XDG_CONFIG_HOME", dir.path().join("config"))
+                .env("XDG_DATA_HOME", dir.path().join("data"))
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(File::create(dir.path().join(format!("caddy-{attempt}.stdout"))).expect("log file"))
+                .stderr(File::create(&log).expect("log file"))
+                .spawn()
+                .expect("spawning caddy");
+            match wait_listening(&mut child, port, dir.path()) {
+                Ok(()) => return Self { child, dir, port },
+                Err(e) => {
+                    nginx::stop(&mut child);
+                    // Another test took the port between our probe and Caddy's bind.
+                    if !e.contains("address already in use") {
+                        panic!("{e}");
+                    }
+                    last = e;
+                }
+            }
+        }
+        panic!("caddy did not start: {last}")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn logs(&self) -> String {
+        logs(self.dir.path())
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        nginx::stop(&mut self.child);
+    }
+}
+
+fn wait_listening(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Err(format!("caddy exited with {status}:\n{}", logs(dir)));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("caddy not listening on {port} after 10 s:\n{}", logs(dir)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Caddy's output and configuration, for failure messages.
+fn logs(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    let mut out = String::new();
+    for f in files.iter().filter(|f| f.is_file()) {
+        out += &format!("--- {} ---\n{}\n", f.display(), std::fs::read_to_string(f).unwrap_or_default());
+    }
+    out
+}
+
+#[tokio::test]
+async fn caddy_forward_auth_in_front_of_keygate() {
+    let Some(bin) = caddy_bin() else {
+        keygate_testkit::skip_or_fail!("caddy is not installed (scripts/test.sh installs Debian's `caddy`)");
+    };
+    let sb = Sandbox::new();
+    let admin = admin_token();
+    let keygate = sb.start(&["--admin-token", &admin], &[]).await;
+    let backend = Backend::start();
+    let caddy = Caddy::start(&bin, keygate.port, backend.port);
+    let http = client();
+
+    let alice = customer(&keygate, &admin, "alice@example.com").await;
+    let mallory = customer(&keygate, &admin, "mallory@example.com").await;
+    // Requests keygate let through, which are exactly the ones the API may see.
+    let mut accepted = 0;
+
+    // The API must see the identity, never the credential, never a client's own x-keygate-*.
+    let expect_identity = |seen: &Seen, who: &Customer, method: &str, secrets: &[(&str, String)]| {
+        assert_eq!(seen.one("x-keygate-account-id"), who.account, "{seen:#?}");
+        assert_eq!(seen.one("x-keygate-uid"), who.uid.to_string(), "{seen:#?}");
+        assert_eq!(seen.one("x-keygate-client-id"), who.client_id, "{seen:#?}");
+        assert_eq!(seen.one("x-keygate-auth-method"), method, "{seen:#?}");
+        for credential_header in ["x-api-key", "authorization", "x-client-id", "x-client-secret"] {
+            assert_eq!(seen.all(credential_header), Vec::<&str>::new(), "`{credential_header}` reached the API");
+        }
+        assert!(
+            !text(&seen.head).to_ascii_lowercase().contains("forged"),
+            "a forged header reached the API: {seen:#?}"
+        );
+        assert_no_secrets("the request head the API received", &seen.head, secrets);
+    };
+    let forged = [
+        ("X-Keygate-Account-Id", "forged-account"),
+        ("x-keygate-account-id", "forged-again"),
+        ("X-Keygate-Uid", "forged-0"),
+        ("X-Keygate-Client-Id", "forged-client"),
+        ("X-Keygate-Auth-Method", "forged-method"),
+    ];
+
+    // 1. x-api-key, with forged identity headers and a body: to the API, body and query intact.
+    let req = http
+        .post(caddy.url("/api/things?page=2"))
+        .header("x-api-key", &alice.key)
+        .header("content-type", "application/json")
+        .body(r#"{"hello":"world"}"#);
+    let a = ask(with_headers(req, &forged)).await;
+    assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "x-api-key: {a:?}\n{}", caddy.logs());
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    let seen = backend.last();
+    assert_eq!((seen.method.as_str(), seen.target.as_str()), ("POST", "/api/things?page=2"));
+    assert_eq!(text(&seen.body), r#"{"hello":"world"}"#);
+    expect_identity(&seen, &alice, "api_key", &[("API key", alice.key.clone())]);
+
+    // 2. getToken through Caddy (not behind forward_auth, and not the API's business), then Bearer.
+    let a = ask(http
+        .post(caddy.url("/api/open/v3/getToken"))
+        .json(&json!({"clientId": alice.client_id, "clientSecret": alice.key})))
+    .await;
+    assert_eq!((a.status, a.body["code"].as_i64()), (200, Some(1000)), "getToken through Caddy: {a:?}");
+    let token = a.body["token"].as_str().expect("token").to_owned();
+    assert_eq!(backend.count(), accepted, "getToken must not reach the API");
+    let a = ask(with_headers(http.get(caddy.url("/api/me")).bearer_auth(&token), &forged)).await;
+    assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "Bearer: {a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    let seen = backend.last();
+    assert_eq!((seen.method.as_str(), seen.target.as_str()), ("GET", "/api/me"));
+    expect_identity(&seen, &alice, "bearer", &[("token", token.clone())]);
+
+    // 3. x-client-id + x-client-secret.
+    let a = ask(http
+        .get(caddy.url("/api/pair"))
+        .header("x-client-id", &alice.client_id)
+        .header("x-client-secret", &alice.key))
+    .await;
+    assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "client pair: {a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    expect_identity(&backend.last(), &alice, "client_secret", &[("API key", alice.key.clone())]);
+
+    // 4. Refusals: the client gets keygate's own status, envelope and challenge, exactly what
+    // keygate answers directly to the same headers, and the API is not called.
+    let expect_refused = async |what: &str, headers: &[(&str, &str)], status: u16, code: i64| {
+        let before = backend.count();
+        // A POST with a body, which Caddy must not pass on.
+        let req = http.post(caddy.url("/api/things?page=3")).header("content-type", "application/json");
+        let a: Answer = ask(with_headers(req.body(r#"{"would":"write"}"#), &[headers, &forged[..1]].concat())).await;
+        let direct = ask(with_headers(http.get(keygate.url("/auth/verify")), headers)).await;
+        assert_eq!(
+            (direct.status, direct.body["code"].as_i64()),
+            (status, Some(code)),
+            "{what}, keygate directly: {direct:?}"
+        );
+        assert_eq!(a.status, status, "{what}: {a:?}\n{}", caddy.logs());
+        assert_eq!(a.body, direct.body, "{what}: Caddy must pass keygate's envelope: {a:?}");
+        assert!(a.body["msg"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {a:?}");
+        assert!(a.content_type.starts_with("application/json"), "{what}: {a:?}");
+        assert_eq!(a.www_authenticate, direct.www_authenticate, "{what}: the challenge, once: {a:?}");
+        assert_eq!(a.www_authenticate.len(), usize::from(status == 401), "{what}: {a:?}");
+        assert_eq!(backend.count(), before, "{what}: the API was called for a refused request");
+    };
+    expect_refused("no credential", &[], 401, 1102).await;
+    expect_refused("empty Bearer", &[("authorization", "Bearer ")], 401, 1102).await;
+    expect_refused("wrong key", &[("x-api-key", "kgk_thisIsNotAKeyAtAll00000000")], 401, 1101).await;
+    let pair = [("x-client-id", alice.client_id.as_str()), ("x-client-secret", "wrong-secret")];
+    expect_refused("wrong secret", &pair, 401, 1101).await;
+    let forged_token = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJpZCI6ImZvcmdlZCJ9.c2lnbmF0dXJl";
+    expect_refused("forged token", &[("authorization", forged_token)], 401, 1101).await;
+
+    // 5. The API's own 401 is its business: passed through, not replaced by keygate's envelope.
+    let a = ask(http.get(caddy.url(BACKEND_OWN_401)).header("x-api-key", &alice.key)).await;
+    assert_eq!((a.status, &a.body), (401, &json!({"upstream": "refused"})), "{a:?}");
+    assert_eq!(a.www_authenticate, ["Basic realm=\"backend\""], "{a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+
+    // 6. A banned account: 403 with code 1200 for its key and its token; others unaffected.
+    let mallory_token = keygate.token(&mallory.client_id, &mallory.key).await;
+    let a = ask(http.get(caddy.url("/api/before-ban")).header("x-api-key", &mallory.key)).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    expect_identity(&backend.last(), &mallory, "api_key", &[("API key", mallory.key.clone())]);
+    let r = keygate
+        .admin(&admin, "POST", &format!("/accounts/{}/ban", mallory.account), Some(json!({"reason": "caddy test"})))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let bearer = format!("Bearer {mallory_token}");
+    expect_refused("banned, key", &[("x-api-key", &mallory.key)], 403, 1200).await;
+    expect_refused("banned, token", &[("authorization", &bearer)], 403, 1200).await;
+    let a = ask(http.get(caddy.url("/api/after-ban")).header("x-api-key", &alice.key)).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    accepted += 1;
+
+    // Outside /api/ nothing is served, and nothing reaches the API.
+    let a = ask(http.get(caddy.url("/elsewhere")).header("x-api-key", &alice.key)).await;
+    assert_eq!(a.status, 404, "{a:?}");
+
+    // Only what keygate accepted ever reached the API.
+    assert_eq!(backend.count(), accepted, "{:#?}", backend.seen.lock().unwrap());
+}

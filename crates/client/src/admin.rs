@@ -1,0 +1,785 @@
+//! The platform's side: [`AdminClient`] for keygate's admin API under `/admin/v1`, with the
+//! admin token (`Authorization: Bearer kga_...`), and its typed answers.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::http::{self, Read, Transport};
+use crate::{ClientOptions, Secret};
+
+/// The admin API's prefix.
+pub const ADMIN_PREFIX: &str = "/admin/v1";
+
+/// An account's state.
+///
+/// ```
+/// let s: keygate_client::AccountStatus = serde_json::from_str("\"banned\"")?;
+/// assert_eq!(s, keygate_client::AccountStatus::Banned);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AccountStatus {
+    /// Its keys and tokens work.
+    Active,
+    /// Its keys and tokens are refused with `1200`.
+    Banned,
+    /// A state this version of the SDK does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// A credential's state.
+///
+/// ```
+/// let s: keygate_client::CredentialStatus = serde_json::from_str("\"revoked\"")?;
+/// assert_eq!(s, keygate_client::CredentialStatus::Revoked);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CredentialStatus {
+    /// Its key works.
+    Active,
+    /// Its key and tokens are refused with `1101`.
+    Revoked,
+    /// A state this version of the SDK does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// An account. Times are Unix milliseconds.
+///
+/// ```
+/// let a: keygate_client::Account = serde_json::from_str(r#"{"id":"64db241f6d9e5c4bd136c187","uid":1,
+///     "email":"dev@example.com","firstName":"Dev","status":"active","createdAt":1,"updatedAt":1}"#)?;
+/// assert_eq!(a.status, keygate_client::AccountStatus::Active);
+/// assert_eq!(a.ban_reason, None);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Account {
+    /// 24 hex characters.
+    pub id: String,
+    /// The account's number (the tokens' `uid` claim).
+    pub uid: i64,
+    /// The email, as given at creation (trimmed).
+    pub email: String,
+    /// The first name (may be empty).
+    pub first_name: String,
+    /// Active or banned.
+    pub status: AccountStatus,
+    /// Why it is banned, when it is.
+    #[serde(default)]
+    pub ban_reason: Option<String>,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it last changed.
+    pub updated_at: i64,
+}
+
+/// One entry of an account's history (a ban, an unban).
+///
+/// ```
+/// let e: keygate_client::AccountEvent =
+///     serde_json::from_str(r#"{"kind":"banned","reason":"fraud","actor":"admin-api","at":5}"#)?;
+/// assert_eq!(e.reason.as_deref(), Some("fraud"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AccountEvent {
+    /// `banned`, `unbanned`, ...
+    pub kind: String,
+    /// The reason given, if any.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who did it: `admin-api`, `cli`, `console:...`.
+    pub actor: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// An account with its history: the answer of [`AdminClient::account`].
+///
+/// ```
+/// let d: keygate_client::AccountDetail = serde_json::from_str(r#"{"id":"64db241f6d9e5c4bd136c187","uid":1,
+///     "email":"dev@example.com","firstName":"","status":"active","createdAt":1,"updatedAt":1,"events":[]}"#)?;
+/// assert!(d.events.is_empty());
+/// assert_eq!(d.account.uid, 1);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AccountDetail {
+    /// The account.
+    #[serde(flatten)]
+    pub account: Account,
+    /// Oldest first.
+    pub events: Vec<AccountEvent>,
+}
+
+/// A secret generation of a credential that still works: the current one (no expiry), or the
+/// previous one during a rotation's grace period (with the time it stops).
+///
+/// ```
+/// let g: keygate_client::SecretGeneration = serde_json::from_str(r#"{"generation":1,"expiresAt":99}"#)?;
+/// assert_eq!(g.expires_at, Some(99));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SecretGeneration {
+    /// The generation number.
+    pub generation: u32,
+    /// When its secret stops working (`None`: the current secret).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// A credential (never its secret). Times are Unix milliseconds.
+///
+/// ```
+/// let c: keygate_client::Credential = serde_json::from_str(r#"{"clientId":"64db241f6d9e5c4bd136c188",
+///     "accountId":"64db241f6d9e5c4bd136c187","status":"active","generation":1,"hint":"kgk_...Ab12",
+///     "liveGenerations":[{"generation":1}],"createdAt":1,"updatedAt":1}"#)?;
+/// assert_eq!(c.hint, "kgk_...Ab12");
+/// assert_eq!(c.last_used_at, None);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Credential {
+    /// 24 hex characters.
+    pub client_id: String,
+    /// The account it belongs to.
+    pub account_id: String,
+    /// Active or revoked.
+    pub status: CredentialStatus,
+    /// The current secret generation (1 at creation, +1 per rotation).
+    pub generation: u32,
+    /// A hint of the current secret, e.g. `kgk_...Ab12`.
+    pub hint: String,
+    /// The generations whose secret (and tokens) still work, the current one included.
+    #[serde(default)]
+    pub live_generations: Vec<SecretGeneration>,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it last changed.
+    pub updated_at: i64,
+    /// When it was revoked.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+    /// When a request last authenticated with it (written in batches: up to a few seconds old).
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
+}
+
+/// A credential with its secret, as shown once, at creation or rotation.
+///
+/// ```
+/// let i: keygate_client::IssuedCredential = serde_json::from_str(r#"{"clientId":"64db241f6d9e5c4bd136c188",
+///     "apiKey":"kgk_0123456789012345678901234567","credential":{"clientId":"64db241f6d9e5c4bd136c188",
+///     "accountId":"64db241f6d9e5c4bd136c187","status":"active","generation":1,"hint":"kgk_...4567",
+///     "liveGenerations":[{"generation":1}],"createdAt":1,"updatedAt":1}}"#)?;
+/// assert!(!format!("{i:?}").contains("0123456789"), "Debug hides the key");
+/// assert_eq!(i.api_key.expose().len(), 32);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct IssuedCredential {
+    /// The credential's clientId.
+    pub client_id: String,
+    /// The API key, also the legacy `clientSecret`. keygate keeps only its hash: store it now.
+    pub api_key: Secret,
+    /// The credential as stored.
+    pub credential: Credential,
+}
+
+/// Requests authenticated with a credential on one UTC day.
+///
+/// ```
+/// let u: keygate_client::DailyUsage = serde_json::from_str(r#"{"day":20000,"requests":12}"#)?;
+/// assert_eq!(u.requests, 12);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DailyUsage {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    /// Requests authenticated that day.
+    pub requests: u64,
+}
+
+/// A JWT signing key id (never the key: it is derived from the master key).
+///
+/// ```
+/// let k: keygate_client::SigningKey = serde_json::from_str(r#"{"kid":"k1","createdAt":1}"#)?;
+/// assert_eq!(k.retired_at, None);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SigningKey {
+    /// The key id (the tokens' `kid` header).
+    pub kid: String,
+    /// When it was added.
+    pub created_at: i64,
+    /// Set once its tokens stop verifying.
+    #[serde(default)]
+    pub retired_at: Option<i64>,
+}
+
+/// One page of a list, and the cursor of the next one (`None` on the last page).
+///
+/// ```
+/// let p = keygate_client::Page { items: vec![1, 2], next: Some("2".to_owned()) };
+/// assert!(!p.is_last());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass it as `after` for the next page.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Whether no page follows.
+    ///
+    /// ```
+    /// assert!(keygate_client::Page::<u8> { items: vec![], next: None }.is_last());
+    /// ```
+    pub fn is_last(&self) -> bool {
+        self.next.is_none()
+    }
+}
+
+/// What [`AdminClient::accounts`] lists: accounts whose email or id contain `search`, `limit`
+/// per page (1 to 1000; the server's default is 100).
+///
+/// ```
+/// let q = keygate_client::AccountQuery::new().search("@example.com").limit(50);
+/// # let _ = q;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountQuery {
+    search: Option<String>,
+    limit: Option<u32>,
+}
+
+impl AccountQuery {
+    /// Every account, pages of the server's default size.
+    ///
+    /// ```
+    /// assert_eq!(keygate_client::AccountQuery::new(), Default::default());
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only accounts whose email or id contain `text` (`q=`).
+    ///
+    /// ```
+    /// let q = keygate_client::AccountQuery::new().search("dev@");
+    /// # let _ = q;
+    /// ```
+    pub fn search(mut self, text: impl Into<String>) -> Self {
+        self.search = Some(text.into());
+        self
+    }
+
+    /// Items per page (`limit=`, 1 to 1000).
+    ///
+    /// ```
+    /// let q = keygate_client::AccountQuery::new().limit(10);
+    /// # let _ = q;
+    /// ```
+    pub fn limit(mut self, n: u32) -> Self {
+        self.limit = Some(n);
+        self
+    }
+}
+
+/// A client of keygate's admin API, authenticated with the admin token. Cheap to clone.
+///
+/// Reads and the calls that are safe to repeat (ban, unban, revoke) are retried as the
+/// [`RetryPolicy`](crate::RetryPolicy) says; creations and rotations are retried only when nothing
+/// was sent (a connection that could not be opened) or keygate answered `1503`, since repeating
+/// them would create a second account, credential or key.
+///
+/// ```no_run
+/// # async fn run() -> keygate_client::Result<()> {
+/// use futures_util::TryStreamExt;
+/// use keygate_client::{AccountQuery, AdminClient};
+///
+/// let admin = AdminClient::new("http://127.0.0.1:8080", std::env::var("KEYGATE_ADMIN_TOKEN").unwrap())?;
+/// let account = admin.create_account("dev@example.com", "Dev").await?;
+/// let issued = admin.create_credential(&account.id).await?;
+/// println!("clientId {} apiKey {}", issued.client_id, issued.api_key.expose());
+///
+/// let all: Vec<_> = admin.accounts(AccountQuery::new().limit(500)).try_collect().await?;
+/// println!("{} accounts", all.len());
+/// admin.ban(&account.id, "chargeback fraud").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AdminClient {
+    inner: Arc<AdminInner>,
+}
+
+struct AdminInner {
+    transport: Transport,
+    token: HeaderValue,
+}
+
+impl fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminClient").field("token", &"***").finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewAccount<'a> {
+    email: &'a str,
+    first_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Reason<'a> {
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct Rotate {
+    grace: String,
+}
+
+impl AdminClient {
+    /// A client of the admin API of the keygate at `base_url`, with the default options.
+    ///
+    /// ```
+    /// let admin = keygate_client::AdminClient::new("http://127.0.0.1:8080", "kga_...")?;
+    /// # let _ = admin;
+    /// # Ok::<(), keygate_client::Error>(())
+    /// ```
+    pub fn new(base_url: &str, admin_token: impl Into<Secret>) -> Result<Self> {
+        Self::with_options(base_url, admin_token, ClientOptions::default())
+    }
+
+    /// A client with `options`.
+    ///
+    /// ```
+    /// use keygate_client::{AdminClient, ClientOptions, RetryPolicy};
+    /// let admin = AdminClient::with_options("http://127.0.0.1:8080", "kga_...", ClientOptions::default().retry(RetryPolicy::none()))?;
+    /// # let _ = admin;
+    /// # Ok::<(), keygate_client::Error>(())
+    /// ```
+    pub fn with_options(base_url: &str, admin_token: impl Into<Secret>, options: ClientOptions) -> Result<Self> {
+        let transport = Transport::new(base_url, &options)?;
+        let mut token = HeaderValue::from_str(&format!("Bearer {}", admin_token.into().expose()))
+            .map_err(|_| Error::Invalid("the admin token is not a valid header value".into()))?;
+        token.set_sensitive(true);
+        Ok(Self { inner: Arc::new(AdminInner { transport, token }) })
+    }
+
+    /// `/admin/v1/` + the path segments (each percent-encoded) + the query. An empty, `.` or
+    /// `..` segment (an id, given by the caller) is refused: the URL would name another resource.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<reqwest::Url> {
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+            return Err(Error::Invalid(format!("{bad:?} is not an id")));
+        }
+        let mut url = self.inner.transport.url(ADMIN_PREFIX)?;
+        url.path_segments_mut().map_err(|_| Error::Invalid("the base URL cannot have a path".into()))?.extend(segments);
+        if !query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    /// One call: the answer's `data` as `T` and its `next` cursor.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<serde_json::Value>,
+        idempotent: bool,
+    ) -> Result<(T, Option<String>)> {
+        let t = &self.inner.transport;
+        let answer = t
+            .retrying(idempotent, || {
+                let mut rb = t.request(method.clone(), url.clone()).header(AUTHORIZATION, self.inner.token.clone());
+                if let Some(b) = &body {
+                    rb = rb.json(b);
+                }
+                t.attempt(rb, Read::Body)
+            })
+            .await?;
+        let (status, bytes) = answer.into_body();
+        http::decode_data(status, &bytes)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<(T, Option<String>)> {
+        self.call(Method::GET, self.url(segments, query)?, None, true).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: Option<serde_json::Value>,
+        idempotent: bool,
+    ) -> Result<T> {
+        Ok(self.call(Method::POST, self.url(segments, &[])?, body, idempotent).await?.0)
+    }
+
+    // ---- Accounts ------------------------------------------------------------------------
+
+    /// `POST /accounts`: a new account. A taken email is `1003` (HTTP 409), a malformed one
+    /// `1003` (HTTP 400).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let account = admin.create_account("dev@example.com", "Dev").await?;
+    /// println!("{} (uid {})", account.id, account.uid);
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_account(&self, email: &str, first_name: &str) -> Result<Account> {
+        let body = serde_json::to_value(NewAccount { email, first_name }).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.post(&["accounts"], Some(body), false).await
+    }
+
+    /// `GET /accounts?q=&limit=&after=`: one page of accounts (by uid), after the cursor
+    /// `after` (the `next` of the page before).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// use keygate_client::AccountQuery;
+    /// let q = AccountQuery::new().limit(100);
+    /// let mut page = admin.accounts_page(&q, None).await?;
+    /// while let Some(next) = page.next.take() {
+    ///     page = admin.accounts_page(&q, Some(&next)).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn accounts_page(&self, query: &AccountQuery, after: Option<&str>) -> Result<Page<Account>> {
+        let mut q = Vec::new();
+        if let Some(s) = &query.search {
+            q.push(("q", s.clone()));
+        }
+        if let Some(n) = query.limit {
+            q.push(("limit", n.to_string()));
+        }
+        if let Some(a) = after {
+            q.push(("after", a.to_owned()));
+        }
+        let (items, next) = self.get(&["accounts"], &q).await?;
+        Ok(Page { items, next })
+    }
+
+    /// Every account the query matches, page after page, as a stream.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// use futures_util::TryStreamExt;
+    /// let mut accounts = admin.accounts(keygate_client::AccountQuery::new().search("@example.com"));
+    /// while let Some(a) = accounts.try_next().await? {
+    ///     println!("{} {}", a.id, a.email);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn accounts(&self, query: AccountQuery) -> BoxStream<'static, Result<Account>> {
+        let this = self.clone();
+        paged(move |after| {
+            let (this, query) = (this.clone(), query.clone());
+            async move { this.accounts_page(&query, after.as_deref()).await }
+        })
+    }
+
+    /// `GET /accounts/{id}`: an account and its history. An unknown id is `1109` (HTTP 404).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let detail = admin.account("64db241f6d9e5c4bd136c187").await?;
+    /// for e in &detail.events {
+    ///     println!("{} by {}: {:?}", e.kind, e.actor, e.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn account(&self, account_id: &str) -> Result<AccountDetail> {
+        Ok(self.get(&["accounts", account_id], &[]).await?.0)
+    }
+
+    /// `POST /accounts/{id}/ban` `{"reason"}`: the account's keys and tokens get `1200` at once
+    /// (an empty reason is none). Banning a banned account is not an error.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let account = admin.ban("64db241f6d9e5c4bd136c187", "chargeback fraud").await?;
+    /// assert_eq!(account.status, keygate_client::AccountStatus::Banned);
+    /// # Ok(()) }
+    /// ```
+    pub async fn ban(&self, account_id: &str, reason: &str) -> Result<Account> {
+        let body = serde_json::to_value(Reason { reason }).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.post(&["accounts", account_id, "ban"], Some(body), true).await
+    }
+
+    /// `POST /accounts/{id}/unban` (with `{"reason"}` when given): lifts a ban.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// admin.unban("64db241f6d9e5c4bd136c187", Some("refund settled")).await?;
+    /// admin.unban("64db241f6d9e5c4bd136c187", None).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn unban(&self, account_id: &str, reason: Option<&str>) -> Result<Account> {
+        let body = reason
+            .map(|reason| serde_json::to_value(Reason { reason }))
+            .transpose()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        self.post(&["accounts", account_id, "unban"], body, true).await
+    }
+
+    // ---- Credentials ---------------------------------------------------------------------
+
+    /// `POST /accounts/{id}/credentials`: a new credential, with its API key (shown this once).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let issued = admin.create_credential("64db241f6d9e5c4bd136c187").await?;
+    /// println!("clientId {}, apiKey {}", issued.client_id, issued.api_key.expose());
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_credential(&self, account_id: &str) -> Result<IssuedCredential> {
+        self.post(&["accounts", account_id, "credentials"], None, false).await
+    }
+
+    /// `GET /accounts/{id}/credentials?limit=&after=`: one page of an account's credentials, in
+    /// the server's order, after the cursor `after` (the `next` of the page before).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let page = admin.credentials_page("64db241f6d9e5c4bd136c187", Some(10), None).await?;
+    /// println!("{} credentials, more: {}", page.items.len(), !page.is_last());
+    /// # Ok(()) }
+    /// ```
+    pub async fn credentials_page(
+        &self,
+        account_id: &str,
+        limit: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<Page<Credential>> {
+        let mut q = Vec::new();
+        if let Some(n) = limit {
+            q.push(("limit", n.to_string()));
+        }
+        if let Some(a) = after {
+            q.push(("after", a.to_owned()));
+        }
+        let (items, next) = self.get(&["accounts", account_id, "credentials"], &q).await?;
+        Ok(Page { items, next })
+    }
+
+    /// Every credential of an account, page after page (`limit` per page), as a stream.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// use futures_util::TryStreamExt;
+    /// let creds: Vec<_> = admin.credentials("64db241f6d9e5c4bd136c187", None).try_collect().await?;
+    /// # let _ = creds;
+    /// # Ok(()) }
+    /// ```
+    pub fn credentials(&self, account_id: &str, limit: Option<u32>) -> BoxStream<'static, Result<Credential>> {
+        let (this, account_id) = (self.clone(), account_id.to_owned());
+        paged(move |after| {
+            let (this, account_id) = (this.clone(), account_id.clone());
+            async move { this.credentials_page(&account_id, limit, after.as_deref()).await }
+        })
+    }
+
+    /// `GET /credentials/{clientId}`.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let c = admin.credential("64db241f6d9e5c4bd136c188").await?;
+    /// println!("{:?}, last used {:?}", c.status, c.last_used_at);
+    /// # Ok(()) }
+    /// ```
+    pub async fn credential(&self, client_id: &str) -> Result<Credential> {
+        Ok(self.get(&["credentials", client_id], &[]).await?.0)
+    }
+
+    /// `POST /credentials/{clientId}/revoke`: its key and tokens get `1101` at once, everywhere.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let c = admin.revoke_credential("64db241f6d9e5c4bd136c188").await?;
+    /// assert_eq!(c.status, keygate_client::CredentialStatus::Revoked);
+    /// # Ok(()) }
+    /// ```
+    pub async fn revoke_credential(&self, client_id: &str) -> Result<Credential> {
+        self.post(&["credentials", client_id, "revoke"], None, true).await
+    }
+
+    /// `POST /credentials/{clientId}/rotate` `{"grace"}`: a new API key for the same clientId.
+    /// The old key and its tokens keep working for `grace` (at most 90 days; `None` or zero: they
+    /// stop at once).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// use std::time::Duration;
+    /// let issued = admin.rotate_credential("64db241f6d9e5c4bd136c188", Some(Duration::from_secs(24 * 3600))).await?;
+    /// println!("new key {}", issued.api_key.expose());
+    /// # Ok(()) }
+    /// ```
+    pub async fn rotate_credential(&self, client_id: &str, grace: Option<Duration>) -> Result<IssuedCredential> {
+        let body = grace
+            .map(|g| serde_json::to_value(Rotate { grace: grace_text(g) }))
+            .transpose()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        self.post(&["credentials", client_id, "rotate"], body, false).await
+    }
+
+    /// `GET /credentials/{clientId}/usage?days=`: requests per UTC day over the last `days`
+    /// (1 to 366; the server's default is 30), days without requests left out.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// for d in admin.usage("64db241f6d9e5c4bd136c188", Some(7)).await? {
+    ///     println!("day {}: {} requests", d.day, d.requests);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn usage(&self, client_id: &str, days: Option<u32>) -> Result<Vec<DailyUsage>> {
+        let q: Vec<(&str, String)> = days.map(|d| ("days", d.to_string())).into_iter().collect();
+        Ok(self.get(&["credentials", client_id, "usage"], &q).await?.0)
+    }
+
+    // ---- Signing keys --------------------------------------------------------------------
+
+    /// `GET /signing-keys`: the JWT key ids, live and retired.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let live = admin.signing_keys().await?.into_iter().filter(|k| k.retired_at.is_none()).count();
+    /// println!("{live} live signing keys");
+    /// # Ok(()) }
+    /// ```
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        Ok(self.get(&["signing-keys"], &[]).await?.0)
+    }
+
+    /// `POST /signing-keys/rotate`: a new signing key; new tokens are signed with it, existing
+    /// ones keep verifying.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let key = admin.rotate_signing_key().await?;
+    /// println!("now signing with {}", key.kid);
+    /// # Ok(()) }
+    /// ```
+    pub async fn rotate_signing_key(&self) -> Result<SigningKey> {
+        self.post(&["signing-keys", "rotate"], None, false).await
+    }
+}
+
+/// A grace period as the server reads it ("86400s", "1500ms").
+fn grace_text(g: Duration) -> String {
+    if g.subsec_nanos() == 0 { format!("{}s", g.as_secs()) } else { format!("{}ms", g.as_millis()) }
+}
+
+/// The items of the pages `fetch` gives, following `next` until the last page. A cursor that
+/// does not move is an error (it would loop forever).
+fn paged<T, F, Fut>(fetch: F) -> BoxStream<'static, Result<T>>
+where
+    T: Send + 'static,
+    F: FnMut(Option<String>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Page<T>>> + Send + 'static,
+{
+    enum Cursor {
+        Start,
+        After(String),
+        Done,
+    }
+    stream::try_unfold((Cursor::Start, fetch), |(cursor, mut fetch)| async move {
+        let after = match cursor {
+            Cursor::Start => None,
+            Cursor::After(c) => Some(c),
+            Cursor::Done => return Ok(None),
+        };
+        let page = fetch(after.clone()).await?;
+        let cursor = match page.next {
+            None => Cursor::Done,
+            Some(next) if Some(&next) == after.as_ref() => {
+                return Err(Error::Decode {
+                    status: 200,
+                    reason: format!("the page cursor did not move from {next:?}"),
+                });
+            }
+            Some(next) => Cursor::After(next),
+        };
+        Ok(Some((page.items, (cursor, fetch))))
+    })
+    .map_ok(|items| stream::iter(items.into_iter().map(Ok)))
+    .try_flatten()
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_is_written_as_the_server_reads_it() {
+        assert_eq!(grace_text(Duration::from_secs(86_400)), "86400s");
+        assert_eq!(grace_text(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(grace_text(Duration::ZERO), "0s");
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_and_a_stuck_cursor_stops() {
+        let pages = |after: Option<String>| async move {
+            Ok(match after.as_deref() {
+                None => Page { items: vec![1, 2], next: Some("a".into()) },
+                Some("a") => Page { items: vec![], next: Some("b".into()) },
+                Some("b") => Page { items: vec![3], next: None },
+                Some(other) => panic!("asked for {other}"),
+            })
+        };
+        let all: Vec<i32> = paged(pages).try_collect().await.unwrap();
+        assert_eq!(all, [1, 2, 3]);
+
+        let stuck = |_after: Option<String>| async move { Ok(Page { items: vec![1], next: Some("same".into()) }) };
+        let got: Vec<Result<i32>> = paged(stuck).collect().await;
+        // The first page's item, then the error instead of the same page again and again.
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[0], Ok(1)));
+        assert!(matches!(got[1], Err(Error::Decode { .. })));
+    }
+}

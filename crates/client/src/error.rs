@@ -1,0 +1,234 @@
+//! [`Error`] and the protocol's business codes, [`Code`].
+
+use std::fmt;
+
+/// A business code of the protocol: the `code` of every answer's envelope
+/// `{"code", "msg", "data"?}`. 1000 is success; anything else is a refusal or a failure.
+///
+/// ```
+/// use keygate_client::Code;
+///
+/// assert_eq!(Code::from_u32(1200), Code::Banned);
+/// assert_eq!(Code::Banned.as_u32(), 1200);
+/// assert_eq!(Code::from_u32(4242), Code::Other(4242));
+/// assert_eq!(Code::InvalidAuth.to_string(), "1101");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// 1000: success.
+    Success,
+    /// 1003: parameter error (bad body, bad id, a value out of range, a conflict).
+    ParamError,
+    /// 1005: operation too frequent (rate limited; HTTP 429).
+    TooFrequent,
+    /// 1006: insufficient quota balance (HTTP 402).
+    QuotaExceeded,
+    /// 1009: permission denied (HTTP 403).
+    PermissionDenied,
+    /// 1101: invalid authorization, or the token has expired (HTTP 401).
+    InvalidAuth,
+    /// 1102: authorization cannot be empty (HTTP 401).
+    EmptyAuth,
+    /// 1109: the account does not exist (HTTP 404).
+    AccountNotFound,
+    /// 1200: the account has been banned (HTTP 403).
+    Banned,
+    /// 1408: the request body was not sent in time (HTTP 408).
+    RequestTimeout,
+    /// 1499: the client closed the request.
+    ClientClosed,
+    /// 1500: internal error (HTTP 500).
+    Internal,
+    /// 1502: the gateway's upstream refused or broke the connection (HTTP 502).
+    UpstreamUnavailable,
+    /// 1503: keygate's store cannot be reached, or keygate is at its connection limit (HTTP 503).
+    /// keygate did nothing with the request, so it is always safe to retry.
+    Unavailable,
+    /// 1504: the gateway's upstream did not answer in time (HTTP 504).
+    UpstreamTimeout,
+    /// A code this version of the SDK does not know.
+    Other(u32),
+}
+
+impl Code {
+    /// The code for a number.
+    ///
+    /// ```
+    /// assert_eq!(keygate_client::Code::from_u32(1503), keygate_client::Code::Unavailable);
+    /// ```
+    pub fn from_u32(n: u32) -> Self {
+        match n {
+            1000 => Self::Success,
+            1003 => Self::ParamError,
+            1005 => Self::TooFrequent,
+            1006 => Self::QuotaExceeded,
+            1009 => Self::PermissionDenied,
+            1101 => Self::InvalidAuth,
+            1102 => Self::EmptyAuth,
+            1109 => Self::AccountNotFound,
+            1200 => Self::Banned,
+            1408 => Self::RequestTimeout,
+            1499 => Self::ClientClosed,
+            1500 => Self::Internal,
+            1502 => Self::UpstreamUnavailable,
+            1503 => Self::Unavailable,
+            1504 => Self::UpstreamTimeout,
+            n => Self::Other(n),
+        }
+    }
+
+    /// The code's number.
+    ///
+    /// ```
+    /// assert_eq!(keygate_client::Code::ParamError.as_u32(), 1003);
+    /// ```
+    pub fn as_u32(self) -> u32 {
+        match self {
+            Self::Success => 1000,
+            Self::ParamError => 1003,
+            Self::TooFrequent => 1005,
+            Self::QuotaExceeded => 1006,
+            Self::PermissionDenied => 1009,
+            Self::InvalidAuth => 1101,
+            Self::EmptyAuth => 1102,
+            Self::AccountNotFound => 1109,
+            Self::Banned => 1200,
+            Self::RequestTimeout => 1408,
+            Self::ClientClosed => 1499,
+            Self::Internal => 1500,
+            Self::UpstreamUnavailable => 1502,
+            Self::Unavailable => 1503,
+            Self::UpstreamTimeout => 1504,
+            Self::Other(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.as_u32())
+    }
+}
+
+/// Everything that can go wrong talking to keygate (or to the API behind it).
+///
+/// A refusal by keygate is [`Error::Api`], with its business [`Code`], the HTTP status and the
+/// server's message; match on the code:
+///
+/// ```
+/// use keygate_client::{Code, Error};
+///
+/// fn explain(e: &Error) -> &'static str {
+///     match e {
+///         Error::Api { code: Code::Banned, .. } => "the account is banned",
+///         Error::Api { code: Code::InvalidAuth, .. } => "the key was revoked or rotated out",
+///         Error::Api { status, .. } if *status >= 500 => "keygate is in trouble",
+///         Error::Transport(_) => "keygate cannot be reached",
+///         _ => "something else",
+///     }
+/// }
+/// let e = Error::Api { code: Code::Banned, status: 403, msg: "The account has been banned".into() };
+/// assert_eq!(explain(&e), "the account is banned");
+/// assert_eq!(e.code(), Some(Code::Banned));
+/// assert_eq!(e.status(), Some(403));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An answer with the envelope `{"code", "msg"}` and a code other than 1000.
+    #[error("code {code} (HTTP {status}): {msg}")]
+    Api {
+        /// The business code.
+        code: Code,
+        /// The HTTP status (200 when the server answers refusals with `always-200`).
+        status: u16,
+        /// The server's message (never a secret).
+        msg: String,
+    },
+    /// An HTTP error status whose body is not the envelope (the API behind the gateway, or a
+    /// proxy in between, answered by itself). `body` is its first kilobyte.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body, lossily decoded as UTF-8.
+        body: String,
+    },
+    /// The request could not be sent or its answer not received (connection refused or reset,
+    /// DNS, TLS, timeout).
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// A success answer that does not have the expected shape.
+    #[error("unexpected answer (HTTP {status}): {reason}")]
+    Decode {
+        /// The HTTP status.
+        status: u16,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The client was configured or used wrongly (a base URL that is not one, a bad header).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A webhook callback could not be verified or decrypted.
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
+}
+
+impl Error {
+    /// The business code, for [`Error::Api`].
+    ///
+    /// ```
+    /// let e = keygate_client::Error::Invalid("no".into());
+    /// assert_eq!(e.code(), None);
+    /// ```
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Self::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the answer, when there was one.
+    ///
+    /// ```
+    /// let e = keygate_client::Error::Status { status: 404, body: "not here".into() };
+    /// assert_eq!(e.status(), Some(404));
+    /// ```
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } | Self::Status { status, .. } | Self::Decode { status, .. } => Some(*status),
+            Self::Transport(e) => e.status().map(|s| s.as_u16()),
+            _ => None,
+        }
+    }
+
+    /// Whether a retry may succeed, for a request that is `idempotent` (safe to send twice).
+    ///
+    /// - a connection that could not be opened (nothing was sent), and `1503` (keygate refused
+    ///   before doing anything): always;
+    /// - other 5xx answers and transport failures after the request went out: only when
+    ///   `idempotent`, since the server may have acted on it;
+    /// - anything else (every 4xx): never.
+    ///
+    /// ```
+    /// use keygate_client::{Code, Error};
+    /// let busy = Error::Api { code: Code::Unavailable, status: 503, msg: String::new() };
+    /// assert!(busy.is_retryable(false));
+    /// let bad_gateway = Error::Status { status: 502, body: String::new() };
+    /// assert!(bad_gateway.is_retryable(true) && !bad_gateway.is_retryable(false));
+    /// let banned = Error::Api { code: Code::Banned, status: 403, msg: String::new() };
+    /// assert!(!banned.is_retryable(true));
+    /// ```
+    pub fn is_retryable(&self, idempotent: bool) -> bool {
+        match self {
+            Self::Api { code: Code::Unavailable, .. } => true,
+            Self::Api { status, .. } | Self::Status { status, .. } => *status >= 500 && idempotent,
+            Self::Transport(e) => e.is_connect() || (idempotent && !e.is_builder() && !e.is_decode()),
+            _ => false,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

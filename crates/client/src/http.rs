@@ -1,0 +1,274 @@
+//! The transport every client shares: the base URL, one try of a request and how its answer is
+//! judged (the envelope's code, the HTTP status), and the retry loop around tries.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Code, Error, Result};
+use crate::{ClientOptions, RetryPolicy};
+
+/// How much of a non-envelope error body an [`Error::Status`] keeps.
+const ERROR_BODY_BYTES: usize = 1024;
+
+/// A failed try, with the server's `Retry-After` when it sent one.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: Error,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self { error, retry_after: None }
+    }
+}
+
+impl From<reqwest::Error> for Failure {
+    fn from(e: reqwest::Error) -> Self {
+        Error::Transport(e).into()
+    }
+}
+
+/// What a try should give back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The response, its body unread (for an answer below 400).
+    Response,
+    /// The whole body, checked for an envelope with a code other than 1000 whatever the status
+    /// (keygate's `always-200` mode answers refusals with HTTP 200).
+    Body,
+}
+
+/// A successful try.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Response(reqwest::Response),
+    Body { status: u16, bytes: Bytes },
+}
+
+impl Answer {
+    pub(crate) fn into_body(self) -> (u16, Bytes) {
+        match self {
+            Self::Body { status, bytes } => (status, bytes),
+            Self::Response(_) => unreachable!("Read::Body gives bodies"),
+        }
+    }
+
+    pub(crate) fn into_response(self) -> reqwest::Response {
+        match self {
+            Self::Response(r) => r,
+            Self::Body { .. } => unreachable!("Read::Response gives responses"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    pub(crate) http: reqwest::Client,
+    /// The base URL without a trailing slash.
+    base: String,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+}
+
+impl Transport {
+    pub(crate) fn new(base_url: &str, options: &ClientOptions) -> Result<Self> {
+        let url = Url::parse(base_url).map_err(|e| Error::Invalid(format!("base URL {base_url:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(Error::Invalid(format!("base URL {base_url:?} must be http:// or https://")));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(Error::Invalid(format!("base URL {base_url:?} must have no query or fragment")));
+        }
+        let http = match &options.http {
+            Some(c) => c.clone(),
+            None => reqwest::Client::builder()
+                // A credential must never follow a redirect to another host.
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(options.connect_timeout)
+                .user_agent(concat!("keygate-client/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| Error::Invalid(format!("building the HTTP client: {e}")))?,
+        };
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        Ok(Self { http, base, retry: options.retry.clone(), timeout: options.timeout })
+    }
+
+    /// `path` (with or without a leading `/`, possibly with a query) under the base URL.
+    pub(crate) fn url(&self, path: &str) -> Result<Url> {
+        let sep = if path.starts_with('/') { "" } else { "/" };
+        let joined = format!("{}{sep}{path}", self.base);
+        Url::parse(&joined).map_err(|e| Error::Invalid(format!("URL {joined:?}: {e}")))
+    }
+
+    /// A request to `url` with this transport's timeout.
+    pub(crate) fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, url);
+        match self.timeout {
+            Some(t) => rb.timeout(t),
+            None => rb,
+        }
+    }
+
+    /// One try: sends `req` and judges the answer. A status of 400 or more is a failure (its
+    /// body read for the envelope); with [`Read::Body`], so is an envelope whose code is not
+    /// 1000.
+    pub(crate) async fn attempt(&self, req: reqwest::RequestBuilder, read: Read) -> Result<Answer, Failure> {
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let retry_after = retry_after(res.headers().get(RETRY_AFTER));
+        if status >= 400 {
+            let bytes = res.bytes().await.unwrap_or_default();
+            return Err(Failure { error: error_of(status, &bytes), retry_after });
+        }
+        match read {
+            Read::Response => Ok(Answer::Response(res)),
+            Read::Body => {
+                let bytes = res.bytes().await?;
+                if let Some(error) = refusal(status, &bytes) {
+                    return Err(Failure { error, retry_after });
+                }
+                Ok(Answer::Body { status, bytes })
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the policy's attempts are spent.
+    pub(crate) async fn retrying<T, F, Fut>(&self, idempotent: bool, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let idempotent = idempotent || self.retry.retries_non_idempotent();
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(f) if tries < self.retry.max_attempts() && f.error.is_retryable(idempotent) => {
+                    tokio::time::sleep(self.retry.wait(tries, f.retry_after)).await;
+                    tries += 1;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+}
+
+/// Whether `method` may be sent twice with the effect of once (RFC 9110 section 9.2.2).
+pub(crate) fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
+}
+
+fn retry_after(v: Option<&HeaderValue>) -> Option<Duration> {
+    v?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The envelope's `code` and `msg`, when a body is one.
+#[derive(Deserialize)]
+struct Head {
+    code: u32,
+    #[serde(default)]
+    msg: String,
+}
+
+fn head(bytes: &[u8]) -> Option<Head> {
+    // Only a JSON object can be an envelope; skip the parse for anything else.
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    if bytes[start] != b'{' {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
+/// The error of an answer with `status` >= 400.
+pub(crate) fn error_of(status: u16, bytes: &[u8]) -> Error {
+    match head(bytes) {
+        Some(h) if h.code != 1000 => Error::Api { code: Code::from_u32(h.code), status, msg: h.msg },
+        _ => {
+            let end = bytes.len().min(ERROR_BODY_BYTES);
+            Error::Status { status, body: String::from_utf8_lossy(&bytes[..end]).into_owned() }
+        }
+    }
+}
+
+/// The refusal an answer below 400 carries in its envelope, if any.
+fn refusal(status: u16, bytes: &[u8]) -> Option<Error> {
+    head(bytes).filter(|h| h.code != 1000).map(|h| Error::Api { code: Code::from_u32(h.code), status, msg: h.msg })
+}
+
+/// The whole body as `T`.
+pub(crate) fn decode<T: DeserializeOwned>(status: u16, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Decode { status, reason: e.to_string() })
+}
+
+/// A success envelope: its `data` and its `next` cursor.
+#[derive(Deserialize)]
+pub(crate) struct Envelope<T> {
+    data: Option<T>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// The envelope's `data` as `T`, and `next`.
+pub(crate) fn decode_data<T: DeserializeOwned>(status: u16, bytes: &[u8]) -> Result<(T, Option<String>)> {
+    let env: Envelope<T> = decode(status, bytes)?;
+    match env.data {
+        Some(data) => Ok((data, env.next)),
+        None => Err(Error::Decode { status, reason: "the envelope has no data".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_judged_by_envelope_and_status() {
+        let e = error_of(403, br#"{"code":1200,"msg":"The account has been banned"}"#);
+        assert!(matches!(e, Error::Api { code: Code::Banned, status: 403, ref msg } if msg.contains("banned")));
+        let e = error_of(502, b"<html>bad gateway</html>");
+        assert!(matches!(e, Error::Status { status: 502, ref body } if body.contains("bad gateway")));
+        let e = error_of(500, &[b'x'; 5000]);
+        assert!(matches!(e, Error::Status { ref body, .. } if body.len() == ERROR_BODY_BYTES));
+        // A JSON error body that is not an envelope.
+        assert!(matches!(error_of(404, br#"{"error":"nope"}"#), Error::Status { status: 404, .. }));
+
+        // Below 400, only an envelope with another code than 1000 is a refusal.
+        assert!(refusal(200, br#"{"code":1000,"msg":"OK","data":{}}"#).is_none());
+        assert!(refusal(200, br#"[1,2,3]"#).is_none());
+        assert!(refusal(200, b"plain text").is_none());
+        assert!(refusal(200, br#"{"code":"1101"}"#).is_none(), "a string code is not the protocol's");
+        let e = refusal(200, br#" {"code":1101,"msg":"Invalid authorization"}"#).unwrap();
+        assert_eq!((e.code(), e.status()), (Some(Code::InvalidAuth), Some(200)));
+    }
+
+    #[test]
+    fn urls_join_under_the_base() {
+        let o = ClientOptions::default();
+        for base in ["http://127.0.0.1:8080", "http://127.0.0.1:8080/"] {
+            let t = Transport::new(base, &o).unwrap();
+            assert_eq!(t.url("/auth/verify").unwrap().as_str(), "http://127.0.0.1:8080/auth/verify");
+            assert_eq!(t.url("auth/verify").unwrap().as_str(), "http://127.0.0.1:8080/auth/verify");
+        }
+        let t = Transport::new("https://api.example.com/keygate/", &o).unwrap();
+        assert_eq!(
+            t.url("/admin/v1/accounts?limit=2").unwrap().as_str(),
+            "https://api.example.com/keygate/admin/v1/accounts?limit=2"
+        );
+        for bad in ["", "127.0.0.1:8080", "ftp://x", "http://x/?a=b", "http://x/#f", "mailto:a@b"] {
+            assert!(matches!(Transport::new(bad, &o), Err(Error::Invalid(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_seconds() {
+        assert_eq!(retry_after(Some(&HeaderValue::from_static("1"))), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(Some(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"))), None);
+        assert_eq!(retry_after(None), None);
+    }
+}

@@ -1,0 +1,109 @@
+//! Rust SDK for keygate, the self-hosted authentication server that speaks the Akool OpenAPI
+//! authentication protocol.
+//!
+//! - For the platform's **customers**: [`ApiKeyClient`] sends `x-api-key` on every request;
+//!   [`TokenClient`] trades clientId + clientSecret for a token at
+//!   `POST /api/open/v3/getToken`, caches it, refreshes it before it expires (and once on a
+//!   `1101`), and sends `Authorization: Bearer`. Both call `/auth/verify` ([`ApiKeyClient::verify`])
+//!   and build authenticated requests to the API behind keygate ([`ApiKeyClient::request`]).
+//! - For the **platform's backend**: [`AdminClient`] covers the admin API under `/admin/v1`
+//!   (accounts, bans, credentials, rotation, usage, signing keys), with lists as streams.
+//! - **Webhooks** in the vendor's scheme (SHA-1 signature, AES-CBC payload): [`webhook`].
+//!
+//! Every client retries connection failures, `1503` and (for requests that are safe to repeat)
+//! other 5xx answers, with exponential backoff and full jitter ([`RetryPolicy`]); a refusal is an
+//! [`Error::Api`] with its business [`Code`], HTTP status and message.
+//!
+//! # Quick start: an API key
+//!
+//! ```no_run
+//! # async fn run() -> keygate_client::Result<()> {
+//! use keygate_client::ApiKeyClient;
+//!
+//! let client = ApiKeyClient::new("http://127.0.0.1:8080", "kgk_...")?;
+//! let me = client.verify().await?;
+//! println!("account {} uid {} via {:?}", me.account_id, me.uid, me.method);
+//!
+//! // keygate as a gateway (`keygate serve --upstream ...`): any path of the API behind it.
+//! let job: serde_json::Value = client
+//!     .post("/v1/videos")
+//!     .json(&serde_json::json!({"prompt": "a cat"}))
+//!     .send_json()
+//!     .await?;
+//! # let _ = job;
+//! # Ok(()) }
+//! ```
+//!
+//! # Quick start: clientId + clientSecret and a token
+//!
+//! ```no_run
+//! # async fn run() -> keygate_client::Result<()> {
+//! use keygate_client::{Code, Error, TokenClient};
+//!
+//! let client = TokenClient::new("http://127.0.0.1:8080", "64db241f6d9e5c4bd136c187", "kgk_...")?;
+//! match client.get("/v1/videos").send().await {
+//!     Ok(res) => println!("{}", res.text().await?),
+//!     Err(Error::Api { code: Code::Banned, .. }) => eprintln!("this account is banned"),
+//!     Err(Error::Api { code: Code::InvalidAuth, .. }) => eprintln!("this credential was revoked"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Quick start: the admin API
+//!
+//! ```no_run
+//! # async fn run() -> keygate_client::Result<()> {
+//! use std::time::Duration;
+//! use futures_util::TryStreamExt;
+//! use keygate_client::{AccountQuery, AdminClient};
+//!
+//! let admin = AdminClient::new("http://127.0.0.1:8080", "kga_...")?;
+//! let account = admin.create_account("dev@example.com", "Dev").await?;
+//! let issued = admin.create_credential(&account.id).await?;
+//! println!("clientId {} apiKey {}", issued.client_id, issued.api_key.expose()); // shown once
+//!
+//! let mut accounts = admin.accounts(AccountQuery::new().search("@example.com"));
+//! while let Some(a) = accounts.try_next().await? {
+//!     println!("{} {:?}", a.email, a.status);
+//! }
+//! let rotated = admin.rotate_credential(&issued.client_id, Some(Duration::from_secs(24 * 3600))).await?;
+//! admin.ban(&account.id, "chargeback fraud").await?;
+//! # let _ = rotated;
+//! # Ok(()) }
+//! ```
+//!
+//! # Quick start: a webhook receiver
+//!
+//! ```
+//! use std::time::Duration;
+//! use keygate_client::webhook::{self, WebhookVerifier};
+//!
+//! let (client_id, secret) = ("64db241f6d9e5c4bd136c187", "kgk_7Hq2ZxW9pLm4Rt8Vb3Nc6Yd1KfTg");
+//! # let body = serde_json::to_vec(&webhook::sign_and_encrypt(&serde_json::json!({"status": 3}), client_id, secret)?)?;
+//! let verifier = WebhookVerifier::new(client_id, secret).max_age(Duration::from_secs(300));
+//! let payload = verifier.verify_and_decrypt(&body)?; // body: the request's raw bytes
+//! assert_eq!(payload["status"], 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod admin;
+mod consumer;
+mod error;
+mod http;
+mod options;
+mod retry;
+mod secret;
+pub mod webhook;
+
+pub use admin::{
+    ADMIN_PREFIX, Account, AccountDetail, AccountEvent, AccountQuery, AccountStatus, AdminClient, Credential,
+    CredentialStatus, DailyUsage, IssuedCredential, Page, SecretGeneration, SigningKey,
+};
+pub use consumer::{ApiKeyClient, AuthMethod, GET_TOKEN_PATH, Identity, RequestBuilder, TokenClient, VERIFY_PATH};
+pub use error::{Code, Error, Result};
+pub use options::ClientOptions;
+pub use retry::RetryPolicy;
+pub use secret::Secret;

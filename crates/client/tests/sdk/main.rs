@@ -1,0 +1,16 @@
+//! keygate-client against real keygate servers: every test starts its own server in-process
+//! (temporary SQLite database and master key, port 0) and drives it with the SDK, as a
+//! customer's program and a platform's backend would.
+//!
+//! - `consumer`: `ApiKeyClient` and `TokenClient` through `/auth/verify`: identities, the token
+//!   cache, refresh before expiry, the one refresh on 1101, typed refusals (1101, 1102, 1200);
+//! - `gateway`: requests to an API behind keygate (a tiny local upstream), in both status modes;
+//! - `admin`: every admin API call, typed errors, lists as streams over several pages;
+//! - `retry`: backoff on 5xx / 1503 / connection failures, never on 4xx, against a local server
+//!   scripted to fail (it stands in for a failing upstream or proxy, not for keygate).
+
+mod admin;
+mod consumer;
+mod gateway;
+mod retry;
+mod support;
