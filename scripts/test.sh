@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs keygate's whole test suite. Installs what the tests drive for real and a fresh machine may
-# lack (curl, Python `requests` for the vendor-example tests, nginx, Caddy, Chromium, PostgreSQL's
+# lack (curl, Python `requests` for the vendor-example tests, nginx, Caddy, Chromium, Redis, PostgreSQL's
 # server binaries), starts a PostgreSQL of the suite's own (own data directory and port, removed
 # at the end), then `cargo test`. The machine's own services are left exactly as they were.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p keygate-core`).
@@ -85,6 +85,23 @@ fi
 if [ -x "$schemathesis_venv/bin/schemathesis" ]; then
   KEYGATE_SCHEMATHESIS="$(cd "$(dirname "$schemathesis_venv")" && pwd)/$(basename "$schemathesis_venv")/bin/schemathesis"
   export KEYGATE_SCHEMATHESIS
+fi
+
+# Redis for the rate-limit cluster tests: a private server (scripts/private-redis.sh) on a free
+# port, never the machine's own. Debian's package would start a system Redis on port 6379 at
+# install: a policy-rc.d that refuses service starts is put in place for the install, as for nginx.
+if ! [ -x /usr/bin/redis-server ] && ! command -v redis-server >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing redis-server (apt-get)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  policy_rc=""
+  if ! [ -e /usr/sbin/policy-rc.d ]; then
+    policy_rc=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null && $SUDO chmod 755 "$policy_rc"
+  fi
+  $SUDO apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null \
+    || echo "scripts/test.sh: installing redis-server failed; the Redis tests will skip (or fail in CI)" >&2
+  if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
 fi
 
 # PostgreSQL for the store contract and cluster tests: a private server (scripts/private-postgres.sh),

@@ -128,3 +128,53 @@ impl Drop for PrivatePostgres {
         let _ = private_postgres("stop", &self.dir);
     }
 }
+
+/// A Redis server of the test's own (`scripts/private-redis.sh`: its own directory and port, no
+/// persistence), for tests that crash or restart it. The machine's own Redis is never touched.
+/// Stopped and removed when dropped.
+pub struct PrivateRedis {
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+const PRIVATE_REDIS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/private-redis.sh");
+
+fn private_redis(cmd: &str, dir: &std::path::Path) -> Result<String, String> {
+    let out = std::process::Command::new("bash")
+        .arg(PRIVATE_REDIS)
+        .arg(cmd)
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("running {PRIVATE_REDIS}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("private-redis.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl PrivateRedis {
+    /// Starts a fresh server, or says why it cannot.
+    pub fn start() -> Result<PrivateRedis, String> {
+        let mut b = [0u8; 6];
+        rand::rng().fill_bytes(&mut b);
+        let dir = std::env::temp_dir().join(format!("keygate-test-redis-{}", hex::encode(b)));
+        let url = private_redis("start", &dir)?;
+        Ok(PrivateRedis { dir, url })
+    }
+
+    /// Stops the server as a crash would (SIGKILL); returns once its port is closed.
+    pub fn kill(&self) {
+        private_redis("kill", &self.dir).expect("killing the private Redis");
+    }
+
+    /// Starts it again on the same port.
+    pub fn resume(&self) {
+        private_redis("resume", &self.dir).expect("starting the private Redis again");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = private_redis("stop", &self.dir);
+    }
+}
