@@ -30,6 +30,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cache::BoundedCache as Cache;
 use crate::identity::{Identity, X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
+use crate::ratelimit::{Applied, Limited, Limiter};
 
 /// For the legacy clientId + clientSecret pair: the secret must belong to that clientId (a
 /// constant-time comparison of the 24 characters).
@@ -49,13 +50,21 @@ pub enum AuthError {
     Refused(AuthFailure),
     /// The decision needed the store and the store failed.
     Store(StoreError),
+    /// A rate limit refused the request (1005).
+    Limited(Box<Limited>),
 }
 
 impl AuthError {
     /// Logs a refusal at debug level (which check failed: for the operator, never the client).
     pub fn log(&self, endpoint: &'static str) {
-        if let Self::Refused(f) = self {
-            tracing::debug!(endpoint, code = f.code().as_u32(), reason = f.reason(), "authentication refused");
+        match self {
+            Self::Refused(f) => {
+                tracing::debug!(endpoint, code = f.code().as_u32(), reason = f.reason(), "authentication refused");
+            }
+            Self::Limited(l) => {
+                tracing::debug!(endpoint, code = 1005, limits = ?l.refused_by, "rate limited");
+            }
+            Self::Store(_) => {}
         }
     }
 }
@@ -99,13 +108,13 @@ impl Stripe for AccountId {
 
 /// `keygate_auth_decisions_total{method, result}` handles, made once: counting a decision on the
 /// hot path is one atomic add. Indexed by `AuthMethod as usize` (3 = unknown) and by outcome.
-fn decision_counters() -> &'static [[metrics::Counter; 5]; 4] {
-    static COUNTERS: std::sync::OnceLock<[[metrics::Counter; 5]; 4]> = std::sync::OnceLock::new();
+fn decision_counters() -> &'static [[metrics::Counter; 6]; 4] {
+    static COUNTERS: std::sync::OnceLock<[[metrics::Counter; 6]; 4]> = std::sync::OnceLock::new();
     COUNTERS.get_or_init(|| {
         let methods =
             [AuthMethod::ApiKey.as_str(), AuthMethod::Bearer.as_str(), AuthMethod::ClientSecret.as_str(), "-"];
         methods.map(|m| {
-            ["1000", "1101", "1102", "1200", "1503"]
+            ["1000", "1101", "1102", "1200", "1503", "1005"]
                 .map(|r| metrics::counter!("keygate_auth_decisions_total", "method" => m, "result" => r))
         })
     })
@@ -120,6 +129,8 @@ struct Resolved {
     cred: Arc<CredentialState>,
     account: Arc<AccountState>,
     epochs: (u64, u64),
+    /// The rate limits that apply, with their buckets (`None`: no limit applies).
+    limits: Option<Arc<Applied>>,
 }
 
 /// What a key hash maps to: the credential and secret generation it is, and what it resolved to.
@@ -209,6 +220,8 @@ pub struct Authenticator {
     pub stats: CacheStats,
     /// Requests per credential, flushed to the store in batches.
     pub usage: Arc<crate::usage::UsageRecorder>,
+    /// The rate limits' buckets.
+    pub limiter: Limiter,
 }
 
 impl Authenticator {
@@ -227,6 +240,7 @@ impl Authenticator {
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             stats: CacheStats::default(),
             usage: Arc::default(),
+            limiter: Limiter::default(),
         }
     }
 
@@ -277,6 +291,14 @@ impl Authenticator {
                 if let Ok(id) = id.parse::<ClientId>() {
                     self.credentials.invalidate(&id);
                     self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            // A plan's limits changed: every account on it must be reloaded. Plans change
+            // rarely; each account is reloaded once, on its next request.
+            Entity::Plan => {
+                self.accounts.invalidate_all();
+                for e in &self.epochs {
+                    e.fetch_add(1, Ordering::SeqCst);
                 }
             }
             Entity::SigningKey | Entity::Setting => {}
@@ -340,6 +362,7 @@ impl Authenticator {
         };
         let (cid, aid) = (b.credential.client_id, b.account.id);
         let resolved = Resolved {
+            limits: self.limiter.applied(&b.credential, &b.account),
             cred: Arc::new(b.credential),
             account: Arc::new(b.account),
             epochs: (before[cid.stripe()], before[aid.stripe()]),
@@ -392,6 +415,7 @@ impl Authenticator {
             Err(AuthError::Refused(AuthFailure::Missing)) => (3, 2),
             Err(AuthError::Refused(AuthFailure::Banned)) => (3, 3),
             Err(AuthError::Store(_)) => (3, 4),
+            Err(AuthError::Limited(_)) => (3, 5),
         };
         decision_counters()[method][outcome].increment(1);
         result
@@ -425,7 +449,7 @@ impl Authenticator {
                 None => Some(Err(invalid(InvalidReason::UnknownKey))),
                 Some(e) => e.resolved.as_ref().filter(|r| self.current(r)).map(|r| {
                     check_pair(client_id, e.cid)?;
-                    self.decide(&r.cred, &r.account, e.generation, method)
+                    self.decide(r, e.generation, method)
                 }),
             });
             if let Some(Some(result)) = fast {
@@ -450,7 +474,7 @@ impl Authenticator {
                 r
             }
         };
-        self.decide(&resolved.cred, &resolved.account, generation, method)
+        self.decide(&resolved, generation, method)
     }
 
     async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
@@ -485,7 +509,7 @@ impl Authenticator {
     }
 
     fn token_decision(&self, subject: &TokenSubject, r: &Resolved) -> Result<Identity, AuthError> {
-        let v = self.decide(&r.cred, &r.account, subject.generation, AuthMethod::Bearer)?;
+        let v = self.decide(r, subject.generation, AuthMethod::Bearer)?;
         if v.account.id != subject.account_id {
             return Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into());
         }
@@ -512,21 +536,32 @@ impl Authenticator {
         let account_epoch = self.epochs[cred.account_id.stripe()].load(Ordering::SeqCst);
         let account =
             self.account(cred.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
-        Ok(Resolved { cred, account, epochs: (cred_epoch, account_epoch) })
+        let limits = self.limiter.applied(&cred, &account);
+        Ok(Resolved { cred, account, epochs: (cred_epoch, account_epoch), limits })
     }
 
-    fn decide(
-        &self,
-        cred: &CredentialState,
-        account: &Arc<AccountState>,
-        generation: u32,
-        method: AuthMethod,
-    ) -> Result<Verified, AuthError> {
+    /// Whether generation `generation` of the resolved credential lets a request in, and then
+    /// whether its rate limits do (a request refused by either consumes no limit).
+    fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod) -> Result<Verified, AuthError> {
+        let (cred, account) = (&*r.cred, &r.account);
         let cid = cred.client_id;
         let now = now_ms();
         decide::decide(cred, generation, account, now)?;
+        let ratelimits = match &r.limits {
+            None => Vec::new(),
+            Some(applied) => match self.limiter.admit(applied, 1, crate::ratelimit::now_ns()) {
+                Ok(statuses) => statuses,
+                Err(limited) => {
+                    self.usage.record_limited(cid, now);
+                    for name in &limited.refused_by {
+                        metrics::counter!("keygate_ratelimit_refusals_total", "limit" => name.clone()).increment(1);
+                    }
+                    return Err(AuthError::Limited(limited));
+                }
+            },
+        };
         self.usage.record(cid, now);
-        let identity = Identity { account_id: account.id, uid: account.uid, client_id: cid, method };
+        let identity = Identity { account_id: account.id, uid: account.uid, client_id: cid, method, ratelimits };
         Ok(Verified { identity, generation, account: account.clone() })
     }
 

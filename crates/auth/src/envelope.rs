@@ -66,6 +66,7 @@ pub enum Resource {
     Account,
     Credential,
     SigningKey,
+    Plan,
     /// No endpoint (or gateway route) at this path.
     Route,
 }
@@ -77,6 +78,7 @@ impl Resource {
             Self::Account => "account not found",
             Self::Credential => "credential not found",
             Self::SigningKey => "no such signing key",
+            Self::Plan => "plan not found",
             Self::Route => "route not found",
         }
     }
@@ -86,6 +88,7 @@ impl Resource {
             Self::Account => "account",
             Self::Credential => "credential",
             Self::SigningKey => "signing key",
+            Self::Plan => "plan",
             Self::Route => "route",
         }
     }
@@ -96,6 +99,9 @@ pub enum ApiError {
     /// Authentication refused (1101 / 1102 / 1200).
     #[error("authentication failed: {}", .0.reason())]
     Auth(AuthFailure),
+    /// A rate limit refused the request (1005, HTTP 429 with `Retry-After` and `RateLimit`).
+    #[error("rate limited by {:?}", .0.refused_by)]
+    RateLimited(Box<crate::ratelimit::Limited>),
     /// Bad input (1003), with a message safe to show.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -147,6 +153,7 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Refused(f) => Self::Auth(f),
             AuthError::Store(e) => e.into(),
+            AuthError::Limited(l) => Self::RateLimited(l),
         }
     }
 }
@@ -155,6 +162,7 @@ impl ApiError {
     pub fn code(&self) -> BusinessCode {
         match self {
             Self::Auth(f) => f.code(),
+            Self::RateLimited(_) => BusinessCode::TooFrequent,
             Self::BadRequest(_) | Self::TooLarge | Self::Conflict(_) => BusinessCode::ParamError,
             // The vendor's "account does not exist"; other missing things are parameter errors.
             Self::NotFound(Resource::Account) => BusinessCode::AccountNotFound,
@@ -173,6 +181,7 @@ impl ApiError {
         match self {
             Self::Auth(AuthFailure::Banned) => StatusCode::FORBIDDEN,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -218,9 +227,22 @@ impl IntoResponse for ApiError {
                 tracing::info!(code = code.as_u32(), %cause, "request abandoned by the client");
                 code.default_msg().into()
             }
+            // Which limit, and when to retry: the caller's own limits, nothing about others.
+            Self::RateLimited(l) => match l.retry_after {
+                Some(secs) => {
+                    format!("{}: rate limit {} (retry after {secs} s)", code.default_msg(), names(&l.refused_by))
+                }
+                None => format!("{}: rate limit {} allows no requests", code.default_msg(), names(&l.refused_by)),
+            },
             _ => code.default_msg().into(),
         };
         let mut res = json(self.status(), &Outcome { code, msg: &msg });
+        if let Self::RateLimited(l) = &self {
+            if let Some(secs) = l.retry_after {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            crate::ratelimit::set_headers(&l.statuses, res.headers_mut());
+        }
         // For the access log and metrics.
         res.extensions_mut().insert(code);
         // RFC 6750 section 3: a protected resource answers 401 with a Bearer challenge.
@@ -236,6 +258,11 @@ impl IntoResponse for ApiError {
         }
         res
     }
+}
+
+/// `"a"` or `"a", "b"`: limit names for a message.
+fn names(names: &[String]) -> String {
+    names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
 }
 
 /// How HTTP statuses are chosen for protocol answers: getToken, and refusals of API calls by the

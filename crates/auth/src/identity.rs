@@ -16,6 +16,9 @@ pub struct Identity {
     pub uid: i64,
     pub client_id: ClientId,
     pub method: AuthMethod,
+    /// Where each rate limit that applies stands after this request (absent when none applies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratelimits: Vec<crate::ratelimit::LimitStatus>,
 }
 
 /// `x-api-key: {API Key}`, the vendor's recommended method.
@@ -46,5 +49,10 @@ impl Identity {
         h.insert(&H_UID, HeaderValue::from(self.uid));
         h.insert(&H_CLIENT_ID, HeaderValue::from_bytes(&self.client_id.hex_bytes()).expect("hex is a valid header"));
         h.insert(&H_METHOD, HeaderValue::from_static(self.method.as_str()));
+    }
+
+    /// Sets `RateLimit-Policy` and `RateLimit` for the limits that apply (none: nothing).
+    pub fn set_ratelimit_headers(&self, h: &mut HeaderMap) {
+        crate::ratelimit::set_headers(&self.ratelimits, h);
     }
 }

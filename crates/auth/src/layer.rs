@@ -113,9 +113,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
+            let mut ratelimits = Vec::new();
             if !layer.is_public(req.uri().path()) {
                 match layer.auth.authenticate(req.headers()).await {
                     Ok(identity) => {
+                        ratelimits.clone_from(&identity.ratelimits);
                         req.extensions_mut().insert(identity);
                     }
                     Err(e) => {
@@ -124,7 +126,11 @@ where
                     }
                 }
             }
-            inner.call(req).await.map(|res| res.map(axum_core::body::Body::new))
+            let res = inner.call(req).await?;
+            let mut res = res.map(axum_core::body::Body::new);
+            // The caller's rate limits, on the service's answer.
+            crate::ratelimit::set_headers(&ratelimits, res.headers_mut());
+            Ok(res)
         })
     }
 }

@@ -18,6 +18,8 @@
 //! - [`authenticator`]: [`Authenticator::authenticate`], the hot path, and its caches ([`cache`]);
 //! - [`feed`]: the change-feed follower that drops what a revoke, rotate or ban made stale, in
 //!   this process or any other writing the same database;
+//! - [`ratelimit`]: the rate limits' buckets (GCRA), decided after the credential, and the
+//!   `RateLimit` headers;
 //! - [`usage`]: per-credential request counts, written in batches;
 //! - [`secrets`]: the master key, its check against the database, signing keys;
 //! - [`envelope`]: the protocol's `{"code","msg"}` envelope, the one place business codes and HTTP
@@ -39,6 +41,7 @@ pub mod feed;
 pub mod identity;
 pub mod layer;
 pub mod open;
+pub mod ratelimit;
 pub mod secrets;
 pub mod usage;
 

@@ -20,6 +20,7 @@ use crate::secrets::{self, MasterKeySource};
 /// How long the change feed keeps entries; a process further behind drops its whole cache.
 const FEED_RETENTION_MS: i64 = 3_600_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// A running authenticator. Dropping it stops its background tasks; [`Auth::shutdown`] also
 /// waits for the last usage counts to be written.
@@ -101,7 +102,8 @@ impl AuthBuilder {
                 usage_flush,
                 stopped.clone(),
             )),
-            tokio::spawn(prune_changes(store, stopped)),
+            tokio::spawn(prune_changes(store, stopped.clone())),
+            tokio::spawn(sweep_limits(authenticator.clone(), stopped)),
         ];
         Ok(Auth { authenticator, status_mode, feed_interval, feed_cursor, stop, tasks: Mutex::new(tasks) })
     }
@@ -159,6 +161,19 @@ impl Auth {
         for task in tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// Forgets rate-limit buckets that are full and unused (their memory, not their counts: a full
+/// bucket is what a new one is).
+async fn sweep_limits(auth: Arc<Authenticator>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        let left = auth.limiter.sweep(crate::ratelimit::now_ns());
+        metrics::gauge!("keygate_ratelimit_scopes").set(left as f64);
     }
 }
 

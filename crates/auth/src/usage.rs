@@ -14,7 +14,15 @@ use tokio::sync::watch;
 const SHARDS: usize = 16;
 const DAY_MS: i64 = 86_400_000;
 
-type Counts = HashMap<(ClientId, i64), (u64, i64), foldhash::fast::RandomState>;
+/// Per (credential, day): requests let in, requests refused by a rate limit, last used.
+type Counts = HashMap<(ClientId, i64), Count, foldhash::fast::RandomState>;
+
+#[derive(Default, Clone, Copy)]
+struct Count {
+    requests: u64,
+    limited: u64,
+    last_used_at: i64,
+}
 
 #[derive(Default)]
 pub struct UsageRecorder {
@@ -24,22 +32,33 @@ pub struct UsageRecorder {
 impl UsageRecorder {
     /// Counts one request by `client_id` at `now_ms`.
     pub fn record(&self, client_id: ClientId, now_ms: i64) {
+        self.count(client_id, now_ms, |c| c.requests += 1);
+    }
+
+    /// Counts one request by `client_id` refused by a rate limit at `now_ms` (it was presented,
+    /// so the credential was used).
+    pub fn record_limited(&self, client_id: ClientId, now_ms: i64) {
+        self.count(client_id, now_ms, |c| c.limited += 1);
+    }
+
+    fn count(&self, client_id: ClientId, now_ms: i64, f: impl FnOnce(&mut Count)) {
         let shard = &self.shards[client_id.as_bytes()[11] as usize % SHARDS];
         let mut counts = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let e = counts.entry((client_id, now_ms.div_euclid(DAY_MS))).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = e.1.max(now_ms);
+        let e = counts.entry((client_id, now_ms.div_euclid(DAY_MS))).or_default();
+        f(e);
+        e.last_used_at = e.last_used_at.max(now_ms);
     }
 
     fn drain(&self) -> Vec<UsageDelta> {
         let mut out = Vec::new();
         for shard in &self.shards {
             let counts = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
-            out.extend(counts.into_iter().map(|((client_id, day), (requests, last_used_at))| UsageDelta {
+            out.extend(counts.into_iter().map(|((client_id, day), c)| UsageDelta {
                 client_id,
                 day,
-                requests,
-                last_used_at,
+                requests: c.requests,
+                limited: c.limited,
+                last_used_at: c.last_used_at,
             }));
         }
         out
@@ -49,9 +68,10 @@ impl UsageRecorder {
         for d in batch {
             let shard = &self.shards[d.client_id.as_bytes()[11] as usize % SHARDS];
             let mut counts = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let e = counts.entry((d.client_id, d.day)).or_insert((0, 0));
-            e.0 += d.requests;
-            e.1 = e.1.max(d.last_used_at);
+            let e = counts.entry((d.client_id, d.day)).or_default();
+            e.requests += d.requests;
+            e.limited += d.limited;
+            e.last_used_at = e.last_used_at.max(d.last_used_at);
         }
     }
 

@@ -160,3 +160,29 @@ async fn a_ban_and_a_revoke_elsewhere_reach_the_layer_and_usage_is_written() {
     f.auth.shutdown().await;
     assert!(f.store.get_credential(f.client_id).await.unwrap().last_used_at.is_some());
 }
+
+#[tokio::test]
+async fn rate_limits_apply_in_the_layer_with_their_headers() {
+    let f = fixture(StatusMode::Standard).await;
+    let app = app(&f.auth);
+    let limits = [keygate_core::ratelimit::RateLimit::new("requests", 1, "1h".parse().unwrap())];
+    f.store.set_credential_ratelimits(f.client_id, &limits).await.unwrap();
+    // The change reaches the Layer through the feed.
+    let start = Instant::now();
+    loop {
+        let (_, headers, _) = call(&app, "/hello", Some(&f.key)).await;
+        if let Some(state) = headers.get("ratelimit") {
+            assert_eq!(headers["ratelimit-policy"], r#""requests";q=1;w=3600"#);
+            assert!(state.to_str().unwrap().starts_with(r#""requests";r=0;"#), "{state:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the limit never reached the layer");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, headers, body) = call(&app, "/hello", Some(&f.key)).await;
+    assert_eq!((status, json(&body)["code"].as_i64()), (StatusCode::TOO_MANY_REQUESTS, Some(1005)));
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    // A public path is not counted.
+    let (status, _, _) = call(&app, "/public", Some(&f.key)).await;
+    assert_eq!(status, StatusCode::OK);
+}

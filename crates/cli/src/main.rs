@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use keygate_auth::secrets;
+use keygate_core::ratelimit::{EffectiveLimit, RateLimit, Source};
 use keygate_ops::password::{self, Passwords};
 use keygate_ops::{IssuedCredential, Ops, parse_account_id, parse_client_id};
 use keygate_server::config::{DatabaseArgs, LogFormat};
@@ -70,6 +71,9 @@ enum Command {
     /// Manage the admin API token.
     #[command(subcommand)]
     AdminToken(AdminTokenCmd),
+    /// Manage plans: named sets of rate limits assigned to accounts.
+    #[command(subcommand)]
+    Plan(PlanCmd),
     /// Print a shell completion script, e.g. `keygate completions bash > /etc/bash_completion.d/keygate`.
     Completions {
         /// The shell to complete in.
@@ -164,6 +168,73 @@ enum AccountCmd {
         /// The account's id (24 hexadecimal characters, as `account create` prints it).
         id: String,
     },
+    /// Set an account's own rate limits (shared by its credentials) and/or its plan; without
+    /// flags, show the limits that apply.
+    Limits {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
+        id: String,
+        #[command(flatten)]
+        set: LimitFlags,
+        /// Put the account on this plan.
+        #[arg(long, conflicts_with = "no_plan")]
+        plan: Option<String>,
+        /// Take the account off its plan.
+        #[arg(long)]
+        no_plan: bool,
+    },
+}
+
+/// A rate-limit set given on the command line: the whole set, as `PATCH ... {"ratelimits": [...]}`.
+#[derive(Args)]
+struct LimitFlags {
+    /// A limit: NAME=LIMIT/DURATION, e.g. `requests=10/1s` or `daily=10000/1d` (repeat for
+    /// several; the whole set is replaced).
+    #[arg(long = "ratelimit", value_name = "NAME=LIMIT/DURATION", value_parser = parse_ratelimit)]
+    ratelimits: Vec<RateLimit>,
+    /// Remove every own rate limit.
+    #[arg(long, conflicts_with = "ratelimits")]
+    clear: bool,
+}
+
+impl LimitFlags {
+    /// The new set, if one was given.
+    fn set(&self) -> Option<&[RateLimit]> {
+        (self.clear || !self.ratelimits.is_empty()).then_some(self.ratelimits.as_slice())
+    }
+}
+
+/// `NAME=LIMIT/DURATION`.
+fn parse_ratelimit(s: &str) -> Result<RateLimit, String> {
+    let bad = || format!("{s:?}: a rate limit is NAME=LIMIT/DURATION, e.g. requests=10/1s");
+    let (name, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (limit, duration) = rest.split_once('/').ok_or_else(bad)?;
+    let limit = limit.parse().map_err(|_| bad())?;
+    let limit = RateLimit::new(name, limit, duration.parse()?);
+    keygate_core::ratelimit::validate(std::slice::from_ref(&limit))?;
+    Ok(limit)
+}
+
+#[derive(Subcommand)]
+enum PlanCmd {
+    /// Create or replace a plan: every account on it counts against the new limits at once.
+    Put {
+        /// The plan's name: lowercase letters, digits, '_', '.', '-'.
+        name: String,
+        #[command(flatten)]
+        set: LimitFlags,
+    },
+    /// List the plans.
+    List,
+    /// Show a plan and how many accounts are on it.
+    Show {
+        /// The plan's name.
+        name: String,
+    },
+    /// Delete a plan (refused while accounts are on it).
+    Delete {
+        /// The plan's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -189,6 +260,14 @@ enum CredentialCmd {
     Revoke {
         /// The credential's clientId (24 hexadecimal characters, as `credential create` prints it).
         client_id: String,
+    },
+    /// Set a credential's own rate limits (counted for it alone); without flags, show the
+    /// limits that apply.
+    Limits {
+        /// The credential's clientId (24 hexadecimal characters, as `credential create` prints it).
+        client_id: String,
+        #[command(flatten)]
+        set: LimitFlags,
     },
     /// New API key for the same clientId; prints it once, and until when the old key works.
     Rotate {
@@ -402,6 +481,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential(cmd) => admin(config, json, Manage::Credential(cmd)).await,
         Command::SigningKey(cmd) => admin(config, json, Manage::SigningKey(cmd)).await,
         Command::AdminToken(cmd) => admin(config, json, Manage::AdminToken(cmd)).await,
+        Command::Plan(cmd) => admin(config, json, Manage::Plan(cmd)).await,
     }
 }
 
@@ -435,6 +515,7 @@ async fn shutdown_signal() {
 }
 
 enum Manage {
+    Plan(PlanCmd),
     Account(AccountCmd),
     Credential(CredentialCmd),
     SigningKey(SigningKeyCmd),
@@ -595,6 +676,50 @@ async fn manage(
             AccountCmd::Unban { id } => {
                 print(json, &ops.unban(parse_account_id(&id)?, None, "cli").await?, account_line)
             }
+            AccountCmd::Limits { id, set, plan, no_plan } => {
+                let id = parse_account_id(&id)?;
+                let plan = if no_plan { Some(None) } else { plan.as_deref().map(Some) };
+                let account = if set.set().is_some() || plan.is_some() {
+                    ops.update_account_limits(id, set.set(), plan).await?
+                } else {
+                    ops.get_account(id).await?.0
+                };
+                let effective = ops.account_limits(&account).await?;
+                let value = serde_json::json!({"account": account, "effectiveRatelimits": effective});
+                print(json, &value, |_| {
+                    let plan = account.plan.as_deref().map(|p| format!("  plan={p}")).unwrap_or_default();
+                    format!("{}{plan}\n{}", account_line(&account), limit_lines(&effective))
+                })
+            }
+        },
+        Manage::Plan(cmd) => match cmd {
+            PlanCmd::Put { name, set } => {
+                let (plan, created) = ops.put_plan(&name, set.set().unwrap_or_default()).await?;
+                print(json, &plan, |p| {
+                    let verb = if created { "created" } else { "replaced" };
+                    format!("plan {} {verb}\n{}", p.name, plan_limit_lines(&p.ratelimits))
+                })
+            }
+            PlanCmd::List => print(json, &ops.list_plans().await?, |v| {
+                if v.is_empty() {
+                    return "no plans".into();
+                }
+                v.iter()
+                    .map(|p| format!("{}\n{}", p.name, plan_limit_lines(&p.ratelimits)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+            PlanCmd::Show { name } => {
+                let (plan, accounts) = ops.get_plan(&name).await?;
+                let value = serde_json::json!({"plan": plan, "accounts": accounts});
+                print(json, &value, |_| {
+                    format!("{}  accounts={accounts}\n{}", plan.name, plan_limit_lines(&plan.ratelimits))
+                })
+            }
+            PlanCmd::Delete { name } => {
+                ops.delete_plan(&name).await?;
+                print(json, &serde_json::json!({"name": name, "deleted": true}), |_| format!("plan {name} deleted"))
+            }
         },
         Manage::Credential(cmd) => match cmd {
             CredentialCmd::Create { account } => {
@@ -614,6 +739,16 @@ async fn manage(
             }
             CredentialCmd::Revoke { client_id } => {
                 print(json, &ops.revoke_credential(parse_client_id(&client_id)?).await?, credential_line)
+            }
+            CredentialCmd::Limits { client_id, set } => {
+                let id = parse_client_id(&client_id)?;
+                let credential = match set.set() {
+                    Some(limits) => ops.set_credential_ratelimits(id, limits).await?,
+                    None => ops.get_credential(id).await?,
+                };
+                let effective = ops.credential_limits(&credential).await?;
+                let value = serde_json::json!({"credential": credential, "effectiveRatelimits": effective});
+                print(json, &value, |_| format!("{}\n{}", credential_line(&credential), limit_lines(&effective)))
             }
             CredentialCmd::Rotate { client_id, grace } => {
                 let rotated = ops.rotate_credential(parse_client_id(&client_id)?, grace.unwrap_or_default()).await?;
@@ -659,6 +794,33 @@ async fn manage(
             })
         }
     }
+}
+
+/// One line per limit that applies, with where it comes from.
+fn limit_lines(limits: &[EffectiveLimit]) -> String {
+    if limits.is_empty() {
+        return "  no rate limits".into();
+    }
+    limits
+        .iter()
+        .map(|l| {
+            let from = match (&l.source, &l.plan) {
+                (Source::Plan, Some(p)) => format!("plan {p}"),
+                (Source::Plan, None) => "plan".into(),
+                (Source::Account, _) => "account".into(),
+                (Source::Credential, _) => "credential".into(),
+            };
+            format!("  {}={}/{}  from {from}", l.limit.name, l.limit.limit, l.limit.duration)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn plan_limit_lines(limits: &[RateLimit]) -> String {
+    if limits.is_empty() {
+        return "  no rate limits".into();
+    }
+    limits.iter().map(|l| format!("  {}={}/{}", l.name, l.limit, l.duration)).collect::<Vec<_>>().join("\n")
 }
 
 async fn set_role(ops: &Ops, json: bool, id: &str, role: Role) -> anyhow::Result<()> {

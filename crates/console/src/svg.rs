@@ -98,9 +98,9 @@ mod tests {
     #[test]
     fn layout() {
         let rows = [
-            DailyUsage { day: 100, requests: 10 },
-            DailyUsage { day: 90, requests: 1 },
-            DailyUsage { day: 50, requests: 99 },
+            DailyUsage { day: 100, requests: 10, limited: 0 },
+            DailyUsage { day: 90, requests: 1, limited: 0 },
+            DailyUsage { day: 50, requests: 99, limited: 0 },
         ];
         let c = chart(&rows, 100);
         assert_eq!(c.bars.len(), DAYS as usize);

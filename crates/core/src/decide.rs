@@ -4,6 +4,7 @@
 use crate::code::BusinessCode;
 use crate::ids::{AccountId, ClientId};
 use crate::model::{AccountStatus, CredentialStatus, SecretGeneration};
+use crate::ratelimit::{AccountLimit, RateLimit, account_limits};
 
 /// What the request presented, borrowed from its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,8 @@ pub struct CredentialState {
     pub account_id: AccountId,
     pub status: CredentialStatus,
     pub generations: Vec<SecretGeneration>,
+    /// Its own rate limits.
+    pub ratelimits: Vec<RateLimit>,
 }
 
 /// What the server knows about an account, as cached.
@@ -136,17 +139,28 @@ pub struct AccountState {
     pub email: String,
     pub first_name: String,
     pub status: AccountStatus,
+    /// The rate limits counted for the account: its plan's and its own
+    /// ([`crate::ratelimit::account_limits`]).
+    pub ratelimits: Vec<AccountLimit>,
 }
 
 impl From<crate::model::Credential> for CredentialState {
     fn from(c: crate::model::Credential) -> Self {
-        Self { client_id: c.client_id, account_id: c.account_id, status: c.status, generations: c.live_generations }
+        Self {
+            client_id: c.client_id,
+            account_id: c.account_id,
+            status: c.status,
+            generations: c.live_generations,
+            ratelimits: c.ratelimits,
+        }
     }
 }
 
-impl From<crate::model::Account> for AccountState {
-    fn from(a: crate::model::Account) -> Self {
-        Self { id: a.id, uid: a.uid, email: a.email, first_name: a.first_name, status: a.status }
+impl AccountState {
+    /// The account's state with its plan's rate limits (`None`: no plan).
+    pub fn new(a: crate::model::Account, plan: Option<&[RateLimit]>) -> Self {
+        let ratelimits = account_limits(a.plan.as_deref().zip(plan), &a.ratelimits);
+        Self { id: a.id, uid: a.uid, email: a.email, first_name: a.first_name, status: a.status, ratelimits }
     }
 }
 
@@ -200,6 +214,7 @@ mod tests {
             email: "e".into(),
             first_name: "f".into(),
             status: AccountStatus::Active,
+            ratelimits: Vec::new(),
         };
         let cred = CredentialState {
             client_id: ClientId::generate(1),
@@ -209,6 +224,7 @@ mod tests {
                 SecretGeneration { generation: 2, expires_at: None },
                 SecretGeneration { generation: 1, expires_at: Some(1_000) },
             ],
+            ratelimits: Vec::new(),
         };
         (cred, account)
     }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, ClientId};
+use crate::ratelimit::RateLimit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -64,6 +65,25 @@ pub struct Account {
     pub status: AccountStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ban_reason: Option<String>,
+    /// The plan whose rate limits the account's requests count against (shared by its credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The account's own rate limits, shared by its credentials; each overrides the plan's limit
+    /// of the same name.
+    pub ratelimits: Vec<RateLimit>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A named set of rate limits assigned to accounts (`free`, `pro`, ...). Changing it applies to
+/// every account on it at once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", example = "pro"))]
+    pub name: String,
+    pub ratelimits: Vec<RateLimit>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -105,6 +125,9 @@ pub struct Credential {
     /// When a request last authenticated with it (flushed in batches, so up to a few seconds old).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<i64>,
+    /// The credential's own rate limits, counted for it alone; each overrides the plan's limit of
+    /// the same name (not the account's own, which apply as well).
+    pub ratelimits: Vec<RateLimit>,
 }
 
 /// How a request proved who it is.

@@ -206,6 +206,8 @@ impl Gateway {
         };
         res.extensions_mut().insert(label);
         if let Some(id) = identity {
+            // The caller's rate limits, as keygate counts them (an upstream's own are replaced).
+            id.set_ratelimit_headers(res.headers_mut());
             res.extensions_mut().insert(id);
         }
         res

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use keygate_auth::envelope::{ApiError, Resource};
 use keygate_auth::{Authenticator, secrets};
-use keygate_core::model::{Account, AccountStatus, Credential};
+use keygate_core::model::{Account, AccountStatus, Credential, Plan};
+use keygate_core::ratelimit::{self, EffectiveLimit, RateLimit};
 use keygate_core::{AccountId, ApiKey, ClientId, MasterKey, SecretHasher};
 use keygate_store::{AccountEvent, Entity, NewAccount, Role, SigningKey, Store, StoreError, now_ms};
 
@@ -162,6 +163,16 @@ pub fn parse_grace(s: &str) -> Result<Duration> {
         return Err(bad());
     }
     Ok(grace)
+}
+
+/// A plan's name: the form of a rate limit's name ([`ratelimit::NAME_PATTERN`]).
+fn check_plan_name(name: &str) -> Result<()> {
+    if !ratelimit::valid_name(name) {
+        return Err(OpsError::Invalid(format!(
+            "plan name {name:?} must be 1 to 64 lowercase letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )));
+    }
+    Ok(())
 }
 
 fn bad_cursor() -> OpsError {
@@ -324,6 +335,104 @@ impl Ops {
         self.get_credential(client_id).await?;
         let since = now_ms().div_euclid(86_400_000) - i64::from(days) + 1;
         Ok(self.store.usage(client_id, since).await?)
+    }
+
+    // ---- Rate limits and plans ----------------------------------------------------------------
+
+    /// Replaces a credential's own rate limits (the whole set; empty removes them).
+    pub async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential> {
+        ratelimit::validate(ratelimits).map_err(OpsError::Invalid)?;
+        let c = self.store.set_credential_ratelimits(client_id, ratelimits).await.or_not_found(Resource::Credential)?;
+        self.changed(Entity::Credential, &client_id.to_hex());
+        Ok(c)
+    }
+
+    /// Replaces an account's own rate limits (`Some`: the whole set; empty removes them) and/or
+    /// its plan (`Some(None)` removes it).
+    pub async fn update_account_limits(
+        &self,
+        id: AccountId,
+        ratelimits: Option<&[RateLimit]>,
+        plan: Option<Option<&str>>,
+    ) -> Result<Account> {
+        if let Some(set) = ratelimits {
+            ratelimit::validate(set).map_err(OpsError::Invalid)?;
+        }
+        if let Some(Some(name)) = plan {
+            check_plan_name(name)?;
+            self.store.get_plan(name).await.map_err(|e| match e {
+                StoreError::NotFound => OpsError::Invalid(format!("no plan named {name:?}")),
+                e => OpsError::Store(e),
+            })?;
+        }
+        let account = self.store.update_account_limits(id, ratelimits, plan).await.map_err(|e| match e {
+            StoreError::NotFound => OpsError::NotFound(Resource::Account),
+            // The plan went away meanwhile.
+            StoreError::Conflict(m) => OpsError::Invalid(m),
+            e => OpsError::Store(e),
+        })?;
+        self.account_changed(id, account)
+    }
+
+    /// Creates or replaces a plan; `true` when it was created. Every account on it counts
+    /// against the new limits at once (keeping what each has spent).
+    pub async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)> {
+        check_plan_name(name)?;
+        ratelimit::validate(ratelimits).map_err(OpsError::Invalid)?;
+        let put = self.store.put_plan(name, ratelimits).await?;
+        self.changed(Entity::Plan, name);
+        Ok(put)
+    }
+
+    /// A plan and how many accounts are on it.
+    pub async fn get_plan(&self, name: &str) -> Result<(Plan, u64)> {
+        check_plan_name(name).map_err(|_| OpsError::NotFound(Resource::Plan))?;
+        let plan = self.store.get_plan(name).await.or_not_found(Resource::Plan)?;
+        Ok((plan, self.store.plan_accounts(name).await?))
+    }
+
+    /// Every plan, by name.
+    pub async fn list_plans(&self) -> Result<Vec<Plan>> {
+        Ok(self.store.list_plans().await?)
+    }
+
+    /// Deletes a plan; refused (409) while accounts are on it.
+    pub async fn delete_plan(&self, name: &str) -> Result<()> {
+        check_plan_name(name).map_err(|_| OpsError::NotFound(Resource::Plan))?;
+        self.store.delete_plan(name).await.map_err(|e| match e {
+            StoreError::NotFound => OpsError::NotFound(Resource::Plan),
+            StoreError::Conflict(m) => OpsError::Conflict(m),
+            e => OpsError::Store(e),
+        })?;
+        self.changed(Entity::Plan, name);
+        Ok(())
+    }
+
+    /// The limits counted for an account's requests, and where each comes from.
+    pub async fn account_limits(&self, account: &Account) -> Result<Vec<EffectiveLimit>> {
+        Ok(EffectiveLimit::for_account(&self.account_state_limits(account).await?))
+    }
+
+    /// The limits a credential's requests count against, and where each comes from.
+    pub async fn credential_limits(&self, credential: &Credential) -> Result<Vec<EffectiveLimit>> {
+        let account = self.store.get_account(credential.account_id).await?;
+        let shared = self.account_state_limits(&account).await?;
+        Ok(EffectiveLimit::for_credential(&credential.ratelimits, &shared))
+    }
+
+    async fn account_state_limits(&self, account: &Account) -> Result<Vec<ratelimit::AccountLimit>> {
+        let plan = match &account.plan {
+            Some(name) => match self.store.get_plan(name).await {
+                Ok(p) => Some(p),
+                Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        Ok(ratelimit::account_limits(
+            account.plan.as_deref().zip(plan.as_ref().map(|p| p.ratelimits.as_slice())),
+            &account.ratelimits,
+        ))
     }
 
     // ---- JWT signing keys -------------------------------------------------------------------

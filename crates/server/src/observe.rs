@@ -55,7 +55,16 @@ fn describe_metrics() {
     describe_counter!(
         "keygate_auth_decisions_total",
         "Authentication decisions, by method (api_key, bearer, client_secret; - when no credential was presented) \
-         and result (the business code: 1000 accepted, 1101 invalid, 1102 missing, 1200 banned, 1503 store unavailable)"
+         and result (the business code: 1000 accepted, 1005 rate limited, 1101 invalid, 1102 missing, 1200 banned, \
+         1503 store unavailable)"
+    );
+    describe_counter!(
+        "keygate_ratelimit_refusals_total",
+        "Requests refused with 1005, by the rate limit that refused them (a request refused by two counts for both)"
+    );
+    describe_gauge!(
+        "keygate_ratelimit_scopes",
+        "Credentials and accounts whose rate-limit buckets this node holds (in use, or not yet full)"
     );
     describe_histogram!(
         "keygate_upstream_duration_seconds",

@@ -17,8 +17,8 @@ use crate::routes::{admin, health, protocol};
         description = "Authentication for HTTP APIs in the Akool OpenAPI protocol: `x-api-key`, \
             `POST /api/open/v3/getToken`, `Authorization: Bearer`. Every answer is the envelope \
             `{\"code\", \"msg\", \"data\"?}`; `code` is the business code (1000 success, 1003 \
-            parameter error, 1101 invalid or expired, 1102 empty, 1109 no such account, 1200 banned, \
-            1503 store unavailable, ...) and what clients should read.",
+            parameter error, 1005 rate limited, 1101 invalid or expired, 1102 empty, 1109 no such account, \
+            1200 banned, 1503 store unavailable, ...) and what clients should read.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -30,14 +30,20 @@ use crate::routes::{admin, health, protocol};
         admin::create_account,
         admin::list_accounts,
         admin::get_account,
+        admin::patch_account,
         admin::ban,
         admin::unban,
         admin::create_credential,
         admin::list_credentials,
         admin::get_credential,
+        admin::patch_credential,
         admin::revoke,
         admin::rotate,
         admin::usage,
+        admin::list_plans,
+        admin::put_plan,
+        admin::get_plan,
+        admin::delete_plan,
         admin::signing_keys,
         admin::rotate_signing_key,
         admin::retire_signing_key,

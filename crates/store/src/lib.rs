@@ -14,7 +14,8 @@
 
 use async_trait::async_trait;
 use keygate_core::decide::{AccountState, CredentialState};
-use keygate_core::model::{Account, AccountStatus, Credential};
+use keygate_core::model::{Account, AccountStatus, Credential, Plan};
+use keygate_core::ratelimit::RateLimit;
 use keygate_core::{AccountId, ClientId, SecretHash};
 use serde::Serialize;
 
@@ -45,6 +46,8 @@ pub enum Entity {
     Credential,
     SigningKey,
     Setting,
+    /// A plan's rate limits changed (`entity_id` is its name): every account on it is affected.
+    Plan,
 }
 
 impl Entity {
@@ -54,6 +57,7 @@ impl Entity {
             Self::Credential => "credential",
             Self::SigningKey => "signing_key",
             Self::Setting => "setting",
+            Self::Plan => "plan",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -62,6 +66,7 @@ impl Entity {
             "credential" => Self::Credential,
             "signing_key" => Self::SigningKey,
             "setting" => Self::Setting,
+            "plan" => Self::Plan,
             _ => return None,
         })
     }
@@ -89,6 +94,8 @@ pub struct UsageDelta {
     /// Days since 1970-01-01, UTC.
     pub day: i64,
     pub requests: u64,
+    /// Requests refused by a rate limit (an outcome of their own, not counted in `requests`).
+    pub limited: u64,
     pub last_used_at: i64,
 }
 
@@ -97,6 +104,8 @@ pub struct UsageDelta {
 pub struct DailyUsage {
     pub day: i64,
     pub requests: u64,
+    /// Requests refused by a rate limit that day.
+    pub limited: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +234,28 @@ pub trait Store: Send + Sync + 'static {
         old_expires_at: Option<i64>,
     ) -> Result<Credential>;
 
+    // Rate limits and plans. Each write appends to the change feed: the credential, the account,
+    // or the plan (whose accounts every process then reloads).
+    /// Replaces a credential's own rate limits (empty: none).
+    async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential>;
+    /// Replaces an account's own rate limits (`Some`; empty: none) and/or its plan (`Some(None)`
+    /// removes it). A plan that does not exist is `Conflict`.
+    async fn update_account_limits(
+        &self,
+        id: AccountId,
+        ratelimits: Option<&[RateLimit]>,
+        plan: Option<Option<&str>>,
+    ) -> Result<Account>;
+    /// Creates or replaces a plan; `true` when it was created.
+    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)>;
+    async fn get_plan(&self, name: &str) -> Result<Plan>;
+    /// Every plan, by name.
+    async fn list_plans(&self) -> Result<Vec<Plan>>;
+    /// Deletes a plan; `Conflict` while an account is on it.
+    async fn delete_plan(&self, name: &str) -> Result<()>;
+    /// How many accounts are on a plan.
+    async fn plan_accounts(&self, name: &str) -> Result<u64>;
+
     // Usage, aggregated in memory by the server and written in batches.
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()>;
     /// Requests per day for a credential, days `>= since_day`, oldest first.
@@ -236,8 +267,14 @@ pub trait Store: Send + Sync + 'static {
     async fn credential_state(&self, client_id: ClientId) -> Result<Option<CredentialState>> {
         Ok(if_found(self.get_credential(client_id).await)?.map(CredentialState::from))
     }
+    /// The account with its plan's rate limits.
     async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>> {
-        Ok(if_found(self.get_account(id).await)?.map(AccountState::from))
+        let Some(account) = if_found(self.get_account(id).await)? else { return Ok(None) };
+        let plan = match &account.plan {
+            Some(name) => if_found(self.get_plan(name).await)?,
+            None => None,
+        };
+        Ok(Some(AccountState::new(account, plan.as_ref().map(|p| p.ratelimits.as_slice()))))
     }
     /// Everything a cache miss on an API key needs, at once: the secret's generation, its
     /// credential and the owning account. Backends answer it with one query.

@@ -4,23 +4,26 @@
 //! with `NOTIFY keygate_changes` at commit so followers need not wait for their next poll.
 //!
 //! The rows and the statements PostgreSQL and SQLite say alike are shared (`rows`, `sql`); what
-//! PostgreSQL says its own way (the feed's lock and NOTIFY, `FOR UPDATE`, `lower()` matching,
-//! `LEAST`, `string_agg`, the `UNNEST` usage batch) is written here.
+//! PostgreSQL says its own way (the feed's lock and NOTIFY, `FOR UPDATE` and the plan row locks,
+//! `lower()` matching, `LEAST`, `string_agg`, the `UNNEST` usage batch, `COLLATE "C"`) is written
+//! here.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_core::model::{Account, AccountStatus, Credential};
+use keygate_core::decide::AccountState;
+use keygate_core::model::{Account, AccountStatus, Credential, Plan};
+use keygate_core::ratelimit::RateLimit;
 use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, PgExecutor, Postgres, Transaction};
 
 use crate::rows::{
-    AccountRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow, SecretRow, SessionRow,
-    SigningKeyRow, UsageRow, parse_id,
+    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow,
+    PlanRow, SecretRow, SessionRow, SigningKeyRow, UsageRow, parse_id,
 };
-use crate::sql::{self, account_columns};
+use crate::sql::{self, account_columns, account_state_columns, plan_columns};
 use crate::{
     AccountEvent, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, NewAccount, Result, Role, SigningKey,
     Store, StoreError, UsageDelta, now_ms,
@@ -416,6 +419,154 @@ impl Store for PgStore {
         commit_credential(tx, client_id, now).await
     }
 
+    async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential> {
+        let now = now_ms();
+        let json = sql::optional_ratelimits_json(ratelimits)?;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let done = sqlx::query(sql::SET_CREDENTIAL_LIMITS)
+            .bind(json)
+            .bind(now)
+            .bind(client_id.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sql::found(done.rows_affected())?;
+        commit_credential(tx, client_id, now).await
+    }
+
+    async fn update_account_limits(
+        &self,
+        id: AccountId,
+        ratelimits: Option<&[RateLimit]>,
+        plan: Option<Option<&str>>,
+    ) -> Result<Account> {
+        let now = now_ms();
+        let json = ratelimits.map(sql::optional_ratelimits_json).transpose()?.flatten();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if let Some(Some(name)) = plan {
+            // The key-share lock keeps the plan until commit (a delete waits, then sees the
+            // account on it); the foreign key would refuse it anyway.
+            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM plans WHERE name = $1 FOR KEY SHARE")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            if exists.is_none() {
+                let account: Option<i32> = sqlx::query_scalar(sql::ACCOUNT_EXISTS)
+                    .bind(id.to_hex())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                return Err(if account.is_none() { StoreError::NotFound } else { sql::no_plan(name) });
+            }
+        }
+        let row: AccountRow = sqlx::query_as(sql::SET_ACCOUNT_LIMITS)
+            .bind(ratelimits.is_some())
+            .bind(json)
+            .bind(plan.is_some())
+            .bind(plan.flatten())
+            .bind(now)
+            .bind(id.to_hex())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| match plan.flatten() {
+                Some(name) if sql::is_foreign_key_violation(&e) => sql::no_plan(name),
+                _ => map_err(e),
+            })?
+            .ok_or(StoreError::NotFound)?;
+        let account = row.into_account()?;
+        record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(account)
+    }
+
+    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)> {
+        let now = now_ms();
+        let json = sql::ratelimits_json(ratelimits)?;
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Insert, or else replace. An insert racing with ours makes ours do nothing (it waits for
+        // that one to commit); a delete between our two statements makes us insert again.
+        let mut attempts = 0;
+        let (row, created) = loop {
+            let inserted: Option<PlanRow> = sqlx::query_as(sql::INSERT_PLAN)
+                .bind(name)
+                .bind(&json)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            if let Some(row) = inserted {
+                break (row, true);
+            }
+            let replaced: Option<PlanRow> = sqlx::query_as(sql::REPLACE_PLAN)
+                .bind(name)
+                .bind(&json)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            if let Some(row) = replaced {
+                break (row, false);
+            }
+            attempts += 1;
+            if attempts == 3 {
+                return Err(StoreError::Conflict(format!("plan {name:?} is being changed concurrently")));
+            }
+        };
+        let plan = row.into_plan()?;
+        record_change(&mut tx, Entity::Plan, name, now).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok((plan, created))
+    }
+
+    async fn get_plan(&self, name: &str) -> Result<Plan> {
+        let row: Option<PlanRow> =
+            sqlx::query_as(sql::PLAN).bind(name).fetch_optional(&self.pool).await.map_err(map_err)?;
+        row.ok_or(StoreError::NotFound)?.into_plan()
+    }
+
+    async fn list_plans(&self) -> Result<Vec<Plan>> {
+        let rows: Vec<PlanRow> =
+            sqlx::query_as(concat!("SELECT ", plan_columns!(), " FROM plans ORDER BY name COLLATE \"C\""))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        rows.into_iter().map(PlanRow::into_plan).collect()
+    }
+
+    async fn delete_plan(&self, name: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // The row lock waits for any transaction putting an account on the plan (it holds a
+        // key-share lock on it) and keeps new ones out until we commit; the count then sees them.
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM plans WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let accounts: i64 =
+            sqlx::query_scalar(sql::PLAN_ACCOUNTS).bind(name).fetch_one(&mut *tx).await.map_err(map_err)?;
+        if accounts > 0 {
+            return Err(sql::plan_in_use(name, Some(accounts)));
+        }
+        sqlx::query(sql::DELETE_PLAN)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| if sql::is_foreign_key_violation(&e) { sql::plan_in_use(name, None) } else { map_err(e) })?;
+        record_change(&mut tx, Entity::Plan, name, now).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn plan_accounts(&self, name: &str) -> Result<u64> {
+        let accounts: i64 =
+            sqlx::query_scalar(sql::PLAN_ACCOUNTS).bind(name).fetch_one(&self.pool).await.map_err(map_err)?;
+        Ok(accounts as u64)
+    }
+
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -423,11 +574,13 @@ impl Store for PgStore {
         let mut client_ids = Vec::with_capacity(batch.len());
         let mut days = Vec::with_capacity(batch.len());
         let mut requests = Vec::with_capacity(batch.len());
+        let mut limited = Vec::with_capacity(batch.len());
         let mut last_used = Vec::with_capacity(batch.len());
         for d in batch {
             client_ids.push(d.client_id.to_hex());
             days.push(d.day as i32);
             requests.push(d.requests as i64);
+            limited.push(d.limited as i64);
             last_used.push(d.last_used_at);
         }
         // One statement for the whole batch, so all or nothing without an explicit transaction.
@@ -437,13 +590,15 @@ impl Store for PgStore {
         // a client_id on several days (around midnight) keeps its newest last_used_at.
         sqlx::query(
             "WITH batch AS ( \
-                 SELECT b.client_id, b.day, b.requests, b.last_used_at \
-                   FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::int8[]) AS b (client_id, day, requests, last_used_at) \
+                 SELECT b.client_id, b.day, b.requests, b.limited, b.last_used_at \
+                   FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::int8[]) \
+                        AS b (client_id, day, requests, limited, last_used_at) \
                   WHERE EXISTS (SELECT 1 FROM credentials c WHERE c.client_id = b.client_id) \
              ), counted AS ( \
-                 INSERT INTO credential_usage (client_id, day, requests) \
-                 SELECT client_id, day, SUM(requests)::int8 FROM batch GROUP BY client_id, day \
-                 ON CONFLICT (client_id, day) DO UPDATE SET requests = credential_usage.requests + excluded.requests \
+                 INSERT INTO credential_usage (client_id, day, requests, limited) \
+                 SELECT client_id, day, SUM(requests)::int8, SUM(limited)::int8 FROM batch GROUP BY client_id, day \
+                 ON CONFLICT (client_id, day) DO UPDATE SET requests = credential_usage.requests + excluded.requests, \
+                    limited = credential_usage.limited + excluded.limited \
              ) \
              UPDATE credentials c SET last_used_at = GREATEST(COALESCE(c.last_used_at, 0), newest.last_used_at) \
                FROM (SELECT client_id, MAX(last_used_at) AS last_used_at FROM batch GROUP BY client_id) AS newest \
@@ -452,6 +607,7 @@ impl Store for PgStore {
         .bind(client_ids)
         .bind(days)
         .bind(requests)
+        .bind(limited)
         .bind(last_used)
         .execute(&self.pool)
         .await
@@ -478,18 +634,25 @@ impl Store for PgStore {
         row.map(SecretRow::into_secret).transpose()
     }
 
+    async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>> {
+        let row: Option<AccountStateRow> =
+            sqlx::query_as(sql::ACCOUNT_STATE).bind(id.to_hex()).fetch_optional(&self.pool).await.map_err(map_err)?;
+        row.map(AccountStateRow::into_state).transpose()
+    }
+
     async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<crate::AuthBundle>> {
-        let row: Option<BundleRow> = sqlx::query_as(
-            "SELECT s.generation AS presented, c.client_id, c.account_id, c.status, \
-                    a.uid, a.email, a.first_name, a.status AS account_status, \
-                    (SELECT string_agg(g.generation || ':' || COALESCE(g.expires_at::text, ''), ',') \
-                       FROM credential_secrets g \
-                      WHERE g.client_id = c.client_id AND (g.expires_at IS NULL OR g.expires_at > $2)) AS gens \
+        let row: Option<BundleRow> = sqlx::query_as(concat!(
+            "SELECT s.generation AS presented, c.client_id, c.status, c.ratelimits, ",
+            account_state_columns!(),
+            ", (SELECT string_agg(g.generation || ':' || COALESCE(g.expires_at::text, ''), ',') \
+                  FROM credential_secrets g \
+                 WHERE g.client_id = c.client_id AND (g.expires_at IS NULL OR g.expires_at > $2)) AS gens \
                FROM credential_secrets s \
                JOIN credentials c ON c.client_id = s.client_id \
                JOIN accounts a ON a.id = c.account_id \
-              WHERE s.hash = $1",
-        )
+               LEFT JOIN plans p ON p.name = a.plan \
+              WHERE s.hash = $1"
+        ))
         .bind(&hash.as_bytes()[..])
         .bind(now_ms())
         .fetch_optional(&self.pool)

@@ -7,9 +7,10 @@
 
 use std::str::FromStr;
 
+use keygate_core::ClientId;
 use keygate_core::decide::{AccountState, CredentialState};
-use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus, SecretGeneration};
-use keygate_core::{AccountId, ClientId};
+use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus, Plan, SecretGeneration};
+use keygate_core::ratelimit::{RateLimit, account_limits};
 
 use crate::{
     AccountEvent, AuthBundle, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, Result, Role, SigningKey,
@@ -30,6 +31,16 @@ fn credential_status(s: &str) -> Result<CredentialStatus> {
 
 fn role(s: &str) -> Result<Role> {
     Role::parse(s).ok_or_else(|| StoreError::Other("bad account role".into()))
+}
+
+/// A set of rate limits from its JSON text (`NULL`: none).
+fn ratelimits(s: Option<&str>) -> Result<Vec<RateLimit>> {
+    match s {
+        None => Ok(Vec::new()),
+        Some(s) => {
+            serde_json::from_str(s).map_err(|e| StoreError::Other(format!("malformed rate limits in database: {e}")))
+        }
+    }
 }
 
 /// Parses `generation:expires_at` pairs joined by commas (expiry empty when none), as the
@@ -58,6 +69,8 @@ pub(crate) struct AccountRow {
     first_name: String,
     status: String,
     ban_reason: Option<String>,
+    plan: Option<String>,
+    ratelimits: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -71,6 +84,8 @@ impl AccountRow {
             first_name: self.first_name,
             status: account_status(&self.status)?,
             ban_reason: self.ban_reason,
+            ratelimits: ratelimits(self.ratelimits.as_deref())?,
+            plan: self.plan,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -143,6 +158,7 @@ pub(crate) struct CredentialRow {
     updated_at: i64,
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
+    ratelimits: Option<String>,
 }
 
 impl CredentialRow {
@@ -159,6 +175,7 @@ impl CredentialRow {
             updated_at: self.updated_at,
             revoked_at: self.revoked_at,
             last_used_at: self.last_used_at,
+            ratelimits: ratelimits(self.ratelimits.as_deref())?,
         })
     }
 }
@@ -188,40 +205,86 @@ impl SecretRow {
     }
 }
 
-/// The row of a backend's `auth_bundle` query: the presented generation, the credential with its
-/// live generations aggregated into `gens`, and the account.
+/// An account's state joined with its plan: the columns of `sql::account_state_columns!`.
 #[derive(sqlx::FromRow)]
-pub(crate) struct BundleRow {
-    presented: i32,
-    client_id: String,
+pub(crate) struct AccountStateRow {
     account_id: String,
-    status: String,
-    gens: Option<String>,
     uid: i64,
     email: String,
     first_name: String,
     account_status: String,
+    plan: Option<String>,
+    account_ratelimits: Option<String>,
+    /// `NULL` when the account has no plan.
+    plan_ratelimits: Option<String>,
+}
+
+impl AccountStateRow {
+    /// What `AccountState::new` makes of the account and its plan's limits.
+    pub(crate) fn into_state(self) -> Result<AccountState> {
+        let own = ratelimits(self.account_ratelimits.as_deref())?;
+        let plan_limits = match &self.plan_ratelimits {
+            Some(text) => Some(ratelimits(Some(text))?),
+            None => None,
+        };
+        Ok(AccountState {
+            id: parse_id(&self.account_id)?,
+            uid: self.uid,
+            email: self.email,
+            first_name: self.first_name,
+            status: account_status(&self.account_status)?,
+            ratelimits: account_limits(self.plan.as_deref().zip(plan_limits.as_deref()), &own),
+        })
+    }
+}
+
+/// The row of a backend's `auth_bundle` query: the presented generation, the credential with its
+/// live generations aggregated into `gens` and its own rate limits, and the account's state.
+#[derive(sqlx::FromRow)]
+pub(crate) struct BundleRow {
+    presented: i32,
+    client_id: String,
+    status: String,
+    gens: Option<String>,
+    ratelimits: Option<String>,
+    #[sqlx(flatten)]
+    account: AccountStateRow,
 }
 
 impl BundleRow {
     pub(crate) fn into_bundle(self) -> Result<AuthBundle> {
         let client_id: ClientId = parse_id(&self.client_id)?;
-        let account_id: AccountId = parse_id(&self.account_id)?;
+        let account = self.account.into_state()?;
         Ok(AuthBundle {
             generation: self.presented as u32,
             credential: CredentialState {
                 client_id,
-                account_id,
+                account_id: account.id,
                 status: credential_status(&self.status)?,
                 generations: parse_generations(self.gens.as_deref())?,
+                ratelimits: ratelimits(self.ratelimits.as_deref())?,
             },
-            account: AccountState {
-                id: account_id,
-                uid: self.uid,
-                email: self.email,
-                first_name: self.first_name,
-                status: account_status(&self.account_status)?,
-            },
+            account,
+        })
+    }
+}
+
+/// `plans`, the columns of `sql::plan_columns!`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PlanRow {
+    name: String,
+    ratelimits: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl PlanRow {
+    pub(crate) fn into_plan(self) -> Result<Plan> {
+        Ok(Plan {
+            ratelimits: ratelimits(Some(&self.ratelimits))?,
+            name: self.name,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         })
     }
 }
@@ -230,11 +293,12 @@ impl BundleRow {
 pub(crate) struct UsageRow {
     day: i32,
     requests: i64,
+    limited: i64,
 }
 
 impl UsageRow {
     pub(crate) fn into_usage(self) -> DailyUsage {
-        DailyUsage { day: self.day as i64, requests: self.requests as u64 }
+        DailyUsage { day: self.day as i64, requests: self.requests as u64, limited: self.limited as u64 }
     }
 }
 

@@ -7,16 +7,35 @@
 //! inserts against `UNNEST`), case-insensitive matching, aggregates and function names.
 
 use keygate_core::model::AccountStatus;
+use keygate_core::ratelimit::RateLimit;
 
 use crate::{Result, StoreError};
 
 /// The columns of an account, as `rows::AccountRow` reads them.
 macro_rules! account_columns {
     () => {
-        "id, uid, email, first_name, status, ban_reason, created_at, updated_at"
+        "id, uid, email, first_name, status, ban_reason, plan, ratelimits, created_at, updated_at"
     };
 }
 pub(crate) use account_columns;
+
+/// The columns of an account's state, from `accounts a LEFT JOIN plans p ON p.name = a.plan`, as
+/// `rows::AccountStateRow` reads them (also in the backends' `auth_bundle` queries).
+macro_rules! account_state_columns {
+    () => {
+        "a.id AS account_id, a.uid, a.email, a.first_name, a.status AS account_status, a.plan, \
+         a.ratelimits AS account_ratelimits, p.ratelimits AS plan_ratelimits"
+    };
+}
+pub(crate) use account_state_columns;
+
+/// The columns of a plan, as `rows::PlanRow` reads them.
+macro_rules! plan_columns {
+    () => {
+        "name, ratelimits, created_at, updated_at"
+    };
+}
+pub(crate) use plan_columns;
 
 // Accounts.
 pub(crate) const ACCOUNT: &str = concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1");
@@ -34,10 +53,22 @@ pub(crate) const INSERT_ACCOUNT_EVENT: &str =
     "INSERT INTO account_events (account_id, kind, reason, actor, at) VALUES ($1, $2, $3, $4, $5)";
 pub(crate) const ACCOUNT_EVENTS: &str =
     "SELECT kind, reason, actor, at FROM account_events WHERE account_id = $1 ORDER BY id";
+/// An account's state with its plan's rate limits, in one query.
+pub(crate) const ACCOUNT_STATE: &str = concat!(
+    "SELECT ",
+    account_state_columns!(),
+    " FROM accounts a LEFT JOIN plans p ON p.name = a.plan WHERE a.id = $1"
+);
+/// Replaces an account's own rate limits when `$1`, its plan when `$3`.
+pub(crate) const SET_ACCOUNT_LIMITS: &str = concat!(
+    "UPDATE accounts SET ratelimits = CASE WHEN $1 THEN $2 ELSE ratelimits END, \
+     plan = CASE WHEN $3 THEN $4 ELSE plan END, updated_at = $5 WHERE id = $6 RETURNING ",
+    account_columns!()
+);
 
 // Credentials and their secrets.
 pub(crate) const CREDENTIAL: &str = "SELECT client_id, account_id, status, generation, hint, \
-     created_at, updated_at, revoked_at, last_used_at FROM credentials WHERE client_id = $1";
+     created_at, updated_at, revoked_at, last_used_at, ratelimits FROM credentials WHERE client_id = $1";
 pub(crate) const LIVE_GENERATIONS: &str = "SELECT generation, expires_at FROM credential_secrets \
      WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY generation DESC";
 pub(crate) const CREDENTIAL_IDS: &str =
@@ -47,6 +78,8 @@ pub(crate) const INSERT_CREDENTIAL: &str = "INSERT INTO credentials \
      VALUES ($1, $2, 'active', 1, $3, $4, $4)";
 pub(crate) const REVOKE_CREDENTIAL: &str = "UPDATE credentials SET status = 'revoked', \
      revoked_at = COALESCE(revoked_at, $1), updated_at = $1 WHERE client_id = $2";
+pub(crate) const SET_CREDENTIAL_LIMITS: &str =
+    "UPDATE credentials SET ratelimits = $1, updated_at = $2 WHERE client_id = $3";
 pub(crate) const SET_GENERATION: &str =
     "UPDATE credentials SET generation = $1, hint = $2, updated_at = $3 WHERE client_id = $4";
 pub(crate) const INSERT_SECRET: &str =
@@ -56,7 +89,21 @@ pub(crate) const DELETE_EXPIRED_SECRETS: &str =
     "DELETE FROM credential_secrets WHERE client_id = $1 AND expires_at <= $2";
 pub(crate) const FIND_SECRET: &str = "SELECT client_id, generation FROM credential_secrets WHERE hash = $1";
 pub(crate) const USAGE: &str =
-    "SELECT day, requests FROM credential_usage WHERE client_id = $1 AND day >= $2 ORDER BY day";
+    "SELECT day, requests, limited FROM credential_usage WHERE client_id = $1 AND day >= $2 ORDER BY day";
+
+// Plans (listing them differs: each backend orders names by their bytes its own way).
+pub(crate) const PLAN: &str = concat!("SELECT ", plan_columns!(), " FROM plans WHERE name = $1");
+pub(crate) const PLAN_EXISTS: &str = "SELECT 1 FROM plans WHERE name = $1";
+/// Creates a plan; no row when one has that name.
+pub(crate) const INSERT_PLAN: &str = concat!(
+    "INSERT INTO plans (name, ratelimits, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+     ON CONFLICT (name) DO NOTHING RETURNING ",
+    plan_columns!()
+);
+pub(crate) const REPLACE_PLAN: &str =
+    concat!("UPDATE plans SET ratelimits = $2, updated_at = $3 WHERE name = $1 RETURNING ", plan_columns!());
+pub(crate) const DELETE_PLAN: &str = "DELETE FROM plans WHERE name = $1";
+pub(crate) const PLAN_ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts WHERE plan = $1";
 
 // The change feed (appending to it differs: see each backend's `record_change`).
 pub(crate) const CHANGES_SINCE: &str =
@@ -82,7 +129,7 @@ pub(crate) const SET_ROLE: &str = "UPDATE accounts SET role = $1, updated_at = $
 pub(crate) const INSERT_SESSION: &str =
     "INSERT INTO console_sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
 pub(crate) const SESSION: &str = "SELECT a.id, a.uid, a.email, a.first_name, a.status, a.ban_reason, \
-     a.created_at, a.updated_at, a.role, s.created_at AS session_created_at, s.expires_at AS session_expires_at \
+     a.plan, a.ratelimits, a.created_at, a.updated_at, a.role, s.created_at AS session_created_at, s.expires_at AS session_expires_at \
      FROM console_sessions s JOIN accounts a ON a.id = s.account_id \
      WHERE s.token_hash = $1 AND s.expires_at > $2";
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM console_sessions WHERE token_hash = $1";
@@ -114,4 +161,32 @@ pub(crate) fn email_taken(e: StoreError) -> StoreError {
         StoreError::Conflict(_) => StoreError::Conflict("an account with this email already exists".into()),
         e => e,
     }
+}
+
+/// A set of rate limits as stored: its JSON text.
+pub(crate) fn ratelimits_json(set: &[RateLimit]) -> Result<String> {
+    serde_json::to_string(set).map_err(|e| StoreError::Other(format!("cannot encode rate limits: {e}")))
+}
+
+/// A set of rate limits as an account or a credential stores it: `NULL` when empty.
+pub(crate) fn optional_ratelimits_json(set: &[RateLimit]) -> Result<Option<String>> {
+    if set.is_empty() { Ok(None) } else { ratelimits_json(set).map(Some) }
+}
+
+/// Whether a statement failed on a foreign key (e.g. an account set on a plan deleted meanwhile).
+pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+pub(crate) fn no_plan(name: &str) -> StoreError {
+    StoreError::Conflict(format!("no plan named {name:?}"))
+}
+
+/// A plan that cannot be deleted: `accounts` are on it (`None`: some, as a foreign key said).
+pub(crate) fn plan_in_use(name: &str, accounts: Option<i64>) -> StoreError {
+    StoreError::Conflict(match accounts {
+        Some(1) => format!("plan {name:?} is used by 1 account"),
+        Some(n) => format!("plan {name:?} is used by {n} accounts"),
+        None => format!("plan {name:?} is used by accounts"),
+    })
 }

@@ -4,13 +4,15 @@
 //!
 //! The rows and the statements SQLite and PostgreSQL say alike are shared (`rows`, `sql`); what
 //! SQLite says its own way (the feed's append, case-insensitive matching, `MIN`, `group_concat`,
-//! the chunked usage batches) is written here.
+//! the chunked usage batches, ordering plan names by their bytes) is written here.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_core::model::{Account, AccountStatus, Credential};
+use keygate_core::decide::AccountState;
+use keygate_core::model::{Account, AccountStatus, Credential, Plan};
+use keygate_core::ratelimit::RateLimit;
 use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -18,10 +20,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, Transaction};
 
 use crate::rows::{
-    AccountRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow, SecretRow, SessionRow,
-    SigningKeyRow, UsageRow, parse_id,
+    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow,
+    PlanRow, SecretRow, SessionRow, SigningKeyRow, UsageRow, parse_id,
 };
-use crate::sql::{self, account_columns};
+use crate::sql::{self, account_columns, account_state_columns, plan_columns};
 use crate::{
     AccountEvent, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, NewAccount, Result, Role, SigningKey,
     Store, StoreError, UsageDelta, now_ms,
@@ -29,7 +31,7 @@ use crate::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Usage deltas per statement in [`Store::record_usage`]: at most 3 bound values each, far below
+/// Usage deltas per statement in [`Store::record_usage`]: at most 4 bound values each, far below
 /// SQLite's limit of 32,766 per statement, and one round trip to the connection's worker thread
 /// for many rows.
 const USAGE_CHUNK: usize = 500;
@@ -427,6 +429,137 @@ impl Store for SqliteStore {
         commit_credential(tx, client_id, now).await
     }
 
+    async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential> {
+        let now = now_ms();
+        let json = sql::optional_ratelimits_json(ratelimits)?;
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(sql::SET_CREDENTIAL_LIMITS)
+            .bind(json)
+            .bind(now)
+            .bind(client_id.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sql::found(done.rows_affected())?;
+        commit_credential(tx, client_id, now).await
+    }
+
+    async fn update_account_limits(
+        &self,
+        id: AccountId,
+        ratelimits: Option<&[RateLimit]>,
+        plan: Option<Option<&str>>,
+    ) -> Result<Account> {
+        let now = now_ms();
+        let json = ratelimits.map(sql::optional_ratelimits_json).transpose()?.flatten();
+        let mut tx = self.write_tx().await?;
+        if let Some(Some(name)) = plan {
+            let exists: Option<i32> =
+                sqlx::query_scalar(sql::PLAN_EXISTS).bind(name).fetch_optional(&mut *tx).await.map_err(map_err)?;
+            if exists.is_none() {
+                let account: Option<i32> = sqlx::query_scalar(sql::ACCOUNT_EXISTS)
+                    .bind(id.to_hex())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                return Err(if account.is_none() { StoreError::NotFound } else { sql::no_plan(name) });
+            }
+        }
+        let row: AccountRow = sqlx::query_as(sql::SET_ACCOUNT_LIMITS)
+            .bind(ratelimits.is_some())
+            .bind(json)
+            .bind(plan.is_some())
+            .bind(plan.flatten())
+            .bind(now)
+            .bind(id.to_hex())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| match plan.flatten() {
+                Some(name) if sql::is_foreign_key_violation(&e) => sql::no_plan(name),
+                _ => map_err(e),
+            })?
+            .ok_or(StoreError::NotFound)?;
+        let account = row.into_account()?;
+        record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(account)
+    }
+
+    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)> {
+        let now = now_ms();
+        let json = sql::ratelimits_json(ratelimits)?;
+        // The write transaction excludes every other writer: the plan is there or not throughout.
+        let mut tx = self.write_tx().await?;
+        let inserted: Option<PlanRow> = sqlx::query_as(sql::INSERT_PLAN)
+            .bind(name)
+            .bind(&json)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let (row, created) = match inserted {
+            Some(row) => (row, true),
+            None => {
+                let row: PlanRow = sqlx::query_as(sql::REPLACE_PLAN)
+                    .bind(name)
+                    .bind(&json)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                (row, false)
+            }
+        };
+        let plan = row.into_plan()?;
+        record_change(&mut tx, Entity::Plan, name, now).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok((plan, created))
+    }
+
+    async fn get_plan(&self, name: &str) -> Result<Plan> {
+        let row: Option<PlanRow> =
+            sqlx::query_as(sql::PLAN).bind(name).fetch_optional(&self.pool).await.map_err(map_err)?;
+        row.ok_or(StoreError::NotFound)?.into_plan()
+    }
+
+    async fn list_plans(&self) -> Result<Vec<Plan>> {
+        let rows: Vec<PlanRow> =
+            sqlx::query_as(concat!("SELECT ", plan_columns!(), " FROM plans ORDER BY name COLLATE BINARY"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        rows.into_iter().map(PlanRow::into_plan).collect()
+    }
+
+    async fn delete_plan(&self, name: &str) -> Result<()> {
+        let now = now_ms();
+        // The write transaction excludes every other writer: no account joins the plan meanwhile.
+        let mut tx = self.write_tx().await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar(sql::PLAN_EXISTS).bind(name).fetch_optional(&mut *tx).await.map_err(map_err)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let accounts: i64 =
+            sqlx::query_scalar(sql::PLAN_ACCOUNTS).bind(name).fetch_one(&mut *tx).await.map_err(map_err)?;
+        if accounts > 0 {
+            return Err(sql::plan_in_use(name, Some(accounts)));
+        }
+        sqlx::query(sql::DELETE_PLAN)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| if sql::is_foreign_key_violation(&e) { sql::plan_in_use(name, None) } else { map_err(e) })?;
+        record_change(&mut tx, Entity::Plan, name, now).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn plan_accounts(&self, name: &str) -> Result<u64> {
+        let accounts: i64 =
+            sqlx::query_scalar(sql::PLAN_ACCOUNTS).bind(name).fetch_one(&self.pool).await.map_err(map_err)?;
+        Ok(accounts as u64)
+    }
+
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -439,16 +572,20 @@ impl Store for SqliteStore {
         for chunk in batch.chunks(USAGE_CHUNK) {
             // Full chunks share one statement, kept prepared; a batch's tail may have any length.
             let persistent = chunk.len() == USAGE_CHUNK;
-            let mut counts = QueryBuilder::<Sqlite>::new("WITH batch (client_id, day, requests) AS (");
+            let mut counts = QueryBuilder::<Sqlite>::new("WITH batch (client_id, day, requests, limited) AS (");
             counts.push_values(chunk, |mut row, d| {
-                row.push_bind(d.client_id.to_hex()).push_bind(d.day).push_bind(d.requests as i64);
+                row.push_bind(d.client_id.to_hex())
+                    .push_bind(d.day)
+                    .push_bind(d.requests as i64)
+                    .push_bind(d.limited as i64);
             });
             counts.push(
-                ") INSERT INTO credential_usage (client_id, day, requests) \
-                 SELECT client_id, day, SUM(requests) FROM batch \
+                ") INSERT INTO credential_usage (client_id, day, requests, limited) \
+                 SELECT client_id, day, SUM(requests), SUM(limited) FROM batch \
                  WHERE EXISTS (SELECT 1 FROM credentials c WHERE c.client_id = batch.client_id) \
                  GROUP BY client_id, day \
-                 ON CONFLICT (client_id, day) DO UPDATE SET requests = requests + excluded.requests",
+                 ON CONFLICT (client_id, day) DO UPDATE SET requests = requests + excluded.requests, \
+                 limited = limited + excluded.limited",
             );
             counts.build().persistent(persistent).execute(&mut *tx).await.map_err(map_err)?;
             let mut last_used = QueryBuilder::<Sqlite>::new("WITH batch (client_id, last_used_at) AS (");
@@ -485,18 +622,25 @@ impl Store for SqliteStore {
         row.map(SecretRow::into_secret).transpose()
     }
 
+    async fn account_state(&self, id: AccountId) -> Result<Option<AccountState>> {
+        let row: Option<AccountStateRow> =
+            sqlx::query_as(sql::ACCOUNT_STATE).bind(id.to_hex()).fetch_optional(&self.pool).await.map_err(map_err)?;
+        row.map(AccountStateRow::into_state).transpose()
+    }
+
     async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<crate::AuthBundle>> {
-        let row: Option<BundleRow> = sqlx::query_as(
-            "SELECT s.generation AS presented, c.client_id, c.account_id, c.status, \
-                    a.uid, a.email, a.first_name, a.status AS account_status, \
-                    (SELECT group_concat(g.generation || ':' || COALESCE(g.expires_at, ''), ',') \
-                       FROM credential_secrets g \
-                      WHERE g.client_id = c.client_id AND (g.expires_at IS NULL OR g.expires_at > ?2)) AS gens \
+        let row: Option<BundleRow> = sqlx::query_as(concat!(
+            "SELECT s.generation AS presented, c.client_id, c.status, c.ratelimits, ",
+            account_state_columns!(),
+            ", (SELECT group_concat(g.generation || ':' || COALESCE(g.expires_at, ''), ',') \
+                  FROM credential_secrets g \
+                 WHERE g.client_id = c.client_id AND (g.expires_at IS NULL OR g.expires_at > ?2)) AS gens \
                FROM credential_secrets s \
                JOIN credentials c ON c.client_id = s.client_id \
                JOIN accounts a ON a.id = c.account_id \
-              WHERE s.hash = ?1",
-        )
+               LEFT JOIN plans p ON p.name = a.plan \
+              WHERE s.hash = ?1"
+        ))
         .bind(&hash.as_bytes()[..])
         .bind(now_ms())
         .fetch_optional(&self.pool)

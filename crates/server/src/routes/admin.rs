@@ -8,11 +8,12 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use keygate_auth::ApiError;
 use keygate_auth::envelope::{Envelope, Outcome, created_with, ok, page};
 use keygate_core::decide::{AuthFailure, InvalidReason};
-use keygate_core::model::{Account, Credential};
+use keygate_core::model::{Account, Credential, Plan};
+use keygate_core::ratelimit::{EffectiveLimit, RateLimit};
 use keygate_core::{AccountId, ClientId};
 use keygate_ops::IssuedCredential;
 use keygate_store::{AccountEvent, DailyUsage, SigningKey};
@@ -24,14 +25,16 @@ use crate::routes::extract::{JsonBody, OptionalJson, Path, Query, QueryShape};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/accounts", post(create_account).get(list_accounts))
-        .route("/accounts/{id}", get(get_account))
+        .route("/accounts/{id}", get(get_account).patch(patch_account))
         .route("/accounts/{id}/ban", post(ban))
         .route("/accounts/{id}/unban", post(unban))
         .route("/accounts/{id}/credentials", post(create_credential).get(list_credentials))
-        .route("/credentials/{client_id}", get(get_credential))
+        .route("/credentials/{client_id}", get(get_credential).patch(patch_credential))
         .route("/credentials/{client_id}/revoke", post(revoke))
         .route("/credentials/{client_id}/rotate", post(rotate))
         .route("/credentials/{client_id}/usage", get(usage))
+        .route("/plans", get(list_plans))
+        .route("/plans/{name}", put(put_plan).get(get_plan).delete(delete_plan))
         .route("/signing-keys", get(signing_keys))
         .route("/signing-keys/rotate", post(rotate_signing_key))
         .route("/signing-keys/{kid}/retire", post(retire_signing_key))
@@ -141,6 +144,9 @@ pub(crate) async fn list_accounts(
 pub(crate) struct AccountDetail {
     #[serde(flatten)]
     account: Account,
+    /// The rate limits its requests count against (shared by its credentials): the plan's, each
+    /// replaced by the account's own of the same name, and its own.
+    effective_ratelimits: Vec<EffectiveLimit>,
     events: Vec<AccountEvent>,
 }
 #[utoipa::path(
@@ -163,7 +169,54 @@ pub(crate) async fn get_account(
     Path(id): Path<AccountId>,
 ) -> Result<Response, ApiError> {
     let (account, events) = s.ops.get_account(id).await?;
-    Ok(ok(AccountDetail { account, events }))
+    let effective_ratelimits = s.ops.account_limits(&account).await?;
+    Ok(ok(AccountDetail { account, effective_ratelimits, events }))
+}
+
+/// `Some(None)` for an explicit `null`, `None` for a field left out.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// What to change on an account; fields left out stay as they are.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AccountPatch {
+    /// The account's own rate limits, shared by its credentials: the whole set (`[]` removes
+    /// them). Each overrides the plan's limit of the same name.
+    #[schema(max_items = 16)]
+    ratelimits: Option<Vec<RateLimit>>,
+    /// The plan (`null` removes it).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", example = "pro")]
+    plan: Option<Option<String>>,
+}
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/accounts/{id}",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("id" = AccountId, Path, description = "The account id")),
+    request_body = AccountPatch,
+    responses(
+        (status = 200, description = "1000: the account as changed: every node counts its requests against the new limits within the feed bound, keeping what was spent", body = Envelope<AccountDetail>),
+        (status = 400, description = "1003: a malformed id or body, an invalid limit, no such plan", body = Outcome),
+        (status = 404, description = "1109: no such account", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn patch_account(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<AccountId>,
+    JsonBody(req): JsonBody<AccountPatch>,
+) -> Result<Response, ApiError> {
+    let plan = req.plan.as_ref().map(|p| p.as_deref());
+    s.ops.update_account_limits(id, req.ratelimits.as_deref(), plan).await?;
+    let (account, events) = s.ops.get_account(id).await?;
+    let effective_ratelimits = s.ops.account_limits(&account).await?;
+    Ok(ok(AccountDetail { account, effective_ratelimits, events }))
 }
 
 /// Why (kept in the account's history). The body may be left out.
@@ -286,7 +339,7 @@ pub(crate) async fn list_credentials(
     security(("adminToken" = [])),
     params(("client_id" = ClientId, Path, description = "The credential's clientId")),
     responses(
-        (status = 200, description = "1000: the credential (never its key)", body = Envelope<Credential>),
+        (status = 200, description = "1000: the credential (never its key) and the rate limits that apply to it", body = Envelope<CredentialDetail>),
         (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
         (status = 404, description = "1003: no such credential", body = Outcome),
         (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
@@ -298,7 +351,63 @@ pub(crate) async fn get_credential(
     State(s): State<AppState>,
     Path(id): Path<ClientId>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.get_credential(id).await?))
+    let credential = s.ops.get_credential(id).await?;
+    Ok(ok(CredentialDetail::of(&s, credential).await?))
+}
+
+/// A credential and the rate limits its requests count against.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CredentialDetail {
+    #[serde(flatten)]
+    credential: Credential,
+    /// Its own limits, then its account's (the plan's and the account's own) that it does not
+    /// override: every one must pass.
+    effective_ratelimits: Vec<EffectiveLimit>,
+}
+
+impl CredentialDetail {
+    async fn of(s: &AppState, credential: Credential) -> Result<Self, ApiError> {
+        let effective_ratelimits = s.ops.credential_limits(&credential).await?;
+        Ok(Self { credential, effective_ratelimits })
+    }
+}
+
+/// What to change on a credential; fields left out stay as they are.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CredentialPatch {
+    /// The credential's own rate limits, counted for it alone: the whole set (`[]` removes them).
+    /// Each overrides the plan's limit of the same name; the account's own limits apply as well.
+    #[schema(max_items = 16)]
+    ratelimits: Option<Vec<RateLimit>>,
+}
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/credentials/{client_id}",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(("client_id" = ClientId, Path, description = "The credential's clientId")),
+    request_body = CredentialPatch,
+    responses(
+        (status = 200, description = "1000: the credential as changed, with the limits that apply to it", body = Envelope<CredentialDetail>),
+        (status = 400, description = "1003: a malformed id or body, an invalid limit", body = Outcome),
+        (status = 404, description = "1003: no such credential", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn patch_credential(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<ClientId>,
+    JsonBody(req): JsonBody<CredentialPatch>,
+) -> Result<Response, ApiError> {
+    let credential = match req.ratelimits {
+        Some(set) => s.ops.set_credential_ratelimits(id, &set).await?,
+        None => s.ops.get_credential(id).await?,
+    };
+    Ok(ok(CredentialDetail::of(&s, credential).await?))
 }
 #[utoipa::path(
     post,
@@ -453,4 +562,113 @@ pub(crate) async fn retire_signing_key(
     axum::extract::Path(p): axum::extract::Path<KidPath>,
 ) -> Result<Response, ApiError> {
     Ok(ok(s.ops.retire_signing_key(&p.kid).await?))
+}
+
+/// A plan's name in the path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct PlanPath {
+    /// The plan's name.
+    #[param(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", example = "pro")]
+    name: String,
+}
+
+/// A plan's rate limits.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PlanBody {
+    /// The whole set (`[]`: a plan without limits).
+    #[schema(max_items = 16)]
+    ratelimits: Vec<RateLimit>,
+}
+
+/// A plan and how many accounts are on it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PlanDetail {
+    #[serde(flatten)]
+    plan: Plan,
+    accounts: u64,
+}
+#[utoipa::path(
+    get,
+    path = "/admin/v1/plans",
+    tag = "admin",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "1000: every plan, by name", body = Envelope<Vec<Plan>>),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn list_plans(_: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.list_plans().await?))
+}
+#[utoipa::path(
+    put,
+    path = "/admin/v1/plans/{name}",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(PlanPath),
+    request_body = PlanBody,
+    responses(
+        (status = 201, description = "1000: created", body = Envelope<Plan>),
+        (status = 200, description = "1000: replaced: every account on it counts against the new limits within the feed bound, keeping what was spent", body = Envelope<Plan>),
+        (status = 400, description = "1003: a malformed name or body, an invalid limit", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn put_plan(
+    _: Admin,
+    State(s): State<AppState>,
+    axum::extract::Path(p): axum::extract::Path<PlanPath>,
+    JsonBody(req): JsonBody<PlanBody>,
+) -> Result<Response, ApiError> {
+    let (plan, created) = s.ops.put_plan(&p.name, &req.ratelimits).await?;
+    Ok(created_with(if created { StatusCode::CREATED } else { StatusCode::OK }, plan))
+}
+#[utoipa::path(
+    get,
+    path = "/admin/v1/plans/{name}",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(PlanPath),
+    responses(
+        (status = 200, description = "1000: the plan and how many accounts are on it", body = Envelope<PlanDetail>),
+        (status = 404, description = "1003: no such plan", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn get_plan(
+    _: Admin,
+    State(s): State<AppState>,
+    axum::extract::Path(p): axum::extract::Path<PlanPath>,
+) -> Result<Response, ApiError> {
+    let (plan, accounts) = s.ops.get_plan(&p.name).await?;
+    Ok(ok(PlanDetail { plan, accounts }))
+}
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/plans/{name}",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(PlanPath),
+    responses(
+        (status = 200, description = "1000: deleted", body = Outcome),
+        (status = 404, description = "1003: no such plan", body = Outcome),
+        (status = 409, description = "1003: accounts are on it: move them first", body = Outcome),
+        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
+        (status = 503, description = "1503: the store could not answer", body = Outcome),
+    )
+)]
+pub(crate) async fn delete_plan(
+    _: Admin,
+    State(s): State<AppState>,
+    axum::extract::Path(p): axum::extract::Path<PlanPath>,
+) -> Result<Response, ApiError> {
+    s.ops.delete_plan(&p.name).await?;
+    let msg = keygate_core::BusinessCode::Success.default_msg();
+    Ok(keygate_auth::envelope::json(StatusCode::OK, &Outcome { code: keygate_core::BusinessCode::Success, msg }))
 }

@@ -54,6 +54,11 @@ pub struct GetTokenResponse {
             body = Outcome, headers(("www-authenticate" = String, description = "RFC 6750 Bearer challenge"))),
         (status = 403, description = "1200: the account is banned", body = Outcome),
         (status = 413, description = "1003: the body is over max_body_bytes", body = Outcome),
+        (status = 429, description = "1005: a rate limit of the credential or its account refused it", body = Outcome, headers(
+            ("retry-after" = u64, description = "seconds until it would pass (absent: a limit is 0)"),
+            ("ratelimit-policy" = String, description = "draft-ietf-httpapi-ratelimit-headers: \"name\";q=LIMIT;w=SECONDS per limit"),
+            ("ratelimit" = String, description = "\"name\";r=REMAINING;t=SECONDS per limit"),
+        )),
         (status = 503, description = "1503: the store could not answer in time", body = Outcome),
     )
 )]
@@ -97,10 +102,17 @@ pub async fn get_token(
             ("x-keygate-uid" = i64, description = "the account's uid"),
             ("x-keygate-client-id" = String, description = "the credential's clientId"),
             ("x-keygate-auth-method" = String, description = "api_key, bearer or client_secret"),
+            ("ratelimit-policy" = String, description = "when rate limits apply: \"name\";q=LIMIT;w=SECONDS per limit (draft-ietf-httpapi-ratelimit-headers)"),
+            ("ratelimit" = String, description = "when rate limits apply: \"name\";r=REMAINING;t=SECONDS per limit"),
         )),
         (status = 401, description = "1102: no credential; 1101: invalid, unknown, revoked or expired",
             body = Outcome, headers(("www-authenticate" = String, description = "RFC 6750 Bearer challenge"))),
         (status = 403, description = "1200: the account is banned", body = Outcome),
+        (status = 429, description = "1005: a rate limit refused it (nothing was counted against the others)", body = Outcome, headers(
+            ("retry-after" = u64, description = "seconds until it would pass (absent: a limit is 0)"),
+            ("ratelimit-policy" = String, description = "\"name\";q=LIMIT;w=SECONDS per limit"),
+            ("ratelimit" = String, description = "\"name\";r=REMAINING;t=SECONDS per limit"),
+        )),
         (status = 503, description = "1503: the store could not answer in time", body = Outcome),
     )
 )]
@@ -119,6 +131,7 @@ pub async fn verify(State(state): State<AppState>, req: axum::extract::Request) 
         (status = 200, description = "1000: who the caller is", body = Envelope<Identity>),
         (status = 401, description = "1102 or 1101", body = Outcome),
         (status = 403, description = "1200: the account is banned", body = Outcome),
+        (status = 429, description = "1005: a rate limit refused it", body = Outcome),
         (status = 503, description = "1503: the store could not answer in time", body = Outcome),
     )
 )]
@@ -132,6 +145,7 @@ async fn authenticate(state: AppState, req: axum::extract::Request) -> Result<Re
         Ok(identity) => {
             let mut res = ok(&identity);
             identity.set_headers(res.headers_mut());
+            identity.set_ratelimit_headers(res.headers_mut());
             res.extensions_mut().insert(identity);
             Ok(res)
         }

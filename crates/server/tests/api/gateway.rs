@@ -958,3 +958,25 @@ async fn a_client_that_hangs_up_mid_upload_is_not_an_upstream_failure() {
     let outcomes = outcomes_of_root(&app).await;
     assert!(!outcomes.iter().any(|l| l.contains(r#"outcome="1502""#)), "counted as upstream failures: {outcomes:?}");
 }
+
+// ---- Rate limits ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rate_limited_requests_never_reach_the_upstream_and_answers_carry_the_limits() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |_| {}).await;
+    let c = app.customer().await;
+    let limits = json!({"ratelimits": [{"name": "requests", "limit": 2, "duration": "1h"}]});
+    let path = app.url(&format!("/admin/v1/credentials/{}", c.client_id));
+    app.send(app.client.patch(path).bearer_auth(&app.admin_token).json(&limits)).await.expect(200, 1000);
+    for remaining in [1, 0] {
+        let r = get(&app, "/echo", &[("x-api-key", &c.api_key)]).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.header("ratelimit-policy"), Some(r#""requests";q=2;w=3600"#));
+        assert!(r.header("ratelimit").unwrap().starts_with(&format!(r#""requests";r={remaining};"#)));
+    }
+    let r = get(&app, "/echo", &[("x-api-key", &c.api_key)]).await;
+    r.expect(429, 1005);
+    assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 1700)), "{:?}", r.headers);
+    assert_eq!(up.hits(), 2, "a rate-limited request reached the upstream");
+}

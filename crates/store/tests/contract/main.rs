@@ -73,20 +73,29 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.list_credentials(a.id).await.unwrap().len(), 2);
     assert!(store.list_credentials(b.id).await.unwrap().is_empty());
 
-    // Usage: batches add up per day; last_used_at only moves forward.
+    // Usage: batches add up per day, requests and rate-limited ones each; last_used_at only moves
+    // forward.
     use keygate_store::{DailyUsage, UsageDelta};
-    let d = |day, requests, last_used_at| UsageDelta { client_id: cid, day, requests, last_used_at };
-    store.record_usage(&[d(20_000, 5, 1_000), d(20_001, 2, 3_000)]).await.unwrap();
+    let d = |day, requests, limited, last_used_at| UsageDelta { client_id: cid, day, requests, limited, last_used_at };
+    store.record_usage(&[d(20_000, 5, 1, 1_000), d(20_001, 2, 0, 3_000)]).await.unwrap();
     store
-        .record_usage(&[d(20_001, 3, 2_000), UsageDelta { client_id: ClientId::generate(9), ..d(20_001, 1, 1) }])
+        .record_usage(&[
+            d(20_001, 3, 4, 2_000),
+            d(20_002, 0, 7, 2_500),
+            UsageDelta { client_id: ClientId::generate(9), ..d(20_001, 1, 1, 1) },
+        ])
         .await
         .unwrap();
     store.record_usage(&[]).await.unwrap();
     assert_eq!(
         store.usage(cid, 20_000).await.unwrap(),
-        [DailyUsage { day: 20_000, requests: 5 }, DailyUsage { day: 20_001, requests: 5 }]
+        [
+            DailyUsage { day: 20_000, requests: 5, limited: 1 },
+            DailyUsage { day: 20_001, requests: 5, limited: 4 },
+            DailyUsage { day: 20_002, requests: 0, limited: 7 }
+        ]
     );
-    assert_eq!(store.usage(cid, 20_001).await.unwrap().len(), 1);
+    assert_eq!(store.usage(cid, 20_001).await.unwrap().len(), 2);
     assert_eq!(store.get_credential(cid).await.unwrap().last_used_at, Some(3_000));
 
     // Revocation removes the secrets and cannot be undone by rotation.
@@ -220,6 +229,300 @@ async fn console_suite(store: Arc<dyn Store>) {
     assert_eq!(store.delete_sessions(op.id).await.unwrap(), 0);
 }
 
+/// Fails unless `r` is a conflict whose message contains `needle`.
+#[track_caller]
+fn conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, needle: &str) {
+    match r {
+        Err(StoreError::Conflict(msg)) => assert!(msg.contains(needle), "{msg:?} lacks {needle:?}"),
+        r => panic!("expected a conflict ({needle}), got {r:?}"),
+    }
+}
+
+/// Rate limits and plans: stored sets of limits round-trip, plans are put, replaced, listed and
+/// deleted, the hot path's loads carry every limit that applies, and every write is in the feed.
+async fn ratelimits_suite(store: Arc<dyn Store>) {
+    use keygate_core::AccountId;
+    use keygate_core::decide::AccountState;
+    use keygate_core::ratelimit::{AccountLimit, RateLimit, account_limits};
+    let rl = |name: &str, limit, duration: &str| RateLimit::new(name, limit, duration.parse().unwrap());
+    let feed_since = |after: i64| {
+        let store = store.clone();
+        async move {
+            let changes = store.changes_since(after, 1000).await.unwrap();
+            changes.into_iter().map(|c| (c.entity, c.entity_id)).collect::<Vec<_>>()
+        }
+    };
+
+    let a = store.create_account(&new_account("limits@example.com")).await.unwrap();
+    let b = store.create_account(&new_account("nolimits@example.com")).await.unwrap();
+    assert_eq!((a.plan.as_deref(), a.ratelimits.as_slice()), (None, &[][..]));
+    let cid = ClientId::generate(41);
+    let c = store.create_credential(a.id, cid, &hash("limited-1"), "h").await.unwrap();
+    assert!(c.ratelimits.is_empty());
+    let ghost_account = AccountId::generate(1);
+    let ghost_credential = ClientId::generate(42);
+
+    // A credential's own limits: set, read back by every load, replaced, cleared.
+    let start = store.last_change_seq().await.unwrap();
+    let own = vec![rl("requests", 10, "1s"), rl("daily", 1_000, "1d")];
+    let c = store.set_credential_ratelimits(cid, &own).await.unwrap();
+    assert_eq!(c.ratelimits, own);
+    assert!(c.updated_at >= c.created_at);
+    assert_eq!(store.get_credential(cid).await.unwrap().ratelimits, own);
+    assert_eq!(store.list_credentials(a.id).await.unwrap()[0].ratelimits, own);
+    assert_eq!(store.credential_state(cid).await.unwrap().unwrap().ratelimits, own);
+    assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())]);
+    assert!(store.set_credential_ratelimits(cid, &[]).await.unwrap().ratelimits.is_empty());
+    assert!(store.get_credential(cid).await.unwrap().ratelimits.is_empty());
+    store.set_credential_ratelimits(cid, &own).await.unwrap();
+    assert!(matches!(store.set_credential_ratelimits(ghost_credential, &own).await, Err(StoreError::NotFound)));
+    assert_eq!(feed_since(start).await.len(), 3, "a failed write appends nothing");
+
+    // Plans: created, read, listed by name, replaced (keeping created_at).
+    let start = store.last_change_seq().await.unwrap();
+    assert!(store.list_plans().await.unwrap().is_empty());
+    assert!(matches!(store.get_plan("pro").await, Err(StoreError::NotFound)));
+    let pro = vec![rl("requests", 100, "1s"), rl("monthly", 1_000_000, "30d")];
+    let (p, created) = store.put_plan("pro", &pro).await.unwrap();
+    assert!(created);
+    assert_eq!((p.name.as_str(), &p.ratelimits, p.created_at), ("pro", &pro, p.updated_at));
+    assert_eq!(store.get_plan("pro").await.unwrap(), p);
+    let (free, created) = store.put_plan("free", &[]).await.unwrap();
+    assert!(created);
+    assert!(free.ratelimits.is_empty());
+    let (basic, _) = store.put_plan("pro-basic", &[rl("requests", 1, "1m")]).await.unwrap();
+    let pro = vec![rl("requests", 200, "1s"), rl("monthly", 2_000_000, "30d"), rl("burst", 50, "1s")];
+    let (p2, created) = store.put_plan("pro", &pro).await.unwrap();
+    assert!(!created);
+    assert_eq!((p2.name.as_str(), &p2.ratelimits, p2.created_at), ("pro", &pro, p.created_at));
+    assert!(p2.updated_at >= p.updated_at);
+    assert_eq!(store.get_plan("pro").await.unwrap(), p2);
+    assert_eq!(store.list_plans().await.unwrap(), [free.clone(), p2.clone(), basic.clone()]);
+    assert_eq!(
+        feed_since(start).await,
+        [
+            (Entity::Plan, "pro".into()),
+            (Entity::Plan, "free".into()),
+            (Entity::Plan, "pro-basic".into()),
+            (Entity::Plan, "pro".into())
+        ]
+    );
+
+    // An account's plan and own limits: a missing plan is a conflict (and changes nothing), a
+    // missing account is not found.
+    let start = store.last_change_seq().await.unwrap();
+    conflict(store.update_account_limits(a.id, None, Some(Some("gold"))).await, "no plan named");
+    conflict(store.update_account_limits(a.id, Some(&own), Some(Some("gold"))).await, "gold");
+    assert_eq!(store.get_account(a.id).await.unwrap(), a);
+    assert!(matches!(store.update_account_limits(ghost_account, Some(&own), None).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.update_account_limits(ghost_account, None, Some(Some("pro"))).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.update_account_limits(ghost_account, None, Some(Some("gold"))).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(feed_since(start).await, [], "failed writes append nothing");
+
+    let account_own = vec![rl("requests", 50, "1s"), rl("searches", 5, "1m")];
+    let a2 = store.update_account_limits(a.id, Some(&account_own), Some(Some("pro"))).await.unwrap();
+    assert_eq!((a2.plan.as_deref(), &a2.ratelimits), (Some("pro"), &account_own));
+    assert!(a2.updated_at >= a.updated_at);
+    assert_eq!((a2.id, a2.uid, &a2.email, a2.created_at), (a.id, a.uid, &a.email, a.created_at));
+    assert_eq!(store.get_account(a.id).await.unwrap(), a2);
+    assert!(store.list_accounts(None, 100, None).await.unwrap().contains(&a2));
+    assert_eq!(store.console_account(a.id).await.unwrap().account, a2);
+    assert_eq!(store.console_account_by_email("limits@example.com").await.unwrap().unwrap().account, a2);
+    let session = hash("limits-session");
+    store.create_session(&session, a.id, now_ms() + 60_000).await.unwrap();
+    assert_eq!(store.session(&session, now_ms()).await.unwrap().unwrap().account, a2);
+    // Only the plan: the own limits stay. Only the limits: the plan stays. Both at once.
+    let a3 = store.update_account_limits(a.id, None, Some(Some("free"))).await.unwrap();
+    assert_eq!((a3.plan.as_deref(), &a3.ratelimits), (Some("free"), &account_own));
+    let a4 = store.update_account_limits(a.id, Some(&[]), None).await.unwrap();
+    assert_eq!((a4.plan.as_deref(), a4.ratelimits.as_slice()), (Some("free"), &[][..]));
+    let a5 = store.update_account_limits(a.id, Some(&account_own), Some(Some("pro"))).await.unwrap();
+    assert_eq!(store.get_account(a.id).await.unwrap(), a5);
+    assert_eq!(
+        feed_since(start).await,
+        [
+            (Entity::Account, a.id.to_hex()),
+            (Entity::Account, a.id.to_hex()),
+            (Entity::Account, a.id.to_hex()),
+            (Entity::Account, a.id.to_hex())
+        ]
+    );
+    assert_eq!(store.plan_accounts("pro").await.unwrap(), 1);
+    assert_eq!(store.plan_accounts("free").await.unwrap(), 0);
+    assert_eq!(store.plan_accounts("gold").await.unwrap(), 0);
+
+    // The hot path's loads: the credential's own limits, and the account's (its plan's, each
+    // overridden by the account's own of the same name, then its own).
+    let expected = account_limits(Some(("pro", &pro)), &account_own);
+    let plan =
+        |name: &str, limit, duration| AccountLimit { limit: rl(name, limit, duration), plan: Some("pro".into()) };
+    let mine = |name: &str, limit, duration| AccountLimit { limit: rl(name, limit, duration), plan: None };
+    assert_eq!(
+        expected,
+        [
+            plan("monthly", 2_000_000, "30d"),
+            plan("burst", 50, "1s"),
+            mine("requests", 50, "1s"),
+            mine("searches", 5, "1m")
+        ],
+        "the plan's requests limit is overridden by the account's"
+    );
+    let state = store.account_state(a.id).await.unwrap().unwrap();
+    assert_eq!(state.ratelimits, expected);
+    assert_eq!(state, AccountState::new(a5.clone(), Some(&pro)));
+    let bundle = store.auth_bundle(&hash("limited-1")).await.unwrap().unwrap();
+    assert_eq!((bundle.generation, &bundle.credential.ratelimits), (1, &own));
+    assert_eq!(bundle.credential, store.credential_state(cid).await.unwrap().unwrap());
+    assert_eq!(bundle.account, state);
+    // A plan's change shows at the next load of every account on it.
+    let pro = vec![rl("requests", 300, "1s")];
+    store.put_plan("pro", &pro).await.unwrap();
+    let state = store.account_state(a.id).await.unwrap().unwrap();
+    assert_eq!(state.ratelimits, [mine("requests", 50, "1s"), mine("searches", 5, "1m")]);
+    store.update_account_limits(a.id, Some(&[rl("searches", 6, "1m")]), None).await.unwrap();
+    let expected = [plan("requests", 300, "1s"), mine("searches", 6, "1m")];
+    assert_eq!(store.account_state(a.id).await.unwrap().unwrap().ratelimits, expected);
+    assert_eq!(store.auth_bundle(&hash("limited-1")).await.unwrap().unwrap().account.ratelimits, expected);
+    // An account without a plan or limits has none; an unknown one has no state.
+    let b_state = store.account_state(b.id).await.unwrap().unwrap();
+    assert_eq!((b_state.id, b_state.ratelimits.len()), (b.id, 0));
+    assert_eq!(b_state, AccountState::new(b.clone(), None));
+    assert_eq!(store.account_state(ghost_account).await.unwrap(), None);
+    // A plan with no limits and an account with only its own.
+    let cid_b = ClientId::generate(43);
+    store.create_credential(b.id, cid_b, &hash("limited-b"), "h").await.unwrap();
+    store.update_account_limits(b.id, Some(&[rl("requests", 7, "1h")]), Some(Some("free"))).await.unwrap();
+    let bundle = store.auth_bundle(&hash("limited-b")).await.unwrap().unwrap();
+    assert!(bundle.credential.ratelimits.is_empty());
+    assert_eq!(bundle.account.ratelimits, [mine("requests", 7, "1h")]);
+
+    // Deleting a plan: not while an account is on it; gone afterwards, and in the feed.
+    let start = store.last_change_seq().await.unwrap();
+    conflict(store.delete_plan("pro").await, "is used by 1 account");
+    store.update_account_limits(b.id, None, Some(Some("pro"))).await.unwrap();
+    conflict(store.delete_plan("pro").await, "is used by 2 accounts");
+    assert!(matches!(store.delete_plan("gold").await, Err(StoreError::NotFound)));
+    assert_eq!(store.get_plan("pro").await.unwrap().ratelimits, pro);
+    // Leaving the plan (`Some(None)`) keeps the own limits.
+    let left = store.update_account_limits(a.id, None, Some(None)).await.unwrap();
+    assert_eq!((left.plan, left.ratelimits), (None, vec![rl("searches", 6, "1m")]));
+    let state = store.account_state(a.id).await.unwrap().unwrap();
+    assert_eq!(state.ratelimits, [mine("searches", 6, "1m")]);
+    store.update_account_limits(b.id, Some(&[]), Some(None)).await.unwrap();
+    assert_eq!(store.plan_accounts("pro").await.unwrap(), 0);
+    store.delete_plan("pro").await.unwrap();
+    assert!(matches!(store.get_plan("pro").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_plan("pro").await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_plans().await.unwrap(), [free.clone(), basic.clone()]);
+    conflict(store.update_account_limits(a.id, None, Some(Some("pro"))).await, "no plan named");
+    assert_eq!(
+        feed_since(start).await,
+        [
+            (Entity::Account, b.id.to_hex()),
+            (Entity::Account, a.id.to_hex()),
+            (Entity::Account, b.id.to_hex()),
+            (Entity::Plan, "pro".into())
+        ]
+    );
+    // A plan deleted and put again is new.
+    assert!(store.put_plan("pro", &pro).await.unwrap().1);
+}
+
+/// Accounts joining a plan while it is deleted: each write either succeeds or says it conflicts,
+/// never another error, and no account is left on a missing plan.
+async fn plan_race_suite(store: Arc<dyn Store>) {
+    let mut accounts = Vec::new();
+    for i in 0..8 {
+        accounts.push(store.create_account(&new_account(&format!("race-{i}@example.com"))).await.unwrap().id);
+    }
+    for round in 0..10 {
+        let name = format!("race-{round}");
+        store.put_plan(&name, &[]).await.unwrap();
+        // The delete starts before, among or after the joins, a different place each round.
+        let mut tasks = Vec::new();
+        let mut deleter = None;
+        for (k, &id) in accounts.iter().enumerate() {
+            if k == round % (accounts.len() + 1) {
+                let (store, name) = (store.clone(), name.clone());
+                deleter = Some(tokio::spawn(async move { store.delete_plan(&name).await }));
+            }
+            let (store, name) = (store.clone(), name.clone());
+            tasks.push(tokio::spawn(async move {
+                store.update_account_limits(id, None, Some(Some(&name))).await.map(|_| ())
+            }));
+        }
+        let deleter = deleter.unwrap_or_else(|| {
+            let (store, name) = (store.clone(), name.clone());
+            tokio::spawn(async move { store.delete_plan(&name).await })
+        });
+        let mut joined = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => joined += 1,
+                Err(StoreError::Conflict(msg)) => assert!(msg.contains("no plan named"), "{msg}"),
+                Err(e) => panic!("joining: {e:?}"),
+            }
+        }
+        let deleted = match deleter.await.unwrap() {
+            Ok(()) => true,
+            Err(StoreError::Conflict(msg)) => {
+                assert!(msg.contains("is used by"), "{msg}");
+                false
+            }
+            Err(e) => panic!("deleting: {e:?}"),
+        };
+        let on_plan = store.plan_accounts(&name).await.unwrap();
+        assert_eq!(on_plan, joined, "round {round}");
+        assert_eq!(store.get_plan(&name).await.is_ok(), !deleted, "round {round}");
+        // Whichever comes first wins outright: joins before the delete refuse it, joins after it fail.
+        assert_eq!(deleted, joined == 0, "round {round}: deleted {deleted} with {joined} accounts joined");
+        for &id in &accounts {
+            store.update_account_limits(id, None, Some(None)).await.unwrap();
+        }
+    }
+}
+
+/// A set of rate limits the database holds that is not one (written by hand, or by a broken
+/// build) is an error that says so, not a panic nor an empty set. `tamper` runs SQL on it.
+async fn malformed_ratelimits<F, Fut>(store: Arc<dyn Store>, tamper: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let a = store.create_account(&new_account("malformed@example.com")).await.unwrap();
+    let cid = ClientId::generate(51);
+    store.create_credential(a.id, cid, &hash("malformed"), "h").await.unwrap();
+    store.put_plan("broken", &[]).await.unwrap();
+    store.update_account_limits(a.id, None, Some(Some("broken"))).await.unwrap();
+    let other = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::Other(msg)) => assert!(msg.contains("malformed rate limits"), "{what}: {msg}"),
+        r => panic!("{what}: {r:?}"),
+    };
+    tamper(format!("UPDATE credentials SET ratelimits = '[{{\"name\":\"x\"}}]' WHERE client_id = '{}'", cid.to_hex()))
+        .await;
+    other(store.get_credential(cid).await.map(drop), "credential");
+    other(store.auth_bundle(&hash("malformed")).await.map(drop), "bundle, credential");
+    tamper(format!("UPDATE credentials SET ratelimits = NULL WHERE client_id = '{}'", cid.to_hex())).await;
+    store.auth_bundle(&hash("malformed")).await.unwrap().unwrap();
+    tamper(format!("UPDATE accounts SET ratelimits = 'not json' WHERE id = '{}'", a.id.to_hex())).await;
+    other(store.get_account(a.id).await.map(drop), "account");
+    other(store.account_state(a.id).await.map(drop), "account state");
+    other(store.auth_bundle(&hash("malformed")).await.map(drop), "bundle, account");
+    tamper(format!("UPDATE accounts SET ratelimits = '[]' WHERE id = '{}'", a.id.to_hex())).await;
+    assert!(store.get_account(a.id).await.unwrap().ratelimits.is_empty());
+    tamper("UPDATE plans SET ratelimits = '{}' WHERE name = 'broken'".into()).await;
+    other(store.get_plan("broken").await.map(drop), "plan");
+    other(store.list_plans().await.map(drop), "plans");
+    other(store.account_state(a.id).await.map(drop), "account state, plan");
+    other(store.auth_bundle(&hash("malformed")).await.map(drop), "bundle, plan");
+}
+
 /// Usage batches as big as a busy server flushes: more rows than one statement takes (the SQLite
 /// backend writes a batch in chunks), still all or nothing.
 async fn usage_suite(store: Arc<dyn Store>) {
@@ -235,6 +538,7 @@ async fn usage_suite(store: Arc<dyn Store>) {
     }
     let ghost = ClientId::generate(99);
     let requests = |k: usize, day: i64| (k as u64 + 1) * 10 + day as u64 % 7;
+    let limited = |k: usize, day: i64| (k as u64 + day as u64) % 3;
     // Each credential's newest use falls somewhere inside the batch, not at its end.
     let used_at = |k: usize, day: i64| 1_000_000 + ((day * 37 + k as i64 * 11) % 101) * 1_000;
 
@@ -243,18 +547,25 @@ async fn usage_suite(store: Arc<dyn Store>) {
     let mut batch = Vec::new();
     for day in DAY0..DAY0 + DAYS {
         for (k, &client_id) in cids.iter().enumerate() {
-            batch.push(UsageDelta { client_id, day, requests: requests(k, day), last_used_at: used_at(k, day) });
+            batch.push(UsageDelta {
+                client_id,
+                day,
+                requests: requests(k, day),
+                limited: limited(k, day),
+                last_used_at: used_at(k, day),
+            });
         }
         if day % 40 == 0 {
-            batch.push(UsageDelta { client_id: ghost, day, requests: 1, last_used_at: 9_999_999 });
+            batch.push(UsageDelta { client_id: ghost, day, requests: 1, limited: 1, last_used_at: 9_999_999 });
         }
     }
     assert!(batch.len() > 1_200);
     store.record_usage(&batch).await.unwrap();
     let newest: Vec<i64> = (0..cids.len()).map(|k| (DAY0..DAY0 + DAYS).map(|d| used_at(k, d)).max().unwrap()).collect();
     for (k, &cid) in cids.iter().enumerate() {
-        let expected: Vec<DailyUsage> =
-            (DAY0..DAY0 + DAYS).map(|day| DailyUsage { day, requests: requests(k, day) }).collect();
+        let expected: Vec<DailyUsage> = (DAY0..DAY0 + DAYS)
+            .map(|day| DailyUsage { day, requests: requests(k, day), limited: limited(k, day) })
+            .collect();
         assert_eq!(store.usage(cid, 0).await.unwrap(), expected, "credential {k}");
         assert_eq!(store.get_credential(cid).await.unwrap().last_used_at, Some(newest[k]), "credential {k}");
     }
@@ -264,31 +575,44 @@ async fn usage_suite(store: Arc<dyn Store>) {
     // A second flush adds to existing days and starts new ones. Around midnight a batch holds two
     // days of one credential: last_used_at becomes the newer of the two, in either order. An
     // older time than the stored one changes nothing. A (credential, day) twice in one batch
-    // (the server never sends that, but nothing forbids it) counts both.
+    // (the server never sends that, but nothing forbids it) counts both. A day may hold only
+    // rate-limited requests.
     let (c0, c1, c2, c3) = (cids[0], cids[1], cids[2], cids[3]);
     let last = DAY0 + DAYS - 1;
-    let d = |client_id, day, requests, last_used_at| UsageDelta { client_id, day, requests, last_used_at };
+    let d = |client_id, day, requests, limited, last_used_at| UsageDelta {
+        client_id,
+        day,
+        requests,
+        limited,
+        last_used_at,
+    };
     store
         .record_usage(&[
-            d(c0, last, 3, 5_000_000),
-            d(c0, last + 1, 4, 4_000_000),
-            d(c1, last, 5, 4_000_000),
-            d(c1, last + 1, 6, 5_000_001),
-            d(c2, DAY0, 7, 1),
-            d(c3, last + 1, 1, 6_000_000),
-            d(c3, last + 1, 2, 6_000_002),
-            d(ghost, last + 1, 1, 9_999_999),
+            d(c0, last, 3, 1, 5_000_000),
+            d(c0, last + 1, 4, 0, 4_000_000),
+            d(c1, last, 5, 2, 4_000_000),
+            d(c1, last + 1, 6, 3, 5_000_001),
+            d(c2, DAY0, 7, 5, 1),
+            d(c2, last + 2, 0, 9, 2),
+            d(c3, last + 1, 1, 1, 6_000_000),
+            d(c3, last + 1, 2, 2, 6_000_002),
+            d(ghost, last + 1, 1, 1, 9_999_999),
         ])
         .await
         .unwrap();
-    let two_days = |k: usize, extra: u64, next: u64| {
-        [DailyUsage { day: last, requests: requests(k, last) + extra }, DailyUsage { day: last + 1, requests: next }]
+    let two_days = |k: usize, (extra, extra_limited): (u64, u64), (next, next_limited): (u64, u64)| {
+        [
+            DailyUsage { day: last, requests: requests(k, last) + extra, limited: limited(k, last) + extra_limited },
+            DailyUsage { day: last + 1, requests: next, limited: next_limited },
+        ]
     };
-    assert_eq!(store.usage(c0, last).await.unwrap(), two_days(0, 3, 4));
-    assert_eq!(store.usage(c1, last).await.unwrap(), two_days(1, 5, 6));
-    assert_eq!(store.usage(c3, last).await.unwrap(), two_days(3, 0, 3));
-    assert_eq!(store.usage(c2, 0).await.unwrap()[0], DailyUsage { day: DAY0, requests: requests(2, DAY0) + 7 });
-    assert_eq!(store.usage(c2, 0).await.unwrap().len(), DAYS as usize);
+    assert_eq!(store.usage(c0, last).await.unwrap(), two_days(0, (3, 1), (4, 0)));
+    assert_eq!(store.usage(c1, last).await.unwrap(), two_days(1, (5, 2), (6, 3)));
+    assert_eq!(store.usage(c3, last).await.unwrap(), two_days(3, (0, 0), (3, 3)));
+    let c2_usage = store.usage(c2, 0).await.unwrap();
+    assert_eq!(c2_usage[0], DailyUsage { day: DAY0, requests: requests(2, DAY0) + 7, limited: limited(2, DAY0) + 5 });
+    assert_eq!(c2_usage.len(), DAYS as usize + 1);
+    assert_eq!(c2_usage.last(), Some(&DailyUsage { day: last + 2, requests: 0, limited: 9 }));
     assert_eq!(store.get_credential(c0).await.unwrap().last_used_at, Some(5_000_000));
     assert_eq!(store.get_credential(c1).await.unwrap().last_used_at, Some(5_000_001));
     assert_eq!(store.get_credential(c2).await.unwrap().last_used_at, Some(newest[2]), "never backwards");
@@ -298,9 +622,9 @@ async fn usage_suite(store: Arc<dyn Store>) {
     // All or nothing: a batch the database rejects at its end (here: two counts for one day whose
     // sum overflows 64 bits) leaves no trace of its earlier rows, in whichever chunk they were.
     let before = (store.usage(c0, 0).await.unwrap(), store.usage(c3, 0).await.unwrap());
-    let mut bad: Vec<UsageDelta> = (0..1_100).map(|i| d(c0, DAY0 + 1_000 + i, 1, 7_000_000)).collect();
-    bad.push(d(c3, last + 1, i64::MAX as u64, 1));
-    bad.push(d(c3, last + 1, i64::MAX as u64, 1));
+    let mut bad: Vec<UsageDelta> = (0..1_100).map(|i| d(c0, DAY0 + 1_000 + i, 1, 1, 7_000_000)).collect();
+    bad.push(d(c3, last + 1, i64::MAX as u64, 0, 1));
+    bad.push(d(c3, last + 1, i64::MAX as u64, 0, 1));
     assert!(store.record_usage(&bad).await.is_err());
     assert_eq!((store.usage(c0, 0).await.unwrap(), store.usage(c3, 0).await.unwrap()), before);
     assert_eq!(store.get_credential(c0).await.unwrap().last_used_at, Some(5_000_000));
@@ -325,6 +649,35 @@ async fn sqlite_usage_contract() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/usage.db", dir.path().display());
     usage_suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_ratelimits_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ratelimits.db", dir.path().display());
+    ratelimits_suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_plan_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/race.db", dir.path().display());
+    plan_race_suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_malformed_ratelimits() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/malformed.db", dir.path().display());
+    let store = keygate_store::connect(&url, true).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    malformed_ratelimits(store, |sql| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -375,6 +728,42 @@ async fn postgres_usage_contract() {
         Err(why) => keygate_testkit::skip_or_fail!("{why}"),
     };
     usage_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_ratelimits_contract() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    ratelimits_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_plan_race() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    plan_race_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_malformed_ratelimits() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    let store = keygate_store::connect(&db.url, true).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    malformed_ratelimits(store, |sql| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+        }
+    })
+    .await;
+    pool.close().await;
 }
 
 #[tokio::test]
@@ -452,7 +841,13 @@ async fn usage_flush_timing(backend: &str, store: Arc<dyn Store>) {
     for round in 0..3 {
         let batch: Vec<UsageDelta> = cids
             .iter()
-            .map(|&client_id| UsageDelta { client_id, day: 20_000, requests: 3, last_used_at: 1_000 + round })
+            .map(|&client_id| UsageDelta {
+                client_id,
+                day: 20_000,
+                requests: 3,
+                limited: 1,
+                last_used_at: 1_000 + round,
+            })
             .collect();
         let t = std::time::Instant::now();
         store.record_usage(&batch).await.unwrap();
