@@ -1,6 +1,8 @@
-//! The per-request cost of authentication on a warm cache: `x-api-key` and `Bearer`, the refusal
-//! of a malformed key (no store access) for scale, and the same decision through the tower Layer
-//! around a service that does nothing. Run: `cargo bench -p keygate-auth`.
+//! The per-request cost of authentication on a warm cache: `x-api-key` and `Bearer`, the same key
+//! with two rate limits (one its own, one its account's; never reached) against none, the
+//! refusal of a malformed key (no store access) for scale, rendering the RateLimit headers, and
+//! the same decision through the tower Layer around a service that does nothing.
+//! Run: `cargo bench -p keygate-auth`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use keygate_auth::identity::X_API_KEY;
 use keygate_auth::{AuthLayer, AuthSettings, Authenticator, StatusMode, secrets};
+use keygate_core::ratelimit::{MAX_LIMIT, RateLimit};
 use keygate_core::{ApiKey, ClientId, MasterKey};
 use keygate_store::NewAccount;
 use tower::{Layer, Service, ServiceExt};
@@ -19,7 +22,7 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/bench.db", dir.path().display());
-    let (auth, keys, tokens) = rt.block_on(async {
+    let (auth, keys, tokens, limited) = rt.block_on(async {
         let store = keygate_store::connect(&url, true).await.unwrap();
         let master = MasterKey::generate();
         secrets::ensure_signing_key(store.as_ref()).await.unwrap();
@@ -28,25 +31,32 @@ fn bench(c: &mut Criterion) {
         let auth = Arc::new(Authenticator::new(store.clone(), hasher.clone(), ring, AuthSettings::default()));
         let mut keys = Vec::new();
         let mut tokens = Vec::new();
-        for i in 0..CREDENTIALS {
+        let mut limited = Vec::new();
+        let high = |name: &str| vec![RateLimit::new(name, MAX_LIMIT, "1s".parse().unwrap())];
+        for i in 0..2 * CREDENTIALS {
             let new = NewAccount { email: format!("u{i}@bench.example"), first_name: "b".into() };
             let account = store.create_account(&new).await.unwrap();
             let key = ApiKey::generate();
             let client_id = ClientId::generate(i as u64);
             store.create_credential(account.id, client_id, &hasher.hash(key.expose()), &key.hint()).await.unwrap();
-            tokens.push(auth.issue_token(&client_id.to_hex(), key.expose()).await.unwrap());
-            keys.push(key.expose().to_owned());
+            if i < CREDENTIALS {
+                tokens.push(auth.issue_token(&client_id.to_hex(), key.expose()).await.unwrap());
+                keys.push(key.expose().to_owned());
+            } else {
+                store.set_credential_ratelimits(client_id, &high("requests")).await.unwrap();
+                store.update_account_limits(account.id, Some(&high("account")), None).await.unwrap();
+                limited.push(key.expose().to_owned());
+            }
         }
-        (auth, keys, tokens)
+        (auth, keys, tokens, limited)
     });
-    let key_headers: Vec<HeaderMap> = keys
-        .iter()
-        .map(|k| {
-            let mut h = HeaderMap::new();
-            h.insert(&X_API_KEY, HeaderValue::from_str(k).unwrap());
-            h
-        })
-        .collect();
+    let with_key = |k: &String| {
+        let mut h = HeaderMap::new();
+        h.insert(&X_API_KEY, HeaderValue::from_str(k).unwrap());
+        h
+    };
+    let key_headers: Vec<HeaderMap> = keys.iter().map(with_key).collect();
+    let limited_headers: Vec<HeaderMap> = limited.iter().map(with_key).collect();
     let token_headers: Vec<HeaderMap> = tokens
         .iter()
         .map(|t| {
@@ -57,7 +67,7 @@ fn bench(c: &mut Criterion) {
         .collect();
     // Warm the cache.
     rt.block_on(async {
-        for h in key_headers.iter().chain(&token_headers) {
+        for h in key_headers.iter().chain(&token_headers).chain(&limited_headers) {
             auth.authenticate(h).await.unwrap();
         }
     });
@@ -70,6 +80,12 @@ fn bench(c: &mut Criterion) {
             rt.block_on(auth.authenticate(&key_headers[i])).unwrap()
         })
     });
+    g.bench_function("x_api_key_two_ratelimits_warm", |b| {
+        b.iter(|| {
+            i = (i + 1) % CREDENTIALS;
+            rt.block_on(auth.authenticate(&limited_headers[i])).unwrap()
+        })
+    });
     g.bench_function("bearer_warm", |b| {
         b.iter(|| {
             i = (i + 1) % CREDENTIALS;
@@ -79,6 +95,16 @@ fn bench(c: &mut Criterion) {
     let mut bad = HeaderMap::new();
     bad.insert(&X_API_KEY, HeaderValue::from_static("kgk_this-is-not-a-valid-key-0000"));
     g.bench_function("malformed_key_refused", |b| b.iter(|| rt.block_on(auth.authenticate(&bad)).unwrap_err()));
+    // The RateLimit-Policy and RateLimit headers of an answer for a key with two limits.
+    let statuses = rt.block_on(auth.authenticate(&limited_headers[0])).unwrap().ratelimits;
+    assert_eq!(statuses.len(), 2);
+    g.bench_function("ratelimit_headers_two_limits", |b| {
+        b.iter(|| {
+            let mut h = HeaderMap::new();
+            keygate_auth::ratelimit::set_headers(&statuses, &mut h);
+            h
+        })
+    });
     // The floor: an empty async call on the same runtime.
     g.bench_function("baseline_block_on", |b| b.iter(|| rt.block_on(async { std::hint::black_box(1) })));
     g.finish();

@@ -52,18 +52,34 @@ impl Scope {
     }
 }
 
+/// One limit as a request counts it: its name shared with the statuses it produces.
+#[derive(Debug)]
+struct Counted {
+    name: Arc<str>,
+    limit: u64,
+    duration: Window,
+    policy: Policy,
+}
+
+impl From<&RateLimit> for Counted {
+    fn from(l: &RateLimit) -> Self {
+        Self { name: l.name.as_str().into(), limit: l.limit, duration: l.duration, policy: l.policy() }
+    }
+}
+
 /// The limits that apply to one credential's requests, with the scopes they count in.
 #[derive(Debug)]
 pub struct Applied {
-    credential: Option<(Arc<Scope>, Vec<RateLimit>)>,
-    account: Option<(Arc<Scope>, Vec<RateLimit>)>,
+    credential: Option<(Arc<Scope>, Vec<Counted>)>,
+    account: Option<(Arc<Scope>, Vec<Counted>)>,
 }
 
 /// Where one limit stands after a request, for the `RateLimit` headers and `/auth/verify`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitStatus {
-    pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub name: Arc<str>,
     /// Requests per window.
     pub limit: u64,
     pub duration: Window,
@@ -99,13 +115,14 @@ impl Limiter {
 
     /// What applies to requests with this credential of this account: `None` when no limit does.
     pub fn applied(&self, cred: &CredentialState, account: &AccountState) -> Option<Arc<Applied>> {
-        let shared: Vec<RateLimit> =
-            ratelimit::shared_limits(&cred.ratelimits, &account.ratelimits).map(|a| a.limit.clone()).collect();
+        let shared: Vec<Counted> =
+            ratelimit::shared_limits(&cred.ratelimits, &account.ratelimits).map(|a| Counted::from(&a.limit)).collect();
         if cred.ratelimits.is_empty() && shared.is_empty() {
             return None;
         }
-        let credential = (!cred.ratelimits.is_empty())
-            .then(|| (self.scope(ScopeKey::Credential(cred.client_id)), cred.ratelimits.clone()));
+        let credential = (!cred.ratelimits.is_empty()).then(|| {
+            (self.scope(ScopeKey::Credential(cred.client_id)), cred.ratelimits.iter().map(Counted::from).collect())
+        });
         let account = (!shared.is_empty()).then(|| (self.scope(ScopeKey::Account(account.id)), shared));
         Some(Arc::new(Applied { credential, account }))
     }
@@ -116,53 +133,47 @@ impl Limiter {
         // The credential's scope first, then the account's: the one order every request locks in.
         let mut cred = applied.credential.as_ref().map(|(s, l)| (s.lock(), l.as_slice()));
         let mut account = applied.account.as_ref().map(|(s, l)| (s.lock(), l.as_slice()));
-        let mut passes = [0u64; 2 * MAX_LIMITS];
+        // Per limit, in order: its bucket's index and the arrival time it would get.
+        let mut found = [(0usize, 0u64); 2 * MAX_LIMITS];
         let mut n = 0;
         let mut refused = false;
         let mut retry: Option<u64> = Some(0);
         for (buckets, limits) in [cred.as_mut(), account.as_mut()].into_iter().flatten() {
             for limit in limits.iter() {
-                let policy = limit.policy();
-                let i = bucket_index(buckets, &limit.name, policy);
+                let i = bucket_index(buckets, &limit.name, limit.policy);
                 let bucket = &mut buckets[i].1;
-                bucket.adopt(policy, now);
-                match bucket.take(policy, cost, now) {
-                    Take::Pass(tat) => passes[n] = tat,
+                bucket.adopt(limit.policy, now);
+                let tat = match bucket.take(limit.policy, cost, now) {
+                    Take::Pass(tat) => tat,
                     Take::Refuse(wait) => {
                         refused = true;
-                        passes[n] = bucket.tat;
                         retry = retry.zip(wait).map(|(a, b)| a.max(b));
+                        bucket.tat
                     }
-                }
+                };
+                found[n] = (i, tat);
                 n += 1;
-            }
-        }
-        if !refused {
-            let mut k = 0;
-            for (buckets, limits) in [cred.as_mut(), account.as_mut()].into_iter().flatten() {
-                for limit in limits.iter() {
-                    let i = bucket_index(buckets, &limit.name, limit.policy());
-                    buckets[i].1.tat = passes[k];
-                    k += 1;
-                }
             }
         }
         let mut statuses = Vec::with_capacity(n);
         let mut refused_by = Vec::new();
+        let mut k = 0;
         for (buckets, limits) in [cred.as_mut(), account.as_mut()].into_iter().flatten() {
             for limit in limits.iter() {
-                let policy = limit.policy();
-                let i = bucket_index(buckets, &limit.name, policy);
-                let bucket = buckets[i].1;
-                if refused && !matches!(bucket.take(policy, cost, now), Take::Pass(_)) {
-                    refused_by.push(limit.name.clone());
+                let (i, tat) = found[k];
+                k += 1;
+                let bucket = &mut buckets[i].1;
+                if !refused {
+                    bucket.tat = tat;
+                } else if !matches!(bucket.take(limit.policy, cost, now), Take::Pass(_)) {
+                    refused_by.push(limit.name.to_string());
                 }
                 statuses.push(LimitStatus {
                     name: limit.name.clone(),
                     limit: limit.limit,
                     duration: limit.duration,
-                    remaining: bucket.remaining(policy, now),
-                    reset: ceil_secs(bucket.reset(policy, now)),
+                    remaining: bucket.remaining(limit.policy, now),
+                    reset: ceil_secs(bucket.reset(limit.policy, now)),
                 });
             }
         }

@@ -810,7 +810,7 @@ fn limit_lines(limits: &[EffectiveLimit]) -> String {
                 (Source::Account, _) => "account".into(),
                 (Source::Credential, _) => "credential".into(),
             };
-            format!("  {}={}/{}  from {from}", l.limit.name, l.limit.limit, l.limit.duration)
+            format!("  {}={}/{}  from {from}", l.name, l.limit, l.duration)
         })
         .collect::<Vec<_>>()
         .join("\n")

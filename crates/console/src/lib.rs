@@ -1,6 +1,7 @@
 //! The web console, `/console`: customers sign up, log in and manage their API credentials
-//! ("Login -> API -> API Credentials"); operators search accounts, ban and unban them, revoke
-//! any credential. Server-rendered HTML (askama templates, escaped by default, checked at
+//! ("Login -> API -> API Credentials") and see the rate limits that apply to them; operators
+//! search accounts, ban and unban them, revoke any credential, manage plans and set accounts'
+//! and credentials' rate limits. Server-rendered HTML (askama templates, escaped by default, checked at
 //! compile time), plain forms that work without JavaScript; one small script for copy buttons.
 //!
 //! - `session`: session cookies and the request extractors (`User`, `Operator`, `Post`,
@@ -8,6 +9,7 @@
 //! - `csrf`: `Origin` / `Sec-Fetch-Site` checks and the derived CSRF tokens;
 //! - `throttle`: failed logins per account and per IP;
 //! - `pages` (customers, login, sign-up) and `admin` (operators): the handlers and their templates;
+//! - `limits`: rate limits as forms take them (`NAME=LIMIT/DURATION` per line) and pages show them;
 //! - `svg`: the usage chart.
 //!
 //! Every console answer carries a strict Content-Security-Policy (no inline script or style),
@@ -19,6 +21,7 @@
 
 mod admin;
 mod csrf;
+mod limits;
 mod pages;
 mod session;
 mod svg;
@@ -202,7 +205,7 @@ pub(crate) struct Nav {
     pub operator: bool,
     /// For the logout form.
     pub csrf: String,
-    /// Which entry is current: "credentials", "accounts" or "".
+    /// Which entry is current: "credentials", "accounts", "plans" or "".
     pub current: &'static str,
 }
 

@@ -1,6 +1,6 @@
 //! Customer pages: sign-up, login, logout, and "API Credentials" (list, generate, usage,
-//! rotate, revoke). A customer only ever reaches their own credentials: anyone else's answer
-//! 404, as if they did not exist.
+//! rotate, revoke, and the rate limits that apply to each, read-only). A customer only ever
+//! reaches their own credentials: anyone else's answer 404, as if they did not exist.
 
 use askama::Template;
 use axum::Router;
@@ -10,10 +10,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use keygate_core::model::{AccountStatus, Credential, CredentialStatus};
+use keygate_core::ratelimit::EffectiveLimit;
 use keygate_core::{AccountId, BusinessCode, ClientId};
 use keygate_store::{Role, now_ms};
 use serde::Deserialize;
 
+use super::limits::{self, LimitRow, Reader};
 use super::session::{self, PRE_SESSION_COOKIE, Post, PublicPost, SESSION_COOKIE, User};
 use super::svg::{self, Chart};
 use super::{ConsoleError, Nav, csrf, fmt_time, iso_time, render};
@@ -261,6 +263,8 @@ pub(super) struct CredentialRow {
     pub last_used: Option<String>,
     /// When an older secret stops working (after a rotation with grace).
     pub grace_until: Option<String>,
+    /// The rate limits its requests count against, where the page shows them.
+    pub limits: Vec<LimitRow>,
 }
 
 impl CredentialRow {
@@ -281,6 +285,7 @@ impl CredentialRow {
                 .filter_map(|g| g.expires_at)
                 .max()
                 .map(fmt_time),
+            limits: Vec::new(),
         }
     }
 }
@@ -311,11 +316,16 @@ async fn credentials(
         .and_then(|r| r.parse::<ClientId>().ok())
         .filter(|id| list.iter().any(|c| c.client_id == *id))
         .map(|id| id.to_hex());
-    let page = CredentialsPage {
-        nav: Nav::of(&user, "credentials"),
-        rows: list.iter().map(CredentialRow::of).collect(),
-        revoked,
-    };
+    // The account's limits once, combined with each credential's own.
+    let shared = limits::shared(&s.ops.account_limits(&user.account).await?);
+    let rows = list
+        .iter()
+        .map(|c| CredentialRow {
+            limits: LimitRow::all(&EffectiveLimit::for_credential(&c.ratelimits, &shared), Reader::Customer),
+            ..CredentialRow::of(c)
+        })
+        .collect();
+    let page = CredentialsPage { nav: Nav::of(&user, "credentials"), rows, revoked };
     Ok(render(StatusCode::OK, &page))
 }
 
@@ -396,9 +406,10 @@ async fn credential(
     let c = own(&s, &user, &client_id).await?;
     let today = now_ms().div_euclid(86_400_000);
     let usage = s.ops.store().usage(c.client_id, today - (svg::DAYS - 1)).await?;
+    let limits = LimitRow::all(&s.ops.credential_limits(&c).await?, Reader::Customer);
     let page = CredentialPage {
         nav: Nav::of(&user, "credentials"),
-        c: CredentialRow::of(&c),
+        c: CredentialRow { limits, ..CredentialRow::of(&c) },
         generation: c.generation,
         chart: svg::chart(&usage, today),
     };

@@ -224,8 +224,10 @@ pub fn shared_limits<'a>(own: &'a [RateLimit], account: &'a [AccountLimit]) -> i
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveLimit {
-    #[serde(flatten)]
-    pub limit: RateLimit,
+    pub name: String,
+    /// Requests per window (0 blocks every request).
+    pub limit: u64,
+    pub duration: Window,
     pub source: Source,
     /// The plan it comes from, when `source` is `plan`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,9 +235,18 @@ pub struct EffectiveLimit {
 }
 
 impl EffectiveLimit {
+    fn new(l: &RateLimit, source: Source, plan: Option<String>) -> Self {
+        Self { name: l.name.clone(), limit: l.limit, duration: l.duration, source, plan }
+    }
+
+    /// The limit itself, without where it comes from.
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit { name: self.name.clone(), limit: self.limit, duration: self.duration }
+    }
+
     fn of_account(a: &AccountLimit) -> Self {
         let source = if a.plan.is_some() { Source::Plan } else { Source::Account };
-        Self { limit: a.limit.clone(), source, plan: a.plan.clone() }
+        Self::new(&a.limit, source, a.plan.clone())
     }
 
     /// What applies to an account's requests.
@@ -247,7 +258,7 @@ impl EffectiveLimit {
     /// override.
     pub fn for_credential(own: &[RateLimit], account: &[AccountLimit]) -> Vec<Self> {
         own.iter()
-            .map(|l| Self { limit: l.clone(), source: Source::Credential, plan: None })
+            .map(|l| Self::new(l, Source::Credential, None))
             .chain(shared_limits(own, account).map(Self::of_account))
             .collect()
     }
@@ -417,7 +428,7 @@ mod tests {
         // A credential's own "daily" replaces the plan's; the account's own limits still apply.
         let cred = [RateLimit::new("daily", 7, Window(86_400)), RateLimit::new("burst", 1, w)];
         let eff = EffectiveLimit::for_credential(&cred, &account);
-        let shown: Vec<_> = eff.iter().map(|e| (e.limit.name.as_str(), e.limit.limit, e.source.clone())).collect();
+        let shown: Vec<_> = eff.iter().map(|e| (e.name.as_str(), e.limit, e.source.clone())).collect();
         assert_eq!(
             shown,
             [

@@ -9,6 +9,7 @@
 //! - `feed`: writes made behind the server's back (as the CLI makes them) reach its cache;
 //! - `console`: the web console's security (cookies, CSRF, throttling, sessions, ownership,
 //!   the operator area, headers, secrets shown once);
+//! - `console_limits`: the console's plans and limits pages (operators edit, customers read);
 //! - `ratelimits`: rate limits and plans (1005, RateLimit headers, overrides, accuracy);
 //! - `gateway`: the reverse proxy in front of a real upstream (headers, routes, streaming,
 //!   502/504, WebSocket, cancellation, metrics).
@@ -16,6 +17,7 @@
 mod admin;
 mod connections;
 mod console;
+mod console_limits;
 mod feed;
 mod gateway;
 mod helpers;

@@ -92,7 +92,13 @@ async fn a_limited_key_is_refused_with_1005_and_told_when_to_retry() {
     r.expect_identity(&c, "api_key");
     assert!(r.header("ratelimit").is_none() && r.data().get("ratelimits").is_none(), "{}", r.text);
     let m = app.send(app.client.get(app.url("/metrics"))).await;
-    assert!(m.text.contains(r#"keygate_ratelimit_refusals_total{limit="requests"} 2"#), "{}", m.text);
+    // The recorder is the process's: other tests' refusals count too, so at least these two.
+    let refusals = m
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"keygate_ratelimit_refusals_total{limit="requests"} "#))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(refusals.is_some_and(|n| n >= 2.0), "{refusals:?} in {}", m.text);
 }
 
 #[tokio::test]
