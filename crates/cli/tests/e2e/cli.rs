@@ -193,3 +193,46 @@ fn cli_rejects_bad_input_with_helpful_messages() {
     assert_eq!(sb.json(&["credential", "show", &client])["generation"], 1);
     assert_eq!(sb.json(&["account", "show", &id])["account"]["status"], "active");
 }
+
+#[test]
+fn cli_rate_limits_and_plans() {
+    let sb = Sandbox::with_database();
+    let id = sb.create_account("dana@example.com");
+    let (client, _) = sb.create_credential(&id);
+
+    let plan = sb.json(&["plan", "put", "free", "--ratelimit", "requests=10/1s", "--ratelimit", "daily=10000/1d"]);
+    assert_eq!(plan["ratelimits"][1], serde_json::json!({"name": "daily", "limit": 10000, "duration": "1d"}));
+    let account = sb.json(&["account", "limits", &id, "--plan", "free", "--ratelimit", "requests=1000/1s"]);
+    assert_eq!(account["account"]["plan"], "free");
+    let sources: Vec<_> = account["effectiveRatelimits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap().to_owned(), l["source"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(sources, [("daily".into(), "plan".into()), ("requests".into(), "account".into())]);
+    let cred = sb.json(&["credential", "limits", &client, "--ratelimit", "burst=5/1m"]);
+    assert_eq!(cred["effectiveRatelimits"][0]["source"], "credential");
+    assert_eq!(cred["effectiveRatelimits"].as_array().unwrap().len(), 3);
+    // Without flags: shows what applies, for people.
+    let out = sb.run(&["credential", "limits", &client]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("burst=5/1m  from credential") && shown.contains("daily=10000/1d  from plan free"),
+        "{shown}"
+    );
+    assert_eq!(sb.json(&["plan", "show", "free"])["accounts"], 1);
+
+    // Bad input says what is wrong; a used plan cannot go.
+    let err = sb.fails(&["credential", "limits", &client, "--ratelimit", "requests=10"]);
+    assert!(err.contains("NAME=LIMIT/DURATION"), "{err}");
+    let err = sb.fails(&["credential", "limits", &client, "--ratelimit", "requests=10/31d"]);
+    assert!(err.contains("30d"), "{err}");
+    let err = sb.fails(&["plan", "delete", "free"]);
+    assert!(err.contains("used by 1 account"), "{err}");
+    let err = sb.fails(&["account", "limits", &id, "--plan", "gold"]);
+    assert!(err.contains("no plan named \"gold\""), "{err}");
+    sb.json(&["account", "limits", &id, "--no-plan", "--clear"]);
+    sb.json(&["plan", "delete", "free"]);
+    assert_eq!(sb.json(&["plan", "list"]), serde_json::json!([]));
+}
