@@ -85,7 +85,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401",
             .arg("run")
             .arg(server.url("/openapi.json"))
             .args(["--checks", "all", "--phases", phases])
-            .args(["--max-examples", "40", "--workers", "2", "--seed", "1", "--no-color"])
+            // One worker: with two, hypothesis parses lambdas' source (ast) from two threads at
+            // once, which CPython 3.11 can fail with "AST constructor recursion depth mismatch"
+            // (seen in CI: a tool error, not a finding).
+            .args(["--max-examples", "40", "--workers", "1", "--seed", "1", "--no-color"])
             .args(&args)
             .output()
             .expect("running schemathesis");
