@@ -30,7 +30,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cache::BoundedCache as Cache;
 use crate::identity::{Identity, X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
-use crate::ratelimit::{Applied, Limited, Limiter};
+use crate::ratelimit::{Admit, Applied, Limited, Limiter, Need};
 
 /// For the legacy clientId + clientSecret pair: the secret must belong to that clientId (a
 /// constant-time comparison of the 24 characters).
@@ -148,6 +148,12 @@ struct TokenEntry {
     resolved: Option<Resolved>,
 }
 
+/// A decision, or one that waits for shared rate-limit units ([`Authenticator::finish`]).
+enum Decided {
+    Done(Result<Verified, AuthError>),
+    Lease(Verified, Arc<Applied>, Vec<Need>),
+}
+
 /// A successful check, with what getToken needs to sign.
 struct Verified {
     identity: Identity,
@@ -221,7 +227,7 @@ pub struct Authenticator {
     /// Requests per credential, flushed to the store in batches.
     pub usage: Arc<crate::usage::UsageRecorder>,
     /// The rate limits' buckets.
-    pub limiter: Limiter,
+    pub limiter: Arc<Limiter>,
 }
 
 impl Authenticator {
@@ -240,7 +246,7 @@ impl Authenticator {
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             stats: CacheStats::default(),
             usage: Arc::default(),
-            limiter: Limiter::default(),
+            limiter: Arc::default(),
         }
     }
 
@@ -446,15 +452,17 @@ impl Authenticator {
         let hash = self.hasher.hash(key);
         if self.cache_trusted() {
             let fast = self.secrets.with(&hash.0, |entry| match entry {
-                None => Some(Err(invalid(InvalidReason::UnknownKey))),
-                Some(e) => e.resolved.as_ref().filter(|r| self.current(r)).map(|r| {
-                    check_pair(client_id, e.cid)?;
-                    self.decide(r, e.generation, method)
-                }),
+                None => Some(Decided::Done(Err(invalid(InvalidReason::UnknownKey)))),
+                Some(e) => {
+                    e.resolved.as_ref().filter(|r| self.current(r)).map(|r| match check_pair(client_id, e.cid) {
+                        Ok(()) => self.decide(r, e.generation, method),
+                        Err(refused) => Decided::Done(Err(refused)),
+                    })
+                }
             });
-            if let Some(Some(result)) = fast {
+            if let Some(Some(decided)) = fast {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return result;
+                return self.finish(decided).await;
             }
         }
         let found = self.secret(hash).await?;
@@ -474,7 +482,7 @@ impl Authenticator {
                 r
             }
         };
-        self.decide(&resolved, generation, method)
+        self.finish(self.decide(&resolved, generation, method)).await
     }
 
     async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
@@ -483,7 +491,7 @@ impl Authenticator {
         // A cached token had its signature checked before; its expiry is checked each time.
         let cached = self.tokens.with(token, |t| {
             if t.subject.exp <= now_secs {
-                return Err(Err(expired()));
+                return Err(Decided::Done(Err(expired())));
             }
             match t.resolved.as_ref().filter(|r| self.cache_trusted() && self.current(r)) {
                 Some(r) => Err(self.token_decision(&t.subject, r)),
@@ -494,7 +502,7 @@ impl Authenticator {
             // Decided from the cache entry alone (or expired).
             Some(Err(decided)) => {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return decided;
+                return self.finish(decided).await.map(|v| v.identity);
             }
             Some(Ok(subject)) => subject,
             None => {
@@ -505,15 +513,14 @@ impl Authenticator {
         };
         let r = self.resolve(subject.client_id).await?;
         self.tokens.update(token, |t| t.resolved = Some(r.clone()));
-        self.token_decision(&subject, &r)
+        self.finish(self.token_decision(&subject, &r)).await.map(|v| v.identity)
     }
 
-    fn token_decision(&self, subject: &TokenSubject, r: &Resolved) -> Result<Identity, AuthError> {
-        let v = self.decide(r, subject.generation, AuthMethod::Bearer)?;
-        if v.account.id != subject.account_id {
-            return Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into());
+    fn token_decision(&self, subject: &TokenSubject, r: &Resolved) -> Decided {
+        if r.account.id != subject.account_id {
+            return Decided::Done(Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into()));
         }
-        Ok(v.identity)
+        self.decide(r, subject.generation, AuthMethod::Bearer)
     }
 
     fn verify_token(&self, token: &str, now_secs: i64) -> Result<TokenSubject, AuthError> {
@@ -541,28 +548,68 @@ impl Authenticator {
     }
 
     /// Whether generation `generation` of the resolved credential lets a request in, and then
-    /// whether its rate limits do (a request refused by either consumes no limit).
-    fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod) -> Result<Verified, AuthError> {
+    /// whether its rate limits do (a request refused by either consumes no limit). Decided here
+    /// unless shared rate limits need a round trip first ([`Decided::Lease`], see [`Self::finish`]).
+    fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod) -> Decided {
         let (cred, account) = (&*r.cred, &r.account);
         let cid = cred.client_id;
         let now = now_ms();
-        decide::decide(cred, generation, account, now)?;
-        let ratelimits = match &r.limits {
-            None => Vec::new(),
+        if let Err(refused) = decide::decide(cred, generation, account, now) {
+            return Decided::Done(Err(refused.into()));
+        }
+        let identity =
+            Identity { account_id: account.id, uid: account.uid, client_id: cid, method, ratelimits: Vec::new() };
+        let v = Verified { identity, generation, account: account.clone() };
+        match &r.limits {
+            None => {
+                self.usage.record(cid, now);
+                Decided::Done(Ok(v))
+            }
             Some(applied) => match self.limiter.admit(applied, 1, crate::ratelimit::now_ns()) {
-                Ok(statuses) => statuses,
-                Err(limited) => {
-                    self.usage.record_limited(cid, now);
-                    for name in &limited.refused_by {
-                        metrics::counter!("keygate_ratelimit_refusals_total", "limit" => name.clone()).increment(1);
-                    }
-                    return Err(AuthError::Limited(limited));
-                }
+                Admit::Lease(needs) => Decided::Lease(v, applied.clone(), needs),
+                admit => Decided::Done(self.admitted(v, admit)),
             },
+        }
+    }
+
+    /// A decision that waited for units of the shared rate-limit buckets: leases them, then
+    /// decides. Leases taken by other requests meanwhile can make it ask again (three times; then
+    /// this request is decided on this process's own buckets).
+    async fn finish(&self, decided: Decided) -> Result<Verified, AuthError> {
+        let (v, applied, mut needs) = match decided {
+            Decided::Done(result) => return result,
+            Decided::Lease(v, applied, needs) => (v, applied, needs),
         };
-        self.usage.record(cid, now);
-        let identity = Identity { account_id: account.id, uid: account.uid, client_id: cid, method, ratelimits };
-        Ok(Verified { identity, generation, account: account.clone() })
+        for _ in 0..3 {
+            self.limiter.lease(&needs, crate::ratelimit::now_ns()).await;
+            match self.limiter.admit(&applied, 1, crate::ratelimit::now_ns()) {
+                Admit::Lease(more) => needs = more,
+                admit => return self.admitted(v, admit),
+            }
+        }
+        self.admitted(v, Limiter::admit_local(&applied, 1, crate::ratelimit::now_ns()))
+    }
+
+    /// The outcome of a rate-limit decision for a request that passed everything else.
+    fn admitted(&self, mut v: Verified, admit: Admit) -> Result<Verified, AuthError> {
+        let (cid, now) = (v.identity.client_id, now_ms());
+        match admit {
+            Admit::Pass(statuses) => {
+                v.identity.ratelimits = statuses;
+                self.usage.record(cid, now);
+                Ok(v)
+            }
+            Admit::Refuse(limited) => {
+                self.usage.record_limited(cid, now);
+                for name in &limited.refused_by {
+                    metrics::counter!("keygate_ratelimit_refusals_total", "limit" => name.clone()).increment(1);
+                }
+                Err(AuthError::Limited(limited))
+            }
+            Admit::Unavailable | Admit::Lease(_) => Err(AuthError::Store(StoreError::Unavailable(
+                "rate limits cannot be counted: the shared counters do not answer (redis_failure = closed)".into(),
+            ))),
+        }
     }
 
     /// getToken: trades `clientId` + `clientSecret` for a signed token.

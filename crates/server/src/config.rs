@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ArgAction;
+use keygate_auth::ratelimit::FailMode;
 use keygate_auth::{AuthSettings, MasterKeySource, StatusMode};
 use keygate_console::{ConsoleSettings, SecureCookies};
 use keygate_core::Secret;
@@ -110,6 +111,9 @@ pub struct Config {
     /// The reverse-proxy gateway (`[gateway]` and `[[gateway.routes]]` in TOML).
     #[command(flatten)]
     pub gateway: GatewaySettings,
+    /// Rate limits across nodes (`[limits]` in TOML).
+    #[command(flatten)]
+    pub limits: LimitSettings,
     /// Whether visitors may create accounts in the web console (/console) [default: true].
     #[arg(long, env = "KEYGATE_CONSOLE_SIGNUP", required = false, action = ArgAction::Set)]
     pub console_signup: bool,
@@ -143,6 +147,21 @@ pub struct Config {
     /// from the open-file limit, raised to its maximum at start: (limit - 64) / 2].
     #[arg(long, env = "KEYGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+}
+
+/// `[limits]`: how rate limits are counted when several nodes serve the same credentials.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Share rate-limit counters between nodes through this Redis
+    /// (`redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://` for TLS) [default: none: each node
+    /// counts on its own].
+    #[arg(long = "redis-url", value_name = "URL", env = "KEYGATE_REDIS_URL")]
+    pub redis_url: Option<Secret>,
+    /// While Redis cannot be reached: `open` (each node counts on its own) or `closed` (requests
+    /// of limited credentials answer 1503) [default: open].
+    #[arg(long = "redis-failure", value_name = "MODE", env = "KEYGATE_REDIS_FAILURE", required = false)]
+    pub redis_failure: FailMode,
 }
 
 /// `[gateway]`.
@@ -214,6 +233,7 @@ impl Default for Config {
             access_log: true,
             upstream: None,
             gateway: GatewaySettings::default(),
+            limits: LimitSettings::default(),
             console_signup: true,
             console_session_ttl: Duration::from_secs(12 * 3600),
             console_secure_cookies: SecureCookies::Auto,
@@ -548,22 +568,26 @@ mod example_file {
         out
     }
 
-    /// Keys written (`key = ...` or `# key = ...`) in the part of the file before `[gateway]`,
-    /// or after it.
-    fn keys(gateway: bool) -> Vec<String> {
-        let mut in_gateway = false;
+    /// Keys written (`key = ...` or `# key = ...`) at the top of the file (`section` None) or in
+    /// `[section]` (`[[gateway.routes]]` counts as the gateway's `routes`).
+    fn keys(section: Option<&str>) -> Vec<String> {
+        let mut current: Option<String> = None;
         let mut out = Vec::new();
         for line in EXAMPLE.lines() {
             let bare = line.trim_start_matches('#').trim();
-            if bare == "[gateway]" {
-                in_gateway = true;
+            if bare == "[[gateway.routes]]" {
+                if section == Some("gateway") {
+                    out.push("routes".to_owned());
+                }
+                continue;
             }
-            if bare == "[[gateway.routes]]" && gateway {
-                out.push("routes".to_owned());
+            if let Some(name) = bare.strip_prefix('[').and_then(|b| b.strip_suffix(']')) {
+                current = Some(name.to_owned());
+                continue;
             }
             if let Some((key, _)) = bare.split_once(" = ")
                 && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-                && in_gateway == gateway
+                && current.as_deref() == section
             {
                 out.push(key.to_owned());
             }
@@ -573,15 +597,23 @@ mod example_file {
 
     #[test]
     fn names_every_setting() {
-        for (names, gateway) in [(fields::<Config>(), false), (fields::<GatewaySettings>(), true)] {
-            assert!(names.len() > 3, "recorded {names:?}");
-            let written = keys(gateway);
+        let sections = [
+            (fields::<Config>(), None),
+            (fields::<GatewaySettings>(), Some("gateway")),
+            (fields::<LimitSettings>(), Some("limits")),
+        ];
+        for (names, section) in sections {
+            assert!(!names.is_empty(), "recorded {names:?}");
+            let written = keys(section);
             for name in names {
-                if *name == "gateway" {
-                    assert!(EXAMPLE.contains("\n[gateway]\n"));
+                if ["gateway", "limits"].contains(name) {
+                    assert!(EXAMPLE.contains(&format!("\n[{name}]\n")), "examples/keygate.toml has no [{name}]");
                     continue;
                 }
-                assert!(written.iter().any(|k| k == name), "examples/keygate.toml does not name `{name}`");
+                assert!(
+                    written.iter().any(|k| k == name),
+                    "examples/keygate.toml does not name `{name}` in {section:?}"
+                );
             }
         }
     }

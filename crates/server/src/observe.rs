@@ -62,6 +62,15 @@ fn describe_metrics() {
         "keygate_ratelimit_refusals_total",
         "Requests refused with 1005, by the rate limit that refused them (a request refused by two counts for both)"
     );
+    describe_counter!(
+        "keygate_ratelimit_shared_errors_total",
+        "Round trips to the shared rate-limit counters (Redis) that failed or timed out; after one, the node leaves \
+         Redis alone for 1 s and the fail mode (redis_failure) decides"
+    );
+    describe_gauge!(
+        "keygate_ratelimit_shared_up",
+        "1 while the shared rate-limit counters (Redis) answer this node's probes, 0 while the fail mode decides"
+    );
     describe_gauge!(
         "keygate_ratelimit_scopes",
         "Credentials and accounts whose rate-limit buckets this node holds (in use, or not yet full)"

@@ -30,6 +30,30 @@ pub struct Application {
     pub generated_admin_token: Option<String>,
 }
 
+/// Shares rate-limit counters through Redis when `[limits] redis_url` is set; says where each
+/// node counts on its own.
+fn share_rate_limits(config: &Config, auth: &Auth) -> anyhow::Result<()> {
+    let limiter = &auth.authenticator().limiter;
+    match &config.limits.redis_url {
+        Some(url) => {
+            let counter = keygate_auth::ratelimit::redis::RedisCounter::connect(url.expose())
+                .map_err(|e| anyhow::anyhow!("[limits] redis_url: {e}"))?;
+            limiter.share(Arc::new(counter), config.limits.redis_failure);
+            tracing::info!(
+                redis = %keygate_auth::secrets::redact_url(url.expose()),
+                fail_mode = ?config.limits.redis_failure,
+                "rate limits: counters shared through Redis"
+            );
+        }
+        None if auth.authenticator().store().backend() == "postgres" => tracing::warn!(
+            "rate limits: each node counts on its own (no [limits] redis_url): N nodes behind a load balancer \
+             admit up to N times a limit"
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
@@ -41,6 +65,7 @@ impl Application {
         // The recorder first: the metric handles made below (the gateway's, say) bind to it.
         let metrics = crate::observe::prometheus();
         let auth = Arc::new(Auth::builder().settings(config.auth_settings()).start(store.clone(), &master).await?);
+        share_rate_limits(&config, &auth)?;
         let ops = Ops::new(store, &master, Some(auth.authenticator().clone()));
         let console = Arc::new(Console::new(config.console_settings(), &master, ops.clone()));
         let gateway = config

@@ -34,6 +34,9 @@ pub struct Readiness {
     feed_cursor: i64,
     /// Milliseconds since the change feed was last followed.
     feed_age_ms: i64,
+    /// How rate limits are counted: "shared" (through Redis, which answers), "shared, redis
+    /// unreachable" (the fail mode applies), or "per node".
+    ratelimits: &'static str,
 }
 
 /// Readiness: the store answers and the change feed is followed, so this node's decisions are
@@ -56,5 +59,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
         backend: auth.store().backend(),
         feed_cursor: state.auth.feed_cursor(),
         feed_age_ms: auth.feed_age_ms(),
+        ratelimits: match auth.limiter.shared_state() {
+            Some(true) => "shared",
+            Some(false) => "shared, redis unreachable",
+            None => "per node",
+        },
     }))
 }
