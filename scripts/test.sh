@@ -20,51 +20,44 @@ if ! python3 -c 'import requests' >/dev/null 2>&1; then
   python3 -m pip install -q requests 2>/dev/null || python3 -m pip install -q --break-system-packages requests
 fi
 
-# nginx for the auth_request test (crates/cli/tests/e2e/nginx.rs), which runs it as its own
-# non-daemon process on a free port. Debian 12's `nginx` package is the full server (with
-# http_auth_request); `nginx-light` is only a transitional package there. The package's postinst
-# would start a system nginx on port 80: a policy-rc.d that refuses service starts (Docker images
-# ship one) is put in place for the install if there is none, so a busy port 80 cannot fail it.
-if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing nginx (apt-get)" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  policy_rc=""
+# Installs Debian packages a test drives: WHAT (the tests, for the message) PACKAGE... A package
+# that would start a system service at install (nginx and Caddy on port 80, Redis on 6379,
+# PostgreSQL) must not: its port may be taken, and the machine's services are not the suite's. So a
+# policy-rc.d that refuses service starts (Docker images ship one) is put in place for the install
+# if there is none. A failed install only says so: the tests then skip (or fail in CI).
+apt_install() {
+  local what=$1 sudo="" policy_rc=""
+  shift
+  echo "scripts/test.sh: installing $* (apt-get)" >&2
+  [ "$(id -u)" = 0 ] || sudo="sudo"
   if ! [ -e /usr/sbin/policy-rc.d ]; then
     policy_rc=/usr/sbin/policy-rc.d
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null && $SUDO chmod 755 "$policy_rc"
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy_rc" >/dev/null && $sudo chmod 755 "$policy_rc"
   fi
-  $SUDO apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null \
-    || echo "scripts/test.sh: installing nginx failed; the nginx test will skip (or fail in CI)" >&2
-  if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
+  $sudo apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null \
+    || echo "scripts/test.sh: installing $* failed; $what will skip (or fail in CI)" >&2
+  if [ -n "$policy_rc" ]; then $sudo rm -f "$policy_rc"; fi
+}
+
+# nginx for the auth_request test (crates/cli/tests/e2e/nginx.rs), which runs it as its own
+# non-daemon process on a free port. Debian 12's `nginx` package is the full server (with
+# http_auth_request); `nginx-light` is only a transitional package there.
+if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
+  apt_install "the nginx test" nginx
 fi
 
 # Caddy for the forward_auth test (crates/cli/tests/e2e/caddy.rs), which runs it as its own process
-# on free ports with its admin endpoint off. Debian's package would start a system Caddy on port
-# 80: a policy-rc.d that refuses service starts is put in place for the install, as for nginx.
+# on free ports with its admin endpoint off.
 if ! [ -x /usr/bin/caddy ] && ! command -v caddy >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing caddy (apt-get)" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  policy_rc=""
-  if ! [ -e /usr/sbin/policy-rc.d ]; then
-    policy_rc=/usr/sbin/policy-rc.d
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null && $SUDO chmod 755 "$policy_rc"
-  fi
-  $SUDO apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq caddy >/dev/null \
-    || echo "scripts/test.sh: installing caddy failed; the Caddy test will skip (or fail in CI)" >&2
-  if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
+  apt_install "the Caddy test" caddy
 fi
 
 # Chromium and chromedriver for the web console test (crates/cli/tests/e2e/console.rs), which
 # starts chromedriver on a free port and drives a headless Chromium from /usr/bin. Debian's
 # packages, not a browser download (the test machines reach package registries only).
 if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
-  echo "scripts/test.sh: installing chromium and chromium-driver (apt-get)" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
-    || echo "scripts/test.sh: installing chromium failed; the console test will skip (or fail in CI)" >&2
+  apt_install "the console test" chromium chromium-driver
 fi
 
 # schemathesis for the OpenAPI test (crates/cli/tests/e2e/openapi.rs): from PyPI, pinned, into a
@@ -88,37 +81,15 @@ if [ -x "$schemathesis_venv/bin/schemathesis" ]; then
 fi
 
 # Redis for the rate-limit cluster tests: a private server (scripts/private-redis.sh) on a free
-# port, never the machine's own. Debian's package would start a system Redis on port 6379 at
-# install: a policy-rc.d that refuses service starts is put in place for the install, as for nginx.
+# port, never the machine's own.
 if ! [ -x /usr/bin/redis-server ] && ! command -v redis-server >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing redis-server (apt-get)" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  policy_rc=""
-  if ! [ -e /usr/sbin/policy-rc.d ]; then
-    policy_rc=/usr/sbin/policy-rc.d
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null && $SUDO chmod 755 "$policy_rc"
-  fi
-  $SUDO apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null \
-    || echo "scripts/test.sh: installing redis-server failed; the Redis tests will skip (or fail in CI)" >&2
-  if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
+  apt_install "the Redis tests" redis-server
 fi
 
 # PostgreSQL for the store contract and cluster tests: a private server (scripts/private-postgres.sh),
-# never the machine's own. Debian's package would start a cluster of its own at install: a
-# policy-rc.d that refuses service starts is put in place for the install, as for nginx.
+# never the machine's own.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing postgresql (apt-get)" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  policy_rc=""
-  if ! [ -e /usr/sbin/policy-rc.d ]; then
-    policy_rc=/usr/sbin/policy-rc.d
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null && $SUDO chmod 755 "$policy_rc"
-  fi
-  $SUDO apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null \
-    || echo "scripts/test.sh: installing postgresql failed; its tests will skip (or fail in CI)" >&2
-  if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; fi
+  apt_install "the PostgreSQL tests" postgresql
 fi
 pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/keygate-test-pg.XXXXXX")"
 trap 'scripts/private-postgres.sh stop "$pg_dir"' EXIT
