@@ -8,7 +8,7 @@
 # Settings (environment): DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 1), WARMUP (3s,
 # before each measured run, not counted), CREDENTIALS (10000 seeded into keygate and into nginx's
 # map), SPREAD (keys cycled through by wrk, = CREDENTIALS), TOKENS (Bearer tokens cycled through in
-# (b), 1000), SCENARIOS ("a b c d e f g"), ROUNDS (1: rounds of every scenario, interleaved; the table
+# (b), 1000), SCENARIOS ("a b c d e f g h i"), ROUNDS (1: rounds of every scenario, interleaved; the table
 # takes each scenario's round least disturbed by other processes), QUIET_WAIT (120: seconds to wait
 # before each scenario for other processes to leave the CPU alone), WORKERS (1: worker processes of
 # the nginx front and worker threads of keygate and hyper_floor, the same for all; "auto" = one per
@@ -23,6 +23,10 @@
 #   e  keygate /auth/verify alone vs nginx answering a static 200 (the HTTP floor)
 #   f  hyper_floor proxy, no auth            -> upstream nginx  (the floor of keygate's HTTP stack)
 #   g  hyper_floor answering a static 200 (compare with e)
+#   h  keygate gateway, x-api-key, every key with two rate limits (its own and its account's, never
+#      reached), counted on the node                       -> upstream nginx  (compare with a)
+#   i  the same, counted through Redis (a private redis-server, scripts/private-redis.sh)
+#      (compare with a)
 # Raw wrk outputs, configurations and the table go to bench/results/<timestamp>/.
 set -euo pipefail
 
@@ -34,7 +38,7 @@ WARMUP=${WARMUP:-3s}
 CREDENTIALS=${CREDENTIALS:-10000}
 SPREAD=${SPREAD:-$CREDENTIALS}
 TOKENS=${TOKENS:-1000}
-SCENARIOS=${SCENARIOS:-a b c d e f g}
+SCENARIOS=${SCENARIOS:-a b c d e f g h i}
 QUIET_WAIT=${QUIET_WAIT:-120}
 ROUNDS=${ROUNDS:-1}
 WORKERS=${WORKERS:-1}
@@ -94,6 +98,7 @@ cleanup() {
   local pid
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [[ -z ${redis_dir:-} ]] || "$root/scripts/private-redis.sh" stop "$redis_dir" >/dev/null 2>&1 || true
   if [[ ${KEEP:-0} == 1 ]]; then log "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -133,6 +138,8 @@ NS=$(free_port) # (e) nginx static 200
 KP=$(free_port) # keygate
 HF=$(free_port) # (f) hyper_floor proxy
 HS=$(free_port) # (g) hyper_floor static
+KL=$(free_port) # (h) keygate, rate limits on the node
+KR=$(free_port) # (i) keygate, rate limits through Redis
 
 nginx_common() { # NAME WORKERS
   cat <<EOF
@@ -238,6 +245,20 @@ seed_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 head -n "$SPREAD" "$work/keys.txt" >"$work/spread.txt"
 awk '{ printf "\"%s\" 1;\n", $0 }' "$work/keys.txt" >"$work/keys.map"
 log "seeded in ${seed_s}s"
+limited=0
+if (wants h || wants i) && ((has_upstream)); then
+  # Two limits per key that the load never reaches: its own, and its account's.
+  log "seeding $CREDENTIALS rate-limited customers into a second database"
+  ldb="sqlite://$work/limited.db"
+  "$SEED" --database-url "$ldb" --count "$CREDENTIALS" --keys-out "$work/limited-keys.txt" \
+    --clients-out "$work/limited-clients.tsv" --ratelimit requests=1000000000/1s \
+    --account-ratelimit account=1000000000/1m 2>"$work/seed-limited.log" || {
+    cat "$work/seed-limited.log" >&2
+    die "seeding the rate-limited customers failed"
+  }
+  head -n "$SPREAD" "$work/limited-keys.txt" >"$work/limited-spread.txt"
+  limited=1
+fi
 
 # --- servers -----------------------------------------------------------------------------------
 start_nginx upstream "$UP"
@@ -255,7 +276,28 @@ kg_pid=$!
 pids+=("$kg_pid")
 wait_http "http://127.0.0.1:$KP/healthz" "$work/keygate.log" "$kg_pid"
 
-# (f), (g): bare hyper served the way keygate serves (bench/src/bin/hyper_floor.rs).
+# (h), (i): the same gateway on the rate-limited customers, counting on the node and in Redis.
+start_keygate() { # NAME PORT EXTRA_ARGS...; sets $started
+  local name=$1 port=$2
+  shift 2
+  local args=(serve --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$UP" "${kg_proxy_flags[@]}")
+  "$KG" serve --help | grep -q -- '--workers' && args+=(--workers "$WORKERS")
+  KEYGATE_ADMIN_TOKEN=$admin_token "$KG" --database-url "$ldb" "${args[@]}" "$@" >"$work/$name.log" 2>&1 &
+  started=$!
+  pids+=("$started")
+  wait_http "http://127.0.0.1:$port/healthz" "$work/$name.log" "$started"
+}
+if ((limited)) && wants h; then
+  start_keygate keygate-limited "$KL"
+  kl_pid=$started
+fi
+redis_dir=
+if ((limited)) && wants i; then
+  redis_dir=$work/redis
+  redis_url=$("$root/scripts/private-redis.sh" start "$redis_dir") || die "starting a private redis-server failed"
+  start_keygate keygate-redis "$KR" --redis-url "$redis_url"
+  kr_pid=$started
+fi
 start_floor() { # NAME PORT FLAGS...; sets $started to its process id
   local name=$1 port=$2
   shift 2
@@ -435,6 +477,18 @@ if wants f; then
   probe f "http://127.0.0.1:$HF$PROXY_PATH" x-api-key "$key1" 200 200
   grep -q '"ok":true' "$work/probe.body" || die "f: hyper_floor did not pass the upstream's answer through"
 fi
+lkey1=$( ((limited)) && head -n 1 "$work/limited-keys.txt" || true)
+for s_ in h i; do
+  wants $s_ && ((limited)) || continue
+  port=$KL
+  [[ $s_ == i ]] && port=$KR
+  probe $s_ "http://127.0.0.1:$port$PROXY_PATH" x-api-key "$lkey1" 200 401
+  curl -s -D - -o /dev/null -H "x-api-key: $lkey1" "http://127.0.0.1:$port$PROXY_PATH" | grep -qi '^ratelimit-policy:' ||
+    die "$s_: keygate's answer for a limited key has no RateLimit-Policy"
+done
+if wants i && ((limited)); then
+  curl -s "http://127.0.0.1:$KR/readyz" | grep -q '"ratelimits":"shared"' || die "i: keygate does not count through Redis"
+fi
 if wants g; then
   probe g "http://127.0.0.1:$HS/" x-api-key "$key1" 200 200
   grep -q '"code":1000' "$work/probe.body" || die "g: hyper_floor --static did not answer {\"code\":1000}"
@@ -459,6 +513,12 @@ for round in $(seq 1 "$ROUNDS"); do
     "$floor_proxy_pid" "$up_pid"
   wants g && measure g-hyper-static-floor "http://127.0.0.1:$HS/" "$work/spread.txt" x-api-key "" \
     "$floor_static_pid" -
+  if ((limited)); then
+    wants h && measure h-keygate-ratelimits "http://127.0.0.1:$KL$PROXY_PATH" "$work/limited-spread.txt" x-api-key "" \
+      "$kl_pid" "$up_pid"
+    wants i && measure i-keygate-ratelimits-redis "http://127.0.0.1:$KR$PROXY_PATH" "$work/limited-spread.txt" \
+      x-api-key "" "$kr_pid" "$up_pid"
+  fi
 done
 
 # Per scenario, the round least disturbed by other processes (interference only ever slows a run
@@ -572,6 +632,10 @@ verdict() { # VALUE OP TARGET
   printf '%-44s %6s\n' "b/d  keygate Bearer / nginx no auth" "$bd"
   printf '%-44s %6s\n' "c/d  nginx key map / nginx no auth" "$cd_"
   printf '%-44s %6s   %s\n' "e    keygate /auth/verify / nginx static" "$e" ">= 0.8: $(verdict "$e" '>=' 0.8)"
+  ha=$(ratio h-keygate-ratelimits a-keygate-x-api-key)
+  ia=$(ratio i-keygate-ratelimits-redis a-keygate-x-api-key)
+  printf '%-44s %6s   %s\n' "h/a  two rate limits / none (keygate)" "$ha" ">= 0.95: $(verdict "$ha" '>=' 0.95)"
+  printf '%-44s %6s   %s\n' "i/a  two rate limits via Redis / none" "$ia" ">= 0.9: $(verdict "$ia" '>=' 0.9)"
   printf '%-44s %6s\n' "CPU per request a/c (keygate key / nginx map)" "$(usvs a-keygate-x-api-key c-nginx-key-map)"
   printf '%-44s %6s\n' "CPU per request b/c" "$(usvs b-keygate-bearer c-nginx-key-map)"
   printf '%-44s %6s\n' "CPU per request e (keygate verify / static)" "$(usvs e-keygate-verify e-nginx-static)"

@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use keygate_auth::{MasterKeySource, secrets};
+use keygate_core::ratelimit::RateLimit;
 use keygate_ops::Ops;
 
 #[derive(Parser)]
@@ -32,6 +33,12 @@ struct Args {
     /// Where to write `clientId<TAB>apiKey` lines.
     #[arg(long)]
     clients_out: PathBuf,
+    /// A rate limit on every credential, NAME=LIMIT/DURATION (repeat for several).
+    #[arg(long = "ratelimit")]
+    ratelimits: Vec<RateLimit>,
+    /// A rate limit on every account (shared by its credential), NAME=LIMIT/DURATION.
+    #[arg(long = "account-ratelimit")]
+    account_ratelimits: Vec<RateLimit>,
 }
 
 fn create(path: &PathBuf) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
@@ -57,6 +64,16 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("creating account {i}: {e:?}"))?;
         let issued =
             ops.create_credential(account.id).await.map_err(|e| anyhow::anyhow!("creating credential {i}: {e:?}"))?;
+        if !args.ratelimits.is_empty() {
+            ops.set_credential_ratelimits(issued.client_id, &args.ratelimits)
+                .await
+                .map_err(|e| anyhow::anyhow!("limiting credential {i}: {e:?}"))?;
+        }
+        if !args.account_ratelimits.is_empty() {
+            ops.update_account_limits(account.id, Some(&args.account_ratelimits), None)
+                .await
+                .map_err(|e| anyhow::anyhow!("limiting account {i}: {e:?}"))?;
+        }
         writeln!(keys, "{}", issued.api_key)?;
         writeln!(clients, "{}\t{}", issued.client_id.to_hex(), issued.api_key)?;
         if (i + 1) % 2_000 == 0 || i + 1 == args.count {

@@ -653,7 +653,13 @@ mod tests {
     }
 
     impl SharedCounter for InProcess {
-        fn lease<'a>(&'a self, key: &'a str, policy: Policy, want: u64, now: u64) -> BoxFuture<'a, Result<Grant, String>> {
+        fn lease<'a>(
+            &'a self,
+            key: &'a str,
+            policy: Policy,
+            want: u64,
+            now: u64,
+        ) -> BoxFuture<'a, Result<Grant, String>> {
             Box::pin(async move {
                 self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if self.down.load(std::sync::atomic::Ordering::Relaxed) {
@@ -675,7 +681,9 @@ mod tests {
         }
 
         fn ping(&self) -> BoxFuture<'_, Result<(), String>> {
-            Box::pin(async move { if self.down.load(std::sync::atomic::Ordering::Relaxed) { Err("down".into()) } else { Ok(()) } })
+            Box::pin(async move {
+                if self.down.load(std::sync::atomic::Ordering::Relaxed) { Err("down".into()) } else { Ok(()) }
+            })
         }
     }
 

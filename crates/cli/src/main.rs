@@ -189,7 +189,7 @@ enum AccountCmd {
 struct LimitFlags {
     /// A limit: NAME=LIMIT/DURATION, e.g. `requests=10/1s` or `daily=10000/1d` (repeat for
     /// several; the whole set is replaced).
-    #[arg(long = "ratelimit", value_name = "NAME=LIMIT/DURATION", value_parser = parse_ratelimit)]
+    #[arg(long = "ratelimit", value_name = "NAME=LIMIT/DURATION", value_parser = clap::value_parser!(RateLimit))]
     ratelimits: Vec<RateLimit>,
     /// Remove every own rate limit.
     #[arg(long, conflicts_with = "ratelimits")]
@@ -201,17 +201,6 @@ impl LimitFlags {
     fn set(&self) -> Option<&[RateLimit]> {
         (self.clear || !self.ratelimits.is_empty()).then_some(self.ratelimits.as_slice())
     }
-}
-
-/// `NAME=LIMIT/DURATION`.
-fn parse_ratelimit(s: &str) -> Result<RateLimit, String> {
-    let bad = || format!("{s:?}: a rate limit is NAME=LIMIT/DURATION, e.g. requests=10/1s");
-    let (name, rest) = s.split_once('=').ok_or_else(bad)?;
-    let (limit, duration) = rest.split_once('/').ok_or_else(bad)?;
-    let limit = limit.parse().map_err(|_| bad())?;
-    let limit = RateLimit::new(name, limit, duration.parse()?);
-    keygate_core::ratelimit::validate(std::slice::from_ref(&limit))?;
-    Ok(limit)
 }
 
 #[derive(Subcommand)]

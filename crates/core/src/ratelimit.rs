@@ -153,6 +153,26 @@ impl RateLimit {
     }
 }
 
+/// `NAME=LIMIT/DURATION`, e.g. `requests=10/1s`: a limit as the CLI and the console write it.
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a rate limit: write NAME=LIMIT/DURATION, e.g. requests=10/1s");
+        let (name, rest) = s.trim().split_once('=').ok_or_else(bad)?;
+        let (limit, duration) = rest.split_once('/').ok_or_else(bad)?;
+        let limit = limit.trim().parse().map_err(|_| bad())?;
+        let limit = RateLimit::new(name.trim(), limit, duration.trim().parse()?);
+        validate(std::slice::from_ref(&limit))?;
+        Ok(limit)
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}/{}", self.name, self.limit, self.duration)
+    }
+}
+
 /// Checks a set of limits: names of the [`NAME_PATTERN`] form and unique, at most [`MAX_LIMITS`],
 /// each limit at most [`MAX_LIMIT`]. The message is safe to show.
 pub fn validate(set: &[RateLimit]) -> Result<(), String> {
@@ -401,6 +421,17 @@ mod tests {
         assert_eq!(l, RateLimit::new("requests", 10, Window(1)));
         assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"name":"requests","limit":10,"duration":"1s"}"#);
         assert!(serde_json::from_str::<RateLimit>(r#"{"name":"r","limit":1,"duration":"1s","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn the_line_form() {
+        let l: RateLimit = "requests=10/1s".parse().unwrap();
+        assert_eq!(l, RateLimit::new("requests", 10, Window(1)));
+        assert_eq!(l.to_string(), "requests=10/1s");
+        assert_eq!(" daily = 5 / 24h ".parse::<RateLimit>().unwrap().to_string(), "daily=5/1d");
+        for bad in ["requests", "requests=10", "requests=x/1s", "Requests=1/1s", "r=1/0s", "r=-1/1s", "r=1/1w"] {
+            assert!(bad.parse::<RateLimit>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,9 @@ const EXAMPLE_LISTEN: &str = "listen 80;";
 
 /// The API's path that answers its own 401, to show that nginx passes it through untouched.
 pub(crate) const BACKEND_OWN_401: &str = "/api/own-401";
+/// The API's path that answers its own 500 (`{"upstream":"failed"}`): nginx must pass it
+/// through, not take it for a failed auth subrequest.
+pub(crate) const BACKEND_OWN_500: &str = "/api/own-500";
 
 /// The example with the test's addresses.
 fn site_config(keygate: u16, backend: u16, listen: u16) -> String {
@@ -86,7 +89,8 @@ impl Seen {
 }
 
 /// A tiny HTTP/1.x server that records every request and answers 200 `{"upstream":true}`
-/// (401 on [`BACKEND_OWN_401`]), one connection at a time, `Connection: close`.
+/// (401 on [`BACKEND_OWN_401`], 500 on [`BACKEND_OWN_500`]), one connection at a time,
+/// `Connection: close`.
 pub(crate) struct Backend {
     pub(crate) port: u16,
     pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
@@ -108,10 +112,10 @@ impl Backend {
                 }
                 let Ok(mut stream) = stream else { continue };
                 let Some(req) = Self::read_request(&mut stream) else { continue };
-                let own_401 = req.target.starts_with(BACKEND_OWN_401);
+                let target = req.target.clone();
                 // Recorded before answering: the client may look as soon as it has the answer.
                 seen2.lock().unwrap().push(req);
-                Self::respond(&mut stream, own_401);
+                Self::respond(&mut stream, &target);
             }
         });
         Self { port, seen, stop, thread: Some(thread) }
@@ -146,9 +150,11 @@ impl Backend {
         Some(Seen { method, target, headers, head, body })
     }
 
-    fn respond(stream: &mut TcpStream, own_401: bool) {
-        let (status, extra, reply) = if own_401 {
+    fn respond(stream: &mut TcpStream, target: &str) {
+        let (status, extra, reply) = if target.starts_with(BACKEND_OWN_401) {
             ("401 Unauthorized", "WWW-Authenticate: Basic realm=\"backend\"\r\n", r#"{"upstream":"refused"}"#)
+        } else if target.starts_with(BACKEND_OWN_500) {
+            ("500 Internal Server Error", "", r#"{"upstream":"failed"}"#)
         } else {
             ("200 OK", "", r#"{"upstream":true}"#)
         };
@@ -314,7 +320,23 @@ pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) content_type: String,
     pub(crate) www_authenticate: Vec<String>,
+    pub(crate) headers: reqwest::header::HeaderMap,
     pub(crate) body: Value,
+}
+
+impl Answer {
+    /// Every value of the header `name`, in order.
+    pub(crate) fn all(&self, name: &str) -> Vec<&str> {
+        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("<not ascii>")).collect()
+    }
+
+    /// The value of a header that must be there exactly once.
+    pub(crate) fn one(&self, name: &str) -> &str {
+        match self.all(name)[..] {
+            [v] => v,
+            ref other => panic!("the client should have received `{name}` once, got {other:?}: {self:#?}"),
+        }
+    }
 }
 
 pub(crate) async fn ask(req: reqwest::RequestBuilder) -> Answer {
@@ -325,9 +347,10 @@ pub(crate) async fn ask(req: reqwest::RequestBuilder) -> Answer {
     };
     let content_type = header("content-type").join(", ");
     let www_authenticate = header("www-authenticate");
+    let headers = res.headers().clone();
     let bytes = res.bytes().await.expect("HTTP body");
     let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(text(&bytes)));
-    Answer { status, content_type, www_authenticate, body }
+    Answer { status, content_type, www_authenticate, headers, body }
 }
 
 pub(crate) fn with_headers(mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
@@ -362,7 +385,7 @@ async fn nginx_auth_request_in_front_of_keygate() {
     let Some(bin) = nginx_bin() else { return };
     let sb = Sandbox::new();
     let admin = admin_token();
-    let keygate = sb.start(&["--admin-token", &admin], &[]).await;
+    let mut keygate = sb.start(&["--admin-token", &admin], &[]).await;
     let backend = Backend::start();
     let nginx = Nginx::start(&bin, keygate.port, backend.port);
     let http = client();
@@ -403,6 +426,8 @@ async fn nginx_auth_request_in_front_of_keygate() {
         .body(r#"{"hello":"world"}"#);
     let a = ask(with_headers(req, &forged)).await;
     assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "x-api-key: {a:?}\n{}", nginx.logs());
+    // No limits on alice's credential: no RateLimit headers (add_header skips empty values).
+    assert_eq!((a.all("ratelimit-policy"), a.all("ratelimit")), (vec![], vec![]), "{a:?}");
     accepted += 1;
     assert_eq!(backend.count(), accepted);
     let seen = backend.last();
@@ -491,6 +516,65 @@ async fn nginx_auth_request_in_front_of_keygate() {
     assert_eq!(a.status, 200, "{a:?}");
     accepted += 1;
 
+    // 7. Rate limits, 2 per hour: two requests pass with keygate's RateLimit headers, the third
+    // gets keygate's 429 (code 1005, Retry-After, RateLimit headers) and never reaches the API.
+    let limit = async |who: &Customer| {
+        let limits = json!({"ratelimits": [{"name": "requests", "limit": 2, "duration": "1h"}]});
+        let r = keygate.admin(&admin, "PATCH", &format!("/credentials/{}", who.client_id), Some(limits)).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    };
+    let policy = r#""requests";q=2;w=3600"#;
+    let carol = customer(&keygate, &admin, "carol@example.com").await;
+    limit(&carol).await;
+    for remaining in [1, 0] {
+        let a = ask(http.get(nginx.url("/api/limited")).header("x-api-key", &carol.key)).await;
+        assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "limited, {remaining} left: {a:?}");
+        assert_eq!(a.one("ratelimit-policy"), policy, "{a:?}");
+        let state = a.one("ratelimit");
+        assert!(state.starts_with(&format!(r#""requests";r={remaining};t="#)), "{a:?}");
+        accepted += 1;
+        assert_eq!(backend.count(), accepted);
+        expect_identity(&backend.last(), &carol, "api_key", &[("API key", carol.key.clone())]);
+    }
+    let req = http.post(nginx.url("/api/limited?page=5")).header("content-type", "application/json");
+    let a = ask(req.header("x-api-key", &carol.key).body(r#"{"would":"write"}"#)).await;
+    assert_eq!(a.status, 429, "limited, none left: {a:?}\n{}", nginx.logs());
+    assert_eq!(a.body["code"].as_i64(), Some(1005), "{a:?}");
+    assert!(a.content_type.starts_with("application/json"), "{a:?}");
+    let retry_after: u64 = a.one("retry-after").parse().expect("Retry-After in seconds");
+    assert!((1..=1800).contains(&retry_after), "the next of 2 per hour is due within 30 min: {a:?}");
+    let msg = format!(r#"Operation too frequent: rate limit "requests" (retry after {retry_after} s)"#);
+    assert_eq!(a.body, json!({"code": 1005, "msg": msg}), "keygate's own envelope: {a:?}");
+    assert_eq!(a.one("ratelimit-policy"), policy, "{a:?}");
+    assert!(a.one("ratelimit").starts_with(r#""requests";r=0;t="#), "{a:?}");
+    assert_eq!(a.www_authenticate, Vec::<String>::new(), "{a:?}");
+    assert_eq!(a.all("x-keygate-client-id"), Vec::<&str>::new(), "{a:?}");
+    assert_eq!(backend.count(), accepted, "the API was called for a rate-limited request");
+    // What keygate answers directly (refused, so asking takes nothing): the same refusal.
+    let direct = ask(http.get(keygate.url("/auth/verify")).header("x-api-key", &carol.key)).await;
+    assert_eq!((direct.status, direct.body["code"].as_i64()), (429, Some(1005)), "{direct:?}");
+
+    // 8. The API's own 500, for a limited credential: passed through with the RateLimit headers,
+    // not taken for a failed subrequest (no second call to keygate, which would take a unit).
+    let dave = customer(&keygate, &admin, "dave@example.com").await;
+    limit(&dave).await;
+    let a = ask(http.get(nginx.url(BACKEND_OWN_500)).header("x-api-key", &dave.key)).await;
+    assert_eq!((a.status, &a.body), (500, &json!({"upstream": "failed"})), "the API's own 500: {a:?}");
+    assert_eq!(a.one("ratelimit-policy"), policy, "{a:?}");
+    assert!(a.one("ratelimit").starts_with(r#""requests";r=1;t="#), "{a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    let direct = ask(http.get(keygate.url("/auth/verify")).header("x-api-key", &dave.key)).await;
+    assert_eq!(direct.status, 200, "keygate was asked more than once for the API's 500: {direct:?}");
+    assert!(direct.one("ratelimit").starts_with(r#""requests";r=0;t="#), "{direct:?}");
+
     // Only what keygate accepted ever reached the API.
     assert_eq!(backend.count(), accepted, "{:#?}", backend.seen.lock().unwrap());
+
+    // 9. keygate down: the subrequest's 502 is nginx's 500, which @keygate_limited keeps (it
+    // asks again only after a 429; a second call would answer 502). The API is not called.
+    keygate.stop();
+    let a = ask(http.get(nginx.url("/api/keygate-down")).header("x-api-key", &alice.key)).await;
+    assert_eq!(a.status, 500, "keygate down: {a:?}\n{}", nginx.logs());
+    assert_eq!(backend.count(), accepted, "the API was called while keygate was down");
 }

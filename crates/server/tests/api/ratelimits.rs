@@ -257,3 +257,15 @@ async fn one_node_admits_the_limit_under_load() {
     let (low, high) = ((0.95 * 10.0 * l as f64) as u64, 10 * l + l);
     assert!((low..=high).contains(&admitted), "{admitted} of {sent} admitted, outside [{low}, {high}]");
 }
+
+#[tokio::test]
+async fn always_200_keeps_gettoken_at_200_and_verify_at_429() {
+    let app = TestApp::spawn_with(|c| c.http_status = keygate_auth::StatusMode::Always200).await;
+    let c = app.customer().await;
+    app.limit_credential(&c.client_id, json!([limit("requests", 1, "1h")])).await;
+    app.get_token(&c.client_id, &c.api_key).await.expect(200, 1000);
+    let t = app.get_token(&c.client_id, &c.api_key).await;
+    t.expect(200, 1005);
+    assert!(t.header("retry-after").is_some(), "the vendor's status, keygate's advice: {:?}", t.headers);
+    app.verify_key(&c.api_key).await.expect(429, 1005);
+}
