@@ -7,6 +7,8 @@
 #   bench/instructions.sh                                  # this build
 #   KEYGATE_BIN=/path/to/other/keygate bench/instructions.sh   # another build, to compare
 #   N1=1000 N2=4000 bench/instructions.sh
+#   LIMITS=1 bench/instructions.sh                         # the key with two rate limits (its own and
+#                                                          # its account's), never reached
 #
 # Needs valgrind and python3 (installed with apt-get if missing).
 set -euo pipefail
@@ -42,8 +44,18 @@ EOF
 count() {
   local n=$1 dir="$work/run-$1" port key account
   mkdir -p "$dir"
+  # Admin commands open an existing database only.
+  (cd "$dir" && "$KG" migrate >/dev/null 2>&1 || true)
   account=$(cd "$dir" && "$KG" --json account create --email bench@example.com | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  key=$(cd "$dir" && "$KG" --json credential create --account "$account" | python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])')
+  local issued
+  issued=$(cd "$dir" && "$KG" --json credential create --account "$account")
+  key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])' <<<"$issued")
+  if [[ ${LIMITS:-0} == 1 ]]; then
+    local client
+    client=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["clientId"])' <<<"$issued")
+    (cd "$dir" && "$KG" credential limits "$client" --ratelimit requests=1000000000/1s >/dev/null &&
+      "$KG" account limits "$account" --ratelimit account=1000000000/1m >/dev/null)
+  fi
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   (cd "$dir" && exec valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
     "$KG" serve --listen "127.0.0.1:$port" --workers 1 --access-log false >"$dir/serve.log" 2>&1) &
@@ -65,4 +77,4 @@ print(total)'
 a=$(count "$N1")
 b=$(count "$N2")
 echo "keygate: $KG"
-echo "instructions per /auth/verify request: $(((b - a) / (N2 - N1)))  (runs of $N1 and $N2 requests)"
+echo "instructions per /auth/verify request: $(((b - a) / (N2 - N1)))  (runs of $N1 and $N2 requests$([[ ${LIMITS:-0} == 1 ]] && echo ', two rate limits'))"

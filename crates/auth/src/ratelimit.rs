@@ -163,6 +163,14 @@ pub struct Grant {
     pub tat: u64,
 }
 
+/// One bucket's part of [`SharedCounter::lease_many`].
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub key: String,
+    pub policy: Policy,
+    pub want: u64,
+}
+
 /// A future of a [`SharedCounter`].
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -171,6 +179,17 @@ pub trait SharedCounter: Send + Sync + 'static {
     /// Takes up to `want` units from the shared bucket `key`, counted under `policy` at `now`
     /// (nanoseconds since the Unix epoch), all at once: what passes is taken, the rest is not.
     fn lease<'a>(&'a self, key: &'a str, policy: Policy, want: u64, now: u64) -> BoxFuture<'a, Result<Grant, String>>;
+    /// [`SharedCounter::lease`] for several buckets at once (one round trip where the counter
+    /// can), in order.
+    fn lease_many<'a>(&'a self, asks: &'a [Ask], now: u64) -> BoxFuture<'a, Result<Vec<Grant>, String>> {
+        Box::pin(async move {
+            let mut grants = Vec::with_capacity(asks.len());
+            for a in asks {
+                grants.push(self.lease(&a.key, a.policy, a.want, now).await?);
+            }
+            Ok(grants)
+        })
+    }
     /// Whether the counters answer.
     fn ping(&self) -> BoxFuture<'_, Result<(), String>>;
 }
@@ -193,9 +212,14 @@ impl std::str::FromStr for FailMode {
     }
 }
 
-/// How long leased units may wait to be used: a bound on how much later than the shared bucket
-/// allowed them they can pass.
-const LEASE_TTL: u64 = 500_000_000;
+/// How long leased units stay usable: a limit's window, from 5 s to 60 s. (What a process may
+/// admit beyond the shared bucket is bounded by the units it holds, not by this: it keeps an idle
+/// key from holding units indefinitely.) Units near their end are refilled ahead.
+fn lease_ttl(policy: Policy) -> u64 {
+    policy.window_ns.clamp(5_000_000_000, 60_000_000_000)
+}
+/// Leases asked for together in one round trip.
+const BATCH: usize = 256;
 /// A lease covers about this much of a limit's window (at least one unit, at most a quarter of the
 /// limit): fewer round trips, and a bounded share of the limit held by one process.
 const LEASE_WINDOW: u64 = 100_000_000;
@@ -260,12 +284,16 @@ impl Limiter {
                 }
             }
         });
+        // Refills, batched: whatever is waiting goes in one round trip.
         tokio::spawn(async move {
-            while let Some(need) = rx.recv().await {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let Some(limiter) = me.upgrade() else { return };
-                limiter.lease_one(&need, now_ns()).await;
-                if let Some(e) = need.scope.lock().iter_mut().find(|e| e.name == need.name) {
-                    e.lease.refilling = false;
+                limiter.lease(&batch, now_ns()).await;
+                for need in batch.drain(..) {
+                    if let Some(e) = need.scope.lock().iter_mut().find(|e| e.name == need.name) {
+                        e.lease.refilling = false;
+                    }
                 }
             }
         });
@@ -391,7 +419,9 @@ impl Limiter {
                 let e = &mut entries[i];
                 if !refused {
                     e.lease.units -= cost;
-                    if e.lease.units < lease_size(limit.policy).div_ceil(2) && !e.lease.refilling {
+                    let running_low = e.lease.units < lease_size(limit.policy).div_ceil(2);
+                    let ending = e.lease.expires.saturating_sub(now) < lease_ttl(limit.policy) / 4;
+                    if (running_low || ending) && !e.lease.refilling {
                         e.lease.refilling = true;
                         let want = lease_size(limit.policy);
                         let need =
@@ -410,40 +440,39 @@ impl Limiter {
         Admit::Pass(statuses)
     }
 
-    /// Leases what `needs` say from the shared buckets. A failure marks the counters down (the
-    /// fail mode decides meanwhile).
+    /// Leases what `needs` say from the shared buckets, in one round trip. A failure marks the
+    /// counters down (the fail mode decides meanwhile).
     pub async fn lease(&self, needs: &[Need], now: u64) {
-        for need in needs {
-            self.lease_one(need, now).await;
-        }
-    }
-
-    async fn lease_one(&self, need: &Need, now: u64) {
         let Some(shared) = self.shared.get() else { return };
-        let key = need.scope.key.shared_key(&need.name);
-        let answer =
-            tokio::time::timeout(SHARED_TIMEOUT, shared.counter.lease(&key, need.policy, need.want, now)).await;
-        let grant = match answer {
-            Ok(Ok(grant)) => grant,
+        let asks: Vec<Ask> = needs
+            .iter()
+            .map(|n| Ask { key: n.scope.key.shared_key(&n.name), policy: n.policy, want: n.want })
+            .collect();
+        let answer = tokio::time::timeout(SHARED_TIMEOUT, shared.counter.lease_many(&asks, now)).await;
+        let grants = match answer {
+            Ok(Ok(grants)) if grants.len() == needs.len() => grants,
+            Ok(Ok(grants)) => return self.mark_down(format!("{} answers for {} leases", grants.len(), needs.len())),
             Ok(Err(e)) => return self.mark_down(e),
             Err(_) => return self.mark_down(format!("no answer within {SHARED_TIMEOUT:?}")),
         };
-        let mut entries = need.scope.lock();
-        let i = entry_index(&mut entries, &need.name, need.policy);
-        let lease = &mut entries[i].lease;
-        if lease.expires <= now {
-            lease.units = 0;
+        for (need, grant) in needs.iter().zip(grants) {
+            let mut entries = need.scope.lock();
+            let i = entry_index(&mut entries, &need.name, need.policy);
+            let lease = &mut entries[i].lease;
+            if lease.expires <= now {
+                lease.units = 0;
+            }
+            lease.units += grant.granted;
+            lease.expires = now + lease_ttl(need.policy);
+            lease.shared_tat = grant.tat;
+            // Nothing left: one more unit is there once the arrival time is a window ahead no more.
+            lease.blocked_until = if grant.granted == 0 {
+                let t = need.policy.window_ns.div_ceil(need.policy.limit.max(1));
+                (grant.tat + t).saturating_sub(t.saturating_mul(need.policy.limit)).max(now + 1)
+            } else {
+                0
+            };
         }
-        lease.units += grant.granted;
-        lease.expires = now + LEASE_TTL;
-        lease.shared_tat = grant.tat;
-        // Nothing left: one more unit is there once the arrival time is a window ahead no more.
-        lease.blocked_until = if grant.granted == 0 {
-            let t = need.policy.window_ns.div_ceil(need.policy.limit.max(1));
-            (grant.tat + t).saturating_sub(t.saturating_mul(need.policy.limit)).max(now + 1)
-        } else {
-            0
-        };
     }
 
     /// The shared counters failed: the fail mode decides for [`DOWN_FOR`] (or until a probe
