@@ -553,7 +553,9 @@ impl Authenticator {
     fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod) -> Decided {
         let (cred, account) = (&*r.cred, &r.account);
         let cid = cred.client_id;
-        let now = now_ms();
+        // One clock read: the limiter counts in nanoseconds, the rest in milliseconds.
+        let now_ns = crate::ratelimit::now_ns();
+        let now = (now_ns / 1_000_000) as i64;
         if let Err(refused) = decide::decide(cred, generation, account, now) {
             return Decided::Done(Err(refused.into()));
         }
@@ -565,9 +567,9 @@ impl Authenticator {
                 self.usage.record(cid, now);
                 Decided::Done(Ok(v))
             }
-            Some(applied) => match self.limiter.admit(applied, 1, crate::ratelimit::now_ns()) {
+            Some(applied) => match self.limiter.admit(applied, 1, now_ns) {
                 Admit::Lease(needs) => Decided::Lease(v, applied.clone(), needs),
-                admit => Decided::Done(self.admitted(v, admit)),
+                admit => Decided::Done(self.admitted(v, admit, now)),
             },
         }
     }
@@ -584,15 +586,15 @@ impl Authenticator {
             self.limiter.lease(&needs, crate::ratelimit::now_ns()).await;
             match self.limiter.admit(&applied, 1, crate::ratelimit::now_ns()) {
                 Admit::Lease(more) => needs = more,
-                admit => return self.admitted(v, admit),
+                admit => return self.admitted(v, admit, now_ms()),
             }
         }
-        self.admitted(v, Limiter::admit_local(&applied, 1, crate::ratelimit::now_ns()))
+        self.admitted(v, Limiter::admit_local(&applied, 1, crate::ratelimit::now_ns()), now_ms())
     }
 
     /// The outcome of a rate-limit decision for a request that passed everything else.
-    fn admitted(&self, mut v: Verified, admit: Admit) -> Result<Verified, AuthError> {
-        let (cid, now) = (v.identity.client_id, now_ms());
+    fn admitted(&self, mut v: Verified, admit: Admit, now: i64) -> Result<Verified, AuthError> {
+        let cid = v.identity.client_id;
         match admit {
             Admit::Pass(statuses) => {
                 v.identity.ratelimits = statuses;

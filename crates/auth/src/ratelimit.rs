@@ -467,8 +467,8 @@ impl Limiter {
             lease.shared_tat = grant.tat;
             // Nothing left: one more unit is there once the arrival time is a window ahead no more.
             lease.blocked_until = if grant.granted == 0 {
-                let t = need.policy.window_ns.div_ceil(need.policy.limit.max(1));
-                (grant.tat + t).saturating_sub(t.saturating_mul(need.policy.limit)).max(now + 1)
+                let t = need.policy.interval();
+                (grant.tat + t).saturating_sub(need.policy.capacity()).max(now + 1)
             } else {
                 0
             };
@@ -814,7 +814,7 @@ mod tests {
 
     #[test]
     fn leases_are_a_bounded_share_of_the_limit() {
-        let p = |limit, secs| Policy { limit, window_ns: secs * S };
+        let p = |limit, secs| Policy::new(limit, secs * S);
         assert_eq!(lease_size(p(1, 1)), 1);
         assert_eq!(lease_size(p(20, 1)), 2);
         assert_eq!(lease_size(p(1000, 1)), 100);

@@ -11,7 +11,7 @@ use keygate_testkit::PrivateRedis;
 const S: u64 = 1_000_000_000;
 
 fn policy(limit: u64, secs: u64) -> Policy {
-    Policy { limit, window_ns: secs * S }
+    Policy::new(limit, secs * S)
 }
 
 fn redis() -> Option<PrivateRedis> {

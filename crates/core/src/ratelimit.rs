@@ -149,7 +149,7 @@ impl RateLimit {
 
     /// The limit as GCRA counts it.
     pub fn policy(&self) -> Policy {
-        Policy { limit: self.limit, window_ns: self.duration.as_nanos() }
+        Policy::new(self.limit, self.duration.as_nanos())
     }
 }
 
@@ -284,23 +284,31 @@ impl EffectiveLimit {
     }
 }
 
-/// A limit as GCRA sees it: `limit` per `window_ns` nanoseconds.
+/// A limit as GCRA sees it: `limit` per `window_ns` nanoseconds, with its interval worked out
+/// once (a request's decision divides by nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Policy {
     pub limit: u64,
     pub window_ns: u64,
+    interval: u64,
+    capacity: u64,
 }
 
 impl Policy {
+    pub fn new(limit: u64, window_ns: u64) -> Self {
+        let interval = window_ns.div_ceil(limit.max(1));
+        Self { limit, window_ns, interval, capacity: interval.saturating_mul(limit) }
+    }
+
     /// The emission interval `T = D / L`, rounded up (`limit` > 0).
-    fn interval(self) -> u64 {
-        self.window_ns.div_ceil(self.limit.max(1))
+    pub fn interval(self) -> u64 {
+        self.interval
     }
 
     /// How far ahead of `now` the arrival time may run: `limit` intervals (the window, or a
     /// little more where the interval was rounded up).
-    fn capacity(self) -> u64 {
-        self.interval().saturating_mul(self.limit)
+    pub fn capacity(self) -> u64 {
+        self.capacity
     }
 }
 
@@ -386,7 +394,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn policy(limit: u64, secs: u64) -> Policy {
-        Policy { limit, window_ns: secs * S }
+        Policy::new(limit, secs * S)
     }
 
     /// Admits one request at `now` if it passes.
