@@ -557,13 +557,28 @@ pub fn set_headers(statuses: &[LimitStatus], headers: &mut HeaderMap) {
     }
     let mut policy = String::with_capacity(32 * statuses.len());
     let mut state = String::with_capacity(32 * statuses.len());
+    let mut n = itoa::Buffer::new();
     for (i, s) in statuses.iter().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        use std::fmt::Write;
-        let _ = write!(policy, "{sep}\"{}\";q={};w={}", s.name, s.limit, s.duration.as_secs());
-        let _ = write!(state, "{sep}\"{}\";r={};t={}", s.name, s.remaining, s.reset);
+        if i > 0 {
+            policy.push_str(", ");
+            state.push_str(", ");
+        }
+        for (out, (a, av), (b, bv)) in [
+            (&mut policy, (";q=", s.limit), (";w=", s.duration.as_secs())),
+            (&mut state, (";r=", s.remaining), (";t=", s.reset)),
+        ] {
+            out.push('"');
+            out.push_str(&s.name);
+            out.push('"');
+            out.push_str(a);
+            out.push_str(n.format(av));
+            out.push_str(b);
+            out.push_str(n.format(bv));
+        }
     }
-    if let (Ok(p), Ok(s)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
+    // The strings become the values as they are (checked, not copied).
+    let value = |s: String| HeaderValue::from_maybe_shared(bytes::Bytes::from(s));
+    if let (Ok(p), Ok(s)) = (value(policy), value(state)) {
         headers.insert(&RATELIMIT_POLICY, p);
         headers.insert(&RATELIMIT, s);
     }

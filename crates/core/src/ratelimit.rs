@@ -89,19 +89,41 @@ impl std::str::FromStr for Window {
 
 impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.0;
-        for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if s.is_multiple_of(secs) {
-                return write!(f, "{}{unit}", s / secs);
-            }
-        }
-        write!(f, "{s}s")
+        let (n, unit) = self.parts();
+        write!(f, "{n}{}", unit as char)
     }
 }
 
 impl Serialize for Window {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // On a stack buffer: answers carry it for every limit (`collect_str` goes through
+        // core::fmt and escapes each piece).
+        let (mut n, unit) = self.parts();
+        let mut buf = [0u8; 11];
+        let mut start = buf.len() - 1;
+        buf[start] = unit;
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        s.serialize_str(std::str::from_utf8(&buf[start..]).expect("digits and a unit are ASCII"))
+    }
+}
+
+impl Window {
+    /// The number and the unit it is written with: the largest unit that divides it exactly.
+    fn parts(self) -> (u32, u8) {
+        let s = self.0;
+        for (unit, secs) in [(b'd', 86_400), (b'h', 3_600), (b'm', 60)] {
+            if s.is_multiple_of(secs) {
+                return (s / secs, unit);
+            }
+        }
+        (s, b's')
     }
 }
 

@@ -5,177 +5,11 @@
 //! nothing; a used plan cannot be deleted; every form needs its CSRF token; a limit set in the
 //! console applies on `/auth/verify` at once (429, code 1005).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
 use keygate_core::ratelimit::RateLimit;
 use keygate_store::Role;
-use reqwest::header::HeaderMap;
 
+use crate::browser::{Browser, PASSWORD, between, html};
 use crate::helpers::{TestApp, unique_email};
-
-const PASSWORD: &str = "correct horse battery staple";
-
-/// One answer of the console.
-#[derive(Debug)]
-struct Page {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Page {
-    fn location(&self) -> &str {
-        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default()
-    }
-
-    /// The CSRF token of the page's forms.
-    fn csrf(&self) -> String {
-        between(&self.text, r#"name="csrf" value=""#, "\"").unwrap_or_else(|| panic!("no CSRF field in {}", self.text))
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "unexpected answer: {}\n{}", self.status, self.text);
-        self
-    }
-
-    #[track_caller]
-    fn expect_redirect(&self, to: &str) -> &Self {
-        assert_eq!((self.status, self.location()), (303, to), "{}", self.text);
-        self
-    }
-
-    #[track_caller]
-    fn expect_text(&self, what: &str) -> &Self {
-        assert!(self.text.contains(what), "{what:?} not in:\n{}", self.text);
-        self
-    }
-
-    #[track_caller]
-    fn expect_no_text(&self, what: &str) -> &Self {
-        assert!(!self.text.contains(what), "{what:?} in:\n{}", self.text);
-        self
-    }
-}
-
-fn between(text: &str, start: &str, end: &str) -> Option<String> {
-    let from = text.find(start)? + start.len();
-    let len = text[from..].find(end)?;
-    Some(text[from..from + len].to_owned())
-}
-
-/// Text as askama escapes it.
-fn html(s: &str) -> String {
-    s.replace('&', "&#38;").replace('<', "&#60;").replace('>', "&#62;").replace('"', "&#34;").replace('\'', "&#39;")
-}
-
-/// A cookie-keeping client that does not follow redirects.
-struct Browser<'a> {
-    app: &'a TestApp,
-    http: reqwest::Client,
-    cookies: Mutex<BTreeMap<String, String>>,
-}
-
-impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
-        Self { app, http, cookies: Mutex::default() }
-    }
-
-    async fn send(&self, mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Page {
-        let cookie =
-            self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-        if !cookie.is_empty() {
-            req = req.header("cookie", cookie);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = req.send().await.expect("the server answers");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        for c in headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
-            let (pair, attrs) = c.split_once(';').unwrap_or((c, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attrs.contains("Max-Age=0") {
-                self.cookies.lock().unwrap().remove(name);
-            } else {
-                self.cookies.lock().unwrap().insert(name.into(), value.into());
-            }
-        }
-        Page { status, headers, text: res.text().await.unwrap() }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        self.send(self.http.get(self.app.url(path)), &[]).await
-    }
-
-    async fn post_with(&self, path: &str, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
-        let body = serde_urlencoded_like(fields);
-        let req =
-            self.http.post(self.app.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
-        self.send(req, headers).await
-    }
-
-    fn origin(&self) -> String {
-        format!("http://{}", self.app.addr)
-    }
-
-    /// Opens `page`, then submits `fields` to `action` with the page's CSRF token, as a browser
-    /// on this site does (with its `Origin`).
-    async fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> Page {
-        let csrf = self.get(page).await.expect(200).csrf();
-        let mut all = vec![("csrf", csrf.as_str())];
-        all.extend_from_slice(fields);
-        let origin = self.origin();
-        self.post_with(action, &all, &[("origin", &origin), ("sec-fetch-site", "same-origin")]).await
-    }
-
-    async fn signup(&self, email: &str) {
-        let fields = [("email", email), ("first_name", "Test"), ("password", PASSWORD), ("password_confirm", PASSWORD)];
-        self.submit("/console/signup", "/console/signup", &fields).await.expect_redirect("/console/credentials");
-    }
-
-    async fn login(&self, email: &str) {
-        let fields = [("email", email), ("password", PASSWORD)];
-        self.submit("/console/login", "/console/login", &fields).await.expect_redirect("/console/credentials");
-    }
-
-    /// Generates a credential on the API Credentials page: (clientId, API key).
-    async fn generate(&self) -> (String, String) {
-        let p = self.submit("/console/credentials", "/console/credentials", &[]).await;
-        p.expect(200);
-        let client_id = between(&p.text, r#"<code id="client-id" aria-labelledby="client-id-label">"#, "<").unwrap();
-        let key = between(&p.text, r#"<code id="api-key" class="key" aria-labelledby="api-key-label">"#, "<").unwrap();
-        (client_id, key)
-    }
-}
-
-fn serde_urlencoded_like(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| {
-            let enc = |s: &str| {
-                s.bytes()
-                    .map(|b| match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                        b' ' => "+".into(),
-                        _ => format!("%{b:02X}"),
-                    })
-                    .collect::<String>()
-            };
-            format!("{}={}", enc(k), enc(v))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
 
 /// A logged-in operator (made as the CLI makes one).
 async fn operator(app: &TestApp) -> Browser<'_> {
@@ -183,7 +17,7 @@ async fn operator(app: &TestApp) -> Browser<'_> {
     let s = &app.state;
     s.ops.create_login_account(&email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords).await.unwrap();
     let b = Browser::new(app);
-    b.login(&email).await;
+    b.login(&email, PASSWORD).await.expect_redirect("/console/credentials");
     b
 }
 
@@ -192,7 +26,7 @@ async fn customer(app: &TestApp) -> (Browser<'_>, String, String, String) {
     let email = unique_email();
     let b = Browser::new(app);
     b.signup(&email).await;
-    let (client_id, key) = b.generate().await;
+    let (client_id, key, _) = b.generate().await;
     let id = app.state.ops.store().console_account_by_email(&email).await.unwrap().unwrap().account.id.to_hex();
     (b, id, client_id, key)
 }
@@ -313,7 +147,7 @@ async fn console_operators_set_plans_and_limits_and_customers_see_them() {
             .expect_no_text("<textarea");
     }
     // A second key of the account: no own limit, so the plan's "requests" applies to it.
-    let (second, _) = cust.generate().await;
+    let (second, _, _) = cust.generate().await;
     let list = cust.get("/console/credentials").await;
     let row = between(&list.text, &format!("/console/credentials/{second}\""), "</tr>").unwrap();
     assert!(row.contains(&shown("requests", 100, "1m", "plan pro")) && !row.contains("your key"), "{row}");

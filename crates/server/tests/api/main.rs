@@ -15,6 +15,7 @@
 //!   502/504, WebSocket, cancellation, metrics).
 
 mod admin;
+mod browser;
 mod connections;
 mod console;
 mod console_limits;
