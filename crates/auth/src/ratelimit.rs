@@ -462,7 +462,9 @@ impl Limiter {
             if lease.expires <= now {
                 lease.units = 0;
             }
-            lease.units += grant.granted;
+            // At most two leases in stock: the bound on what this process may admit beyond
+            // the shared bucket (what is cut is spent there and lost: under-admission only).
+            lease.units = (lease.units + grant.granted).min(2 * lease_size(need.policy).max(need.want));
             lease.expires = now + lease_ttl(need.policy);
             lease.shared_tat = grant.tat;
             // Nothing left: one more unit is there once the arrival time is a window ahead no more.
