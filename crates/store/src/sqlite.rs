@@ -56,13 +56,27 @@ fn map_err(e: sqlx::Error) -> StoreError {
 
 /// An exclusive lock on `<db>-lock`, held until the returned file is dropped. (Not a lock on the
 /// database file itself: closing another descriptor of it would drop SQLite's own POSIX locks.)
+/// Creates a missing database file readable and writable by its owner only (0600): it holds
+/// accounts, emails and key hashes. SQLite gives the `-wal` and `-shm` files it makes beside it
+/// the database file's permissions. An existing file is left as it is (its owner chose).
+fn create_private(db: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(db) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Other(format!("cannot create database file {}: {e}", db.display()))),
+    }
+}
+
 async fn lock_file(db: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut name = db.to_path_buf().into_os_string();
     name.push("-lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&name)
         .map_err(|e| StoreError::Other(format!("cannot open lock file {name:?}: {e}")))?;
     tokio::task::spawn_blocking(move || file.lock().map(|()| file))
@@ -170,6 +184,9 @@ impl SqliteStore {
             (Some(db), true) => Some(lock_file(db).await?),
             _ => None,
         };
+        if let Some(db) = path.as_deref().filter(|_| how.migrate) {
+            create_private(db)?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(if how.short_lived { 1 } else { 8 })
             .test_before_acquire(!how.short_lived)

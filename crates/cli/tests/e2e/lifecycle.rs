@@ -44,8 +44,17 @@ async fn fresh_directory_zero_config() {
     let key = sb.path("keygate.key");
     assert!(db.is_file(), "keygate.db was not created");
     assert!(key.is_file(), "keygate.key was not created");
-    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "keygate.key has mode {mode:o}");
+    // The database holds emails and key hashes: owner only, like the key (hardening finding 6).
+    for name in ["keygate.key", "keygate.db", "keygate.db-wal", "keygate.db-shm", "keygate.db-lock"] {
+        let path = sb.path(name);
+        if name.ends_with("-wal") || name.ends_with("-shm") {
+            assert!(path.exists(), "{name} was not created (WAL mode)");
+        }
+        if path.exists() {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+        }
+    }
     let master = std::fs::read_to_string(&key).unwrap();
     assert_eq!(master.trim().len(), 64, "{master:?}");
     assert!(master.trim().bytes().all(|b| b.is_ascii_hexdigit()));
