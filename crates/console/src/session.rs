@@ -83,19 +83,14 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -
     c
 }
 
-/// The client's address for throttling: the TCP peer, or, when the peer is a proxy on the same
-/// machine (loopback), the address that proxy appended to `X-Forwarded-For` (the last entry:
-/// the client can forge the ones before it, not that one).
+/// The client's address for throttling and logs: as the server worked it out (the TCP peer, or
+/// through `trusted_proxies` the address the nearest untrusted hop is), else the TCP peer. A
+/// client's own `X-Forwarded-For` never counts: it could pose as any address.
 pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    if peer.is_none_or(|p| p.is_loopback()) {
-        // Only the very last entry: an unreadable one must not let an earlier, forgeable one count.
-        let last = parts.headers.get_all("x-forwarded-for").iter().next_back().and_then(|v| v.to_str().ok());
-        if let Some(ip) = last.and_then(|v| v.rsplit(',').next()).and_then(|s| s.trim().parse::<IpAddr>().ok()) {
-            return Some(ip);
-        }
+    if let Some(c) = parts.extensions.get::<keygate_core::net::ClientAddr>() {
+        return Some(c.ip);
     }
-    peer
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical())
 }
 
 /// The logged-in account of a console request.

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod ids;
 pub mod key;
 pub mod model;
+pub mod net;
 pub mod ratelimit;
 pub mod secret;
 pub mod token;

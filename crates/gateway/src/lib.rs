@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use keygate_auth::identity::{IDENTITY_HEADER_PREFIX, credential_headers};
 use keygate_auth::{ApiError, Authenticator, Identity, Resource, StatusMode};
+use keygate_core::net::ClientAddr;
 
 pub use crate::config::{GatewayConfig, Route, Upstream};
 use crate::upstream::{UpstreamError, UpstreamPool};
@@ -36,6 +37,8 @@ use crate::upstream::{UpstreamError, UpstreamPool};
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -224,7 +227,10 @@ async fn forward(
     let upgrade = is_upgrade(req);
     let client_version = req.version();
     let client_upgrade = if upgrade { req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical());
+    // Who the client is (the server works it out from the peer and the trusted proxies).
+    let client = req.extensions().get::<ClientAddr>().copied();
+    let via_proxy = client.is_some_and(|c| c.via_proxy);
     let original_host = req
         .headers()
         .get(header::HOST)
@@ -253,6 +259,18 @@ async fn forward(
     if let Some(id) = identity {
         id.set_headers(headers);
     }
+    // What a client says about forwarding is its own invention unless a trusted proxy said it:
+    // from anyone else these go, and keygate writes its own.
+    if !via_proxy {
+        for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REAL_IP, &FORWARDED] {
+            headers.remove(name);
+        }
+    }
+    if let Some(c) = client
+        && let Ok(v) = HeaderValue::from_str(&c.ip.to_string())
+    {
+        headers.insert(&X_REAL_IP, v);
+    }
     if let Some(ip) = peer {
         use std::io::Write;
         let mut xff = Vec::with_capacity(48);
@@ -265,8 +283,13 @@ async fn forward(
             headers.insert(&X_FORWARDED_FOR, v);
         }
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = &original_host {
+    // A trusted proxy's scheme and host stand (it may have terminated TLS); else keygate's own.
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if let Some(host) = &original_host
+        && !headers.contains_key(&X_FORWARDED_HOST)
+    {
         headers.insert(&X_FORWARDED_HOST, host.clone());
     }
     match original_host {

@@ -20,6 +20,7 @@ use keygate_auth::ratelimit::FailMode;
 use keygate_auth::{AuthSettings, MasterKeySource, StatusMode};
 use keygate_console::{ConsoleSettings, SecureCookies};
 use keygate_core::Secret;
+use keygate_core::net::{Cidr, TrustedProxies};
 use keygate_gateway::{GatewayConfig, Route, Upstream};
 use serde::Deserialize;
 
@@ -147,6 +148,11 @@ pub struct Config {
     /// from the open-file limit, raised to its maximum at start: (limit - 64) / 2].
     #[arg(long, env = "KEYGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Proxies in front of keygate whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and
+    /// X-Request-Id are believed: addresses or networks, e.g. 127.0.0.1,10.0.0.0/8 [default: none:
+    /// every client is its TCP peer].
+    #[arg(long, env = "KEYGATE_TRUSTED_PROXIES", value_name = "CIDR,...", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// `[limits]`: how rate limits are counted when several nodes serve the same credentials.
@@ -242,6 +248,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
             max_connections: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -398,6 +405,11 @@ impl Config {
             max_connections: self.max_connections.unwrap_or_else(|| crate::serve::default_max_connections(open_files)),
             refusing: crate::serve::default_refusing(open_files),
         }
+    }
+
+    /// The proxies whose forwarding headers are believed.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone())
     }
 
     /// What the console needs.

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use keygate_auth::Identity;
 use keygate_auth::identity::X_REQUEST_ID;
 use keygate_core::BusinessCode;
+use keygate_core::net::{ClientAddr, TrustedProxies};
 use keygate_gateway::RouteLabel;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::RngCore;
@@ -102,8 +103,11 @@ fn describe_metrics() {
     describe_gauge!("keygate_feed_cursor", "The sequence number of the last change-feed entry this node applied");
 }
 
-fn request_id(req: &Request) -> HeaderValue {
-    if let Some(v) = req.headers().get(&X_REQUEST_ID)
+/// The request's id: a trusted proxy's `X-Request-Id` (so one id follows the request through
+/// both logs), else a new one; a client's own is never taken (it would choose keygate's log ids).
+fn request_id(req: &Request, client: Option<ClientAddr>) -> HeaderValue {
+    if client.is_some_and(|c| c.via_proxy)
+        && let Some(v) = req.headers().get(&X_REQUEST_ID)
         && !v.is_empty()
         && v.len() <= 128
         && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
@@ -123,11 +127,14 @@ pub async fn middleware(State(observer): State<Observer>, req: Request, next: Ne
     observer.observe(req, None, |req| next.run(req)).await
 }
 
-/// Request ids, metrics and the access log.
-#[derive(Debug, Clone, Copy)]
+/// Request ids, metrics and the access log; who the client is ([`ClientAddr`], in the
+/// request's extensions for the gateway and the console).
+#[derive(Debug, Clone)]
 pub struct Observer {
     /// One log line per request (target `keygate::access`).
     pub access_log: bool,
+    /// Whose forwarding headers are believed.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl Observer {
@@ -138,17 +145,32 @@ impl Observer {
         F: FnOnce(Request) -> Fut,
         Fut: Future<Output = Response>,
     {
-        observe(self.access_log, req, route, inner).await
+        observe(self, req, route, inner).await
     }
 }
 
-async fn observe<F, Fut>(access_log: bool, mut req: Request, route: Option<&'static str>, inner: F) -> Response
+/// The client of `req` (from its TCP peer and, through trusted proxies, `X-Forwarded-For`).
+fn client_addr(req: &Request, trusted: &TrustedProxies) -> Option<ClientAddr> {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?.0.ip();
+    if trusted.is_empty() {
+        return Some(ClientAddr { ip: peer.to_canonical(), via_proxy: false });
+    }
+    let values = req.headers().get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap_or("?"));
+    Some(trusted.client(peer, values))
+}
+
+async fn observe<F, Fut>(observer: Observer, mut req: Request, route: Option<&'static str>, inner: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
+    let access_log = observer.access_log;
     let started = access_log.then(Instant::now);
-    let id = request_id(&req);
+    let client = client_addr(&req, &observer.trusted_proxies);
+    if let Some(c) = client {
+        req.extensions_mut().insert(c);
+    }
+    let id = request_id(&req, client);
     req.headers_mut().insert(&X_REQUEST_ID, id.clone());
     // Only what the access log needs is copied, and only when it is on.
     let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));

@@ -81,7 +81,7 @@ pub struct Dispatch {
 
 impl Dispatch {
     pub fn new(state: AppState, gateway: Option<Arc<Gateway>>, observer: Observer, max_body_bytes: usize) -> Self {
-        Self { router: router(state.clone(), observer, max_body_bytes), state, gateway, observer }
+        Self { router: router(state.clone(), observer.clone(), max_body_bytes), state, gateway, observer }
     }
 
     pub fn call(&self, req: Request) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
@@ -95,19 +95,16 @@ impl Dispatch {
         {
             let label = if rest.is_empty() { VERIFY_PATH } else { "/auth/verify/{*rest}" };
             let state = self.state.clone();
-            return Either::Right(Either::Left(direct(self.observer, req, Some(label), |req| async move {
+            return Either::Right(Either::Left(direct(self.observer.clone(), req, Some(label), |req| async move {
                 routes::protocol::verify(State(state), req).await.into_response()
             })));
         }
         match &self.gateway {
             Some(gateway) if !is_own_path(path) => {
                 let gateway = gateway.clone();
-                Either::Right(Either::Right(direct(
-                    self.observer,
-                    req,
-                    None,
-                    |req| async move { gateway.proxy(req).await },
-                )))
+                Either::Right(Either::Right(direct(self.observer.clone(), req, None, |req| async move {
+                    gateway.proxy(req).await
+                })))
             }
             _ => Either::Left(self.router.clone().call(req)),
         }

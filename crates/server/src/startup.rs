@@ -84,7 +84,7 @@ impl Application {
             metrics,
             console,
         });
-        let observer = Observer { access_log: config.access_log };
+        let observer = Observer { access_log: config.access_log, trusted_proxies: Arc::new(config.trusted_proxies()) };
         let dispatch = Dispatch::new(state.clone(), gateway, observer, config.max_body_bytes);
         Ok(Self { listener, state, dispatch, workers: config.workers, limits: config.limits(), generated_admin_token })
     }

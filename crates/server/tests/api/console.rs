@@ -189,7 +189,8 @@ async fn login_is_throttled_per_account() {
 
 #[tokio::test]
 async fn login_is_throttled_per_ip() {
-    let app = TestApp::spawn().await;
+    // keygate behind a proxy on this machine, configured as trusted.
+    let app = TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
     let email = unique_email();
     Browser::new(&app).signup(&email).await;
     // Clients behind a local proxy are told apart by the address it appends to X-Forwarded-For.
@@ -206,6 +207,23 @@ async fn login_is_throttled_per_ip() {
     // The account itself is not locked for everyone else.
     let elsewhere = Browser::with_headers(&app, &[("x-forwarded-for", "203.0.113.8")]);
     elsewhere.login(&email, PASSWORD).await.expect_redirect("/console/credentials");
+}
+
+/// Hardening finding 3: without trusted proxies, X-Forwarded-For is the client's own writing and
+/// changes nothing: 26 failed logins, each with another X-Forwarded-For, are throttled as one
+/// client's.
+#[tokio::test]
+async fn a_clients_own_forwarded_for_does_not_escape_the_throttle() {
+    let app = TestApp::spawn().await;
+    let mut throttled = 0;
+    for i in 0..26 {
+        let b = Browser::with_headers(&app, &[("x-forwarded-for", &format!("198.51.100.{i}"))]);
+        let p = b.login(&format!("guess{i}@example.com"), "wrong password!").await;
+        if p.status == 429 {
+            throttled += 1;
+        }
+    }
+    assert!(throttled >= 6, "only {throttled} of 26 attempts were throttled: the header let them pose as others");
 }
 
 #[tokio::test]

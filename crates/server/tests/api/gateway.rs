@@ -288,12 +288,21 @@ async fn upstream_sees_identity_and_forwarding_headers_but_not_the_credential() 
     let c = app.customer().await;
     let host = app.addr.to_string();
 
-    // x-api-key, with a client-chosen request id.
-    let r =
-        get(&app, "/v1/things/echo?a=1&b=two%20words", &[("x-api-key", &c.api_key), ("x-request-id", "req-abc.123")])
-            .await;
+    // x-api-key, with a client-chosen request id and forwarding headers of its own invention
+    // (hardening finding 7): none of them reaches the upstream, nor becomes keygate's request id.
+    let forged = [
+        ("x-api-key", c.api_key.as_str()),
+        ("x-request-id", "req-abc.123"),
+        ("x-real-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6;proto=https"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+    ];
+    let r = get(&app, "/v1/things/echo?a=1&b=two%20words", &forged).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.header("x-request-id"), Some("req-abc.123"));
+    let id = r.header("x-request-id").expect("a request id").to_owned();
+    assert!(is_generated_request_id(&id), "the client chose keygate's request id: {id:?}");
     let seen = up.last();
     assert_eq!((seen.method.as_str(), seen.uri.as_str()), ("GET", "/v1/things/echo?a=1&b=two%20words"));
     assert_eq!(r.body["uri"], "/v1/things/echo?a=1&b=two%20words", "the echo body comes back to the client");
@@ -306,8 +315,10 @@ async fn upstream_sees_identity_and_forwarding_headers_but_not_the_credential() 
             ("x-keygate-uid".to_owned(), c.uid.to_string()),
         ]
     );
-    assert_eq!(seen.header("x-request-id"), Some("req-abc.123"));
+    assert_eq!(seen.header("x-request-id"), Some(id.as_str()));
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen.header("forwarded"), None);
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-host"), Some(host.as_str()));
     assert_eq!(seen.header("host"), Some(up.addr.to_string().as_str()), "preserve_host is off by default");
@@ -979,4 +990,34 @@ async fn rate_limited_requests_never_reach_the_upstream_and_answers_carry_the_li
     r.expect(429, 1005);
     assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 1700)), "{:?}", r.headers);
     assert_eq!(up.hits(), 2, "a rate-limited request reached the upstream");
+}
+
+/// Behind a trusted proxy (here the test itself, on 127.0.0.1) its forwarding headers stand:
+/// the chain is kept and the peer appended, the client is the rightmost untrusted address, and
+/// its request id follows the request.
+#[tokio::test]
+async fn a_trusted_proxys_forwarding_headers_are_kept() {
+    let up = Upstream::start().await;
+    let app = spawn_for(&up, |c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    let c = app.customer().await;
+    let r = get(
+        &app,
+        "/echo",
+        &[
+            ("x-api-key", &c.api_key),
+            ("x-request-id", "req-abc.123"),
+            ("x-forwarded-for", "6.6.6.6, 203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "api.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-request-id"), Some("req-abc.123"));
+    let seen = up.last();
+    assert_eq!(seen.header("x-request-id"), Some("req-abc.123"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("6.6.6.6, 203.0.113.9, 127.0.0.1"));
+    assert_eq!(seen.header("x-real-ip"), Some("203.0.113.9"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("api.example.com"));
 }
