@@ -168,7 +168,7 @@ async fn login(State(s): State<ConsoleState>, post: PublicPost<LoginForm>) -> Re
         res.extensions_mut().insert(BusinessCode::Banned);
         return Ok(res);
     }
-    console.throttle.succeed(email);
+    console.throttle.succeed(email, ip);
     tracing::info!(account = %account.account.id, "console: login");
     start_session(&s, account.account.id, secure).await
 }
@@ -209,7 +209,8 @@ async fn signup(State(s): State<ConsoleState>, post: PublicPost<SignupForm>) -> 
         return Err(ConsoleError::SignupClosed);
     }
     let PublicPost { form, ip, secure, pre_session } = post;
-    console.throttle.check(None, ip).map_err(ConsoleError::Throttled)?;
+    console.throttle.check_signup(ip).map_err(ConsoleError::Throttled)?;
+    console.throttle.signed_up(ip);
     let again = |error: String| {
         let page = SignupPage {
             nav: Nav::anonymous(),

@@ -1,7 +1,15 @@
-//! Login throttling, in memory: failed attempts per account (by email, known or not, so the
-//! answer does not reveal which emails exist) and per client IP, in a sliding window. Past a
-//! limit, attempts are refused before any password check (HTTP 429, code 1005) until the oldest
-//! failure leaves the window. A successful login forgets its account's failures.
+//! Login and sign-up throttling, in memory, in a sliding window (OWASP's authentication and
+//! credential-stuffing advice: by account and address, no lockout that anyone can cause):
+//! - failed logins per account *and* client address (by email, known or not, so the answer does
+//!   not reveal which emails exist): a guesser is stopped where it guesses from, while the
+//!   account's owner still signs in from elsewhere;
+//! - failed logins per account from every address together, at a much higher limit: a guesser
+//!   spread over many addresses is slowed too (locking an account out takes that many addresses);
+//! - failed logins per client address, whatever the account;
+//! - sign-up attempts per client address.
+//!
+//! Past a limit, attempts are refused before any password check (HTTP 429, code 1005) until the
+//! oldest failure leaves the window. A successful login forgets its account's failures.
 //!
 //! The counters are per process: on several nodes an attacker gets the limits once per node. The
 //! number of keys is bounded (stale ones are dropped first), so a flood of distinct emails cannot
@@ -15,13 +23,25 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub window: Duration,
+    /// Failed logins per account from one address.
     pub per_account: usize,
+    /// Failed logins per account from all addresses together.
+    pub per_account_any_ip: usize,
+    /// Failed logins per address.
     pub per_ip: usize,
+    /// Sign-up attempts per address.
+    pub signups_per_ip: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { window: Duration::from_secs(15 * 60), per_account: 5, per_ip: 20 }
+        Self {
+            window: Duration::from_secs(15 * 60),
+            per_account: 5,
+            per_account_any_ip: 100,
+            per_ip: 20,
+            signups_per_ip: 10,
+        }
     }
 }
 
@@ -34,15 +54,30 @@ pub struct Throttle {
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
-fn account_key(email: &str) -> String {
-    format!("a:{}", email.trim().to_lowercase())
+fn email_of(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn ip_of(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".into(), |ip| ip.to_string())
+}
+
+/// An account from one address.
+fn account_key(email: &str, ip: Option<IpAddr>) -> String {
+    format!("a:{}|{}", email_of(email), ip_of(ip))
+}
+
+/// An account from anywhere.
+fn any_ip_key(email: &str) -> String {
+    format!("A:{}", email_of(email))
 }
 
 fn ip_key(ip: Option<IpAddr>) -> String {
-    match ip {
-        Some(ip) => format!("i:{ip}"),
-        None => "i:unknown".into(),
-    }
+    format!("i:{}", ip_of(ip))
+}
+
+fn signup_key(ip: Option<IpAddr>) -> String {
+    format!("s:{}", ip_of(ip))
 }
 
 impl Throttle {
@@ -73,7 +108,8 @@ impl Throttle {
             }
         };
         if let Some(email) = email {
-            over(&account_key(email), self.limits.per_account);
+            over(&account_key(email, ip), self.limits.per_account);
+            over(&any_ip_key(email), self.limits.per_account_any_ip);
         }
         over(&ip_key(ip), self.limits.per_ip);
         match until {
@@ -82,25 +118,54 @@ impl Throttle {
         }
     }
 
-    /// Records a failed attempt for the IP and, when given, the account.
+    /// `Err(retry_after)` when the address has tried to sign up (or failed to log in) too often.
+    pub fn check_signup(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        let now = Instant::now();
+        let map = self.map();
+        let mut until: Option<Instant> = None;
+        for (key, limit) in [(signup_key(ip), self.limits.signups_per_ip), (ip_key(ip), self.limits.per_ip)] {
+            let (n, oldest_expiry) = self.recent(&map, &key, now);
+            if n >= limit {
+                until = until.max(oldest_expiry);
+            }
+        }
+        match until {
+            Some(t) => Err(t.saturating_duration_since(now).max(Duration::from_secs(1))),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a sign-up attempt from the address (made or not).
+    pub fn signed_up(&self, ip: Option<IpAddr>) {
+        self.record(vec![signup_key(ip)]);
+    }
+
+    /// Records a failed attempt for the IP and, when given, the account (from this IP, and from
+    /// anywhere).
     pub fn fail(&self, email: Option<&str>, ip: Option<IpAddr>) {
+        let mut keys = vec![ip_key(ip)];
+        if let Some(email) = email {
+            keys.push(account_key(email, ip));
+            keys.push(any_ip_key(email));
+        }
+        self.record(keys);
+    }
+
+    fn record(&self, keys: Vec<String>) {
         let now = Instant::now();
         let window = self.limits.window;
-        let keep = self.limits.per_ip.max(self.limits.per_account) + 1;
+        let l = &self.limits;
+        let keep = l.per_ip.max(l.per_account).max(l.per_account_any_ip).max(l.signups_per_ip) + 1;
         let mut map = self.map();
         if map.len() >= MAX_KEYS {
             map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
             if map.len() >= MAX_KEYS {
                 let victims: Vec<String> =
-                    map.keys().filter(|k| k.starts_with("a:")).take(MAX_KEYS / 10).cloned().collect();
+                    map.keys().filter(|k| !k.starts_with("i:")).take(MAX_KEYS / 10).cloned().collect();
                 for k in victims {
                     map.remove(&k);
                 }
             }
-        }
-        let mut keys = vec![ip_key(ip)];
-        if let Some(email) = email {
-            keys.push(account_key(email));
         }
         for key in keys {
             let q = map.entry(key).or_default();
@@ -116,8 +181,10 @@ impl Throttle {
     }
 
     /// A successful login: the account starts afresh (the IP's failures stay).
-    pub fn succeed(&self, email: &str) {
-        self.map().remove(&account_key(email));
+    pub fn succeed(&self, email: &str, ip: Option<IpAddr>) {
+        let mut map = self.map();
+        map.remove(&account_key(email, ip));
+        map.remove(&any_ip_key(email));
     }
 }
 
@@ -127,13 +194,23 @@ mod tests {
 
     #[test]
     fn limits_per_account_and_ip() {
-        let t = Throttle::new(Limits { window: Duration::from_millis(200), per_account: 2, per_ip: 3 });
+        let limits = Limits {
+            window: Duration::from_millis(200),
+            per_account: 2,
+            per_account_any_ip: 4,
+            per_ip: 3,
+            signups_per_ip: 2,
+        };
+        let t = Throttle::new(limits);
         let (a, b) = (Some("127.0.0.1".parse().unwrap()), Some("10.0.0.1".parse().unwrap()));
         t.fail(Some("X@example.com"), a);
         assert!(t.check(Some("x@example.com"), a).is_ok());
+        t.fail(Some("x@example.com"), a);
+        // The account is over its limit from a; case and spaces do not matter. Not from b: its
+        // owner still gets in from there (no lockout a guesser can cause from one place).
+        assert!(t.check(Some(" x@EXAMPLE.com"), a).is_err());
+        assert!(t.check(Some("x@example.com"), b).is_ok());
         t.fail(Some("x@example.com"), b);
-        // The account is over its limit from any IP; case and spaces do not matter.
-        assert!(t.check(Some(" x@EXAMPLE.com"), b).is_err());
         assert!(t.check(Some("y@example.com"), b).is_ok());
         t.fail(Some("y@example.com"), a);
         t.fail(Some("z@example.com"), a);
@@ -141,8 +218,22 @@ mod tests {
         let wait = t.check(Some("w@example.com"), a).unwrap_err();
         assert!(wait <= Duration::from_secs(1));
         assert!(t.check(Some("w@example.com"), b).is_ok());
-        t.succeed("x@example.com");
+        t.succeed("x@example.com", b);
         assert!(t.check(Some("x@example.com"), b).is_ok());
+        // Guesses from many addresses: the account's own limit across them.
+        let t = Throttle::new(limits);
+        for i in 0..4 {
+            t.fail(Some("v@example.com"), Some(format!("192.0.2.{i}").parse().unwrap()));
+        }
+        assert!(t.check(Some("v@example.com"), Some("192.0.2.200".parse().unwrap())).is_err());
+        // Sign-ups per address.
+        let t = Throttle::new(limits);
+        t.signed_up(a);
+        assert!(t.check_signup(a).is_ok());
+        t.signed_up(a);
+        assert!(t.check_signup(a).is_err());
+        assert!(t.check_signup(b).is_ok());
+        let t = Throttle::new(limits);
         std::thread::sleep(Duration::from_millis(250));
         assert!(t.check(Some("w@example.com"), a).is_ok(), "failures leave the window");
     }

@@ -519,3 +519,43 @@ async fn the_usage_chart_counts_requests_per_day() {
     assert!(page.text.contains(": 3 requests</title>"));
     assert!(b.get("/console/credentials").await.text.contains("\u{a0}UTC</td>"), "last used in the list");
 }
+
+/// Hardening finding 4: five wrong passwords from one place stop guesses from there, not the
+/// account's owner signing in from elsewhere (OWASP: throttle by account and address, no
+/// lockout anyone can cause).
+#[tokio::test]
+async fn a_guesser_cannot_lock_the_owner_out() {
+    let app = TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    let email = unique_email();
+    Browser::new(&app).signup(&email).await;
+    let guesser = Browser::with_headers(&app, &[("x-forwarded-for", "198.51.100.1")]);
+    for _ in 0..5 {
+        guesser.login(&email, "wrong password!").await.expect(401);
+    }
+    guesser.login(&email, PASSWORD).await.expect(429);
+    let owner = Browser::with_headers(&app, &[("x-forwarded-for", "203.0.113.50")]);
+    owner.login(&email, PASSWORD).await.expect_redirect("/console/credentials");
+}
+
+/// Hardening finding 5: sign-ups are throttled per address (100 accounts in 4 s before).
+#[tokio::test]
+async fn sign_ups_are_throttled_per_address() {
+    let app = TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    let from = [("x-forwarded-for", "198.51.100.2")];
+    for _ in 0..10 {
+        Browser::with_headers(&app, &from).signup(&unique_email()).await;
+    }
+    let flood = Browser::with_headers(&app, &from);
+    let fields = [
+        ("email", unique_email()),
+        ("first_name", "F".to_owned()),
+        ("password", PASSWORD.to_owned()),
+        ("password_confirm", PASSWORD.to_owned()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = flood.submit("/console/signup", "/console/signup", &fields).await;
+    p.expect(429);
+    assert!(p.header("retry-after").is_some());
+    // Another address is not affected.
+    Browser::with_headers(&app, &[("x-forwarded-for", "203.0.113.51")]).signup(&unique_email()).await;
+}
