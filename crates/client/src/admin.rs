@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -62,9 +63,17 @@ pub enum CredentialStatus {
 ///
 /// ```
 /// let a: keygate_client::Account = serde_json::from_str(r#"{"id":"64db241f6d9e5c4bd136c187","uid":1,
-///     "email":"dev@example.com","firstName":"Dev","status":"active","createdAt":1,"updatedAt":1}"#)?;
+///     "email":"dev@example.com","firstName":"Dev","status":"active","plan":"pro",
+///     "ratelimits":[{"name":"requests","limit":1000,"duration":"1s"}],"createdAt":1,"updatedAt":1}"#)?;
 /// assert_eq!(a.status, keygate_client::AccountStatus::Active);
 /// assert_eq!(a.ban_reason, None);
+/// assert_eq!(a.plan.as_deref(), Some("pro"));
+/// assert_eq!(a.ratelimits, [keygate_client::RateLimit::new("requests", 1000, "1s")]);
+///
+/// // A server without rate limits leaves the fields out.
+/// let a: keygate_client::Account = serde_json::from_str(r#"{"id":"64db241f6d9e5c4bd136c187","uid":1,
+///     "email":"dev@example.com","firstName":"Dev","status":"active","createdAt":1,"updatedAt":1}"#)?;
+/// assert_eq!((a.plan, a.ratelimits.len()), (None, 0));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +93,13 @@ pub struct Account {
     /// Why it is banned, when it is.
     #[serde(default)]
     pub ban_reason: Option<String>,
+    /// The [`Plan`] whose rate limits its requests count against (shared by its credentials).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Its own rate limits, shared by its credentials; each replaces the plan's limit of the same
+    /// name.
+    #[serde(default)]
+    pub ratelimits: Vec<RateLimit>,
     /// When it was created.
     pub created_at: i64,
     /// When it last changed.
@@ -113,21 +129,32 @@ pub struct AccountEvent {
     pub at: i64,
 }
 
-/// An account with its history: the answer of [`AdminClient::account`].
+/// An account with the rate limits that apply to it and its history: the answer of
+/// [`AdminClient::account`] and of the calls that change its limits or plan.
 ///
 /// ```
+/// use keygate_client::LimitSource;
 /// let d: keygate_client::AccountDetail = serde_json::from_str(r#"{"id":"64db241f6d9e5c4bd136c187","uid":1,
-///     "email":"dev@example.com","firstName":"","status":"active","createdAt":1,"updatedAt":1,"events":[]}"#)?;
+///     "email":"dev@example.com","firstName":"","status":"active","plan":"pro","ratelimits":[],
+///     "createdAt":1,"updatedAt":1,"events":[],
+///     "effectiveRatelimits":[{"name":"daily","limit":1000,"duration":"1d","source":"plan","plan":"pro"}]}"#)?;
 /// assert!(d.events.is_empty());
 /// assert_eq!(d.account.uid, 1);
+/// assert_eq!(d.effective_ratelimits[0].source, LimitSource::Plan);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct AccountDetail {
     /// The account.
     #[serde(flatten)]
     pub account: Account,
+    /// The rate limits its requests count against, shared by its credentials: its plan's, each
+    /// replaced by the account's own of the same name, then its own. Empty from a server
+    /// without rate limits.
+    #[serde(default)]
+    pub effective_ratelimits: Vec<EffectiveLimit>,
     /// Oldest first.
     pub events: Vec<AccountEvent>,
 }
@@ -188,6 +215,40 @@ pub struct Credential {
     /// When a request last authenticated with it (written in batches: up to a few seconds old).
     #[serde(default)]
     pub last_used_at: Option<i64>,
+    /// Its own rate limits, counted for it alone; each replaces the plan's limit of the same name
+    /// (not the account's own, which apply as well).
+    #[serde(default)]
+    pub ratelimits: Vec<RateLimit>,
+}
+
+/// A credential and the rate limits its requests count against: the answer of
+/// [`AdminClient::credential`] and [`AdminClient::set_credential_ratelimits`].
+///
+/// ```
+/// use keygate_client::{CredentialDetail, LimitSource};
+/// let d: CredentialDetail = serde_json::from_str(r#"{"clientId":"64db241f6d9e5c4bd136c188",
+///     "accountId":"64db241f6d9e5c4bd136c187","status":"active","generation":1,"hint":"kgk_...Ab12",
+///     "liveGenerations":[{"generation":1}],"createdAt":1,"updatedAt":1,
+///     "ratelimits":[{"name":"burst","limit":100,"duration":"1m"}],
+///     "effectiveRatelimits":[{"name":"burst","limit":100,"duration":"1m","source":"credential"},
+///         {"name":"daily","limit":10000,"duration":"1d","source":"plan","plan":"free"}]}"#)?;
+/// assert_eq!(d.credential.ratelimits[0].name, "burst");
+/// let sources: Vec<_> = d.effective_ratelimits.iter().map(|l| (l.source, l.plan.as_deref())).collect();
+/// assert_eq!(sources, [(LimitSource::Credential, None), (LimitSource::Plan, Some("free"))]);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CredentialDetail {
+    /// The credential.
+    #[serde(flatten)]
+    pub credential: Credential,
+    /// What applies to its requests (every one must pass): its own limits, then its account's
+    /// (the plan's and the account's own) that it does not replace. Empty from a server without
+    /// rate limits.
+    #[serde(default)]
+    pub effective_ratelimits: Vec<EffectiveLimit>,
 }
 
 /// A credential with its secret, as shown once, at creation or rotation.
@@ -213,11 +274,13 @@ pub struct IssuedCredential {
     pub credential: Credential,
 }
 
-/// Requests authenticated with a credential on one UTC day.
+/// Requests authenticated with a credential on one UTC day, and those a rate limit refused.
 ///
 /// ```
-/// let u: keygate_client::DailyUsage = serde_json::from_str(r#"{"day":20000,"requests":12}"#)?;
-/// assert_eq!(u.requests, 12);
+/// let u: keygate_client::DailyUsage = serde_json::from_str(r#"{"day":20000,"requests":12,"limited":3}"#)?;
+/// assert_eq!((u.requests, u.limited), (12, 3));
+/// let older: keygate_client::DailyUsage = serde_json::from_str(r#"{"day":20000,"requests":12}"#)?;
+/// assert_eq!(older.limited, 0);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +290,155 @@ pub struct DailyUsage {
     pub day: i64,
     /// Requests authenticated that day.
     pub requests: u64,
+    /// Requests refused by a rate limit that day (`1005`).
+    #[serde(default)]
+    pub limited: u64,
+}
+
+// ---- Rate limits and plans -------------------------------------------------------------------
+
+/// One named rate limit: at most `limit` requests per `duration`. A credential, an account and a
+/// [`Plan`] each carry a set of them (at most 16, names unique); the server checks them and
+/// refuses a bad one with `1003` (HTTP 400).
+///
+/// ```
+/// use keygate_client::RateLimit;
+///
+/// let l = RateLimit::new("requests", 10, "1s");
+/// assert_eq!(serde_json::to_string(&l)?, r#"{"name":"requests","limit":10,"duration":"1s"}"#);
+/// assert_eq!(serde_json::from_str::<RateLimit>(r#"{"name":"daily","limit":1,"duration":"1d"}"#)?.duration, "1d");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// `[a-z0-9][a-z0-9_.-]{0,63}`, unique within its set: names the limit in the `RateLimit`
+    /// headers, in refusals, and for overrides (a limit replaces the plan's of the same name).
+    pub name: String,
+    /// Requests per window, 0 to 10⁹ (0 blocks every request).
+    pub limit: u64,
+    /// The window as the server reads and writes it: a whole number and one unit (`s`, `m`, `h`,
+    /// `d`), from `1s` to `30d`, e.g. `"1s"`, `"24h"`. The server writes it with the largest unit
+    /// that divides it: `"60s"` comes back as `"1m"`.
+    pub duration: String,
+}
+
+impl RateLimit {
+    /// At most `limit` requests per `duration` (`"1s"`, `"1m"`, `"24h"`, `"30d"`).
+    ///
+    /// ```
+    /// let l = keygate_client::RateLimit::new("daily", 10_000, "1d");
+    /// assert_eq!((l.name.as_str(), l.limit, l.duration.as_str()), ("daily", 10_000, "1d"));
+    /// ```
+    pub fn new(name: impl Into<String>, limit: u64, duration: impl Into<String>) -> Self {
+        Self { name: name.into(), limit, duration: duration.into() }
+    }
+}
+
+/// Where a limit that applies to a credential's or an account's requests comes from.
+///
+/// ```
+/// let s: keygate_client::LimitSource = serde_json::from_str("\"plan\"")?;
+/// assert_eq!(s, keygate_client::LimitSource::Plan);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LimitSource {
+    /// The credential's own: counted for that credential alone.
+    Credential,
+    /// The account's own: counted for the account, shared by its credentials.
+    Account,
+    /// The account's plan: counted for the account, shared by its credentials.
+    Plan,
+    /// A source this version of the SDK does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// A rate limit that applies, and where it comes from: the `effectiveRatelimits` of
+/// [`CredentialDetail`] and [`AccountDetail`].
+///
+/// ```
+/// use keygate_client::{EffectiveLimit, LimitSource, RateLimit};
+/// let l: EffectiveLimit = serde_json::from_str(
+///     r#"{"name":"daily","limit":1000,"duration":"1d","source":"plan","plan":"pro"}"#,
+/// )?;
+/// assert_eq!((l.source, l.plan.as_deref()), (LimitSource::Plan, Some("pro")));
+/// assert_eq!(l.rate_limit(), RateLimit::new("daily", 1000, "1d"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EffectiveLimit {
+    /// The limit's name.
+    pub name: String,
+    /// Requests per window (0 blocks every request).
+    pub limit: u64,
+    /// The window, e.g. `"1s"`, `"24h"`.
+    pub duration: String,
+    /// Whose limit it is.
+    pub source: LimitSource,
+    /// The plan it comes from, when `source` is [`LimitSource::Plan`].
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+impl EffectiveLimit {
+    /// The limit itself, without where it comes from.
+    ///
+    /// ```
+    /// let l: keygate_client::EffectiveLimit =
+    ///     serde_json::from_str(r#"{"name":"requests","limit":5,"duration":"1s","source":"credential"}"#)?;
+    /// assert_eq!(l.rate_limit(), keygate_client::RateLimit::new("requests", 5, "1s"));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit::new(self.name.clone(), self.limit, self.duration.clone())
+    }
+}
+
+/// A named set of rate limits assigned to accounts (`free`, `pro`, ...); changing it applies to
+/// every account on it. Times are Unix milliseconds.
+///
+/// ```
+/// let p: keygate_client::Plan = serde_json::from_str(r#"{"name":"free",
+///     "ratelimits":[{"name":"requests","limit":10,"duration":"1s"}],"createdAt":1,"updatedAt":2}"#)?;
+/// assert_eq!(p.ratelimits[0].limit, 10);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Plan {
+    /// `[a-z0-9][a-z0-9_.-]{0,63}`.
+    pub name: String,
+    /// Its limits (possibly none).
+    pub ratelimits: Vec<RateLimit>,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it last changed.
+    pub updated_at: i64,
+}
+
+/// A plan and how many accounts are on it: the answer of [`AdminClient::plan`].
+///
+/// ```
+/// let d: keygate_client::PlanDetail = serde_json::from_str(
+///     r#"{"name":"free","ratelimits":[],"createdAt":1,"updatedAt":1,"accounts":42}"#,
+/// )?;
+/// assert_eq!((d.plan.name.as_str(), d.accounts), ("free", 42));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PlanDetail {
+    /// The plan.
+    #[serde(flatten)]
+    pub plan: Plan,
+    /// Accounts on it (a plan with accounts cannot be deleted).
+    pub accounts: u64,
 }
 
 /// A JWT signing key id (never the key: it is derived from the master key).
@@ -322,10 +534,11 @@ impl AccountQuery {
 
 /// A client of keygate's admin API, authenticated with the admin token. Cheap to clone.
 ///
-/// Reads and the calls that are safe to repeat (ban, unban, revoke) are retried as the
-/// [`RetryPolicy`](crate::RetryPolicy) says; creations and rotations are retried only when nothing
-/// was sent (a connection that could not be opened) or keygate answered `1503`, since repeating
-/// them would create a second account, credential or key.
+/// Reads and the calls that are safe to repeat (ban, unban, revoke, setting rate limits or a
+/// plan, putting or deleting a plan) are retried as the [`RetryPolicy`](crate::RetryPolicy) says;
+/// creations and rotations are retried only when nothing was sent (a connection that could not
+/// be opened) or keygate answered `1503`, since repeating them would create a second account,
+/// credential or key.
 ///
 /// ```no_run
 /// # async fn run() -> keygate_client::Result<()> {
@@ -375,6 +588,23 @@ struct Rotate {
     grace: String,
 }
 
+/// The body of the PATCHes and of `PUT /plans/{name}`: a whole set of limits.
+#[derive(Serialize)]
+struct Ratelimits<'a> {
+    ratelimits: &'a [RateLimit],
+}
+
+/// `{"plan": "pro"}`, or `{"plan": null}` to remove it.
+#[derive(Serialize)]
+struct PlanChange<'a> {
+    plan: Option<&'a str>,
+}
+
+/// A request body as JSON.
+fn body<T: Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| Error::Invalid(e.to_string()))
+}
+
 impl AdminClient {
     /// A client of the admin API of the keygate at `base_url`, with the default options.
     ///
@@ -420,14 +650,14 @@ impl AdminClient {
         Ok(url)
     }
 
-    /// One call: the answer's `data` as `T` and its `next` cursor.
-    async fn call<T: DeserializeOwned>(
+    /// One call (with retries): the status and body of its successful answer.
+    async fn send(
         &self,
         method: Method,
         url: reqwest::Url,
         body: Option<serde_json::Value>,
         idempotent: bool,
-    ) -> Result<(T, Option<String>)> {
+    ) -> Result<(u16, Bytes)> {
         let t = &self.inner.transport;
         let answer = t
             .retrying(idempotent, || {
@@ -438,7 +668,18 @@ impl AdminClient {
                 t.attempt(rb, Read::Body)
             })
             .await?;
-        let (status, bytes) = answer.into_body();
+        Ok(answer.into_body())
+    }
+
+    /// One call: the answer's `data` as `T` and its `next` cursor.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<serde_json::Value>,
+        idempotent: bool,
+    ) -> Result<(T, Option<String>)> {
+        let (status, bytes) = self.send(method, url, body, idempotent).await?;
         http::decode_data(status, &bytes)
     }
 
@@ -459,6 +700,11 @@ impl AdminClient {
         Ok(self.call(Method::POST, self.url(segments, &[])?, body, idempotent).await?.0)
     }
 
+    /// A PATCH: the whole new value of the fields it names, so safe to repeat.
+    async fn patch<T: DeserializeOwned>(&self, segments: &[&str], body: serde_json::Value) -> Result<T> {
+        Ok(self.call(Method::PATCH, self.url(segments, &[])?, Some(body), true).await?.0)
+    }
+
     // ---- Accounts ------------------------------------------------------------------------
 
     /// `POST /accounts`: a new account. A taken email is `1003` (HTTP 409), a malformed one
@@ -471,8 +717,7 @@ impl AdminClient {
     /// # Ok(()) }
     /// ```
     pub async fn create_account(&self, email: &str, first_name: &str) -> Result<Account> {
-        let body = serde_json::to_value(NewAccount { email, first_name }).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.post(&["accounts"], Some(body), false).await
+        self.post(&["accounts"], Some(body(&NewAccount { email, first_name })?), false).await
     }
 
     /// `GET /accounts?q=&limit=&after=`: one page of accounts (by uid), after the cursor
@@ -546,8 +791,7 @@ impl AdminClient {
     /// # Ok(()) }
     /// ```
     pub async fn ban(&self, account_id: &str, reason: &str) -> Result<Account> {
-        let body = serde_json::to_value(Reason { reason }).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.post(&["accounts", account_id, "ban"], Some(body), true).await
+        self.post(&["accounts", account_id, "ban"], Some(body(&Reason { reason })?), true).await
     }
 
     /// `POST /accounts/{id}/unban` (with `{"reason"}` when given): lifts a ban.
@@ -559,10 +803,7 @@ impl AdminClient {
     /// # Ok(()) }
     /// ```
     pub async fn unban(&self, account_id: &str, reason: Option<&str>) -> Result<Account> {
-        let body = reason
-            .map(|reason| serde_json::to_value(Reason { reason }))
-            .transpose()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let body = reason.map(|reason| body(&Reason { reason })).transpose()?;
         self.post(&["accounts", account_id, "unban"], body, true).await
     }
 
@@ -623,15 +864,19 @@ impl AdminClient {
         })
     }
 
-    /// `GET /credentials/{clientId}`.
+    /// `GET /credentials/{clientId}`: the credential and the rate limits that apply to it. An
+    /// unknown clientId is `1003` (HTTP 404).
     ///
     /// ```no_run
     /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
     /// let c = admin.credential("64db241f6d9e5c4bd136c188").await?;
-    /// println!("{:?}, last used {:?}", c.status, c.last_used_at);
+    /// println!("{:?}, last used {:?}", c.credential.status, c.credential.last_used_at);
+    /// for l in &c.effective_ratelimits {
+    ///     println!("{} = {}/{} from {:?}", l.name, l.limit, l.duration, l.source);
+    /// }
     /// # Ok(()) }
     /// ```
-    pub async fn credential(&self, client_id: &str) -> Result<Credential> {
+    pub async fn credential(&self, client_id: &str) -> Result<CredentialDetail> {
         Ok(self.get(&["credentials", client_id], &[]).await?.0)
     }
 
@@ -659,26 +904,156 @@ impl AdminClient {
     /// # Ok(()) }
     /// ```
     pub async fn rotate_credential(&self, client_id: &str, grace: Option<Duration>) -> Result<IssuedCredential> {
-        let body = grace
-            .map(|g| serde_json::to_value(Rotate { grace: grace_text(g) }))
-            .transpose()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let body = grace.map(|g| body(&Rotate { grace: grace_text(g) })).transpose()?;
         self.post(&["credentials", client_id, "rotate"], body, false).await
     }
 
     /// `GET /credentials/{clientId}/usage?days=`: requests per UTC day over the last `days`
-    /// (1 to 366; the server's default is 30), days without requests left out.
+    /// (1 to 366; the server's default is 30), and those a rate limit refused, days without
+    /// requests left out.
     ///
     /// ```no_run
     /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
     /// for d in admin.usage("64db241f6d9e5c4bd136c188", Some(7)).await? {
-    ///     println!("day {}: {} requests", d.day, d.requests);
+    ///     println!("day {}: {} requests, {} rate limited", d.day, d.requests, d.limited);
     /// }
     /// # Ok(()) }
     /// ```
     pub async fn usage(&self, client_id: &str, days: Option<u32>) -> Result<Vec<DailyUsage>> {
         let q: Vec<(&str, String)> = days.map(|d| ("days", d.to_string())).into_iter().collect();
         Ok(self.get(&["credentials", client_id, "usage"], &q).await?.0)
+    }
+
+    // ---- Rate limits and plans -----------------------------------------------------------
+
+    /// `PATCH /credentials/{clientId}` `{"ratelimits"}`: the credential's own rate limits,
+    /// counted for it alone: the whole set (`&[]` removes them). Each replaces the plan's limit
+    /// of the same name; the account's own limits apply as well. What was spent is kept (6 of 10
+    /// spent, raised to 20, leaves 14), and every node applies the change within the change-feed
+    /// bound. An invalid set is `1003` (HTTP 400), an unknown clientId `1003` (HTTP 404).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// use keygate_client::RateLimit;
+    /// let c = admin
+    ///     .set_credential_ratelimits("64db241f6d9e5c4bd136c188", &[RateLimit::new("burst", 100, "1m")])
+    ///     .await?;
+    /// for l in &c.effective_ratelimits {
+    ///     println!("{} = {}/{} ({:?})", l.name, l.limit, l.duration, l.source);
+    /// }
+    /// admin.set_credential_ratelimits("64db241f6d9e5c4bd136c188", &[]).await?; // none of its own
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_credential_ratelimits(
+        &self,
+        client_id: &str,
+        ratelimits: &[RateLimit],
+    ) -> Result<CredentialDetail> {
+        self.patch(&["credentials", client_id], body(&Ratelimits { ratelimits })?).await
+    }
+
+    /// `PATCH /accounts/{id}` `{"ratelimits"}`: the account's own rate limits, shared by its
+    /// credentials: the whole set (`&[]` removes them); each replaces its plan's limit of the same
+    /// name. The plan stays as it is. An invalid set is `1003` (HTTP 400), an unknown account
+    /// `1109` (HTTP 404).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// use keygate_client::RateLimit;
+    /// // This customer gets 1000/s instead of its plan's "requests".
+    /// let a = admin
+    ///     .set_account_ratelimits("64db241f6d9e5c4bd136c187", &[RateLimit::new("requests", 1000, "1s")])
+    ///     .await?;
+    /// println!("{} limits apply", a.effective_ratelimits.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_account_ratelimits(&self, account_id: &str, ratelimits: &[RateLimit]) -> Result<AccountDetail> {
+        self.patch(&["accounts", account_id], body(&Ratelimits { ratelimits })?).await
+    }
+
+    /// `PATCH /accounts/{id}` `{"plan"}`: puts the account on a plan (`Some("pro")`) or on none
+    /// (`None`, sent as `null`). Its own limits stay as they are. An unknown plan is `1003`
+    /// (HTTP 400), an unknown account `1109` (HTTP 404).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let a = admin.set_account_plan("64db241f6d9e5c4bd136c187", Some("pro")).await?;
+    /// assert_eq!(a.account.plan.as_deref(), Some("pro"));
+    /// admin.set_account_plan("64db241f6d9e5c4bd136c187", None).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_account_plan(&self, account_id: &str, plan: Option<&str>) -> Result<AccountDetail> {
+        self.patch(&["accounts", account_id], body(&PlanChange { plan })?).await
+    }
+
+    /// `PUT /plans/{name}` `{"ratelimits"}`: creates the plan or replaces its limits (the whole
+    /// set; `&[]` is a plan without limits), and whether it was created (HTTP 201) rather than
+    /// replaced (200). Every account on it counts against the new limits within the change-feed
+    /// bound, keeping what was spent. A bad name or set is `1003` (HTTP 400).
+    ///
+    /// Putting the same plan twice is harmless, so the call is retried as reads are; if an
+    /// answer was lost and the retry is what reached keygate second, `created` is `false` for a
+    /// plan this call did create.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// use keygate_client::RateLimit;
+    /// let (plan, created) = admin
+    ///     .put_plan("free", &[RateLimit::new("requests", 10, "1s"), RateLimit::new("daily", 10_000, "1d")])
+    ///     .await?;
+    /// println!("{} {}", plan.name, if created { "created" } else { "replaced" });
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)> {
+        let url = self.url(&["plans", name], &[])?;
+        let (status, bytes) = self.send(Method::PUT, url, Some(body(&Ratelimits { ratelimits })?), true).await?;
+        let (plan, _) = http::decode_data(status, &bytes)?;
+        Ok((plan, status == 201))
+    }
+
+    /// `GET /plans`: every plan, by name.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// for p in admin.plans().await? {
+    ///     println!("{}: {} limits", p.name, p.ratelimits.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn plans(&self) -> Result<Vec<Plan>> {
+        Ok(self.get(&["plans"], &[]).await?.0)
+    }
+
+    /// `GET /plans/{name}`: a plan and how many accounts are on it. An unknown plan is `1003`
+    /// (HTTP 404).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// let p = admin.plan("free").await?;
+    /// println!("{} accounts on {}", p.accounts, p.plan.name);
+    /// # Ok(()) }
+    /// ```
+    pub async fn plan(&self, name: &str) -> Result<PlanDetail> {
+        Ok(self.get(&["plans", name], &[]).await?.0)
+    }
+
+    /// `DELETE /plans/{name}`. Refused with `1003` (HTTP 409) while accounts are on it (move
+    /// them first, with [`set_account_plan`](Self::set_account_plan)); an unknown plan is `1003`
+    /// (HTTP 404), which a retry after a lost answer can also give for a plan this call deleted.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+    /// use keygate_client::{Code, Error};
+    /// match admin.delete_plan("legacy").await {
+    ///     Ok(()) => println!("deleted"),
+    ///     Err(Error::Api { code: Code::ParamError, status: 409, .. }) => println!("accounts are still on it"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_plan(&self, name: &str) -> Result<()> {
+        self.send(Method::DELETE, self.url(&["plans", name], &[])?, None, true).await?;
+        Ok(())
     }
 
     // ---- Signing keys --------------------------------------------------------------------

@@ -22,7 +22,8 @@ pub const GET_TOKEN_PATH: &str = "/api/open/v3/getToken";
 /// keygate's verify endpoint.
 pub const VERIFY_PATH: &str = "/auth/verify";
 
-/// Who keygate says a credential belongs to: the answer of `/auth/verify`.
+/// Who keygate says a credential belongs to: the answer of `/auth/verify`, with where each rate
+/// limit that applies stands after it.
 ///
 /// ```
 /// let id: keygate_client::Identity = serde_json::from_str(
@@ -30,6 +31,13 @@ pub const VERIFY_PATH: &str = "/auth/verify";
 /// )?;
 /// assert_eq!(id.uid, 7);
 /// assert_eq!(id.method, keygate_client::AuthMethod::ApiKey);
+/// assert!(id.ratelimits.is_empty(), "no limit applies");
+///
+/// let id: keygate_client::Identity = serde_json::from_str(
+///     r#"{"accountId":"64db241f6d9e5c4bd136c187","uid":7,"clientId":"64db241f6d9e5c4bd136c188","method":"api_key",
+///     "ratelimits":[{"name":"requests","limit":10,"duration":"1s","remaining":9,"reset":1}]}"#,
+/// )?;
+/// assert_eq!((id.ratelimits[0].name.as_str(), id.ratelimits[0].remaining), ("requests", 9));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +52,35 @@ pub struct Identity {
     pub client_id: String,
     /// How the request authenticated.
     pub method: AuthMethod,
+    /// Where each rate limit that applies to the credential stands after this request (the
+    /// body's copy of the `RateLimit` header); empty when none applies.
+    #[serde(default)]
+    pub ratelimits: Vec<LimitStatus>,
+}
+
+/// Where one rate limit stands after a request: an item of [`Identity::ratelimits`]. A request
+/// past it is refused with [`Code::TooFrequent`] (`1005`, HTTP 429), whose
+/// [`Error::retry_after`] says when to come back.
+///
+/// ```
+/// let s: keygate_client::LimitStatus =
+///     serde_json::from_str(r#"{"name":"daily","limit":1000,"duration":"1d","remaining":999,"reset":87}"#)?;
+/// assert_eq!((s.remaining, s.reset), (999, 87));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LimitStatus {
+    /// The limit's name.
+    pub name: String,
+    /// Requests per window.
+    pub limit: u64,
+    /// The window, e.g. `"1s"`, `"24h"`.
+    pub duration: String,
+    /// Requests that would pass now, one after the other.
+    pub remaining: u64,
+    /// Seconds until one more would pass (0: nothing is spent).
+    pub reset: u64,
 }
 
 /// How a request proved who it is.
@@ -234,7 +271,7 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// let client = TokenClient::new("http://127.0.0.1:8080", "64db241f6d9e5c4bd136c187", "kgk_...")?;
 /// let me = client.verify().await?; // one getToken, then Bearer
 /// let again = client.verify().await?; // the cached token
-/// assert_eq!(me, again);
+/// assert_eq!(me.client_id, again.client_id);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -1,6 +1,7 @@
 //! [`Error`] and the protocol's business codes, [`Code`].
 
 use std::fmt;
+use std::time::Duration;
 
 /// A business code of the protocol: the `code` of every answer's envelope
 /// `{"code", "msg", "data"?}`. 1000 is success; anything else is a refusal or a failure.
@@ -113,25 +114,36 @@ impl fmt::Display for Code {
 
 /// Everything that can go wrong talking to keygate (or to the API behind it).
 ///
-/// A refusal by keygate is [`Error::Api`], with its business [`Code`], the HTTP status and the
-/// server's message; match on the code:
+/// A refusal by keygate is [`Error::Api`], with its business [`Code`], the HTTP status, the
+/// server's message and its `Retry-After`; match on the code:
 ///
 /// ```
+/// use std::time::Duration;
 /// use keygate_client::{Code, Error};
 ///
-/// fn explain(e: &Error) -> &'static str {
+/// fn explain(e: &Error) -> String {
 ///     match e {
-///         Error::Api { code: Code::Banned, .. } => "the account is banned",
-///         Error::Api { code: Code::InvalidAuth, .. } => "the key was revoked or rotated out",
-///         Error::Api { status, .. } if *status >= 500 => "keygate is in trouble",
-///         Error::Transport(_) => "keygate cannot be reached",
-///         _ => "something else",
+///         Error::Api { code: Code::Banned, .. } => "the account is banned".into(),
+///         Error::Api { code: Code::InvalidAuth, .. } => "the key was revoked or rotated out".into(),
+///         Error::Api { code: Code::TooFrequent, retry_after: Some(d), .. } => format!("rate limited for {d:?}"),
+///         Error::Api { code: Code::TooFrequent, retry_after: None, .. } => "a limit of 0 blocks it".into(),
+///         Error::Api { status, .. } if *status >= 500 => "keygate is in trouble".into(),
+///         Error::Transport(_) => "keygate cannot be reached".into(),
+///         _ => "something else".into(),
 ///     }
 /// }
-/// let e = Error::Api { code: Code::Banned, status: 403, msg: "The account has been banned".into() };
+/// let e = Error::Api { code: Code::Banned, status: 403, msg: "The account has been banned".into(), retry_after: None };
 /// assert_eq!(explain(&e), "the account is banned");
 /// assert_eq!(e.code(), Some(Code::Banned));
 /// assert_eq!(e.status(), Some(403));
+/// let e = Error::Api {
+///     code: Code::TooFrequent,
+///     status: 429,
+///     msg: "Operation too frequent".into(),
+///     retry_after: Some(Duration::from_secs(20)),
+/// };
+/// assert_eq!(explain(&e), "rate limited for 20s");
+/// assert_eq!(e.retry_after(), Some(Duration::from_secs(20)));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -145,6 +157,10 @@ pub enum Error {
         status: u16,
         /// The server's message (never a secret).
         msg: String,
+        /// The answer's `Retry-After` (in seconds; an HTTP date is not read): how long until the
+        /// request would pass. keygate sends it with `1005` (HTTP 429, absent when a limit of 0
+        /// blocks every request) and with its connection-limit `1503`.
+        retry_after: Option<Duration>,
     },
     /// An HTTP error status whose body is not the envelope (the API behind the gateway, or a
     /// proxy in between, answered by itself). `body` is its first kilobyte.
@@ -189,6 +205,30 @@ impl Error {
         }
     }
 
+    /// The server's `Retry-After`, for an [`Error::Api`] whose answer had one: with
+    /// [`Code::TooFrequent`] (`1005`, a rate limit), the time until the request would pass.
+    /// The SDK never retries a `1005` by itself; waiting is the caller's call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keygate_client::{Code, Error};
+    /// let limited = Error::Api {
+    ///     code: Code::TooFrequent,
+    ///     status: 429,
+    ///     msg: String::new(),
+    ///     retry_after: Some(Duration::from_secs(3)),
+    /// };
+    /// assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
+    /// assert!(!limited.is_retryable(true));
+    /// assert_eq!(Error::Invalid("no".into()).retry_after(), None);
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The HTTP status of the answer, when there was one.
     ///
     /// ```
@@ -209,20 +249,27 @@ impl Error {
     ///   before doing anything): always;
     /// - other 5xx answers and transport failures after the request went out: only when
     ///   `idempotent`, since the server may have acted on it;
-    /// - anything else (every 4xx): never.
+    /// - a rate limit's `1005`: never, whatever the status a proxy in between gave it (the wait
+    ///   it asks for, [`retry_after`](Self::retry_after), is often longer than a retry's delay,
+    ///   and whether to wait is the caller's decision);
+    /// - anything else (every 4xx, 429 included): never.
     ///
     /// ```
     /// use keygate_client::{Code, Error};
-    /// let busy = Error::Api { code: Code::Unavailable, status: 503, msg: String::new() };
+    /// let busy = Error::Api { code: Code::Unavailable, status: 503, msg: String::new(), retry_after: None };
     /// assert!(busy.is_retryable(false));
     /// let bad_gateway = Error::Status { status: 502, body: String::new() };
     /// assert!(bad_gateway.is_retryable(true) && !bad_gateway.is_retryable(false));
-    /// let banned = Error::Api { code: Code::Banned, status: 403, msg: String::new() };
+    /// let banned = Error::Api { code: Code::Banned, status: 403, msg: String::new(), retry_after: None };
     /// assert!(!banned.is_retryable(true));
+    /// // A 429 that a proxy turned into a 500 is still a rate limit.
+    /// let limited = Error::Api { code: Code::TooFrequent, status: 500, msg: String::new(), retry_after: None };
+    /// assert!(!limited.is_retryable(true));
     /// ```
     pub fn is_retryable(&self, idempotent: bool) -> bool {
         match self {
             Self::Api { code: Code::Unavailable, .. } => true,
+            Self::Api { code: Code::TooFrequent, .. } => false,
             Self::Api { status, .. } | Self::Status { status, .. } => *status >= 500 && idempotent,
             Self::Transport(e) => e.is_connect() || (idempotent && !e.is_builder() && !e.is_decode()),
             _ => false,

@@ -124,13 +124,13 @@ impl Transport {
         let retry_after = retry_after(res.headers().get(RETRY_AFTER));
         if status >= 400 {
             let bytes = res.bytes().await.unwrap_or_default();
-            return Err(Failure { error: error_of(status, &bytes), retry_after });
+            return Err(Failure { error: error_of(status, &bytes, retry_after), retry_after });
         }
         match read {
             Read::Response => Ok(Answer::Response(res)),
             Read::Body => {
                 let bytes = res.bytes().await?;
-                if let Some(error) = refusal(status, &bytes) {
+                if let Some(error) = refusal(status, &bytes, retry_after) {
                     return Err(Failure { error, retry_after });
                 }
                 Ok(Answer::Body { status, bytes })
@@ -185,10 +185,11 @@ fn head(bytes: &[u8]) -> Option<Head> {
     serde_json::from_slice(bytes).ok()
 }
 
-/// The error of an answer with `status` >= 400.
-pub(crate) fn error_of(status: u16, bytes: &[u8]) -> Error {
+/// The error of an answer with `status` >= 400 (and its `Retry-After`, kept in an
+/// [`Error::Api`]).
+pub(crate) fn error_of(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> Error {
     match head(bytes) {
-        Some(h) if h.code != 1000 => Error::Api { code: Code::from_u32(h.code), status, msg: h.msg },
+        Some(h) if h.code != 1000 => Error::Api { code: Code::from_u32(h.code), status, msg: h.msg, retry_after },
         _ => {
             let end = bytes.len().min(ERROR_BODY_BYTES);
             Error::Status { status, body: String::from_utf8_lossy(&bytes[..end]).into_owned() }
@@ -196,9 +197,15 @@ pub(crate) fn error_of(status: u16, bytes: &[u8]) -> Error {
     }
 }
 
-/// The refusal an answer below 400 carries in its envelope, if any.
-fn refusal(status: u16, bytes: &[u8]) -> Option<Error> {
-    head(bytes).filter(|h| h.code != 1000).map(|h| Error::Api { code: Code::from_u32(h.code), status, msg: h.msg })
+/// The refusal an answer below 400 carries in its envelope, if any (keygate's `always-200` mode
+/// answers a rate-limited getToken 200 / `1005` with a `Retry-After`).
+fn refusal(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> Option<Error> {
+    head(bytes).filter(|h| h.code != 1000).map(|h| Error::Api {
+        code: Code::from_u32(h.code),
+        status,
+        msg: h.msg,
+        retry_after,
+    })
 }
 
 /// The whole body as `T`.
@@ -229,22 +236,38 @@ mod tests {
 
     #[test]
     fn answers_are_judged_by_envelope_and_status() {
-        let e = error_of(403, br#"{"code":1200,"msg":"The account has been banned"}"#);
-        assert!(matches!(e, Error::Api { code: Code::Banned, status: 403, ref msg } if msg.contains("banned")));
-        let e = error_of(502, b"<html>bad gateway</html>");
+        let e = error_of(403, br#"{"code":1200,"msg":"The account has been banned"}"#, None);
+        assert!(
+            matches!(e, Error::Api { code: Code::Banned, status: 403, ref msg, retry_after: None } if msg.contains("banned"))
+        );
+        let e = error_of(502, b"<html>bad gateway</html>", None);
         assert!(matches!(e, Error::Status { status: 502, ref body } if body.contains("bad gateway")));
-        let e = error_of(500, &[b'x'; 5000]);
+        let e = error_of(500, &[b'x'; 5000], None);
         assert!(matches!(e, Error::Status { ref body, .. } if body.len() == ERROR_BODY_BYTES));
         // A JSON error body that is not an envelope.
-        assert!(matches!(error_of(404, br#"{"error":"nope"}"#), Error::Status { status: 404, .. }));
+        assert!(matches!(error_of(404, br#"{"error":"nope"}"#, None), Error::Status { status: 404, .. }));
+        // A rate limit's refusal keeps its Retry-After, and is not retried.
+        let wait = Some(Duration::from_secs(19));
+        let e = error_of(429, br#"{"code":1005,"msg":"Operation too frequent"}"#, wait);
+        assert_eq!((e.code(), e.status(), e.retry_after()), (Some(Code::TooFrequent), Some(429), wait));
+        assert!(!e.is_retryable(true) && !e.is_retryable(false));
+        // Even when a proxy made the 429 a 5xx (nginx's auth_request does).
+        let e = error_of(500, br#"{"code":1005,"msg":"Operation too frequent"}"#, wait);
+        assert!(!e.is_retryable(true));
+        // A non-envelope 429 (an upstream's own) is not retried either.
+        assert!(!error_of(429, b"slow down", wait).is_retryable(true));
 
         // Below 400, only an envelope with another code than 1000 is a refusal.
-        assert!(refusal(200, br#"{"code":1000,"msg":"OK","data":{}}"#).is_none());
-        assert!(refusal(200, br#"[1,2,3]"#).is_none());
-        assert!(refusal(200, b"plain text").is_none());
-        assert!(refusal(200, br#"{"code":"1101"}"#).is_none(), "a string code is not the protocol's");
-        let e = refusal(200, br#" {"code":1101,"msg":"Invalid authorization"}"#).unwrap();
+        assert!(refusal(200, br#"{"code":1000,"msg":"OK","data":{}}"#, None).is_none());
+        assert!(refusal(200, br#"[1,2,3]"#, None).is_none());
+        assert!(refusal(200, b"plain text", None).is_none());
+        assert!(refusal(200, br#"{"code":"1101"}"#, None).is_none(), "a string code is not the protocol's");
+        let e = refusal(200, br#" {"code":1101,"msg":"Invalid authorization"}"#, None).unwrap();
         assert_eq!((e.code(), e.status()), (Some(Code::InvalidAuth), Some(200)));
+        // always-200: getToken answers a rate limit 200 / 1005, with Retry-After.
+        let e = refusal(200, br#"{"code":1005,"msg":"Operation too frequent"}"#, wait).unwrap();
+        assert_eq!((e.code(), e.status(), e.retry_after()), (Some(Code::TooFrequent), Some(200), wait));
+        assert!(!e.is_retryable(true));
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //!   `1101`), and sends `Authorization: Bearer`. Both call `/auth/verify` ([`ApiKeyClient::verify`])
 //!   and build authenticated requests to the API behind keygate ([`ApiKeyClient::request`]).
 //! - For the **platform's backend**: [`AdminClient`] covers the admin API under `/admin/v1`
-//!   (accounts, bans, credentials, rotation, usage, signing keys), with lists as streams.
+//!   (accounts, bans, credentials, rotation, usage, rate limits and plans, signing keys), with
+//!   lists as streams.
 //! - **Webhooks** in the vendor's scheme (SHA-1 signature, AES-CBC payload): [`webhook`].
 //!
 //! Every client retries connection failures, `1503` and (for requests that are safe to repeat)
 //! other 5xx answers, with exponential backoff and full jitter ([`RetryPolicy`]); a refusal is an
-//! [`Error::Api`] with its business [`Code`], HTTP status and message.
+//! [`Error::Api`] with its business [`Code`], HTTP status and message. A rate limit's refusal,
+//! `1005` (HTTP 429), is never retried: it comes back at once with the server's `Retry-After`
+//! ([`Error::retry_after`]).
 //!
 //! # Quick start: an API key
 //!
@@ -73,6 +76,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Quick start: rate limits and plans
+//!
+//! ```no_run
+//! # async fn run(admin: keygate_client::AdminClient, client: keygate_client::ApiKeyClient) -> keygate_client::Result<()> {
+//! use keygate_client::{Code, Error, RateLimit};
+//!
+//! let free = [RateLimit::new("requests", 10, "1s"), RateLimit::new("daily", 10_000, "1d")];
+//! admin.put_plan("free", &free).await?;
+//! let account = admin.set_account_plan("64db241f6d9e5c4bd136c187", Some("free")).await?;
+//! println!("{:?}", account.effective_ratelimits);
+//!
+//! // The customer's side: where each limit stands, or how long to wait.
+//! match client.verify().await {
+//!     Ok(me) => me.ratelimits.iter().for_each(|l| println!("{}: {} left", l.name, l.remaining)),
+//!     Err(Error::Api { code: Code::TooFrequent, retry_after, .. }) => println!("retry in {retry_after:?}"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Quick start: a webhook receiver
 //!
 //! ```
@@ -100,9 +123,12 @@ pub mod webhook;
 
 pub use admin::{
     ADMIN_PREFIX, Account, AccountDetail, AccountEvent, AccountQuery, AccountStatus, AdminClient, Credential,
-    CredentialStatus, DailyUsage, IssuedCredential, Page, SecretGeneration, SigningKey,
+    CredentialDetail, CredentialStatus, DailyUsage, EffectiveLimit, IssuedCredential, LimitSource, Page, Plan,
+    PlanDetail, RateLimit, SecretGeneration, SigningKey,
 };
-pub use consumer::{ApiKeyClient, AuthMethod, GET_TOKEN_PATH, Identity, RequestBuilder, TokenClient, VERIFY_PATH};
+pub use consumer::{
+    ApiKeyClient, AuthMethod, GET_TOKEN_PATH, Identity, LimitStatus, RequestBuilder, TokenClient, VERIFY_PATH,
+};
 pub use error::{Code, Error, Result};
 pub use options::ClientOptions;
 pub use retry::RetryPolicy;

@@ -12,7 +12,10 @@ use std::time::Duration;
 /// connection failures and `1503` always; other 5xx answers and failures after the request went
 /// out only for idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS, and the calls of this SDK
 /// that are safe to repeat, like getToken or a ban), unless
-/// [`retry_non_idempotent`](Self::retry_non_idempotent) says otherwise; never a 4xx.
+/// [`retry_non_idempotent`](Self::retry_non_idempotent) says otherwise; never a 4xx, and never a
+/// rate limit's `1005` (HTTP 429), idempotent or not, whatever its status: it comes back as an
+/// [`Error::Api`](crate::Error::Api) with the server's
+/// [`retry_after`](crate::Error::retry_after), for the caller to decide whether to wait.
 ///
 /// ```
 /// use std::time::Duration;

@@ -67,7 +67,8 @@ async fn credentials_can_be_created_read_rotated_revoked_and_counted() {
     assert!(!format!("{issued:?}").contains(&key[4..]), "Debug shows no key");
 
     let read = admin.credential(&issued.client_id).await.unwrap();
-    assert_eq!(read, issued.credential);
+    assert_eq!(read.credential, issued.credential);
+    assert!(read.effective_ratelimits.is_empty() && read.credential.ratelimits.is_empty(), "{read:?}");
     let page = admin.credentials_page(&account.id, None, None).await.unwrap();
     assert_eq!(page.items, std::slice::from_ref(&issued.credential));
     assert!(page.is_last());
@@ -85,7 +86,7 @@ async fn credentials_can_be_created_read_rotated_revoked_and_counted() {
     let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 86_400;
     assert_eq!(usage.iter().map(|d| (d.day, d.requests)).collect::<Vec<_>>(), [(today, 3)]);
     wait_until(Duration::from_secs(5), "lastUsedAt is written", || async {
-        admin.credential(&issued.client_id).await.unwrap().last_used_at.is_some()
+        admin.credential(&issued.client_id).await.unwrap().credential.last_used_at.is_some()
     })
     .await;
 
@@ -118,7 +119,7 @@ async fn credentials_can_be_created_read_rotated_revoked_and_counted() {
     assert_eq!(revoked.status, CredentialStatus::Revoked);
     assert!(revoked.revoked_at.is_some());
     assert_eq!(newest.verify().await.unwrap_err().code(), Some(Code::InvalidAuth));
-    assert_eq!(admin.credential(&issued.client_id).await.unwrap().status, CredentialStatus::Revoked);
+    assert_eq!(admin.credential(&issued.client_id).await.unwrap().credential.status, CredentialStatus::Revoked);
 }
 
 #[tokio::test]
@@ -149,7 +150,7 @@ async fn admin_errors_are_typed() {
 
     let err = admin.account(unknown).await.unwrap_err();
     assert!(
-        matches!(err, Error::Api { code: Code::AccountNotFound, status: 404, ref msg } if !msg.is_empty()),
+        matches!(err, Error::Api { code: Code::AccountNotFound, status: 404, ref msg, retry_after: None } if !msg.is_empty()),
         "{err:?}"
     );
     assert_eq!(admin.ban(unknown, "x").await.unwrap_err().code(), Some(Code::AccountNotFound));

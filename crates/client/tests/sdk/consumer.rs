@@ -20,7 +20,10 @@ async fn api_key_client_verifies_and_refusals_are_typed() {
     let unknown = server.customer().await;
     server.admin().revoke_credential(unknown.client_id()).await.unwrap();
     let err = unknown.key_client(&server.url()).verify().await.unwrap_err();
-    assert!(matches!(err, Error::Api { code: Code::InvalidAuth, status: 401, ref msg } if !msg.is_empty()), "{err:?}");
+    assert!(
+        matches!(err, Error::Api { code: Code::InvalidAuth, status: 401, ref msg, retry_after: None } if !msg.is_empty()),
+        "{err:?}"
+    );
     // Garbage and an empty key: 1101 and 1102.
     let err = ApiKeyClient::new(&server.url(), "not-a-key").unwrap().verify().await.unwrap_err();
     assert_eq!((err.code(), err.status()), (Some(Code::InvalidAuth), Some(401)), "{err:?}");
@@ -168,7 +171,10 @@ async fn banned_accounts_get_a_typed_1200_and_no_refresh() {
 
     admin.ban(&c.account_id, "chargeback fraud").await.unwrap();
     for err in [keys.verify().await.unwrap_err(), tokens.verify().await.unwrap_err()] {
-        assert!(matches!(err, Error::Api { code: Code::Banned, status: 403, ref msg } if !msg.is_empty()), "{err:?}");
+        assert!(
+            matches!(err, Error::Api { code: Code::Banned, status: 403, ref msg, retry_after: None } if !msg.is_empty()),
+            "{err:?}"
+        );
     }
     assert_eq!(tap.get_tokens(), 1, "1200 is not a reason to get a new token");
     // getToken itself refuses a banned account with 1200.

@@ -6,11 +6,14 @@
 //!   cache, refresh before expiry, the one refresh on 1101, typed refusals (1101, 1102, 1200);
 //! - `gateway`: requests to an API behind keygate (a tiny local upstream), in both status modes;
 //! - `admin`: every admin API call, typed errors, lists as streams over several pages;
+//! - `ratelimits`: rate limits on credentials and accounts, plans, `1005` with `Retry-After` (never
+//!   retried) and where each limit stands after a verify;
 //! - `retry`: backoff on 5xx / 1503 / connection failures, never on 4xx, against a local server
 //!   scripted to fail (it stands in for a failing upstream or proxy, not for keygate).
 
 mod admin;
 mod consumer;
 mod gateway;
+mod ratelimits;
 mod retry;
 mod support;

@@ -94,6 +94,40 @@ async fn four_hundreds_are_never_retried() {
 }
 
 #[tokio::test]
+async fn a_rate_limit_is_never_retried_and_says_when_to_come_back() {
+    const LIMITED: &str = r#"{"code":1005,"msg":"Operation too frequent: \"requests\" allows 10 per 1s"}"#;
+    let limited = |status: u16| Reply::Json(status, vec![("retry-after", "7".into())], LIMITED.into());
+    // Not even with a policy that repeats POSTs, nor for a GET, nor when a proxy made the 429 a
+    // 500 (nginx's auth_request does): the error comes back at once, with the server's wait.
+    let options =
+        ClientOptions::default().retry(RetryPolicy::new(5).base_delay(Duration::ZERO).retry_non_idempotent(true));
+    for (method, status) in [(Method::POST, 429), (Method::GET, 429), (Method::GET, 500), (Method::PUT, 500)] {
+        let server = LocalServer::start(move |_, _| limited(status)).await;
+        let c = ApiKeyClient::with_options(&server.url(), "kgk_test", options.clone()).unwrap();
+        let err = c.request(method.clone(), "/v1/things").send().await.unwrap_err();
+        assert!(
+            matches!(err, Error::Api { code: Code::TooFrequent, status: s, ref msg, retry_after: Some(d) }
+                if s == status && msg.contains("requests") && d == Duration::from_secs(7)),
+            "{method} {status}: {err:?}"
+        );
+        assert_eq!(server.count(), 1, "{method} {status}: not retried");
+    }
+    // getToken (retried as safe to repeat) and /auth/verify the same; a 429 without Retry-After
+    // (a limit of 0) has none.
+    let server = LocalServer::start(|_, _| json(429, LIMITED)).await;
+    let c = TokenClient::with_options(&server.url(), "64db241f6d9e5c4bd136c188", "kgk_test", fast_retries(5)).unwrap();
+    let err = c.verify().await.unwrap_err();
+    assert_eq!((err.code(), err.status(), err.retry_after()), (Some(Code::TooFrequent), Some(429), None));
+    assert_eq!(server.count(), 1);
+    // A 503's Retry-After is kept on the error too, once the attempts are spent.
+    let server =
+        LocalServer::start(|_, _| Reply::Json(503, vec![("retry-after", "0".into())], UNAVAILABLE.into())).await;
+    let err = client(&server, 2).verify().await.unwrap_err();
+    assert_eq!((err.code(), err.retry_after()), (Some(Code::Unavailable), Some(Duration::ZERO)));
+    assert_eq!(server.count(), 2);
+}
+
+#[tokio::test]
 async fn connection_failures_are_retried() {
     // The connection closes before any answer, twice: a GET goes through on the third try.
     let server = LocalServer::start(|_, n| if n <= 2 { Reply::Hang } else { json(200, IDENTITY) }).await;
