@@ -29,6 +29,16 @@ struct Node {
 }
 
 async fn start_node(url: &str, store_timeout: Option<Duration>) -> Node {
+    start_node_with(url, |config| {
+        if let Some(t) = store_timeout {
+            config.store_timeout = t;
+        }
+    })
+    .await
+}
+
+/// A node on `url` with the cluster's master key and admin token, changed by `configure`.
+async fn start_node_with(url: &str, configure: impl FnOnce(&mut Config)) -> Node {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: url.into(),
@@ -37,9 +47,7 @@ async fn start_node(url: &str, store_timeout: Option<Duration>) -> Node {
         workers: 1,
         ..Config::default()
     };
-    if let Some(t) = store_timeout {
-        config.store_timeout = t;
-    }
+    configure(&mut config);
     let app = Application::build(config).await.unwrap();
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel::<()>();

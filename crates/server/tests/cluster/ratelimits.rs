@@ -6,34 +6,29 @@
 use std::time::{Duration, Instant};
 
 use keygate_core::Secret;
-use keygate_server::{Application, Config};
 use keygate_testkit::PrivateRedis;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-use crate::{ADMIN, MASTER, Node, SERIAL, client, customer, db};
+use crate::{ADMIN, Node, SERIAL, client, customer, db, start_node_with};
 
 async fn start_shared_node(url: &str, redis: &str, closed: bool) -> Node {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: url.into(),
-        master_key: Some(Secret::new(MASTER)),
-        admin_token: Some(Secret::new(ADMIN)),
-        workers: 1,
-        access_log: false,
-        ..Config::default()
-    };
-    config.limits.redis_url = Some(Secret::new(redis));
-    if closed {
-        config.limits.redis_failure = keygate_auth::ratelimit::FailMode::Closed;
+    start_node_with(url, |config| {
+        config.access_log = false;
+        config.limits.redis_url = Some(Secret::new(redis));
+        if closed {
+            config.limits.redis_failure = keygate_auth::ratelimit::FailMode::Closed;
+        }
+    })
+    .await
+}
+
+/// Three nodes sharing counters through `redis` (fail-open).
+async fn three_shared_nodes(url: &str, redis: &str) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start_shared_node(url, redis, false).await);
     }
-    let app = Application::build(config).await.unwrap();
-    let addr = app.local_addr();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
-    Node { addr, _stop: tx }
+    nodes
 }
 
 fn redis() -> Option<PrivateRedis> {
@@ -129,10 +124,7 @@ async fn three_nodes_share_a_limit_through_redis() {
     let _serial = SERIAL.lock().await;
     let Some(db) = db().await else { return };
     let Some(redis) = redis() else { return };
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(start_shared_node(&db.url, &redis.url, false).await);
-    }
+    let nodes = three_shared_nodes(&db.url, &redis.url).await;
     let c = client();
     let (_, client_id, key) = customer(&c, &nodes[0], 900).await;
     let l = 40u64;
@@ -157,10 +149,7 @@ async fn redis_down_fails_open_and_sharing_recovers() {
     let _serial = SERIAL.lock().await;
     let Some(db) = db().await else { return };
     let Some(redis) = redis() else { return };
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(start_shared_node(&db.url, &redis.url, false).await);
-    }
+    let nodes = three_shared_nodes(&db.url, &redis.url).await;
     let c = client();
     let (_, client_id, key) = customer(&c, &nodes[0], 901).await;
     let l = 30u64;
