@@ -80,6 +80,12 @@ if [ -x "$schemathesis_venv/bin/schemathesis" ]; then
   export KEYGATE_SCHEMATHESIS
 fi
 
+# The sqlite3 tool for the crash-consistency test (crates/cli/tests/e2e/crash.rs), which checks the
+# database file after every kill -9 (PRAGMA integrity_check, foreign keys, keygate's invariants).
+if ! command -v sqlite3 >/dev/null 2>&1; then
+  apt_install "the crash test" sqlite3
+fi
+
 # Redis for the rate-limit cluster tests: a private server (scripts/private-redis.sh) on a free
 # port, never the machine's own.
 if ! [ -x /usr/bin/redis-server ] && ! command -v redis-server >/dev/null 2>&1; then
