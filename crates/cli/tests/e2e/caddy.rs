@@ -7,10 +7,8 @@
 //! or fails when `KEYGATE_TEST_REQUIRE_ALL=1`.
 
 use std::fs::File;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -87,7 +85,7 @@ impl Caddy {
                 .stderr(File::create(&log).expect("log file"))
                 .spawn()
                 .expect("spawning caddy");
-            match wait_listening(&mut child, port, dir.path()) {
+            match nginx::wait_listening(&mut child, port, "caddy", || logs(dir.path())) {
                 Ok(()) => return Self { child, dir, port },
                 Err(e) => {
                     nginx::stop(&mut child);
@@ -114,22 +112,6 @@ impl Caddy {
 impl Drop for Caddy {
     fn drop(&mut self) {
         nginx::stop(&mut self.child);
-    }
-}
-
-fn wait_listening(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Err(format!("caddy exited with {status}:\n{}", logs(dir)));
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("caddy not listening on {port} after 10 s:\n{}", logs(dir)));
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

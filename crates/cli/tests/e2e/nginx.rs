@@ -239,7 +239,7 @@ impl Nginx {
                 .stderr(File::create(&stderr).expect("log file"))
                 .spawn()
                 .expect("spawning nginx");
-            match wait_listening(&mut child, port, dir.path()) {
+            match wait_listening(&mut child, port, "nginx", || logs(dir.path())) {
                 Ok(()) => return Self { child, dir, port },
                 Err(e) => {
                     stop(&mut child);
@@ -269,17 +269,24 @@ impl Drop for Nginx {
     }
 }
 
-fn wait_listening(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
+/// Waits until the proxy `child` (`what`: "nginx", "caddy") listens on `port`; on failure, its
+/// exit or the timeout with `logs()` for the message.
+pub(crate) fn wait_listening(
+    child: &mut Child,
+    port: u16,
+    what: &str,
+    logs: impl Fn() -> String,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
-            return Err(format!("nginx exited with {status}:\n{}", logs(dir)));
+            return Err(format!("{what} exited with {status}:\n{}", logs()));
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("nginx not listening on {port} after 10 s:\n{}", logs(dir)));
+            return Err(format!("{what} not listening on {port} after 10 s:\n{}", logs()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
