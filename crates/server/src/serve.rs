@@ -263,14 +263,33 @@ connection: close\r\nretry-after: 1\r\ncontent-length: 67\r\n\r\n\
 /// closing does not reset it away. At most `capacity` at a time, newest first: when full, the
 /// oldest (which had its chance) is closed, so a client arriving during a flood of silent
 /// connections still gets its answer.
+///
+/// The bound is on sockets, not tasks: an aborted task closes its socket only when its runtime
+/// next gets to it, which a flood of accepts may delay. `held` counts the sockets still open
+/// (each task's guard gives its count back when the task is dropped, aborted or not), and a
+/// connection arriving while `capacity` of them are held is closed at once, unanswered.
 struct Refusals {
     capacity: usize,
     lingering: std::collections::VecDeque<tokio::task::AbortHandle>,
+    held: Arc<AtomicUsize>,
+}
+
+/// One refused connection's socket, counted in [`Refusals::held`] until dropped.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Refusals {
     fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), lingering: std::collections::VecDeque::new() }
+        Self {
+            capacity: capacity.max(1),
+            lingering: std::collections::VecDeque::new(),
+            held: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     fn refuse(&mut self, stream: TcpStream) {
@@ -282,7 +301,15 @@ impl Refusals {
         {
             oldest.abort();
         }
+        if self.held.load(Ordering::Acquire) >= self.capacity {
+            // Aborted sockets not closed yet: this one is closed now rather than held too.
+            drop(stream);
+            return;
+        }
+        self.held.fetch_add(1, Ordering::AcqRel);
+        let held = Held(self.held.clone());
         let task = tokio::spawn(async move {
+            let _held = held;
             let mut stream = stream;
             let mut sink = [0u8; 4096];
             let _ = tokio::time::timeout(LINGER, stream.read(&mut sink)).await;
@@ -555,5 +582,36 @@ impl AsyncWrite for Counted {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flood of connections over the limit, accepted without the runtime getting to the aborted
+    /// refusals in between (as a burst of accepts does): the open sockets stay within capacity.
+    #[tokio::test(flavor = "current_thread")]
+    async fn refusals_hold_at_most_capacity_sockets_during_a_flood() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut refusals = Refusals::new(4);
+        let mut clients = Vec::new();
+        for _ in 0..50 {
+            clients.push(std::net::TcpStream::connect(addr).unwrap());
+            let (stream, _) = listener.accept().await.unwrap();
+            refusals.refuse(stream);
+            assert!(refusals.held.load(Ordering::Acquire) <= 4, "more refused sockets held than the capacity");
+        }
+        // Once the runtime has run the aborted tasks, a newcomer is answered again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(refusals.held.load(Ordering::Acquire) <= 4);
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        refusals.refuse(stream);
+        client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut answer)).await;
+        assert!(answer.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
     }
 }
