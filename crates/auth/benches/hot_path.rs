@@ -1,7 +1,9 @@
 //! The per-request cost of authentication on a warm cache: `x-api-key` and `Bearer`, the same key
 //! with two rate limits (one its own, one its account's; never reached) against none, the
 //! refusal of a malformed key (no store access) for scale, rendering the RateLimit headers, and
-//! the same decision through the tower Layer around a service that does nothing.
+//! the same decision through the tower Layer around a service that does nothing, and a key with
+//! two credits balances (its own and its account's; leased ahead from the database, so the
+//! figure includes the amortised lease, one per `max_prefetch` requests at most).
 //! Run: `cargo bench -p keygate-auth`.
 
 use std::convert::Infallible;
@@ -11,9 +13,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use keygate_auth::identity::X_API_KEY;
 use keygate_auth::{AuthLayer, AuthSettings, Authenticator, StatusMode, secrets};
+use keygate_core::credits::CreditsConfig;
 use keygate_core::ratelimit::{MAX_LIMIT, RateLimit};
 use keygate_core::{ApiKey, ClientId, MasterKey};
-use keygate_store::NewAccount;
+use keygate_store::{CreditScope, NewAccount};
 use tower::{Layer, Service, ServiceExt};
 
 const CREDENTIALS: usize = 2_000;
@@ -22,7 +25,7 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/bench.db", dir.path().display());
-    let (auth, keys, tokens, limited, master) = rt.block_on(async {
+    let (auth, keys, tokens, limited, credited, master) = rt.block_on(async {
         let store = keygate_store::connect(&url, true).await.unwrap();
         let master = MasterKey::generate();
         secrets::ensure_signing_key(store.as_ref()).await.unwrap();
@@ -32,8 +35,10 @@ fn bench(c: &mut Criterion) {
         let mut keys = Vec::new();
         let mut tokens = Vec::new();
         let mut limited = Vec::new();
+        let mut credited = Vec::new();
         let high = |name: &str| vec![RateLimit::new(name, MAX_LIMIT, "1s".parse().unwrap())];
-        for i in 0..2 * CREDENTIALS {
+        let plenty = CreditsConfig { remaining: keygate_core::credits::MAX_CREDITS, refill: None };
+        for i in 0..3 * CREDENTIALS {
             let new = NewAccount { email: format!("u{i}@bench.example"), first_name: "b".into() };
             let account = store.create_account(&new).await.unwrap();
             let key = ApiKey::generate();
@@ -42,13 +47,18 @@ fn bench(c: &mut Criterion) {
             if i < CREDENTIALS {
                 tokens.push(auth.issue_token(&client_id.to_hex(), key.expose()).await.unwrap());
                 keys.push(key.expose().to_owned());
-            } else {
+            } else if i < 2 * CREDENTIALS {
                 store.set_credential_ratelimits(client_id, &high("requests")).await.unwrap();
                 store.update_account_limits(account.id, Some(&high("account")), None).await.unwrap();
                 limited.push(key.expose().to_owned());
+            } else {
+                let now = keygate_store::now_ms();
+                store.set_credits(CreditScope::Credential(client_id), Some(&plenty), now).await.unwrap();
+                store.set_credits(CreditScope::Account(account.id), Some(&plenty), now).await.unwrap();
+                credited.push(key.expose().to_owned());
             }
         }
-        (auth, keys, tokens, limited, master)
+        (auth, keys, tokens, limited, credited, master)
     });
     let with_key = |k: &String| {
         let mut h = HeaderMap::new();
@@ -57,6 +67,7 @@ fn bench(c: &mut Criterion) {
     };
     let key_headers: Vec<HeaderMap> = keys.iter().map(with_key).collect();
     let limited_headers: Vec<HeaderMap> = limited.iter().map(with_key).collect();
+    let credited_headers: Vec<HeaderMap> = credited.iter().map(with_key).collect();
     let token_headers: Vec<HeaderMap> = tokens
         .iter()
         .map(|t| {
@@ -67,7 +78,7 @@ fn bench(c: &mut Criterion) {
         .collect();
     // Warm the cache.
     rt.block_on(async {
-        for h in key_headers.iter().chain(&token_headers).chain(&limited_headers) {
+        for h in key_headers.iter().chain(&token_headers).chain(&limited_headers).chain(&credited_headers) {
             auth.authenticate(h).await.unwrap();
         }
     });
@@ -78,6 +89,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % CREDENTIALS;
             rt.block_on(auth.authenticate(&key_headers[i])).unwrap()
+        })
+    });
+    g.bench_function("x_api_key_two_credit_balances_warm", |b| {
+        b.iter(|| {
+            i = (i + 1) % CREDENTIALS;
+            rt.block_on(auth.authenticate(&credited_headers[i])).unwrap()
         })
     });
     g.bench_function("x_api_key_two_ratelimits_warm", |b| {

@@ -29,6 +29,7 @@ use keygate_store::{Entity, Store, StoreError, now_ms};
 use subtle::ConstantTimeEq;
 
 use crate::cache::BoundedCache as Cache;
+use crate::credits::{Charged, CreditError, CreditSettings, Credits, Reserved};
 use crate::identity::{Identity, X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
 use crate::ratelimit::{Admit, Applied, Limited, Limiter, Need};
 
@@ -52,6 +53,16 @@ pub enum AuthError {
     Store(StoreError),
     /// A rate limit refused the request (1005).
     Limited(Box<Limited>),
+    /// The credits left do not cover the request's cost (1006).
+    NoCredits(Box<NoCredits>),
+}
+
+/// A request refused because its balance does not cover its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoCredits {
+    /// What is left, as this process knows it.
+    pub remaining: i64,
+    pub cost: u64,
 }
 
 impl AuthError {
@@ -63,6 +74,9 @@ impl AuthError {
             }
             Self::Limited(l) => {
                 tracing::debug!(endpoint, code = 1005, limits = ?l.refused_by, "rate limited");
+            }
+            Self::NoCredits(n) => {
+                tracing::debug!(endpoint, code = 1006, remaining = n.remaining, cost = n.cost, "insufficient credits");
             }
             Self::Store(_) => {}
         }
@@ -108,13 +122,13 @@ impl Stripe for AccountId {
 
 /// `keygate_auth_decisions_total{method, result}` handles, made once: counting a decision on the
 /// hot path is one atomic add. Indexed by `AuthMethod as usize` (3 = unknown) and by outcome.
-fn decision_counters() -> &'static [[metrics::Counter; 6]; 4] {
-    static COUNTERS: std::sync::OnceLock<[[metrics::Counter; 6]; 4]> = std::sync::OnceLock::new();
+fn decision_counters() -> &'static [[metrics::Counter; 7]; 4] {
+    static COUNTERS: std::sync::OnceLock<[[metrics::Counter; 7]; 4]> = std::sync::OnceLock::new();
     COUNTERS.get_or_init(|| {
         let methods =
             [AuthMethod::ApiKey.as_str(), AuthMethod::Bearer.as_str(), AuthMethod::ClientSecret.as_str(), "-"];
         methods.map(|m| {
-            ["1000", "1101", "1102", "1200", "1503", "1005"]
+            ["1000", "1101", "1102", "1200", "1503", "1005", "1006"]
                 .map(|r| metrics::counter!("keygate_auth_decisions_total", "method" => m, "result" => r))
         })
     })
@@ -131,6 +145,8 @@ struct Resolved {
     epochs: (u64, u64),
     /// The rate limits that apply, with their buckets (`None`: no limit applies).
     limits: Option<Arc<Applied>>,
+    /// The credit balances charged (`None`: no quota applies).
+    credits: Option<Arc<Charged>>,
 }
 
 /// What a key hash maps to: the credential and secret generation it is, and what it resolved to.
@@ -148,10 +164,23 @@ struct TokenEntry {
     resolved: Option<Resolved>,
 }
 
-/// A decision, or one that waits for shared rate-limit units ([`Authenticator::finish`]).
+/// A decision, or one that waits for shared rate-limit units or for credits leased from the
+/// database ([`Authenticator::finish`]).
 enum Decided {
     Done(Result<Verified, AuthError>),
-    Lease(Verified, Arc<Applied>, Vec<Need>),
+    Lease(Box<Leasing>),
+    Credits(Box<Charging>),
+}
+
+/// A request that waits for units of its shared rate-limit buckets (and was charged `Reserved`).
+type Leasing = (Verified, Arc<Applied>, Vec<Need>, Option<Reserved>);
+
+/// A request that passed the credential checks and waits for credits, then its rate limits.
+struct Charging {
+    v: Verified,
+    charged: Arc<Charged>,
+    cost: u64,
+    limits: Option<Arc<Applied>>,
 }
 
 /// A successful check, with what getToken needs to sign.
@@ -181,6 +210,8 @@ pub struct AuthSettings {
     pub feed_interval: Duration,
     /// How often usage counts (last used, requests per day) are written.
     pub usage_flush: Duration,
+    /// How credits are leased and reported.
+    pub credits: CreditSettings,
     /// The HTTP statuses of refusals rendered by the Layer and the gateway.
     pub status_mode: crate::envelope::StatusMode,
 }
@@ -195,6 +226,7 @@ impl Default for AuthSettings {
             store_timeout: Duration::from_secs(2),
             feed_interval: Duration::from_millis(250),
             usage_flush: Duration::from_secs(10),
+            credits: CreditSettings::default(),
             status_mode: crate::envelope::StatusMode::Standard,
         }
     }
@@ -228,12 +260,16 @@ pub struct Authenticator {
     pub usage: Arc<crate::usage::UsageRecorder>,
     /// The rate limits' buckets.
     pub limiter: Arc<Limiter>,
+    /// The credit balances this process spends from.
+    pub credits: Arc<Credits>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, keyring: Keyring, settings: AuthSettings) -> Self {
         let capacity = settings.cache_capacity;
+        let credits = CreditSettings { store_timeout: settings.store_timeout, ..settings.credits };
         Self {
+            credits: Arc::new(Credits::new(credits)),
             store,
             hasher,
             keyring: ArcSwap::from_pointee(keyring),
@@ -291,12 +327,14 @@ impl Authenticator {
                 if let Ok(id) = id.parse::<AccountId>() {
                     self.accounts.invalidate(&id);
                     self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
+                    self.credits.touched(keygate_store::CreditScope::Account(id));
                 }
             }
             Entity::Credential => {
                 if let Ok(id) = id.parse::<ClientId>() {
                     self.credentials.invalidate(&id);
                     self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
+                    self.credits.touched(keygate_store::CreditScope::Credential(id));
                 }
             }
             // A plan's limits changed: every account on it must be reloaded. Plans change
@@ -306,6 +344,7 @@ impl Authenticator {
                 for e in &self.epochs {
                     e.fetch_add(1, Ordering::SeqCst);
                 }
+                self.credits.touched_all();
             }
             Entity::SigningKey | Entity::Setting => {}
         }
@@ -320,6 +359,7 @@ impl Authenticator {
         for e in &self.epochs {
             e.fetch_add(1, Ordering::SeqCst);
         }
+        self.credits.touched_all();
     }
 
     /// Cache lookup, or store load whose result is kept only if no invalidation ran meanwhile.
@@ -369,6 +409,7 @@ impl Authenticator {
         let (cid, aid) = (b.credential.client_id, b.account.id);
         let resolved = Resolved {
             limits: self.limiter.applied(&b.credential, &b.account),
+            credits: self.credits.charged(&b.credential, &b.account),
             cred: Arc::new(b.credential),
             account: Arc::new(b.account),
             epochs: (before[cid.stripe()], before[aid.stripe()]),
@@ -412,9 +453,16 @@ impl Authenticator {
         self.load(&self.accounts, id, async { Ok(self.store.account_state(id).await?.map(Arc::new)) }).await
     }
 
-    /// Authenticates a request by its headers, as every protected call is.
+    /// Authenticates a request by its headers, as every protected call is, charging it 1 credit
+    /// where a balance applies.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
-        let result = self.authenticate_inner(headers).await;
+        self.authenticate_with(headers, 1).await
+    }
+
+    /// Authenticates a request that costs `cost` credits (0: needs a positive balance, charges
+    /// nothing). A request refused by any check is charged nothing.
+    pub async fn authenticate_with(&self, headers: &HeaderMap, cost: u64) -> Result<Identity, AuthError> {
+        let result = self.authenticate_inner(headers, cost).await;
         let (method, outcome) = match &result {
             Ok(id) => (id.method as usize, 0),
             Err(AuthError::Refused(AuthFailure::Invalid(_))) => (3, 1),
@@ -422,12 +470,13 @@ impl Authenticator {
             Err(AuthError::Refused(AuthFailure::Banned)) => (3, 3),
             Err(AuthError::Store(_)) => (3, 4),
             Err(AuthError::Limited(_)) => (3, 5),
+            Err(AuthError::NoCredits(_)) => (3, 6),
         };
         decision_counters()[method][outcome].increment(1);
         result
     }
 
-    async fn authenticate_inner(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+    async fn authenticate_inner(&self, headers: &HeaderMap, cost: u64) -> Result<Identity, AuthError> {
         let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         // A header that is present but not visible ASCII is not a credential we could have issued.
         let garbled = |name: &HeaderName| headers.get(name).is_some_and(|v| v.to_str().is_err());
@@ -437,16 +486,23 @@ impl Authenticator {
         let presented =
             decide::presented(get(&header::AUTHORIZATION), get(&X_API_KEY), get(&X_CLIENT_ID), get(&X_CLIENT_SECRET))?;
         match presented {
-            Presented::ApiKey(key) => self.by_key(key, None, AuthMethod::ApiKey).await.map(|v| v.identity),
+            Presented::ApiKey(key) => self.by_key(key, None, AuthMethod::ApiKey, Some(cost)).await.map(|v| v.identity),
             Presented::ClientPair { client_id, secret } => {
-                self.by_key(secret, Some(client_id), AuthMethod::ClientSecret).await.map(|v| v.identity)
+                self.by_key(secret, Some(client_id), AuthMethod::ClientSecret, Some(cost)).await.map(|v| v.identity)
             }
-            Presented::Bearer(token) => self.by_token(token).await,
+            Presented::Bearer(token) => self.by_token(token, cost).await,
         }
     }
 
-    /// Checks an API key (and, for the legacy pair, that it belongs to `client_id`).
-    async fn by_key(&self, key: &str, client_id: Option<&str>, method: AuthMethod) -> Result<Verified, AuthError> {
+    /// Checks an API key (and, for the legacy pair, that it belongs to `client_id`), charging
+    /// `cost` credits (`None`: not charged, as getToken is not).
+    async fn by_key(
+        &self,
+        key: &str,
+        client_id: Option<&str>,
+        method: AuthMethod,
+        cost: Option<u64>,
+    ) -> Result<Verified, AuthError> {
         let invalid = |r| AuthError::Refused(AuthFailure::Invalid(r));
         ApiKey::parse(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
         let hash = self.hasher.hash(key);
@@ -455,7 +511,7 @@ impl Authenticator {
                 None => Some(Decided::Done(Err(invalid(InvalidReason::UnknownKey)))),
                 Some(e) => {
                     e.resolved.as_ref().filter(|r| self.current(r)).map(|r| match check_pair(client_id, e.cid) {
-                        Ok(()) => self.decide(r, e.generation, method),
+                        Ok(()) => self.decide(r, e.generation, method, cost),
                         Err(refused) => Decided::Done(Err(refused)),
                     })
                 }
@@ -482,10 +538,10 @@ impl Authenticator {
                 r
             }
         };
-        self.finish(self.decide(&resolved, generation, method)).await
+        self.finish(self.decide(&resolved, generation, method, cost)).await
     }
 
-    async fn by_token(&self, token: &str) -> Result<Identity, AuthError> {
+    async fn by_token(&self, token: &str, cost: u64) -> Result<Identity, AuthError> {
         let now_secs = now_ms() / 1000;
         let expired = || AuthError::Refused(AuthFailure::Invalid(InvalidReason::TokenExpired));
         // A cached token had its signature checked before; its expiry is checked each time.
@@ -494,7 +550,7 @@ impl Authenticator {
                 return Err(Decided::Done(Err(expired())));
             }
             match t.resolved.as_ref().filter(|r| self.cache_trusted() && self.current(r)) {
-                Some(r) => Err(self.token_decision(&t.subject, r)),
+                Some(r) => Err(self.token_decision(&t.subject, r, cost)),
                 None => Ok(t.subject),
             }
         });
@@ -513,14 +569,14 @@ impl Authenticator {
         };
         let r = self.resolve(subject.client_id).await?;
         self.tokens.update(token, |t| t.resolved = Some(r.clone()));
-        self.finish(self.token_decision(&subject, &r)).await.map(|v| v.identity)
+        self.finish(self.token_decision(&subject, &r, cost)).await.map(|v| v.identity)
     }
 
-    fn token_decision(&self, subject: &TokenSubject, r: &Resolved) -> Decided {
+    fn token_decision(&self, subject: &TokenSubject, r: &Resolved, cost: u64) -> Decided {
         if r.account.id != subject.account_id {
             return Decided::Done(Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into()));
         }
-        self.decide(r, subject.generation, AuthMethod::Bearer)
+        self.decide(r, subject.generation, AuthMethod::Bearer, Some(cost))
     }
 
     fn verify_token(&self, token: &str, now_secs: i64) -> Result<TokenSubject, AuthError> {
@@ -544,13 +600,16 @@ impl Authenticator {
         let account =
             self.account(cred.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
         let limits = self.limiter.applied(&cred, &account);
-        Ok(Resolved { cred, account, epochs: (cred_epoch, account_epoch), limits })
+        let credits = self.credits.charged(&cred, &account);
+        Ok(Resolved { cred, account, epochs: (cred_epoch, account_epoch), limits, credits })
     }
 
-    /// Whether generation `generation` of the resolved credential lets a request in, and then
-    /// whether its rate limits do (a request refused by either consumes no limit). Decided here
-    /// unless shared rate limits need a round trip first ([`Decided::Lease`], see [`Self::finish`]).
-    fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod) -> Decided {
+    /// Whether generation `generation` of the resolved credential lets a request in, then whether
+    /// its credits cover `cost`, then whether its rate limits let it in (a request refused by any
+    /// of them is charged nothing). Decided here unless credits must be leased from the database
+    /// or shared rate limits need a round trip first ([`Decided::Credits`], [`Decided::Lease`],
+    /// see [`Self::finish`]).
+    fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod, cost: Option<u64>) -> Decided {
         let (cred, account) = (&*r.cred, &r.account);
         let cid = cred.client_id;
         // One clock read: the limiter counts in nanoseconds, the rest in milliseconds.
@@ -559,41 +618,105 @@ impl Authenticator {
         if let Err(refused) = decide::decide(cred, generation, account, now) {
             return Decided::Done(Err(refused.into()));
         }
-        let identity =
-            Identity { account_id: account.id, uid: account.uid, client_id: cid, method, ratelimits: Vec::new() };
+        let identity = Identity {
+            account_id: account.id,
+            uid: account.uid,
+            client_id: cid,
+            method,
+            ratelimits: Vec::new(),
+            credits_remaining: None,
+        };
         let v = Verified { identity, generation, account: account.clone() };
-        match &r.limits {
+        let reserved = match (&r.credits, cost) {
+            (Some(charged), Some(cost)) => match self.credits.try_reserve(charged, cost) {
+                Some(Ok(reserved)) => Some(reserved),
+                Some(Err(e)) => return Decided::Done(Err(self.not_charged(cid, e, now))),
+                None => {
+                    let limits = r.limits.clone();
+                    return Decided::Credits(Box::new(Charging { v, charged: charged.clone(), cost, limits }));
+                }
+            },
+            _ => None,
+        };
+        self.limit(v, r.limits.as_ref(), reserved, now_ns)
+    }
+
+    /// The rate-limit step, for a request that passed everything else (and was charged
+    /// `reserved`, given back if a limit refuses it).
+    fn limit(
+        &self,
+        mut v: Verified,
+        limits: Option<&Arc<Applied>>,
+        reserved: Option<Reserved>,
+        now_ns: u64,
+    ) -> Decided {
+        let now = (now_ns / 1_000_000) as i64;
+        v.identity.credits_remaining = reserved.as_ref().map(|r| r.remaining);
+        match limits {
             None => {
-                self.usage.record(cid, now);
+                self.usage.record(v.identity.client_id, now);
                 Decided::Done(Ok(v))
             }
             Some(applied) => match self.limiter.admit(applied, 1, now_ns) {
-                Admit::Lease(needs) => Decided::Lease(v, applied.clone(), needs),
-                admit => Decided::Done(self.admitted(v, admit, now)),
+                Admit::Lease(needs) => Decided::Lease(Box::new((v, applied.clone(), needs, reserved))),
+                admit => Decided::Done(self.admitted(v, admit, now, reserved)),
             },
         }
     }
 
-    /// A decision that waited for units of the shared rate-limit buckets: leases them, then
-    /// decides. Leases taken by other requests meanwhile can make it ask again (three times; then
-    /// this request is decided on this process's own buckets).
+    /// A request its credits could not be charged for: 1006, or 1503 when the database could
+    /// not be asked.
+    fn not_charged(&self, _cid: ClientId, e: CreditError, _now: i64) -> AuthError {
+        match e {
+            CreditError::Insufficient { remaining, cost } => {
+                metrics::counter!("keygate_credit_refusals_total").increment(1);
+                AuthError::NoCredits(Box::new(NoCredits { remaining, cost }))
+            }
+            CreditError::Store(e) => AuthError::Store(e),
+        }
+    }
+
+    /// A decision that waited for credits leased from the database or for units of the shared
+    /// rate-limit buckets: takes them, then decides. Leases taken by other requests meanwhile can
+    /// make it ask again (three times; then this request is decided on this process's own
+    /// buckets).
     async fn finish(&self, decided: Decided) -> Result<Verified, AuthError> {
-        let (v, applied, mut needs) = match decided {
+        let decided = match decided {
             Decided::Done(result) => return result,
-            Decided::Lease(v, applied, needs) => (v, applied, needs),
+            Decided::Credits(c) => {
+                let Charging { v, charged, cost, limits } = *c;
+                let reserved = match self.credits.reserve(self.store.as_ref(), &charged, cost).await {
+                    Ok(reserved) => reserved,
+                    Err(e) => return Err(self.not_charged(v.identity.client_id, e, now_ms())),
+                };
+                self.limit(v, limits.as_ref(), Some(reserved), crate::ratelimit::now_ns())
+            }
+            lease => lease,
+        };
+        let (v, applied, mut needs, reserved) = match decided {
+            Decided::Lease(l) => *l,
+            Decided::Done(result) => return result,
+            Decided::Credits(_) => unreachable!("credits are charged before the rate limits"),
         };
         for _ in 0..3 {
             self.limiter.lease(&needs, crate::ratelimit::now_ns()).await;
             match self.limiter.admit(&applied, 1, crate::ratelimit::now_ns()) {
                 Admit::Lease(more) => needs = more,
-                admit => return self.admitted(v, admit, now_ms()),
+                admit => return self.admitted(v, admit, now_ms(), reserved),
             }
         }
-        self.admitted(v, Limiter::admit_local(&applied, 1, crate::ratelimit::now_ns()), now_ms())
+        self.admitted(v, Limiter::admit_local(&applied, 1, crate::ratelimit::now_ns()), now_ms(), reserved)
     }
 
-    /// The outcome of a rate-limit decision for a request that passed everything else.
-    fn admitted(&self, mut v: Verified, admit: Admit, now: i64) -> Result<Verified, AuthError> {
+    /// The outcome of a rate-limit decision for a request that passed everything else; credits
+    /// charged for a refused request are given back.
+    fn admitted(
+        &self,
+        mut v: Verified,
+        admit: Admit,
+        now: i64,
+        reserved: Option<Reserved>,
+    ) -> Result<Verified, AuthError> {
         let cid = v.identity.client_id;
         match admit {
             Admit::Pass(statuses) => {
@@ -602,15 +725,23 @@ impl Authenticator {
                 Ok(v)
             }
             Admit::Refuse(limited) => {
+                if let Some(r) = reserved {
+                    self.credits.refund(r);
+                }
                 self.usage.record_limited(cid, now);
                 for name in &limited.refused_by {
                     metrics::counter!("keygate_ratelimit_refusals_total", "limit" => name.clone()).increment(1);
                 }
                 Err(AuthError::Limited(limited))
             }
-            Admit::Unavailable | Admit::Lease(_) => Err(AuthError::Store(StoreError::Unavailable(
-                "rate limits cannot be counted: the shared counters do not answer (redis_failure = closed)".into(),
-            ))),
+            Admit::Unavailable | Admit::Lease(_) => {
+                if let Some(r) = reserved {
+                    self.credits.refund(r);
+                }
+                Err(AuthError::Store(StoreError::Unavailable(
+                    "rate limits cannot be counted: the shared counters do not answer (redis_failure = closed)".into(),
+                )))
+            }
         }
     }
 
@@ -620,7 +751,7 @@ impl Authenticator {
             return Err(AuthFailure::Missing.into());
         }
         let Verified { identity, generation, account } =
-            self.by_key(client_secret.trim(), Some(client_id.trim()), AuthMethod::ClientSecret).await?;
+            self.by_key(client_secret.trim(), Some(client_id.trim()), AuthMethod::ClientSecret, None).await?;
         let now = now_ms() / 1000;
         let hint = identity.client_id.to_hex();
         let claims = Claims {

@@ -102,6 +102,10 @@ pub enum ApiError {
     /// A rate limit refused the request (1005, HTTP 429 with `Retry-After` and `RateLimit`).
     #[error("rate limited by {:?}", .0.refused_by)]
     RateLimited(Box<crate::ratelimit::Limited>),
+    /// The credits left do not cover the request (1006, HTTP 402: retrying will not help until
+    /// the balance is topped up or refilled).
+    #[error("insufficient credits: {} left, the request costs {}", .0.remaining, .0.cost)]
+    NoCredits(crate::authenticator::NoCredits),
     /// Bad input (1003), with a message safe to show.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -154,6 +158,7 @@ impl From<AuthError> for ApiError {
             AuthError::Refused(f) => Self::Auth(f),
             AuthError::Store(e) => e.into(),
             AuthError::Limited(l) => Self::RateLimited(l),
+            AuthError::NoCredits(n) => Self::NoCredits(*n),
         }
     }
 }
@@ -163,6 +168,7 @@ impl ApiError {
         match self {
             Self::Auth(f) => f.code(),
             Self::RateLimited(_) => BusinessCode::TooFrequent,
+            Self::NoCredits(_) => BusinessCode::InsufficientQuota,
             Self::BadRequest(_) | Self::TooLarge | Self::Conflict(_) => BusinessCode::ParamError,
             // The vendor's "account does not exist"; other missing things are parameter errors.
             Self::NotFound(Resource::Account) => BusinessCode::AccountNotFound,
@@ -182,6 +188,7 @@ impl ApiError {
             Self::Auth(AuthFailure::Banned) => StatusCode::FORBIDDEN,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::NoCredits(_) => StatusCode::PAYMENT_REQUIRED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -234,6 +241,15 @@ impl IntoResponse for ApiError {
                 }
                 None => format!("{}: rate limit {} allows no requests", code.default_msg(), names(&l.refused_by)),
             },
+            // What the request costs and what is left: the caller's own balance.
+            Self::NoCredits(n) => {
+                format!(
+                    "{}: the request costs {} and {} credits are left",
+                    code.default_msg(),
+                    n.cost,
+                    n.remaining.max(0)
+                )
+            }
             _ => code.default_msg().into(),
         };
         let mut res = json(self.status(), &Outcome { code, msg: &msg });
@@ -242,6 +258,9 @@ impl IntoResponse for ApiError {
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             crate::ratelimit::set_headers(&l.statuses, res.headers_mut());
+        }
+        if let Self::NoCredits(n) = &self {
+            res.headers_mut().insert(&crate::identity::H_CREDITS_REMAINING, HeaderValue::from(n.remaining.max(0)));
         }
         // For the access log and metrics.
         res.extensions_mut().insert(code);

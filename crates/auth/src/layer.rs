@@ -36,7 +36,7 @@ use tower_service::Service;
 
 use crate::authenticator::Authenticator;
 use crate::envelope::{ApiError, StatusMode};
-use crate::identity::Identity;
+use crate::identity::{Cost, Identity};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -47,11 +47,13 @@ pub struct AuthLayer {
     status_mode: StatusMode,
     /// Path prefixes let through unauthenticated.
     public: Arc<[String]>,
+    /// Credits a request costs under a path prefix (the longest wins; default 1).
+    costs: Arc<[(String, u64)]>,
 }
 
 impl AuthLayer {
     pub fn new(auth: Arc<Authenticator>, status_mode: StatusMode) -> Self {
-        Self { auth, status_mode, public: Arc::from(Vec::new()) }
+        Self { auth, status_mode, public: Arc::from(Vec::new()), costs: Arc::from(Vec::new()) }
     }
 
     /// Lets requests under `prefix` through without authentication (by path segments: `/public`
@@ -66,6 +68,25 @@ impl AuthLayer {
 
     fn is_public(&self, path: &str) -> bool {
         under_any(&self.public, path)
+    }
+
+    /// Requests under `prefix` cost `credits` where a balance applies (by path segments, the
+    /// longest prefix wins; 0 needs a positive balance and charges nothing) [default: 1]. A
+    /// [`Cost`] extension on the request, set by an earlier layer, overrides it.
+    pub fn cost(mut self, prefix: impl Into<String>, credits: u64) -> Self {
+        let mut list = self.costs.to_vec();
+        list.push((prefix.into(), credits));
+        list.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        self.costs = Arc::from(list);
+        self
+    }
+
+    fn cost_of<B>(&self, req: &Request<B>) -> u64 {
+        if let Some(Cost(c)) = req.extensions().get::<Cost>() {
+            return *c;
+        }
+        let path = req.uri().path();
+        self.costs.iter().find(|(p, _)| under_any(std::slice::from_ref(p), path)).map_or(1, |(_, c)| *c)
     }
 }
 
@@ -115,7 +136,8 @@ where
         Box::pin(async move {
             let mut ratelimits = Vec::new();
             if !layer.is_public(req.uri().path()) {
-                match layer.auth.authenticate(req.headers()).await {
+                let cost = layer.cost_of(&req);
+                match layer.auth.authenticate_with(req.headers(), cost).await {
                     Ok(identity) => {
                         ratelimits.clone_from(&identity.ratelimits);
                         req.extensions_mut().insert(identity);

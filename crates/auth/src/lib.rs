@@ -20,6 +20,8 @@
 //!   this process or any other writing the same database;
 //! - [`ratelimit`]: the rate limits' buckets (GCRA), decided after the credential, and the
 //!   `RateLimit` headers;
+//! - [`credits`]: prepaid balances, spent from leases taken from the database, never overspent
+//!   across processes; charged after the credential, before the rate limits;
 //! - [`usage`]: per-credential request counts, written in batches;
 //! - [`secrets`]: the master key, its check against the database, signing keys;
 //! - [`envelope`]: the protocol's `{"code","msg"}` envelope, the one place business codes and HTTP
@@ -36,6 +38,7 @@
 pub mod authenticator;
 pub mod body;
 pub mod cache;
+pub mod credits;
 pub mod envelope;
 pub mod feed;
 pub mod identity;

@@ -629,6 +629,7 @@ mod tests {
             status: CredentialStatus::Active,
             generations: Vec::new(),
             ratelimits: own,
+            credits: None,
         };
         let account = AccountState {
             id: a,
@@ -637,6 +638,7 @@ mod tests {
             first_name: String::new(),
             status: AccountStatus::Active,
             ratelimits: account,
+            credits: None,
         };
         (cred, account)
     }

@@ -9,12 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use keygate_auth::secrets;
+use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig};
 use keygate_core::ratelimit::{EffectiveLimit, RateLimit, Source};
 use keygate_ops::password::{self, Passwords};
 use keygate_ops::{IssuedCredential, Ops, parse_account_id, parse_client_id};
 use keygate_server::config::{DatabaseArgs, LogFormat};
 use keygate_server::{Application, Config};
-use keygate_store::Role;
+use keygate_store::{CreditScope, Role};
 use serde::Serialize;
 
 #[global_allocator]
@@ -182,6 +183,39 @@ enum AccountCmd {
         #[arg(long)]
         no_plan: bool,
     },
+    /// Set, top up or refund an account's credits balance (shared by its credentials); without
+    /// flags, show it.
+    Credits {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
+        id: String,
+        #[command(flatten)]
+        change: CreditFlags,
+    },
+}
+
+/// A change of a credits balance given on the command line.
+#[derive(Args)]
+struct CreditFlags {
+    /// Add credits (a top-up) or, negative, take them away (a refund), e.g. `--add 10000` or
+    /// `--add=-500`.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with_all = ["set", "remaining", "clear"])]
+    add: Option<i64>,
+    /// Set the balance (credits leased by nodes before are void).
+    #[arg(long, value_name = "N", conflicts_with_all = ["remaining", "clear"])]
+    set: Option<i64>,
+    /// Apply --add or --set once: a retry with the same key changes nothing.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// Give it a quota of its own: this balance now, refilled with --refill.
+    #[arg(long, value_name = "N", conflicts_with = "clear")]
+    remaining: Option<i64>,
+    /// With --remaining: daily:AMOUNT or monthly:AMOUNT[:DAY] (the balance is set to AMOUNT at
+    /// each period's start, UTC).
+    #[arg(long, value_name = "REFILL", requires = "remaining")]
+    refill: Option<keygate_core::credits::Refill>,
+    /// Remove its own quota (requests are no longer charged to it).
+    #[arg(long)]
+    clear: bool,
 }
 
 /// A rate-limit set given on the command line: the whole set, as `PATCH ... {"ratelimits": [...]}`.
@@ -211,6 +245,10 @@ enum PlanCmd {
         name: String,
         #[command(flatten)]
         set: LimitFlags,
+        /// The credits refill of its accounts that have no credits of their own:
+        /// daily:AMOUNT or monthly:AMOUNT[:DAY] (none: the plan gives no credits quota).
+        #[arg(long, value_name = "REFILL")]
+        credits_refill: Option<keygate_core::credits::Refill>,
     },
     /// List the plans.
     List,
@@ -257,6 +295,13 @@ enum CredentialCmd {
         client_id: String,
         #[command(flatten)]
         set: LimitFlags,
+    },
+    /// Set, top up or refund a credential's own credits balance; without flags, show it.
+    Credits {
+        /// The credential's clientId (24 hexadecimal characters, as `credential create` prints it).
+        client_id: String,
+        #[command(flatten)]
+        change: CreditFlags,
     },
     /// New API key for the same clientId; prints it once, and until when the old key works.
     Rotate {
@@ -680,10 +725,14 @@ async fn manage(
                     format!("{}{plan}\n{}", account_line(&account), limit_lines(&effective))
                 })
             }
+            AccountCmd::Credits { id, change } => {
+                credits(ops, CreditScope::Account(parse_account_id(&id)?), change, json).await
+            }
         },
         Manage::Plan(cmd) => match cmd {
-            PlanCmd::Put { name, set } => {
-                let (plan, created) = ops.put_plan(&name, set.set().unwrap_or_default()).await?;
+            PlanCmd::Put { name, set, credits_refill } => {
+                let (plan, created) =
+                    ops.put_plan(&name, set.set().unwrap_or_default(), credits_refill.as_ref()).await?;
                 print(json, &plan, |p| {
                     let verb = if created { "created" } else { "replaced" };
                     format!("plan {} {verb}\n{}", p.name, plan_limit_lines(&p.ratelimits))
@@ -738,6 +787,9 @@ async fn manage(
                 let effective = ops.credential_limits(&credential).await?;
                 let value = serde_json::json!({"credential": credential, "effectiveRatelimits": effective});
                 print(json, &value, |_| format!("{}\n{}", credential_line(&credential), limit_lines(&effective)))
+            }
+            CredentialCmd::Credits { client_id, change } => {
+                credits(ops, CreditScope::Credential(parse_client_id(&client_id)?), change, json).await
             }
             CredentialCmd::Rotate { client_id, grace } => {
                 let rotated = ops.rotate_credential(parse_client_id(&client_id)?, grace.unwrap_or_default()).await?;
@@ -810,6 +862,44 @@ fn plan_limit_lines(limits: &[RateLimit]) -> String {
         return "  no rate limits".into();
     }
     limits.iter().map(|l| format!("  {}={}/{}", l.name, l.limit, l.duration)).collect::<Vec<_>>().join("\n")
+}
+
+/// `credential credits` / `account credits`: one change (or none) and the balance after it.
+async fn credits(ops: &Ops, scope: CreditScope, change: CreditFlags, json: bool) -> anyhow::Result<()> {
+    let adjustment = match (change.add, change.set) {
+        (Some(n), _) => Some(Adjustment::Add(n)),
+        (_, Some(n)) => Some(Adjustment::Set(n)),
+        _ => None,
+    };
+    let mut replayed = false;
+    if let Some(a) = adjustment {
+        replayed = ops.adjust_credits(scope, a, change.idempotency_key.as_deref()).await?.replayed;
+    } else if change.idempotency_key.is_some() {
+        anyhow::bail!("--idempotency-key goes with --add or --set");
+    } else if let Some(remaining) = change.remaining {
+        ops.set_credits(scope, Some(&CreditsConfig { remaining, refill: change.refill })).await?;
+    } else if change.clear {
+        ops.set_credits(scope, None).await?;
+    }
+    let balance = ops.credit_balance(scope).await?;
+    let value = serde_json::json!({"credits": balance, "replayed": replayed});
+    print(json, &value, |_| {
+        let line = balance.as_ref().map_or_else(|| "no credits quota: requests are not charged".into(), credit_line);
+        if replayed { format!("{line}\n(already applied with this idempotency key: nothing changed)") } else { line }
+    })
+}
+
+fn credit_line(b: &CreditBalance) -> String {
+    let refill = match (b.refill, b.next_refill_at) {
+        (Some(r), Some(at)) => format!("  refill={r} next={}", fmt_time(at)),
+        (Some(r), None) => format!("  refill={r}"),
+        _ => String::new(),
+    };
+    let source = match b.source {
+        keygate_core::credits::CreditSource::Own => "",
+        keygate_core::credits::CreditSource::Plan => "  (from its plan)",
+    };
+    format!("credits remaining={} (leased by nodes: {}){refill}{source}", b.remaining, b.leased)
 }
 
 async fn set_role(ops: &Ops, json: bool, id: &str, role: Role) -> anyhow::Result<()> {

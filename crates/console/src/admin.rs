@@ -494,7 +494,9 @@ async fn put_plan(State(s): State<ConsoleState>, post: Post<PlanForm>) -> Result
         Ok(set) => set,
         Err(m) => return again(m).await,
     };
-    let created = match s.ops.put_plan(name, &set).await {
+    // The form edits the limits; the plan's credits refill (set in the admin API or the CLI) stays.
+    let credits = s.ops.store().get_plan(name).await.ok().and_then(|p| p.credits);
+    let created = match s.ops.put_plan(name, &set, credits.as_ref()).await {
         Ok((_, created)) => created,
         Err(OpsError::Invalid(m)) => return again(m).await,
         Err(e) => return Err(e.into()),

@@ -45,6 +45,8 @@ business_codes! {
     ParamError = 1003, "Parameter error";
     /// 1005: operation too frequent.
     TooFrequent = 1005, "Operation too frequent";
+    /// 1006: insufficient quota balance (the credits left do not cover the request's cost).
+    InsufficientQuota = 1006, "Insufficient quota balance";
     /// 1009: permission denied.
     PermissionDenied = 1009, "Permission denied";
     /// 1101: invalid authorization, or the token has expired.
@@ -99,7 +101,7 @@ mod tests {
 
     #[test]
     fn string_form_matches_number() {
-        assert_eq!(BusinessCode::ALL.len(), 14);
+        assert_eq!(BusinessCode::ALL.len(), 15);
         for c in BusinessCode::ALL {
             assert_eq!(c.as_str(), c.as_u32().to_string());
             assert!(!c.default_msg().is_empty());

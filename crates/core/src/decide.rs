@@ -2,6 +2,7 @@
 //! behind it lets it through. Pure functions; the server feeds them headers and cached state.
 
 use crate::code::BusinessCode;
+use crate::credits::CreditsPolicy;
 use crate::ids::{AccountId, ClientId};
 use crate::model::{AccountStatus, CredentialStatus, SecretGeneration};
 use crate::ratelimit::{AccountLimit, RateLimit, account_limits};
@@ -129,6 +130,8 @@ pub struct CredentialState {
     pub generations: Vec<SecretGeneration>,
     /// Its own rate limits.
     pub ratelimits: Vec<RateLimit>,
+    /// Its own credits balance, if it has one.
+    pub credits: Option<CreditsPolicy>,
 }
 
 /// What the server knows about an account, as cached.
@@ -142,6 +145,8 @@ pub struct AccountState {
     /// The rate limits counted for the account: its plan's and its own
     /// ([`crate::ratelimit::account_limits`]).
     pub ratelimits: Vec<AccountLimit>,
+    /// The account's credits balance, shared by its credentials: its own, or its plan's refill.
+    pub credits: Option<CreditsPolicy>,
 }
 
 impl From<crate::model::Credential> for CredentialState {
@@ -152,15 +157,19 @@ impl From<crate::model::Credential> for CredentialState {
             status: c.status,
             generations: c.live_generations,
             ratelimits: c.ratelimits,
+            credits: c.credits,
         }
     }
 }
 
 impl AccountState {
-    /// The account's state with its plan's rate limits (`None`: no plan).
-    pub fn new(a: crate::model::Account, plan: Option<&[RateLimit]>) -> Self {
-        let ratelimits = account_limits(a.plan.as_deref().zip(plan), &a.ratelimits);
-        Self { id: a.id, uid: a.uid, email: a.email, first_name: a.first_name, status: a.status, ratelimits }
+    /// The account's state with its plan's rate limits and credits refill (`None`: no plan).
+    pub fn new(a: crate::model::Account, plan: Option<&crate::model::Plan>) -> Self {
+        let ratelimits = account_limits(a.plan.as_deref().zip(plan.map(|p| p.ratelimits.as_slice())), &a.ratelimits);
+        let credits = a.credits.or_else(|| {
+            plan.and_then(|p| p.credits).map(|refill| CreditsPolicy { refill: Some(refill), epoch: a.credits_epoch })
+        });
+        Self { id: a.id, uid: a.uid, email: a.email, first_name: a.first_name, status: a.status, ratelimits, credits }
     }
 }
 
@@ -215,6 +224,7 @@ mod tests {
             first_name: "f".into(),
             status: AccountStatus::Active,
             ratelimits: Vec::new(),
+            credits: None,
         };
         let cred = CredentialState {
             client_id: ClientId::generate(1),
@@ -225,6 +235,7 @@ mod tests {
                 SecretGeneration { generation: 1, expires_at: Some(1_000) },
             ],
             ratelimits: Vec::new(),
+            credits: None,
         };
         (cred, account)
     }

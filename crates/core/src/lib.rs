@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod code;
+pub mod credits;
 pub mod decide;
 pub mod ids;
 pub mod key;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::credits::{CreditsPolicy, Refill};
 use crate::ids::{AccountId, ClientId};
 use crate::ratelimit::RateLimit;
 
@@ -71,6 +72,12 @@ pub struct Account {
     /// The account's own rate limits, shared by its credentials; each overrides the plan's limit
     /// of the same name.
     pub ratelimits: Vec<RateLimit>,
+    /// Its own credits balance, if it has one (the admin API shows the balance itself).
+    #[serde(skip)]
+    pub credits: Option<CreditsPolicy>,
+    /// The epoch of its balance, also when the balance follows its plan's refill.
+    #[serde(skip)]
+    pub credits_epoch: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -84,6 +91,10 @@ pub struct Plan {
     #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", example = "pro"))]
     pub name: String,
     pub ratelimits: Vec<RateLimit>,
+    /// How the balance of an account on the plan refills, unless the account has credits of its
+    /// own (`None`: the plan gives no credits quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<Refill>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -128,6 +139,9 @@ pub struct Credential {
     /// The credential's own rate limits, counted for it alone; each overrides the plan's limit of
     /// the same name (not the account's own, which apply as well).
     pub ratelimits: Vec<RateLimit>,
+    /// Its own credits balance, if it has one (the admin API shows the balance itself).
+    #[serde(skip)]
+    pub credits: Option<CreditsPolicy>,
 }
 
 /// How a request proved who it is.

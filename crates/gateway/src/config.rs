@@ -56,12 +56,20 @@ pub struct Route {
     /// Forward the path without `prefix`.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Credits a request on this route costs, where a balance applies (0: needs a positive
+    /// balance, charges nothing) [default: 1].
+    #[serde(default = "one_credit")]
+    pub cost: u64,
+}
+
+fn one_credit() -> u64 {
+    1
 }
 
 impl Route {
     /// An authenticated route forwarding paths as they are.
     pub fn new(prefix: impl Into<String>, upstream: Upstream) -> Self {
-        Self { prefix: prefix.into(), upstream, public: false, strip_prefix: false }
+        Self { prefix: prefix.into(), upstream, public: false, strip_prefix: false, cost: 1 }
     }
 
     /// Whether this route serves `path` (segment-aware: `/v1` serves `/v1` and `/v1/x`, not `/v10`).
@@ -92,6 +100,10 @@ impl GatewayConfig {
     pub fn validated(mut self) -> anyhow::Result<Option<Self>> {
         if let Some(r) = self.routes.iter().find(|r| !r.prefix.starts_with('/')) {
             bail!("gateway route prefix {:?} must start with /", r.prefix);
+        }
+        let max = keygate_core::credits::MAX_CREDITS as u64;
+        if let Some(r) = self.routes.iter().find(|r| r.cost > max) {
+            bail!("gateway route {:?}: cost must be between 0 and {max} credits", r.prefix);
         }
         if self.routes.is_empty() {
             return Ok(None);

@@ -194,7 +194,7 @@ impl Gateway {
         let identity = if route.public {
             None
         } else {
-            match self.auth.authenticate(req.headers()).await {
+            match self.auth.authenticate_with(req.headers(), route.cost).await {
                 Ok(id) => Some(id),
                 Err(e) => {
                     let mut res = self.status_mode.apply(ApiError::from(e).into_response());
@@ -355,6 +355,7 @@ mod tests {
             upstream: Upstream { authority: "u:1".parse().unwrap(), base_path: base.into() },
             public: false,
             strip_prefix: strip,
+            cost: 1,
         }
     }
 

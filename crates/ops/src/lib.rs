@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_token;
+pub mod credits;
 pub mod password;
 
 use std::sync::Arc;
@@ -375,11 +376,18 @@ impl Ops {
     }
 
     /// Creates or replaces a plan; `true` when it was created. Every account on it counts
-    /// against the new limits at once (keeping what each has spent).
-    pub async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)> {
+    /// against the new limits at once (keeping what each has spent); `credits` is the refill of
+    /// the balance of its accounts that have no credits of their own.
+    pub async fn put_plan(
+        &self,
+        name: &str,
+        ratelimits: &[RateLimit],
+        credits: Option<&keygate_core::credits::Refill>,
+    ) -> Result<(Plan, bool)> {
         check_plan_name(name)?;
         ratelimit::validate(ratelimits).map_err(OpsError::Invalid)?;
-        let put = self.store.put_plan(name, ratelimits).await?;
+        credits::check_refill(credits)?;
+        let put = self.store.put_plan(name, ratelimits, credits).await?;
         self.changed(Entity::Plan, name);
         Ok(put)
     }

@@ -115,6 +115,9 @@ pub struct Config {
     /// Rate limits across nodes (`[limits]` in TOML).
     #[command(flatten)]
     pub limits: LimitSettings,
+    /// How credits balances are leased and reported (`[credits]` in TOML).
+    #[command(flatten)]
+    pub credits: CreditSettings,
     /// Whether visitors may create accounts in the web console (/console) [default: true].
     #[arg(long, env = "KEYGATE_CONSOLE_SIGNUP", required = false, action = ArgAction::Set)]
     pub console_signup: bool,
@@ -153,6 +156,39 @@ pub struct Config {
     /// every client is its TCP peer].
     #[arg(long, env = "KEYGATE_TRUSTED_PROXIES", value_name = "CIDR,...", value_delimiter = ',')]
     pub trusted_proxies: Vec<Cidr>,
+}
+
+/// `[credits]`: how a node spends credits balances. A node leases a slice of a balance from the
+/// database and reports what it spent every `flush`; no node ever spends credits it was not
+/// handed, and a node killed with `kill -9` gives back, once its leases expire, all but what it
+/// spent since its last report.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreditSettings {
+    /// How often spent credits are reported: the most a node killed with `kill -9` can have spent
+    /// unreported (which comes back to the balance) [default: 1s].
+    #[arg(long = "credits-flush", env = "KEYGATE_CREDITS_FLUSH", required = false, value_parser = duration("credits flush"))]
+    #[serde(with = "humantime_serde")]
+    pub flush: Duration,
+    /// How long a node's lease lives without a report before the database takes it back (and a
+    /// node that cannot report stops using it after two thirds of it) [default: 30s].
+    #[arg(long = "credits-lease-ttl", env = "KEYGATE_CREDITS_LEASE_TTL", required = false, value_parser = duration("credits lease_ttl"))]
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// A lease unused this long is given back to the balance, for the other nodes [default: 5s].
+    #[arg(long = "credits-idle-return", env = "KEYGATE_CREDITS_IDLE_RETURN", required = false, value_parser = duration("credits idle_return"))]
+    #[serde(with = "humantime_serde")]
+    pub idle_return: Duration,
+    /// The most credits a lease takes ahead of the request that needs it [default: 1000].
+    #[arg(long = "credits-max-prefetch", env = "KEYGATE_CREDITS_MAX_PREFETCH", required = false)]
+    pub max_prefetch: i64,
+}
+
+impl Default for CreditSettings {
+    fn default() -> Self {
+        let d = keygate_auth::credits::CreditSettings::default();
+        Self { flush: d.flush, lease_ttl: d.lease_ttl, idle_return: d.idle_return, max_prefetch: d.max_prefetch }
+    }
 }
 
 /// `[limits]`: how rate limits are counted when several nodes serve the same credentials.
@@ -240,6 +276,7 @@ impl Default for Config {
             upstream: None,
             gateway: GatewaySettings::default(),
             limits: LimitSettings::default(),
+            credits: CreditSettings::default(),
             console_signup: true,
             console_session_ttl: Duration::from_secs(12 * 3600),
             console_secure_cookies: SecureCookies::Auto,
@@ -330,6 +367,19 @@ impl Config {
         if self.usage_flush < Duration::from_millis(10) {
             bail!("usage_flush must be at least 10ms");
         }
+        let c = &self.credits;
+        if c.flush < Duration::from_millis(10) || c.flush > Duration::from_secs(60) {
+            bail!("credits flush must be between 10ms and 60s");
+        }
+        if c.lease_ttl < c.flush * 3 || c.lease_ttl > Duration::from_secs(3600) {
+            bail!("credits lease_ttl must be at least 3 times flush and at most 1h");
+        }
+        if c.idle_return < c.flush || c.idle_return > Duration::from_secs(3600) {
+            bail!("credits idle_return must be at least flush and at most 1h");
+        }
+        if !(0..=keygate_core::credits::MAX_CREDITS).contains(&c.max_prefetch) {
+            bail!("credits max_prefetch must be between 0 and 10^15");
+        }
         if self.store_timeout.is_zero() {
             bail!("store_timeout must be positive");
         }
@@ -390,6 +440,13 @@ impl Config {
             store_timeout: self.store_timeout,
             feed_interval: self.feed_interval,
             usage_flush: self.usage_flush,
+            credits: keygate_auth::credits::CreditSettings {
+                flush: self.credits.flush,
+                lease_ttl: self.credits.lease_ttl,
+                idle_return: self.credits.idle_return,
+                max_prefetch: self.credits.max_prefetch,
+                store_timeout: self.store_timeout,
+            },
             status_mode: self.http_status,
         }
     }
@@ -613,12 +670,13 @@ mod example_file {
             (fields::<Config>(), None),
             (fields::<GatewaySettings>(), Some("gateway")),
             (fields::<LimitSettings>(), Some("limits")),
+            (fields::<CreditSettings>(), Some("credits")),
         ];
         for (names, section) in sections {
             assert!(!names.is_empty(), "recorded {names:?}");
             let written = keys(section);
             for name in names {
-                if ["gateway", "limits"].contains(name) {
+                if ["gateway", "limits", "credits"].contains(name) {
                     assert!(EXAMPLE.contains(&format!("\n[{name}]\n")), "examples/keygate.toml has no [{name}]");
                     continue;
                 }

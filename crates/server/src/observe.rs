@@ -56,12 +56,21 @@ fn describe_metrics() {
     describe_counter!(
         "keygate_auth_decisions_total",
         "Authentication decisions, by method (api_key, bearer, client_secret; - when no credential was presented) \
-         and result (the business code: 1000 accepted, 1005 rate limited, 1101 invalid, 1102 missing, 1200 banned, \
-         1503 store unavailable)"
+         and result (the business code: 1000 accepted, 1005 rate limited, 1006 insufficient credits, 1101 invalid, \
+         1102 missing, 1200 banned, 1503 store unavailable)"
     );
     describe_counter!(
         "keygate_ratelimit_refusals_total",
         "Requests refused with 1005, by the rate limit that refused them (a request refused by two counts for both)"
+    );
+    describe_counter!(
+        "keygate_credit_refusals_total",
+        "Requests refused with 1006: the credits left did not cover their cost (nothing was charged)"
+    );
+    describe_counter!(
+        "keygate_credit_leases_total",
+        "Slices of credits balances this node took from the database (one transaction each; a busy key takes one \
+         per max_prefetch requests at most)"
     );
     describe_counter!(
         "keygate_ratelimit_shared_errors_total",

@@ -8,7 +8,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{admin, health, protocol};
+use crate::routes::{admin, credits, health, protocol};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +40,10 @@ use crate::routes::{admin, health, protocol};
         admin::revoke,
         admin::rotate,
         admin::usage,
+        credits::adjust_credential,
+        credits::credential_balance,
+        credits::adjust_account,
+        credits::account_balance,
         admin::list_plans,
         admin::put_plan,
         admin::get_plan,
@@ -98,8 +102,16 @@ impl Modify for Links {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::RefOr;
         use utoipa::openapi::link::LinkBuilder;
-        let account_ops = ["get_account", "ban", "unban", "create_credential", "list_credentials"];
-        let credential_ops = ["get_credential", "revoke", "rotate", "usage"];
+        let account_ops = [
+            "get_account",
+            "ban",
+            "unban",
+            "create_credential",
+            "list_credentials",
+            "adjust_account",
+            "account_balance",
+        ];
+        let credential_ops = ["get_credential", "revoke", "rotate", "usage", "adjust_credential", "credential_balance"];
         let from = [
             ("/admin/v1/accounts", "201", &account_ops[..], "id", "$response.body#/data/id"),
             (
@@ -150,7 +162,7 @@ mod tests {
             std::fs::write(path, super::document()).unwrap();
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 19, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 21, "{:?}", paths.keys().collect::<Vec<_>>());
         // The grace pattern in the document is the one the server parses by.
         let grace = &doc["components"]["schemas"]["RotateRequest"]["properties"]["grace"]["pattern"];
         assert_eq!(grace, keygate_ops::GRACE_PATTERN);

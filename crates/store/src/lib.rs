@@ -3,7 +3,8 @@
 //! [`Store`] is the one contract the server and the CLI use; [`sqlite::SqliteStore`] implements it
 //! on an embedded SQLite file, [`postgres::PgStore`] on a PostgreSQL shared by several nodes. The backend is chosen once, from the database URL, by [`connect`].
 //! Both backends decode the same row structs into the domain types (`rows`) and run the
-//! statements the two dialects say alike from one text (`sql`); what differs stays in each.
+//! statements the two dialects say alike from one text (`sql`); the credits transactions are
+//! written once over sqlx's generic database (`credits`); what differs stays in each.
 //!
 //! Architecture invariants:
 //! - only this crate knows SQL;
@@ -13,12 +14,14 @@
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
+use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig, CreditsPolicy, Refill};
 use keygate_core::decide::{AccountState, CredentialState};
 use keygate_core::model::{Account, AccountStatus, Credential, Plan};
 use keygate_core::ratelimit::RateLimit;
 use keygate_core::{AccountId, ClientId, SecretHash};
 use serde::Serialize;
 
+mod credits;
 pub mod postgres;
 mod rows;
 mod sql;
@@ -46,7 +49,8 @@ pub enum Entity {
     Credential,
     SigningKey,
     Setting,
-    /// A plan's rate limits changed (`entity_id` is its name): every account on it is affected.
+    /// A plan's rate limits or credits refill changed (`entity_id` is its name): every account on
+    /// it is affected.
     Plan,
 }
 
@@ -106,6 +110,57 @@ pub struct DailyUsage {
     pub requests: u64,
     /// Requests refused by a rate limit that day.
     pub limited: u64,
+}
+
+/// Whose credits balance: a credential's own, or an account's (shared by its credentials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CreditScope {
+    Credential(ClientId),
+    Account(AccountId),
+}
+
+impl CreditScope {
+    /// The change-feed entry a write to this balance appends.
+    pub fn entity(self) -> (Entity, String) {
+        match self {
+            Self::Credential(id) => (Entity::Credential, id.to_hex()),
+            Self::Account(id) => (Entity::Account, id.to_hex()),
+        }
+    }
+}
+
+/// What [`Store::lease_credits`] handed a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditLease {
+    /// Credits taken from the balance into the node's lease (0: the balance does not cover
+    /// `need`, and nothing was taken).
+    pub granted: i64,
+    /// The balance's policy now (its epoch is the lease's); `None`: the scope has no credits
+    /// quota (any more), so requests are not charged.
+    pub policy: Option<CreditsPolicy>,
+    /// What the database holds after the grant, not counting any node's lease.
+    pub unleased: i64,
+}
+
+/// What a node reports about one of its leases (see [`Store::settle_credits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditSettlement {
+    pub scope: CreditScope,
+    /// The epoch the credits were leased (and spent) under.
+    pub epoch: i64,
+    /// Credits spent since the last settlement.
+    pub spent: i64,
+    /// Gives what was not spent back to the balance and ends the lease.
+    pub release: bool,
+}
+
+/// The answer to [`Store::adjust_credits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adjusted {
+    pub balance: CreditBalance,
+    /// The idempotency key had been used for this adjustment before: nothing was applied now,
+    /// and `balance` is the current one.
+    pub replayed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -246,8 +301,9 @@ pub trait Store: Send + Sync + 'static {
         ratelimits: Option<&[RateLimit]>,
         plan: Option<Option<&str>>,
     ) -> Result<Account>;
-    /// Creates or replaces a plan; `true` when it was created.
-    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)>;
+    /// Creates or replaces a plan (its rate limits and the credits refill of its accounts that
+    /// have no credits of their own); `true` when it was created.
+    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit], credits: Option<&Refill>) -> Result<(Plan, bool)>;
     async fn get_plan(&self, name: &str) -> Result<Plan>;
     /// Every plan, by name.
     async fn list_plans(&self) -> Result<Vec<Plan>>;
@@ -255,6 +311,53 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_plan(&self, name: &str) -> Result<()>;
     /// How many accounts are on a plan.
     async fn plan_accounts(&self, name: &str) -> Result<u64>;
+
+    // Credits. A balance is a row's `remaining` (what no node holds) plus the unspent part of the
+    // leases nodes hold (`credit_leases`, one per node and balance). Every write that can change
+    // a decision appends to the change feed (the credential or the account).
+    /// Sets a balance and its refill (`None`: removes the quota: requests are not charged). The
+    /// epoch moves: leases taken before are void. `NotFound` for an unknown credential/account.
+    async fn set_credits(&self, scope: CreditScope, config: Option<&CreditsConfig>, now_ms: i64) -> Result<()>;
+    /// Adds to or sets a balance (a due refill applied first). `Set` moves the epoch, `Add` does
+    /// not (leases stay valid). With an idempotency key, a second call with the same key and
+    /// adjustment applies nothing and says so; the same key with another adjustment is
+    /// `Conflict`. No credits quota on the scope: `Conflict`. Unknown scope: `NotFound`.
+    async fn adjust_credits(
+        &self,
+        scope: CreditScope,
+        adjustment: Adjustment,
+        idempotency_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Adjusted>;
+    /// The balance now (a due refill counted as done), or `None` without a quota (also for an
+    /// account whose plan gives none). Unknown scope: `NotFound`.
+    async fn credit_balance(&self, scope: CreditScope, now_ms: i64) -> Result<Option<CreditBalance>>;
+    /// Takes credits from a balance into `holder`'s lease, in one transaction: expired leases of
+    /// the balance are given back first (a node that died), a due refill is applied (the balance
+    /// set to the refill amount, the epoch moved), then, if what is left covers `need`, `need`
+    /// plus up to `extra` (at most half of what is left beyond `need`) is granted; else nothing.
+    /// The lease expires `ttl_ms` after `now_ms` unless settled before. A lease of `holder` under
+    /// an older epoch is replaced (void). Unknown scope: `NotFound`.
+    async fn lease_credits(
+        &self,
+        holder: &str,
+        scope: CreditScope,
+        need: i64,
+        extra: i64,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<CreditLease>;
+    /// Records what `holder` spent from its leases and extends them to `now_ms + ttl_ms`; a
+    /// settlement with `release` gives the unspent part back and ends the lease. A settlement
+    /// whose lease is gone or under another epoch changes nothing. A release that brings a
+    /// balance from zero or less to more appends to the change feed (nodes that refused with
+    /// 1006 must look again). One transaction for the batch.
+    async fn settle_credits(&self, holder: &str, batch: &[CreditSettlement], now_ms: i64, ttl_ms: i64) -> Result<()>;
+    /// Gives back the unspent part of every lease expired at `now_ms` (their nodes stopped
+    /// settling) and deletes them; returns how many. A give-back that brings a balance from zero
+    /// or less to more appends to the change feed, as a release does. Also forgets idempotency
+    /// keys of adjustments older than 30 days.
+    async fn reclaim_credit_leases(&self, now_ms: i64) -> Result<u64>;
 
     // Usage, aggregated in memory by the server and written in batches.
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()>;
@@ -274,7 +377,7 @@ pub trait Store: Send + Sync + 'static {
             Some(name) => if_found(self.get_plan(name).await)?,
             None => None,
         };
-        Ok(Some(AccountState::new(account, plan.as_ref().map(|p| p.ratelimits.as_slice()))))
+        Ok(Some(AccountState::new(account, plan.as_ref())))
     }
     /// Everything a cache miss on an API key needs, at once: the secret's generation, its
     /// credential and the owning account. Backends answer it with one query.

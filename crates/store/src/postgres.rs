@@ -5,13 +5,14 @@
 //!
 //! The rows and the statements PostgreSQL and SQLite say alike are shared (`rows`, `sql`); what
 //! PostgreSQL says its own way (the feed's lock and NOTIFY, `FOR UPDATE` and the plan row locks,
-//! `lower()` matching, `LEAST`, `string_agg`, the `UNNEST` usage batch, `COLLATE "C"`) is written
-//! here.
+//! the credits balances' row locks, `lower()` matching, `LEAST`, `string_agg`, the `UNNEST` usage
+//! batch, `COLLATE "C"`) is written here.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig, Refill};
 use keygate_core::decide::AccountState;
 use keygate_core::model::{Account, AccountStatus, Credential, Plan};
 use keygate_core::ratelimit::RateLimit;
@@ -19,14 +20,15 @@ use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, PgExecutor, Postgres, Transaction};
 
+use crate::credits::{Credits, Dialect};
 use crate::rows::{
     AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow,
     PlanRow, SecretRow, SessionRow, SigningKeyRow, UsageRow, parse_id,
 };
-use crate::sql::{self, account_columns, account_state_columns, plan_columns};
+use crate::sql::{self, account_columns, account_state_columns, credential_credits_columns, plan_columns};
 use crate::{
-    AccountEvent, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, NewAccount, Result, Role, SigningKey,
-    Store, StoreError, UsageDelta, now_ms,
+    AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditScope, CreditSettlement,
+    DailyUsage, Entity, NewAccount, Result, Role, SigningKey, Store, StoreError, UsageDelta, now_ms,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -62,22 +64,43 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-async fn record_change(tx: &mut Transaction<'_, Postgres>, entity: Entity, id: &str, now: i64) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FEED_LOCK).execute(&mut **tx).await.map_err(map_err)?;
+async fn record_change(conn: &mut PgConnection, entity: Entity, id: &str, now: i64) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FEED_LOCK).execute(&mut *conn).await.map_err(map_err)?;
     let seq: i64 = sqlx::query_scalar("INSERT INTO changes (entity, entity_id, at) VALUES ($1, $2, $3) RETURNING seq")
         .bind(entity.as_str())
         .bind(id)
         .bind(now)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *conn)
         .await
         .map_err(map_err)?;
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(seq.to_string())
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
     Ok(())
+}
+
+impl Dialect for Postgres {
+    // Nodes lease concurrently: a balance's row is locked before it is read. NO KEY UPDATE, as
+    // an UPDATE of its other columns takes: inserting a credential (whose foreign key takes a
+    // key-share lock on its account) does not wait for it.
+    const LOCK_CREDENTIAL: Option<&'static str> =
+        Some("SELECT 1 FROM credentials WHERE client_id = $1 FOR NO KEY UPDATE");
+    const LOCK_ACCOUNT: Option<&'static str> = Some("SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE");
+
+    fn map_err(e: sqlx::Error) -> StoreError {
+        map_err(e)
+    }
+
+    async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+        pool.begin().await.map_err(map_err)
+    }
+
+    async fn record_change<'a>(conn: &'a mut PgConnection, entity: Entity, id: &'a str, now: i64) -> Result<()> {
+        record_change(conn, entity, id, now).await
+    }
 }
 
 /// A credential with its secret generations live at `now`.
@@ -480,9 +503,10 @@ impl Store for PgStore {
         Ok(account)
     }
 
-    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)> {
+    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit], credits: Option<&Refill>) -> Result<(Plan, bool)> {
         let now = now_ms();
         let json = sql::ratelimits_json(ratelimits)?;
+        let credits = sql::refill_json(credits)?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         // Insert, or else replace. An insert racing with ours makes ours do nothing (it waits for
         // that one to commit); a delete between our two statements makes us insert again.
@@ -492,6 +516,7 @@ impl Store for PgStore {
                 .bind(name)
                 .bind(&json)
                 .bind(now)
+                .bind(&credits)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
@@ -502,6 +527,7 @@ impl Store for PgStore {
                 .bind(name)
                 .bind(&json)
                 .bind(now)
+                .bind(&credits)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
@@ -565,6 +591,44 @@ impl Store for PgStore {
         let accounts: i64 =
             sqlx::query_scalar(sql::PLAN_ACCOUNTS).bind(name).fetch_one(&self.pool).await.map_err(map_err)?;
         Ok(accounts as u64)
+    }
+
+    async fn set_credits(&self, scope: CreditScope, config: Option<&CreditsConfig>, now_ms: i64) -> Result<()> {
+        Credits::<Postgres>::set(&self.pool, scope, config, now_ms).await
+    }
+
+    async fn adjust_credits(
+        &self,
+        scope: CreditScope,
+        adjustment: Adjustment,
+        idempotency_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Adjusted> {
+        Credits::<Postgres>::adjust(&self.pool, scope, adjustment, idempotency_key, now_ms).await
+    }
+
+    async fn credit_balance(&self, scope: CreditScope, now_ms: i64) -> Result<Option<CreditBalance>> {
+        Credits::<Postgres>::balance(&self.pool, scope, now_ms).await
+    }
+
+    async fn lease_credits(
+        &self,
+        holder: &str,
+        scope: CreditScope,
+        need: i64,
+        extra: i64,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<CreditLease> {
+        Credits::<Postgres>::lease(&self.pool, holder, scope, need, extra, now_ms, ttl_ms).await
+    }
+
+    async fn settle_credits(&self, holder: &str, batch: &[CreditSettlement], now_ms: i64, ttl_ms: i64) -> Result<()> {
+        Credits::<Postgres>::settle(&self.pool, holder, batch, now_ms, ttl_ms).await
+    }
+
+    async fn reclaim_credit_leases(&self, now_ms: i64) -> Result<u64> {
+        Credits::<Postgres>::reclaim(&self.pool, now_ms).await
     }
 
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()> {
@@ -643,6 +707,8 @@ impl Store for PgStore {
     async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<crate::AuthBundle>> {
         let row: Option<BundleRow> = sqlx::query_as(concat!(
             "SELECT s.generation AS presented, c.client_id, c.status, c.ratelimits, ",
+            credential_credits_columns!(),
+            ", ",
             account_state_columns!(),
             ", (SELECT string_agg(g.generation || ':' || COALESCE(g.expires_at::text, ''), ',') \
                   FROM credential_secrets g \

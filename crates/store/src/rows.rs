@@ -8,13 +8,15 @@
 use std::str::FromStr;
 
 use keygate_core::ClientId;
+use keygate_core::credits::{CreditsPolicy, Refill};
 use keygate_core::decide::{AccountState, CredentialState};
 use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus, Plan, SecretGeneration};
 use keygate_core::ratelimit::{RateLimit, account_limits};
 
+use crate::credits::Balance;
 use crate::{
-    AccountEvent, AuthBundle, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, Result, Role, SigningKey,
-    StoreError,
+    AccountEvent, AuthBundle, Change, ConsoleAccount, ConsoleSession, CreditScope, DailyUsage, Entity, Result, Role,
+    SigningKey, StoreError,
 };
 
 pub(crate) fn parse_id<T: FromStr>(s: &str) -> Result<T> {
@@ -40,6 +42,33 @@ fn ratelimits(s: Option<&str>) -> Result<Vec<RateLimit>> {
         Some(s) => {
             serde_json::from_str(s).map_err(|e| StoreError::Other(format!("malformed rate limits in database: {e}")))
         }
+    }
+}
+
+/// A credits refill from its JSON text (`NULL`: none).
+fn refill(s: Option<&str>) -> Result<Option<Refill>> {
+    s.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::Other(format!("malformed credits refill in database: {e}")))
+}
+
+/// An own credits quota: its policy when it has one.
+fn own_credits(own: bool, refill_text: Option<&str>, epoch: i64) -> Result<Option<CreditsPolicy>> {
+    Ok(if own { Some(CreditsPolicy { refill: refill(refill_text)?, epoch }) } else { None })
+}
+
+/// The credits of a credential or an account of its own (`sql::credential_credits_columns!`, and
+/// the same names among `sql::account_columns!`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct OwnCreditsRow {
+    credits_own: bool,
+    credits_refill: Option<String>,
+    credits_epoch: i64,
+}
+
+impl OwnCreditsRow {
+    fn policy(&self) -> Result<Option<CreditsPolicy>> {
+        own_credits(self.credits_own, self.credits_refill.as_deref(), self.credits_epoch)
     }
 }
 
@@ -71,6 +100,8 @@ pub(crate) struct AccountRow {
     ban_reason: Option<String>,
     plan: Option<String>,
     ratelimits: Option<String>,
+    #[sqlx(flatten)]
+    credits: OwnCreditsRow,
     created_at: i64,
     updated_at: i64,
 }
@@ -78,6 +109,8 @@ pub(crate) struct AccountRow {
 impl AccountRow {
     pub(crate) fn into_account(self) -> Result<Account> {
         Ok(Account {
+            credits: self.credits.policy()?,
+            credits_epoch: self.credits.credits_epoch,
             id: parse_id(&self.id)?,
             uid: self.uid,
             email: self.email,
@@ -159,6 +192,8 @@ pub(crate) struct CredentialRow {
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
     ratelimits: Option<String>,
+    #[sqlx(flatten)]
+    credits: OwnCreditsRow,
 }
 
 impl CredentialRow {
@@ -176,6 +211,7 @@ impl CredentialRow {
             revoked_at: self.revoked_at,
             last_used_at: self.last_used_at,
             ratelimits: ratelimits(self.ratelimits.as_deref())?,
+            credits: self.credits.policy()?,
         })
     }
 }
@@ -217,11 +253,19 @@ pub(crate) struct AccountStateRow {
     account_ratelimits: Option<String>,
     /// `NULL` when the account has no plan.
     plan_ratelimits: Option<String>,
+    account_credits_own: bool,
+    account_credits_refill: Option<String>,
+    account_credits_epoch: i64,
+    /// The plan's credits refill (`NULL` too when the account has no plan).
+    plan_credits: Option<String>,
 }
 
 impl AccountStateRow {
-    /// What `AccountState::new` makes of the account and its plan's limits.
+    /// What `AccountState::new` makes of the account and its plan's limits and credits refill.
     pub(crate) fn into_state(self) -> Result<AccountState> {
+        let epoch = self.account_credits_epoch;
+        let own_credits = own_credits(self.account_credits_own, self.account_credits_refill.as_deref(), epoch)?;
+        let plan_credits = refill(self.plan_credits.as_deref())?;
         let own = ratelimits(self.account_ratelimits.as_deref())?;
         let plan_limits = match &self.plan_ratelimits {
             Some(text) => Some(ratelimits(Some(text))?),
@@ -234,6 +278,7 @@ impl AccountStateRow {
             first_name: self.first_name,
             status: account_status(&self.account_status)?,
             ratelimits: account_limits(self.plan.as_deref().zip(plan_limits.as_deref()), &own),
+            credits: own_credits.or(plan_credits.map(|r| CreditsPolicy { refill: Some(r), epoch })),
         })
     }
 }
@@ -247,6 +292,8 @@ pub(crate) struct BundleRow {
     status: String,
     gens: Option<String>,
     ratelimits: Option<String>,
+    #[sqlx(flatten)]
+    credits: OwnCreditsRow,
     #[sqlx(flatten)]
     account: AccountStateRow,
 }
@@ -263,6 +310,7 @@ impl BundleRow {
                 status: credential_status(&self.status)?,
                 generations: parse_generations(self.gens.as_deref())?,
                 ratelimits: ratelimits(self.ratelimits.as_deref())?,
+                credits: self.credits.policy()?,
             },
             account,
         })
@@ -274,6 +322,7 @@ impl BundleRow {
 pub(crate) struct PlanRow {
     name: String,
     ratelimits: String,
+    credits_refill: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -282,11 +331,72 @@ impl PlanRow {
     pub(crate) fn into_plan(self) -> Result<Plan> {
         Ok(Plan {
             ratelimits: ratelimits(Some(&self.ratelimits))?,
+            credits: refill(self.credits_refill.as_deref())?,
             name: self.name,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
     }
+}
+
+/// A balance's row (`sql::CREDENTIAL_BALANCE`, `sql::ACCOUNT_BALANCE`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct BalanceRow {
+    remaining: Option<i64>,
+    refill: Option<String>,
+    period_start: Option<i64>,
+    epoch: i64,
+    own: bool,
+    plan_refill: Option<String>,
+    leased: i64,
+}
+
+impl BalanceRow {
+    pub(crate) fn into_balance(self) -> Result<Balance> {
+        // An own quota refills by its own refill, else the balance follows the plan's.
+        let refill = refill(if self.own { self.refill.as_deref() } else { self.plan_refill.as_deref() })?;
+        Ok(Balance {
+            remaining: self.remaining,
+            refill,
+            own: self.own,
+            period_start: self.period_start,
+            epoch: self.epoch,
+            leased: self.leased,
+            changed: false,
+        })
+    }
+}
+
+/// A lease of credits (`sql::LEASE`, `sql::TAKE_EXPIRED_LEASES`).
+#[derive(sqlx::FromRow, Debug, Clone, Copy)]
+pub(crate) struct LeaseRow {
+    pub(crate) epoch: i64,
+    pub(crate) granted: i64,
+    pub(crate) spent: i64,
+}
+
+/// The balance a lease is of (`sql::EXPIRED_LEASE_SCOPES`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct LeaseScopeRow {
+    scope: String,
+    id: String,
+}
+
+impl LeaseScopeRow {
+    pub(crate) fn into_scope(self) -> Result<CreditScope> {
+        match self.scope.as_str() {
+            "credential" => Ok(CreditScope::Credential(parse_id(&self.id)?)),
+            "account" => Ok(CreditScope::Account(parse_id(&self.id)?)),
+            other => Err(StoreError::Other(format!("bad credit lease scope {other:?}"))),
+        }
+    }
+}
+
+/// An adjustment made with an idempotency key (`sql::ADJUSTMENT`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct AdjustmentRow {
+    pub(crate) kind: String,
+    pub(crate) amount: i64,
 }
 
 #[derive(sqlx::FromRow)]

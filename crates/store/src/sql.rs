@@ -6,6 +6,7 @@
 //! IMMEDIATE`, `FOR UPDATE`, the feed's advisory lock and `NOTIFY`), the usage batches (chunked
 //! inserts against `UNNEST`), case-insensitive matching, aggregates and function names.
 
+use keygate_core::credits::Refill;
 use keygate_core::model::AccountStatus;
 use keygate_core::ratelimit::RateLimit;
 
@@ -14,7 +15,8 @@ use crate::{Result, StoreError};
 /// The columns of an account, as `rows::AccountRow` reads them.
 macro_rules! account_columns {
     () => {
-        "id, uid, email, first_name, status, ban_reason, plan, ratelimits, created_at, updated_at"
+        "id, uid, email, first_name, status, ban_reason, plan, ratelimits, credits_own, credits_refill, \
+         credits_epoch, created_at, updated_at"
     };
 }
 pub(crate) use account_columns;
@@ -24,15 +26,26 @@ pub(crate) use account_columns;
 macro_rules! account_state_columns {
     () => {
         "a.id AS account_id, a.uid, a.email, a.first_name, a.status AS account_status, a.plan, \
-         a.ratelimits AS account_ratelimits, p.ratelimits AS plan_ratelimits"
+         a.ratelimits AS account_ratelimits, p.ratelimits AS plan_ratelimits, \
+         a.credits_own AS account_credits_own, a.credits_refill AS account_credits_refill, \
+         a.credits_epoch AS account_credits_epoch, p.credits_refill AS plan_credits"
     };
 }
 pub(crate) use account_state_columns;
 
+/// A credential's own credits, from `credentials c`, as `rows::OwnCreditsRow` reads them (also in
+/// the backends' `auth_bundle` queries): it has a quota when it has a balance.
+macro_rules! credential_credits_columns {
+    () => {
+        "c.credits_remaining IS NOT NULL AS credits_own, c.credits_refill, c.credits_epoch"
+    };
+}
+pub(crate) use credential_credits_columns;
+
 /// The columns of a plan, as `rows::PlanRow` reads them.
 macro_rules! plan_columns {
     () => {
-        "name, ratelimits, created_at, updated_at"
+        "name, ratelimits, credits_refill, created_at, updated_at"
     };
 }
 pub(crate) use plan_columns;
@@ -59,16 +72,29 @@ pub(crate) const ACCOUNT_STATE: &str = concat!(
     account_state_columns!(),
     " FROM accounts a LEFT JOIN plans p ON p.name = a.plan WHERE a.id = $1"
 );
-/// Replaces an account's own rate limits when `$1`, its plan when `$3`.
+/// Replaces an account's own rate limits when `$1`, its plan when `$3`. A new plan drops the
+/// balance that followed the old one (not an own balance): it starts again at the new plan's
+/// amount, under a new epoch.
 pub(crate) const SET_ACCOUNT_LIMITS: &str = concat!(
     "UPDATE accounts SET ratelimits = CASE WHEN $1 THEN $2 ELSE ratelimits END, \
-     plan = CASE WHEN $3 THEN $4 ELSE plan END, updated_at = $5 WHERE id = $6 RETURNING ",
+     plan = CASE WHEN $3 THEN $4 ELSE plan END, \
+     credits_remaining = CASE WHEN $3 AND NOT credits_own AND plan IS DISTINCT FROM $4 \
+         THEN NULL ELSE credits_remaining END, \
+     credits_period_start = CASE WHEN $3 AND NOT credits_own AND plan IS DISTINCT FROM $4 \
+         THEN NULL ELSE credits_period_start END, \
+     credits_epoch = CASE WHEN $3 AND NOT credits_own AND plan IS DISTINCT FROM $4 \
+         THEN credits_epoch + 1 ELSE credits_epoch END, \
+     updated_at = $5 WHERE id = $6 RETURNING ",
     account_columns!()
 );
 
 // Credentials and their secrets.
-pub(crate) const CREDENTIAL: &str = "SELECT client_id, account_id, status, generation, hint, \
-     created_at, updated_at, revoked_at, last_used_at, ratelimits FROM credentials WHERE client_id = $1";
+pub(crate) const CREDENTIAL: &str = concat!(
+    "SELECT c.client_id, c.account_id, c.status, c.generation, c.hint, c.created_at, c.updated_at, \
+     c.revoked_at, c.last_used_at, c.ratelimits, ",
+    credential_credits_columns!(),
+    " FROM credentials c WHERE c.client_id = $1"
+);
 pub(crate) const LIVE_GENERATIONS: &str = "SELECT generation, expires_at FROM credential_secrets \
      WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY generation DESC";
 pub(crate) const CREDENTIAL_IDS: &str =
@@ -94,16 +120,71 @@ pub(crate) const USAGE: &str =
 // Plans (listing them differs: each backend orders names by their bytes its own way).
 pub(crate) const PLAN: &str = concat!("SELECT ", plan_columns!(), " FROM plans WHERE name = $1");
 pub(crate) const PLAN_EXISTS: &str = "SELECT 1 FROM plans WHERE name = $1";
-/// Creates a plan; no row when one has that name.
+/// Creates a plan (`$4`: its credits refill); no row when one has that name.
 pub(crate) const INSERT_PLAN: &str = concat!(
-    "INSERT INTO plans (name, ratelimits, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+    "INSERT INTO plans (name, ratelimits, credits_refill, created_at, updated_at) VALUES ($1, $2, $4, $3, $3) \
      ON CONFLICT (name) DO NOTHING RETURNING ",
     plan_columns!()
 );
-pub(crate) const REPLACE_PLAN: &str =
-    concat!("UPDATE plans SET ratelimits = $2, updated_at = $3 WHERE name = $1 RETURNING ", plan_columns!());
+pub(crate) const REPLACE_PLAN: &str = concat!(
+    "UPDATE plans SET ratelimits = $2, credits_refill = $4, updated_at = $3 WHERE name = $1 RETURNING ",
+    plan_columns!()
+);
 pub(crate) const DELETE_PLAN: &str = "DELETE FROM plans WHERE name = $1";
 pub(crate) const PLAN_ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts WHERE plan = $1";
+
+// Credits (see `credits`). A balance's row, as `rows::BalanceRow` reads it, with what the leases
+// of its epoch hold; `$1` is the credential's or the account's id.
+pub(crate) const CREDENTIAL_BALANCE: BalanceStatements = BalanceStatements {
+    read: "SELECT c.credits_remaining AS remaining, c.credits_refill AS refill, \
+           c.credits_period_start AS period_start, c.credits_epoch AS epoch, \
+           c.credits_remaining IS NOT NULL AS own, CAST(NULL AS TEXT) AS plan_refill, \
+           (SELECT CAST(COALESCE(SUM(l.granted - l.spent), 0) AS BIGINT) FROM credit_leases l \
+             WHERE l.scope = 'credential' AND l.id = c.client_id AND l.epoch = c.credits_epoch) AS leased \
+           FROM credentials c WHERE c.client_id = $1",
+    write: "UPDATE credentials SET credits_remaining = $1, credits_period_start = $2, credits_epoch = $3 \
+            WHERE client_id = $4",
+    configure: "UPDATE credentials SET credits_remaining = $1, credits_refill = $2, credits_period_start = $3, \
+                credits_epoch = credits_epoch + 1, updated_at = $4 WHERE client_id = $5 RETURNING credits_epoch",
+};
+pub(crate) const ACCOUNT_BALANCE: BalanceStatements = BalanceStatements {
+    read: "SELECT a.credits_remaining AS remaining, a.credits_refill AS refill, \
+           a.credits_period_start AS period_start, a.credits_epoch AS epoch, a.credits_own AS own, \
+           p.credits_refill AS plan_refill, \
+           (SELECT CAST(COALESCE(SUM(l.granted - l.spent), 0) AS BIGINT) FROM credit_leases l \
+             WHERE l.scope = 'account' AND l.id = a.id AND l.epoch = a.credits_epoch) AS leased \
+           FROM accounts a LEFT JOIN plans p ON p.name = a.plan WHERE a.id = $1",
+    write: "UPDATE accounts SET credits_remaining = $1, credits_period_start = $2, credits_epoch = $3 WHERE id = $4",
+    configure: "UPDATE accounts SET credits_remaining = $1, credits_refill = $2, credits_period_start = $3, \
+                credits_epoch = credits_epoch + 1, updated_at = $4, credits_own = $6 WHERE id = $5 \
+                RETURNING credits_epoch",
+};
+pub(crate) const LEASE: &str =
+    "SELECT epoch, granted, spent FROM credit_leases WHERE scope = $1 AND id = $2 AND holder = $3";
+pub(crate) const PUT_LEASE: &str = "INSERT INTO credit_leases (scope, id, holder, epoch, granted, spent, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, id, holder) DO UPDATE SET epoch = excluded.epoch, \
+     granted = excluded.granted, spent = excluded.spent, expires_at = excluded.expires_at";
+pub(crate) const DELETE_LEASE: &str = "DELETE FROM credit_leases WHERE scope = $1 AND id = $2 AND holder = $3";
+/// Ends a balance's leases expired at `$3`, returning them.
+pub(crate) const TAKE_EXPIRED_LEASES: &str = "DELETE FROM credit_leases \
+     WHERE scope = $1 AND id = $2 AND expires_at < $3 RETURNING epoch, granted, spent";
+pub(crate) const EXPIRED_LEASE_SCOPES: &str = "SELECT DISTINCT scope, id FROM credit_leases WHERE expires_at < $1";
+pub(crate) const ADJUSTMENT: &str =
+    "SELECT kind, amount FROM credit_adjustments WHERE scope = $1 AND id = $2 AND idempotency_key = $3";
+pub(crate) const INSERT_ADJUSTMENT: &str = "INSERT INTO credit_adjustments \
+     (scope, id, idempotency_key, kind, amount, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const PRUNE_ADJUSTMENTS: &str = "DELETE FROM credit_adjustments WHERE created_at < $1";
+
+/// The statements of one kind of balance (`CREDENTIAL_BALANCE`, `ACCOUNT_BALANCE`).
+pub(crate) struct BalanceStatements {
+    /// The balance (`$1`: the id).
+    pub(crate) read: &'static str,
+    /// Writes what a transaction decided: remaining, period start, epoch (`$4`: the id).
+    pub(crate) write: &'static str,
+    /// Sets the quota: remaining, refill, period start, `updated_at` (`$5`: the id; an
+    /// account's `$6`: whether it is its own), moving the epoch.
+    pub(crate) configure: &'static str,
+}
 
 // The change feed (appending to it differs: see each backend's `record_change`).
 pub(crate) const CHANGES_SINCE: &str =
@@ -129,7 +210,7 @@ pub(crate) const SET_ROLE: &str = "UPDATE accounts SET role = $1, updated_at = $
 pub(crate) const INSERT_SESSION: &str =
     "INSERT INTO console_sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
 pub(crate) const SESSION: &str = "SELECT a.id, a.uid, a.email, a.first_name, a.status, a.ban_reason, \
-     a.plan, a.ratelimits, a.created_at, a.updated_at, a.role, s.created_at AS session_created_at, s.expires_at AS session_expires_at \
+     a.plan, a.ratelimits, a.credits_own, a.credits_refill, a.credits_epoch, a.created_at, a.updated_at, a.role, s.created_at AS session_created_at, s.expires_at AS session_expires_at \
      FROM console_sessions s JOIN accounts a ON a.id = s.account_id \
      WHERE s.token_hash = $1 AND s.expires_at > $2";
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM console_sessions WHERE token_hash = $1";
@@ -171,6 +252,14 @@ pub(crate) fn ratelimits_json(set: &[RateLimit]) -> Result<String> {
 /// A set of rate limits as an account or a credential stores it: `NULL` when empty.
 pub(crate) fn optional_ratelimits_json(set: &[RateLimit]) -> Result<Option<String>> {
     if set.is_empty() { Ok(None) } else { ratelimits_json(set).map(Some) }
+}
+
+/// A credits refill as stored: its JSON text (`NULL`: none).
+pub(crate) fn refill_json(refill: Option<&Refill>) -> Result<Option<String>> {
+    refill
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Other(format!("cannot encode a credits refill: {e}")))
 }
 
 /// Whether a statement failed on a foreign key (e.g. an account set on a plan deleted meanwhile).

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig, Refill};
 use keygate_core::decide::AccountState;
 use keygate_core::model::{Account, AccountStatus, Credential, Plan};
 use keygate_core::ratelimit::RateLimit;
@@ -19,14 +20,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, Transaction};
 
+use crate::credits::{Credits, Dialect};
 use crate::rows::{
     AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow,
     PlanRow, SecretRow, SessionRow, SigningKeyRow, UsageRow, parse_id,
 };
-use crate::sql::{self, account_columns, account_state_columns, plan_columns};
+use crate::sql::{self, account_columns, account_state_columns, credential_credits_columns, plan_columns};
 use crate::{
-    AccountEvent, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, NewAccount, Result, Role, SigningKey,
-    Store, StoreError, UsageDelta, now_ms,
+    AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditScope, CreditSettlement,
+    DailyUsage, Entity, NewAccount, Result, Role, SigningKey, Store, StoreError, UsageDelta, now_ms,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -87,15 +89,35 @@ async fn lock_file(db: &std::path::Path) -> Result<std::fs::File> {
 
 /// Appends to the change feed. `BEGIN IMMEDIATE` already serialises writers, so entries become
 /// visible in `seq` order without a lock of their own.
-async fn record_change(tx: &mut Transaction<'_, Sqlite>, entity: Entity, id: &str, now: i64) -> Result<()> {
+async fn record_change(conn: &mut SqliteConnection, entity: Entity, id: &str, now: i64) -> Result<()> {
     sqlx::query("INSERT INTO changes (entity, entity_id, at) VALUES (?, ?, ?)")
         .bind(entity.as_str())
         .bind(id)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
     Ok(())
+}
+
+impl Dialect for Sqlite {
+    // `BEGIN IMMEDIATE` already excludes every other writer: no row lock needed.
+    const LOCK_CREDENTIAL: Option<&'static str> = None;
+    const LOCK_ACCOUNT: Option<&'static str> = None;
+
+    fn map_err(e: sqlx::Error) -> StoreError {
+        map_err(e)
+    }
+
+    /// `BEGIN IMMEDIATE`: the write lock at once, so two writers never both read and then
+    /// collide upgrading (the busy timeout waits for the lock instead).
+    async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
+        pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+    }
+
+    async fn record_change<'a>(conn: &'a mut SqliteConnection, entity: Entity, id: &'a str, now: i64) -> Result<()> {
+        record_change(conn, entity, id, now).await
+    }
 }
 
 /// A credential with its secret generations live at `now`.
@@ -234,7 +256,7 @@ impl SqliteStore {
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+        Sqlite::begin_write(&self.pool).await
     }
 
     async fn console_account_by(&self, statement: &'static str, key: &str) -> Result<Option<ConsoleAccount>> {
@@ -502,15 +524,17 @@ impl Store for SqliteStore {
         Ok(account)
     }
 
-    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)> {
+    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit], credits: Option<&Refill>) -> Result<(Plan, bool)> {
         let now = now_ms();
         let json = sql::ratelimits_json(ratelimits)?;
+        let credits = sql::refill_json(credits)?;
         // The write transaction excludes every other writer: the plan is there or not throughout.
         let mut tx = self.write_tx().await?;
         let inserted: Option<PlanRow> = sqlx::query_as(sql::INSERT_PLAN)
             .bind(name)
             .bind(&json)
             .bind(now)
+            .bind(&credits)
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -521,6 +545,7 @@ impl Store for SqliteStore {
                     .bind(name)
                     .bind(&json)
                     .bind(now)
+                    .bind(&credits)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(map_err)?;
@@ -575,6 +600,44 @@ impl Store for SqliteStore {
         let accounts: i64 =
             sqlx::query_scalar(sql::PLAN_ACCOUNTS).bind(name).fetch_one(&self.pool).await.map_err(map_err)?;
         Ok(accounts as u64)
+    }
+
+    async fn set_credits(&self, scope: CreditScope, config: Option<&CreditsConfig>, now_ms: i64) -> Result<()> {
+        Credits::<Sqlite>::set(&self.pool, scope, config, now_ms).await
+    }
+
+    async fn adjust_credits(
+        &self,
+        scope: CreditScope,
+        adjustment: Adjustment,
+        idempotency_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Adjusted> {
+        Credits::<Sqlite>::adjust(&self.pool, scope, adjustment, idempotency_key, now_ms).await
+    }
+
+    async fn credit_balance(&self, scope: CreditScope, now_ms: i64) -> Result<Option<CreditBalance>> {
+        Credits::<Sqlite>::balance(&self.pool, scope, now_ms).await
+    }
+
+    async fn lease_credits(
+        &self,
+        holder: &str,
+        scope: CreditScope,
+        need: i64,
+        extra: i64,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<CreditLease> {
+        Credits::<Sqlite>::lease(&self.pool, holder, scope, need, extra, now_ms, ttl_ms).await
+    }
+
+    async fn settle_credits(&self, holder: &str, batch: &[CreditSettlement], now_ms: i64, ttl_ms: i64) -> Result<()> {
+        Credits::<Sqlite>::settle(&self.pool, holder, batch, now_ms, ttl_ms).await
+    }
+
+    async fn reclaim_credit_leases(&self, now_ms: i64) -> Result<u64> {
+        Credits::<Sqlite>::reclaim(&self.pool, now_ms).await
     }
 
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()> {
@@ -648,6 +711,8 @@ impl Store for SqliteStore {
     async fn auth_bundle(&self, hash: &SecretHash) -> Result<Option<crate::AuthBundle>> {
         let row: Option<BundleRow> = sqlx::query_as(concat!(
             "SELECT s.generation AS presented, c.client_id, c.status, c.ratelimits, ",
+            credential_credits_columns!(),
+            ", ",
             account_state_columns!(),
             ", (SELECT group_concat(g.generation || ':' || COALESCE(g.expires_at, ''), ',') \
                   FROM credential_secrets g \

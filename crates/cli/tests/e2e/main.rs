@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod console;
 mod crash;
+mod credits;
 mod durability;
 mod invalidation;
 mod lifecycle;

@@ -11,12 +11,13 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use keygate_auth::ApiError;
 use keygate_auth::envelope::{Envelope, Outcome, created_with, ok, page};
+use keygate_core::credits::{CreditBalance, CreditsConfig};
 use keygate_core::decide::{AuthFailure, InvalidReason};
 use keygate_core::model::{Account, Credential, Plan};
 use keygate_core::ratelimit::{EffectiveLimit, RateLimit};
 use keygate_core::{AccountId, ClientId};
 use keygate_ops::IssuedCredential;
-use keygate_store::{AccountEvent, DailyUsage, SigningKey};
+use keygate_store::{AccountEvent, CreditScope, DailyUsage, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -33,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/credentials/{client_id}/revoke", post(revoke))
         .route("/credentials/{client_id}/rotate", post(rotate))
         .route("/credentials/{client_id}/usage", get(usage))
+        .merge(super::credits::router())
         .route("/plans", get(list_plans))
         .route("/plans/{name}", put(put_plan).get(get_plan).delete(delete_plan))
         .route("/signing-keys", get(signing_keys))
@@ -147,7 +149,19 @@ pub(crate) struct AccountDetail {
     /// The rate limits its requests count against (shared by its credentials): the plan's, each
     /// replaced by the account's own of the same name, and its own.
     effective_ratelimits: Vec<EffectiveLimit>,
+    /// Its credits balance, shared by its credentials (its own, or its plan's refill); absent:
+    /// no quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits: Option<CreditBalance>,
     events: Vec<AccountEvent>,
+}
+
+impl AccountDetail {
+    async fn of(s: &AppState, account: Account, events: Vec<AccountEvent>) -> Result<Self, ApiError> {
+        let effective_ratelimits = s.ops.account_limits(&account).await?;
+        let credits = s.ops.credit_balance(CreditScope::Account(account.id)).await?;
+        Ok(Self { account, effective_ratelimits, credits, events })
+    }
 }
 #[utoipa::path(
     get,
@@ -169,8 +183,7 @@ pub(crate) async fn get_account(
     Path(id): Path<AccountId>,
 ) -> Result<Response, ApiError> {
     let (account, events) = s.ops.get_account(id).await?;
-    let effective_ratelimits = s.ops.account_limits(&account).await?;
-    Ok(ok(AccountDetail { account, effective_ratelimits, events }))
+    Ok(ok(AccountDetail::of(&s, account, events).await?))
 }
 
 /// `Some(None)` for an explicit `null`, `None` for a field left out.
@@ -190,6 +203,11 @@ pub(crate) struct AccountPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", example = "pro")]
     plan: Option<Option<String>>,
+    /// The account's own credits balance, shared by its credentials, and its refill (`null`
+    /// removes it: the plan's refill applies, if it has one, else requests are not charged).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<CreditsConfig>)]
+    credits: Option<Option<CreditsConfig>>,
 }
 #[utoipa::path(
     patch,
@@ -200,7 +218,7 @@ pub(crate) struct AccountPatch {
     request_body = AccountPatch,
     responses(
         (status = 200, description = "1000: the account as changed: every node counts its requests against the new limits within the feed bound, keeping what was spent", body = Envelope<AccountDetail>),
-        (status = 400, description = "1003: a malformed id or body, an invalid limit, no such plan", body = Outcome),
+        (status = 400, description = "1003: a malformed id or body, an invalid limit or credits setting, no such plan", body = Outcome),
         (status = 404, description = "1109: no such account", body = Outcome),
         (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
         (status = 503, description = "1503: the store could not answer", body = Outcome),
@@ -213,10 +231,16 @@ pub(crate) async fn patch_account(
     JsonBody(req): JsonBody<AccountPatch>,
 ) -> Result<Response, ApiError> {
     let plan = req.plan.as_ref().map(|p| p.as_deref());
-    s.ops.update_account_limits(id, req.ratelimits.as_deref(), plan).await?;
+    // Everything is checked before anything is written.
+    check_credits(req.credits.as_ref())?;
+    if req.ratelimits.is_some() || plan.is_some() {
+        s.ops.update_account_limits(id, req.ratelimits.as_deref(), plan).await?;
+    }
+    if let Some(credits) = req.credits {
+        s.ops.set_credits(CreditScope::Account(id), credits.as_ref()).await?;
+    }
     let (account, events) = s.ops.get_account(id).await?;
-    let effective_ratelimits = s.ops.account_limits(&account).await?;
-    Ok(ok(AccountDetail { account, effective_ratelimits, events }))
+    Ok(ok(AccountDetail::of(&s, account, events).await?))
 }
 
 /// Why (kept in the account's history). The body may be left out.
@@ -364,12 +388,24 @@ pub(crate) struct CredentialDetail {
     /// Its own limits, then its account's (the plan's and the account's own) that it does not
     /// override: every one must pass.
     effective_ratelimits: Vec<EffectiveLimit>,
+    /// Its own credits balance; absent: none (its account's may still apply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits: Option<CreditBalance>,
 }
 
 impl CredentialDetail {
     async fn of(s: &AppState, credential: Credential) -> Result<Self, ApiError> {
         let effective_ratelimits = s.ops.credential_limits(&credential).await?;
-        Ok(Self { credential, effective_ratelimits })
+        let credits = s.ops.credit_balance(CreditScope::Credential(credential.client_id)).await?;
+        Ok(Self { credential, effective_ratelimits, credits })
+    }
+}
+
+/// A credits setting checked before any write of the same request.
+fn check_credits(credits: Option<&Option<CreditsConfig>>) -> Result<(), ApiError> {
+    match credits {
+        Some(Some(c)) => c.validate().map_err(|e| ApiError::BadRequest(e.to_string())),
+        _ => Ok(()),
     }
 }
 
@@ -381,6 +417,11 @@ pub(crate) struct CredentialPatch {
     /// Each overrides the plan's limit of the same name; the account's own limits apply as well.
     #[schema(max_items = 16)]
     ratelimits: Option<Vec<RateLimit>>,
+    /// The credential's own credits balance and its refill (`null` removes it: requests are not
+    /// charged to the credential; its account's balance, if any, still applies).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<CreditsConfig>)]
+    credits: Option<Option<CreditsConfig>>,
 }
 #[utoipa::path(
     patch,
@@ -391,7 +432,7 @@ pub(crate) struct CredentialPatch {
     request_body = CredentialPatch,
     responses(
         (status = 200, description = "1000: the credential as changed, with the limits that apply to it", body = Envelope<CredentialDetail>),
-        (status = 400, description = "1003: a malformed id or body, an invalid limit", body = Outcome),
+        (status = 400, description = "1003: a malformed id or body, an invalid limit or credits setting", body = Outcome),
         (status = 404, description = "1003: no such credential", body = Outcome),
         (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
         (status = 503, description = "1503: the store could not answer", body = Outcome),
@@ -403,10 +444,14 @@ pub(crate) async fn patch_credential(
     Path(id): Path<ClientId>,
     JsonBody(req): JsonBody<CredentialPatch>,
 ) -> Result<Response, ApiError> {
-    let credential = match req.ratelimits {
-        Some(set) => s.ops.set_credential_ratelimits(id, &set).await?,
-        None => s.ops.get_credential(id).await?,
-    };
+    check_credits(req.credits.as_ref())?;
+    if let Some(set) = req.ratelimits {
+        s.ops.set_credential_ratelimits(id, &set).await?;
+    }
+    if let Some(credits) = req.credits {
+        s.ops.set_credits(CreditScope::Credential(id), credits.as_ref()).await?;
+    }
+    let credential = s.ops.get_credential(id).await?;
     Ok(ok(CredentialDetail::of(&s, credential).await?))
 }
 #[utoipa::path(
@@ -580,6 +625,10 @@ pub(crate) struct PlanBody {
     /// The whole set (`[]`: a plan without limits).
     #[schema(max_items = 16)]
     ratelimits: Vec<RateLimit>,
+    /// How the credits balance of its accounts refills (accounts with credits of their own keep
+    /// theirs); absent: the plan gives no credits quota.
+    #[serde(default)]
+    credits: Option<keygate_core::credits::Refill>,
 }
 
 /// A plan and how many accounts are on it.
@@ -625,7 +674,7 @@ pub(crate) async fn put_plan(
     axum::extract::Path(p): axum::extract::Path<PlanPath>,
     JsonBody(req): JsonBody<PlanBody>,
 ) -> Result<Response, ApiError> {
-    let (plan, created) = s.ops.put_plan(&p.name, &req.ratelimits).await?;
+    let (plan, created) = s.ops.put_plan(&p.name, &req.ratelimits, req.credits.as_ref()).await?;
     Ok(created_with(if created { StatusCode::CREATED } else { StatusCode::OK }, plan))
 }
 #[utoipa::path(

@@ -91,22 +91,29 @@ pub async fn get_token(
 /// Any method and any path below `/auth/verify` (the proxy's original path can follow). The
 /// credential: `x-api-key`, or `Authorization: Bearer` (a token from getToken, or the API key
 /// itself), or `x-client-id` + `x-client-secret`. Always real HTTP statuses, which proxies need.
+/// Where a credits balance applies, the request is charged `x-keygate-cost` credits (default 1).
 #[utoipa::path(
     method(get, post, put, patch, delete),
     path = "/auth/verify",
     tag = "protocol",
     security(("apiKey" = []), ("bearerToken" = []), ("clientId" = [], "clientSecret" = [])),
+    params(("x-keygate-cost" = Option<CostHeader>, Header, description = "Credits the request costs where a balance applies (0: needs a positive balance, charges nothing) [default: 1]")),
     responses(
         (status = 200, description = "1000: who the caller is", body = Envelope<Identity>, headers(
             ("x-keygate-account-id" = String, description = "the account id"),
             ("x-keygate-uid" = i64, description = "the account's uid"),
             ("x-keygate-client-id" = String, description = "the credential's clientId"),
             ("x-keygate-auth-method" = String, description = "api_key, bearer or client_secret"),
+            ("x-keygate-credits-remaining" = i64, description = "where a credits balance applies: what is left after this request"),
             ("ratelimit-policy" = String, description = "when rate limits apply: \"name\";q=LIMIT;w=SECONDS per limit (draft-ietf-httpapi-ratelimit-headers)"),
             ("ratelimit" = String, description = "when rate limits apply: \"name\";r=REMAINING;t=SECONDS per limit"),
         )),
         (status = 401, description = "1102: no credential; 1101: invalid, unknown, revoked or expired",
             body = Outcome, headers(("www-authenticate" = String, description = "RFC 6750 Bearer challenge"))),
+        (status = 400, description = "1003: x-keygate-cost is not a whole number from 0 to 10^15", body = Outcome),
+        (status = 402, description = "1006: the credits left do not cover the cost (nothing was charged)", body = Outcome, headers(
+            ("x-keygate-credits-remaining" = i64, description = "what is left"),
+        )),
         (status = 403, description = "1200: the account is banned", body = Outcome),
         (status = 429, description = "1005: a rate limit refused it (nothing was counted against the others)", body = Outcome, headers(
             ("retry-after" = u64, description = "seconds until it would pass (absent: a limit is 0)"),
@@ -125,11 +132,16 @@ pub async fn verify(State(state): State<AppState>, req: axum::extract::Request) 
     method(get, post, put, patch, delete),
     path = "/auth/verify/{rest}",
     tag = "protocol",
-    params(("rest" = String, Path, description = "Anything: the original path, ignored")),
+    params(
+        ("rest" = String, Path, description = "Anything: the original path, ignored"),
+        ("x-keygate-cost" = Option<CostHeader>, Header, description = "Credits the request costs where a balance applies [default: 1]"),
+    ),
     security(("apiKey" = []), ("bearerToken" = []), ("clientId" = [], "clientSecret" = [])),
     responses(
         (status = 200, description = "1000: who the caller is", body = Envelope<Identity>),
         (status = 401, description = "1102 or 1101", body = Outcome),
+        (status = 400, description = "1003: a malformed x-keygate-cost", body = Outcome),
+        (status = 402, description = "1006: the credits left do not cover the cost", body = Outcome),
         (status = 403, description = "1200: the account is banned", body = Outcome),
         (status = 429, description = "1005: a rate limit refused it", body = Outcome),
         (status = 503, description = "1503: the store could not answer in time", body = Outcome),
@@ -139,9 +151,27 @@ pub async fn verify_rest(State(state): State<AppState>, req: axum::extract::Requ
     authenticate(state, req).await
 }
 
+/// `x-keygate-cost`, as the document describes it: a whole number of credits up to 10^15.
+/// (Only the document's: the header is read by `keygate_auth::identity::cost_header`.)
+pub(crate) struct CostHeader;
+
+impl utoipa::PartialSchema for CostHeader {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(keygate_core::credits::MAX_CREDITS))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CostHeader {}
+
 /// Takes the whole request (only its headers are read) so that they are not copied.
 async fn authenticate(state: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {
-    match state.auth.authenticator().authenticate(req.headers()).await {
+    let cost = keygate_auth::identity::cost_header(req.headers())?;
+    match state.auth.authenticator().authenticate_with(req.headers(), cost).await {
         Ok(identity) => {
             let mut res = ok(&identity);
             identity.set_headers(res.headers_mut());

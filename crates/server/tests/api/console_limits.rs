@@ -298,7 +298,7 @@ async fn console_a_plan_in_use_cannot_be_deleted() {
 async fn console_customers_cannot_reach_the_limit_forms() {
     let app = TestApp::spawn().await;
     let (cust, account, client_id, key) = customer(&app).await;
-    app.state.ops.put_plan("free", &[lim("requests", 5, "1h")]).await.unwrap();
+    app.state.ops.put_plan("free", &[lim("requests", 5, "1h")], None).await.unwrap();
     let csrf = cust.get("/console/credentials").await.expect(200).expect_no_text(PLANS).csrf();
     cust.get(PLANS).await.expect(403).expect_text("Operators only");
     cust.get("/console/admin/plans?edit=free").await.expect(403);
@@ -331,7 +331,7 @@ async fn console_limit_forms_need_the_csrf_token() {
     let app = TestApp::spawn().await;
     let (other, account, client_id, _key) = customer(&app).await;
     let op = operator(&app).await;
-    app.state.ops.put_plan("free", &[lim("requests", 5, "1h")]).await.unwrap();
+    app.state.ops.put_plan("free", &[lim("requests", 5, "1h")], None).await.unwrap();
     let token = op.get(PLANS).await.csrf();
     let foreign = other.get("/console/credentials").await.csrf();
     let origin = op.origin();

@@ -843,6 +843,36 @@ async fn a_client_disconnect_cancels_the_upstream_request() {
     assert!(took < Duration::from_secs(1), "cancelled {took:?} after the client left");
 }
 
+// ---- 8b. Credits ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_routes_cost_is_charged_and_the_upstream_told_what_is_left() {
+    let up = Upstream::start().await;
+    let app = TestApp::spawn_with(|l| {
+        l.gateway = gateway(vec![
+            RouteLayer { cost: 4, ..route("/videos", up.url()) },
+            RouteLayer { cost: 0, ..route("/status", up.url()) },
+            route("/images", up.url()),
+        ])
+    })
+    .await;
+    let c = app.customer().await;
+    app.patch(&format!("/credentials/{}", c.client_id), json!({"credits": {"remaining": 10}})).await.expect(200, 1000);
+    let key = [("x-api-key", c.api_key.as_str())];
+    assert_eq!(get(&app, "/videos/1", &key).await.status, 200);
+    assert_eq!(up.last().header("x-keygate-credits-remaining"), Some("6"));
+    assert_eq!(get(&app, "/images/1", &key).await.status, 200);
+    assert_eq!(up.last().header("x-keygate-credits-remaining"), Some("5"));
+    assert_eq!(get(&app, "/videos/2", &key).await.status, 200);
+    assert_eq!(get(&app, "/status", &key).await.status, 200);
+    assert_eq!(up.last().header("x-keygate-credits-remaining"), Some("1"), "cost 0 charges nothing");
+    let hits = up.hits();
+    get(&app, "/videos/3", &key).await.expect(402, 1006);
+    assert_eq!(up.hits(), hits, "a refused request never reaches the upstream");
+    assert_eq!(get(&app, "/images/2", &key).await.status, 200);
+    get(&app, "/status", &key).await.expect(402, 1006);
+}
+
 // ---- 9. Metrics -----------------------------------------------------------------------------
 
 #[tokio::test]

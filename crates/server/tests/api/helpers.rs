@@ -287,6 +287,18 @@ impl TestApp {
 
     // ---- The admin API ---------------------------------------------------------------------
 
+    pub async fn admin_send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self.client.request(method, self.url(&format!("/admin/v1{path}"))).bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.send(req).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.admin_send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
     pub async fn admin_get(&self, path: &str) -> Reply {
         self.send(self.client.get(self.url(&format!("/admin/v1{path}"))).bearer_auth(&self.admin_token)).await
     }

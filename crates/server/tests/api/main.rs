@@ -19,6 +19,7 @@ mod browser;
 mod connections;
 mod console;
 mod console_limits;
+mod credits;
 mod feed;
 mod gateway;
 mod helpers;

@@ -10,18 +10,6 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 impl TestApp {
-    async fn admin_send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
-        let mut req = self.client.request(method, self.url(&format!("/admin/v1{path}"))).bearer_auth(&self.admin_token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        self.send(req).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> Reply {
-        self.admin_send(reqwest::Method::PATCH, path, Some(body)).await
-    }
-
     async fn put_plan(&self, name: &str, ratelimits: Value) -> Reply {
         self.admin_send(reqwest::Method::PUT, &format!("/plans/{name}"), Some(json!({ "ratelimits": ratelimits })))
             .await

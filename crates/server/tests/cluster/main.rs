@@ -6,6 +6,7 @@
 //! The tests here share the one PostgreSQL server, and one of them restarts it: they run one at
 //! a time (a process-wide lock).
 
+mod credits;
 mod ratelimits;
 
 use std::net::SocketAddr;

@@ -283,16 +283,16 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     assert!(store.list_plans().await.unwrap().is_empty());
     assert!(matches!(store.get_plan("pro").await, Err(StoreError::NotFound)));
     let pro = vec![rl("requests", 100, "1s"), rl("monthly", 1_000_000, "30d")];
-    let (p, created) = store.put_plan("pro", &pro).await.unwrap();
+    let (p, created) = store.put_plan("pro", &pro, None).await.unwrap();
     assert!(created);
     assert_eq!((p.name.as_str(), &p.ratelimits, p.created_at), ("pro", &pro, p.updated_at));
     assert_eq!(store.get_plan("pro").await.unwrap(), p);
-    let (free, created) = store.put_plan("free", &[]).await.unwrap();
+    let (free, created) = store.put_plan("free", &[], None).await.unwrap();
     assert!(created);
     assert!(free.ratelimits.is_empty());
-    let (basic, _) = store.put_plan("pro-basic", &[rl("requests", 1, "1m")]).await.unwrap();
+    let (basic, _) = store.put_plan("pro-basic", &[rl("requests", 1, "1m")], None).await.unwrap();
     let pro = vec![rl("requests", 200, "1s"), rl("monthly", 2_000_000, "30d"), rl("burst", 50, "1s")];
-    let (p2, created) = store.put_plan("pro", &pro).await.unwrap();
+    let (p2, created) = store.put_plan("pro", &pro, None).await.unwrap();
     assert!(!created);
     assert_eq!((p2.name.as_str(), &p2.ratelimits, p2.created_at), ("pro", &pro, p.created_at));
     assert!(p2.updated_at >= p.updated_at);
@@ -375,14 +375,14 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     );
     let state = store.account_state(a.id).await.unwrap().unwrap();
     assert_eq!(state.ratelimits, expected);
-    assert_eq!(state, AccountState::new(a5.clone(), Some(&pro)));
+    assert_eq!(state, AccountState::new(a5.clone(), Some(&store.get_plan("pro").await.unwrap())));
     let bundle = store.auth_bundle(&hash("limited-1")).await.unwrap().unwrap();
     assert_eq!((bundle.generation, &bundle.credential.ratelimits), (1, &own));
     assert_eq!(bundle.credential, store.credential_state(cid).await.unwrap().unwrap());
     assert_eq!(bundle.account, state);
     // A plan's change shows at the next load of every account on it.
     let pro = vec![rl("requests", 300, "1s")];
-    store.put_plan("pro", &pro).await.unwrap();
+    store.put_plan("pro", &pro, None).await.unwrap();
     let state = store.account_state(a.id).await.unwrap().unwrap();
     assert_eq!(state.ratelimits, [mine("requests", 50, "1s"), mine("searches", 5, "1m")]);
     store.update_account_limits(a.id, Some(&[rl("searches", 6, "1m")]), None).await.unwrap();
@@ -431,7 +431,7 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
         ]
     );
     // A plan deleted and put again is new.
-    assert!(store.put_plan("pro", &pro).await.unwrap().1);
+    assert!(store.put_plan("pro", &pro, None).await.unwrap().1);
 }
 
 /// Accounts joining a plan while it is deleted: each write either succeeds or says it conflicts,
@@ -443,7 +443,7 @@ async fn plan_race_suite(store: Arc<dyn Store>) {
     }
     for round in 0..10 {
         let name = format!("race-{round}");
-        store.put_plan(&name, &[]).await.unwrap();
+        store.put_plan(&name, &[], None).await.unwrap();
         // The delete starts before, among or after the joins, a different place each round.
         let mut tasks = Vec::new();
         let mut deleter = None;
@@ -498,7 +498,7 @@ where
     let a = store.create_account(&new_account("malformed@example.com")).await.unwrap();
     let cid = ClientId::generate(51);
     store.create_credential(a.id, cid, &hash("malformed"), "h").await.unwrap();
-    store.put_plan("broken", &[]).await.unwrap();
+    store.put_plan("broken", &[], None).await.unwrap();
     store.update_account_limits(a.id, None, Some(Some("broken"))).await.unwrap();
     let other = |r: Result<(), StoreError>, what: &str| match r {
         Err(StoreError::Other(msg)) => assert!(msg.contains("malformed rate limits"), "{what}: {msg}"),
@@ -521,6 +521,16 @@ where
     other(store.list_plans().await.map(drop), "plans");
     other(store.account_state(a.id).await.map(drop), "account state, plan");
     other(store.auth_bundle(&hash("malformed")).await.map(drop), "bundle, plan");
+    // A credits refill likewise.
+    let refill = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::Other(msg)) => assert!(msg.contains("malformed credits refill"), "{what}: {msg}"),
+        r => panic!("{what}: {r:?}"),
+    };
+    tamper("UPDATE plans SET ratelimits = '[]', credits_refill = '{\"interval\":\"hourly\",\"amount\":1}' WHERE name = 'broken'".into()).await;
+    refill(store.get_plan("broken").await.map(drop), "plan");
+    refill(store.account_state(a.id).await.map(drop), "account state, plan");
+    refill(store.auth_bundle(&hash("malformed")).await.map(drop), "bundle, plan");
+    refill(store.credit_balance(keygate_store::CreditScope::Account(a.id), now_ms()).await.map(drop), "balance");
 }
 
 /// Usage batches as big as a busy server flushes: more rows than one statement takes (the SQLite
@@ -630,6 +640,412 @@ async fn usage_suite(store: Arc<dyn Store>) {
     assert_eq!(store.get_credential(c0).await.unwrap().last_used_at, Some(5_000_000));
 }
 
+/// Credits: balances set, leased, settled, reclaimed, refilled and adjusted, on credentials and on
+/// accounts (their own quota or their plan's refill); the hot path's loads carry each balance's
+/// policy with its epoch, and the writes that can change a decision are in the feed. Times are
+/// passed in (days and months go by as the test says).
+async fn credits_suite(store: Arc<dyn Store>) {
+    use keygate_core::AccountId;
+    use keygate_core::credits::{
+        Adjustment, CreditBalance, CreditSource, CreditsConfig, CreditsPolicy, Interval, MAX_CREDITS, Refill,
+    };
+    use keygate_core::decide::AccountState;
+    use keygate_store::{CreditLease, CreditScope, CreditSettlement};
+
+    const DAY: i64 = 86_400_000;
+    // 2026-03-10 01:00 UTC.
+    const T: i64 = 1_773_100_800_000 + 3_600_000;
+    const TTL: i64 = 30_000;
+    let day_start = T - T.rem_euclid(DAY);
+    let daily = |amount| Refill { interval: Interval::Daily, amount, refill_day: None };
+    let own = |remaining| CreditsConfig { remaining, refill: None };
+    let settle = |scope, epoch, spent, release| CreditSettlement { scope, epoch, spent, release };
+    let feed_since = |after: i64| {
+        let store = store.clone();
+        async move {
+            let changes = store.changes_since(after, 1000).await.unwrap();
+            changes.into_iter().map(|c| (c.entity, c.entity_id)).collect::<Vec<_>>()
+        }
+    };
+    // (remaining, leased) at `now`.
+    let at = |scope: CreditScope, now: i64| {
+        let store = store.clone();
+        async move { store.credit_balance(scope, now).await.unwrap().map(|b| (b.remaining, b.leased)) }
+    };
+    let lease = |holder: &'static str, scope: CreditScope, need: i64, extra: i64, now: i64| {
+        let store = store.clone();
+        async move { store.lease_credits(holder, scope, need, extra, now, TTL).await.unwrap() }
+    };
+    let epoch_of = |cid: ClientId| {
+        let store = store.clone();
+        async move { store.get_credential(cid).await.unwrap().credits }
+    };
+
+    let a = store.create_account(&new_account("credits@example.com")).await.unwrap();
+    let cid = ClientId::generate(61);
+    store.create_credential(a.id, cid, &hash("credits-1"), "h").await.unwrap();
+    let (cred, acct) = (CreditScope::Credential(cid), CreditScope::Account(a.id));
+
+    // No quota: nothing to read, nothing charged, nothing to adjust; unknown ids are not found.
+    assert_eq!(store.credit_balance(cred, T).await.unwrap(), None);
+    assert_eq!(store.credit_balance(acct, T).await.unwrap(), None);
+    assert_eq!(store.get_credential(cid).await.unwrap().credits, None);
+    let account = store.get_account(a.id).await.unwrap();
+    assert_eq!((account.credits, account.credits_epoch), (None, 0));
+    for ghost in [CreditScope::Credential(ClientId::generate(62)), CreditScope::Account(AccountId::generate(1))] {
+        assert!(matches!(store.credit_balance(ghost, T).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.set_credits(ghost, Some(&own(1)), T).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.set_credits(ghost, None, T).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.adjust_credits(ghost, Adjustment::Add(1), None, T).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.lease_credits("n1", ghost, 1, 0, T, TTL).await, Err(StoreError::NotFound)));
+        store.settle_credits("n1", &[settle(ghost, 0, 1, true)], T, TTL).await.unwrap();
+    }
+    conflict(store.adjust_credits(cred, Adjustment::Add(1), None, T).await, "no credits quota");
+    conflict(store.adjust_credits(acct, Adjustment::Set(1), Some("k"), T).await, "no credits quota");
+    assert_eq!(lease("n1", cred, 1, 0, T).await, CreditLease { granted: 0, policy: None, unleased: 0 });
+    store.settle_credits("n1", &[settle(cred, 0, 1, true)], T, TTL).await.unwrap();
+    store.settle_credits("n1", &[], T, TTL).await.unwrap();
+
+    // An own balance: set, read back by every load with its epoch, in the feed.
+    let start = store.last_change_seq().await.unwrap();
+    store.set_credits(cred, Some(&own(100)), T).await.unwrap();
+    assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())]);
+    let own_balance = |remaining, leased| CreditBalance {
+        remaining,
+        leased,
+        refill: None,
+        source: CreditSource::Own,
+        next_refill_at: None,
+    };
+    assert_eq!(store.credit_balance(cred, T).await.unwrap(), Some(own_balance(100, 0)));
+    let policy = |epoch| Some(CreditsPolicy { refill: None, epoch });
+    assert_eq!(epoch_of(cid).await, policy(1));
+    assert_eq!(store.list_credentials(a.id).await.unwrap()[0].credits, policy(1));
+    assert_eq!(store.credential_state(cid).await.unwrap().unwrap().credits, policy(1));
+    let bundle = store.auth_bundle(&hash("credits-1")).await.unwrap().unwrap();
+    assert_eq!((bundle.credential.credits, bundle.account.credits), (policy(1), None));
+
+    // A lease takes what it needs plus up to `extra`, at most half of what is left beyond the need.
+    assert_eq!(lease("n1", cred, 1, 3, T).await, CreditLease { granted: 4, policy: policy(1), unleased: 96 });
+    assert_eq!(store.credit_balance(cred, T).await.unwrap(), Some(own_balance(100, 4)));
+    assert_eq!(lease("n1", cred, 10, 1_000, T).await, CreditLease { granted: 53, policy: policy(1), unleased: 43 });
+    // Less than the need left: nothing is taken.
+    assert_eq!(lease("n2", cred, 44, 5, T).await, CreditLease { granted: 0, policy: policy(1), unleased: 43 });
+    assert_eq!(at(cred, T).await, Some((100, 57)));
+    // Spent credits leave the balance; a release gives back exactly what was granted and not spent.
+    store.settle_credits("n1", &[settle(cred, 1, 20, false)], T, TTL).await.unwrap();
+    assert_eq!(at(cred, T).await, Some((80, 37)));
+    // Under another epoch, or without a lease: nothing.
+    store.settle_credits("n1", &[settle(cred, 0, 5, true)], T, TTL).await.unwrap();
+    store.settle_credits("n2", &[settle(cred, 1, 5, true)], T, TTL).await.unwrap();
+    assert_eq!(at(cred, T).await, Some((80, 37)));
+    store.settle_credits("n1", &[settle(cred, 1, 5, true)], T, TTL).await.unwrap();
+    assert_eq!(at(cred, T).await, Some((75, 0)));
+    store.settle_credits("n1", &[settle(cred, 1, 5, true)], T, TTL).await.unwrap();
+    assert_eq!(at(cred, T).await, Some((75, 0)), "the lease ended with its release");
+
+    // A lease not renewed within its TTL is taken back by the balance's next lease, or by
+    // reclaiming, with what was reported spent.
+    let short = |holder, need, now| {
+        let store = store.clone();
+        async move { store.lease_credits(holder, cred, need, 0, now, 1_000).await.unwrap().unleased }
+    };
+    assert_eq!(short("n3", 5, T).await, 70);
+    store.settle_credits("n3", &[settle(cred, 1, 2, false)], T + 500, 1_000).await.unwrap();
+    assert_eq!(short("n4", 1, T + 1_400).await, 69, "renewed until T + 1500");
+    assert_eq!(short("n4", 1, T + 2_000).await, 71, "n3's 3 unspent back, 1 more for n4");
+    assert_eq!(at(cred, T + 2_000).await, Some((73, 2)));
+    assert_eq!(store.reclaim_credit_leases(T + 2_999).await.unwrap(), 0);
+    assert_eq!(store.reclaim_credit_leases(T + 3_001).await.unwrap(), 1);
+    assert_eq!(at(cred, T).await, Some((73, 0)));
+    assert_eq!(store.reclaim_credit_leases(T + 3_001).await.unwrap(), 0);
+
+    // Setting a balance voids the leases taken before: their unspent part is not given back.
+    assert_eq!(lease("n1", cred, 10, 0, T).await.unleased, 63);
+    let set = store.adjust_credits(cred, Adjustment::Set(50), None, T).await.unwrap();
+    assert_eq!((set.balance, set.replayed), (own_balance(50, 0), false));
+    assert_eq!(epoch_of(cid).await, policy(2));
+    store.settle_credits("n1", &[settle(cred, 1, 4, true)], T, TTL).await.unwrap();
+    assert_eq!(at(cred, T).await, Some((50, 0)));
+    assert_eq!(lease("n2", cred, 5, 0, T).await, CreditLease { granted: 5, policy: policy(2), unleased: 45 });
+    store.set_credits(cred, Some(&own(30)), T).await.unwrap();
+    assert_eq!(epoch_of(cid).await, policy(3));
+    store.settle_credits("n2", &[settle(cred, 2, 0, true)], T, TTL).await.unwrap();
+    assert_eq!(at(cred, T).await, Some((30, 0)));
+    // A holder's lease of an older epoch is replaced by its next one.
+    assert_eq!(lease("n3", cred, 2, 0, T).await.unleased, 28);
+    store.adjust_credits(cred, Adjustment::Set(20), None, T).await.unwrap();
+    assert_eq!(lease("n3", cred, 1, 0, T).await, CreditLease { granted: 1, policy: policy(4), unleased: 19 });
+    assert_eq!(at(cred, T).await, Some((20, 1)));
+    store.settle_credits("n3", &[settle(cred, 4, 0, true)], T, TTL).await.unwrap();
+
+    // Adjustments: an addition keeps the epoch (leases stay valid), a refund may go below zero.
+    let start = store.last_change_seq().await.unwrap();
+    assert_eq!(lease("n1", cred, 4, 0, T).await.unleased, 16);
+    let added = store.adjust_credits(cred, Adjustment::Add(5), None, T).await.unwrap();
+    assert_eq!((added.balance, added.replayed), (own_balance(25, 4), false));
+    assert_eq!(store.credit_balance(cred, T).await.unwrap(), Some(added.balance));
+    assert_eq!(epoch_of(cid).await, policy(4));
+    let refunded = store.adjust_credits(cred, Adjustment::Add(-30), None, T).await.unwrap();
+    assert_eq!(refunded.balance, own_balance(-5, 4));
+    assert_eq!(lease("n2", cred, 1, 0, T).await, CreditLease { granted: 0, policy: policy(4), unleased: -9 });
+    store.settle_credits("n1", &[settle(cred, 4, 0, true)], T, TTL).await.unwrap();
+    assert_eq!(at(cred, T).await, Some((-5, 0)));
+    assert_eq!(store.adjust_credits(cred, Adjustment::Set(8), None, T).await.unwrap().balance, own_balance(8, 0));
+    assert_eq!(epoch_of(cid).await, policy(5));
+    assert_eq!(
+        feed_since(start).await,
+        vec![(Entity::Credential, cid.to_hex()); 3],
+        "each adjustment; not leases, nor a release that leaves the balance at or below zero"
+    );
+    // With an idempotency key: once; the same key for another adjustment is refused.
+    let start = store.last_change_seq().await.unwrap();
+    let first = store.adjust_credits(cred, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
+    assert_eq!((first.balance.remaining, first.replayed), (11, false));
+    let again = store.adjust_credits(cred, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
+    assert_eq!((again.balance, again.replayed), (first.balance, true));
+    conflict(
+        store.adjust_credits(cred, Adjustment::Add(4), Some("top-up-1"), T).await,
+        "was used for another adjustment",
+    );
+    conflict(store.adjust_credits(cred, Adjustment::Set(3), Some("top-up-1"), T).await, "top-up-1");
+    assert_eq!(at(cred, T).await, Some((11, 0)));
+    assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())], "a replay appends nothing");
+    conflict(store.adjust_credits(cred, Adjustment::Add(MAX_CREDITS), None, T).await, "range");
+    assert!(store.adjust_credits(cred, Adjustment::Set(-1), None, T).await.is_err());
+    assert!(store.set_credits(cred, Some(&own(-1)), T).await.is_err());
+    assert!(store.lease_credits("n1", cred, 0, 0, T, TTL).await.is_err());
+    assert_eq!(at(cred, T).await, Some((11, 0)), "refused writes change nothing");
+
+    // A give-back that ends an exhausted balance is in the feed (nodes that refused look again).
+    store.adjust_credits(cred, Adjustment::Set(4), None, T).await.unwrap();
+    assert_eq!(lease("n1", cred, 4, 0, T).await.unleased, 0);
+    let start = store.last_change_seq().await.unwrap();
+    assert_eq!(lease("n2", cred, 1, 0, T).await.granted, 0);
+    store.settle_credits("n1", &[settle(cred, 6, 1, false)], T, TTL).await.unwrap();
+    assert_eq!(feed_since(start).await, []);
+    store.settle_credits("n1", &[settle(cred, 6, 1, true)], T, TTL).await.unwrap();
+    assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())]);
+    assert_eq!(short("n1", 2, T).await, 0);
+    let start = store.last_change_seq().await.unwrap();
+    assert_eq!(store.reclaim_credit_leases(T + 1_001).await.unwrap(), 1);
+    assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())]);
+    assert_eq!(at(cred, T).await, Some((2, 0)));
+
+    // A daily refill: the balance is set to the amount once per UTC day, under a new epoch each
+    // time. Read, a due refill counts as done; the next lease or adjustment applies it.
+    let refill = daily(10);
+    store.set_credits(cred, Some(&CreditsConfig { remaining: 10, refill: Some(refill) }), T).await.unwrap();
+    let refilling = |epoch| Some(CreditsPolicy { refill: Some(refill), epoch });
+    let balance = |remaining, leased, next| CreditBalance {
+        remaining,
+        leased,
+        refill: Some(refill),
+        source: CreditSource::Own,
+        next_refill_at: Some(next),
+    };
+    assert_eq!(epoch_of(cid).await, refilling(7));
+    assert_eq!(lease("n1", cred, 4, 0, T).await, CreditLease { granted: 4, policy: refilling(7), unleased: 6 });
+    assert_eq!(store.credit_balance(cred, T).await.unwrap(), Some(balance(10, 4, day_start + DAY)));
+    let next_day = T + DAY;
+    assert_eq!(store.credit_balance(cred, next_day).await.unwrap(), Some(balance(10, 0, day_start + 2 * DAY)));
+    assert_eq!(at(cred, T).await, Some((10, 4)), "reading wrote nothing");
+    assert_eq!(epoch_of(cid).await, refilling(7));
+    assert_eq!(lease("n2", cred, 1, 0, next_day).await, CreditLease { granted: 1, policy: refilling(8), unleased: 9 });
+    assert_eq!(
+        lease("n3", cred, 1, 0, next_day + 1_000).await,
+        CreditLease { granted: 1, policy: refilling(8), unleased: 8 },
+        "refilled once"
+    );
+    assert_eq!(epoch_of(cid).await, refilling(8));
+    store.settle_credits("n1", &[settle(cred, 7, 1, true)], next_day, TTL).await.unwrap();
+    assert_eq!(at(cred, next_day).await, Some((10, 2)), "the old day's lease is void");
+    // Two nodes leasing at once in a new period: one refill.
+    let day_after = T + 2 * DAY;
+    let (x, y) = tokio::join!(lease("n4", cred, 1, 0, day_after), lease("n5", cred, 1, 0, day_after));
+    assert_eq!((x.policy, y.policy, x.unleased.min(y.unleased)), (refilling(9), refilling(9), 8));
+    assert_eq!(at(cred, day_after).await, Some((10, 2)));
+    let adjusted = store.adjust_credits(cred, Adjustment::Add(5), None, T + 3 * DAY).await.unwrap();
+    assert_eq!(adjusted.balance, balance(15, 0, day_start + 4 * DAY), "refilled, then added to");
+    assert_eq!(epoch_of(cid).await, refilling(10));
+    // Removing the quota: not charged any more.
+    let start = store.last_change_seq().await.unwrap();
+    store.set_credits(cred, None, T + 3 * DAY).await.unwrap();
+    assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())]);
+    assert_eq!((store.credit_balance(cred, T).await.unwrap(), epoch_of(cid).await), (None, None));
+    assert_eq!(lease("n1", cred, 1, 0, T + 3 * DAY).await.policy, None);
+    assert_eq!(store.credential_state(cid).await.unwrap().unwrap().credits, None);
+
+    // A monthly refill on the 15th; a refill day past a month's end is its last day.
+    const JAN_15: i64 = 1_768_435_200_000;
+    const FEB_1: i64 = 1_769_904_000_000;
+    const FEB_28: i64 = 1_772_236_800_000;
+    let cid2 = ClientId::generate(63);
+    store.create_credential(a.id, cid2, &hash("credits-2"), "h").await.unwrap();
+    let monthly = Refill { interval: Interval::Monthly, amount: 100, refill_day: Some(15) };
+    let c2 = CreditScope::Credential(cid2);
+    store
+        .set_credits(c2, Some(&CreditsConfig { remaining: 30, refill: Some(monthly) }), JAN_15 - 5 * DAY)
+        .await
+        .unwrap();
+    let read = store.credit_balance(c2, JAN_15 - 5 * DAY).await.unwrap().unwrap();
+    assert_eq!((read.remaining, read.next_refill_at), (30, Some(JAN_15)));
+    assert_eq!(lease("n1", c2, 30, 0, JAN_15 - 1).await.unleased, 0, "still January 14th's period");
+    let refilled = lease("n1", c2, 1, 0, JAN_15).await;
+    assert_eq!((refilled.granted, refilled.unleased, refilled.policy.unwrap().epoch), (1, 99, 2));
+    let read = store.credit_balance(c2, JAN_15).await.unwrap().unwrap();
+    assert_eq!((read.remaining, read.leased, read.next_refill_at), (100, 1, Some(JAN_15 + 31 * DAY)));
+    let month_end = Refill { refill_day: Some(31), ..monthly };
+    store.set_credits(c2, Some(&CreditsConfig { remaining: 5, refill: Some(month_end) }), FEB_1).await.unwrap();
+    assert_eq!(store.credit_balance(c2, FEB_1).await.unwrap().unwrap().next_refill_at, Some(FEB_28));
+    assert_eq!(at(c2, FEB_28 - 1).await, Some((5, 0)));
+    assert_eq!(at(c2, FEB_28).await, Some((100, 0)));
+
+    // An account on a plan with credits: its balance follows the plan's refill, stored at its
+    // first use, shared by the account's credentials.
+    let start = store.last_change_seq().await.unwrap();
+    let (metered, created) = store.put_plan("metered", &[], Some(&daily(50))).await.unwrap();
+    assert!(created);
+    assert_eq!(metered.credits, Some(daily(50)));
+    assert_eq!(store.get_plan("metered").await.unwrap(), metered);
+    assert_eq!(store.list_plans().await.unwrap(), std::slice::from_ref(&metered));
+    assert_eq!(feed_since(start).await, [(Entity::Plan, "metered".into())]);
+    let account = store.update_account_limits(a.id, None, Some(Some("metered"))).await.unwrap();
+    assert_eq!((account.credits, account.credits_epoch), (None, 1));
+    let follows = |amount, epoch| Some(CreditsPolicy { refill: Some(daily(amount)), epoch });
+    let state = store.account_state(a.id).await.unwrap().unwrap();
+    assert_eq!(state.credits, follows(50, 1));
+    assert_eq!(state, AccountState::new(account, Some(&metered)));
+    assert_eq!(store.auth_bundle(&hash("credits-1")).await.unwrap().unwrap().account, state);
+    assert_eq!(
+        store.credit_balance(acct, T).await.unwrap(),
+        Some(CreditBalance {
+            remaining: 50,
+            leased: 0,
+            refill: Some(daily(50)),
+            source: CreditSource::Plan,
+            next_refill_at: Some(day_start + DAY)
+        })
+    );
+    assert_eq!(lease("n1", acct, 1, 9, T).await, CreditLease { granted: 10, policy: follows(50, 1), unleased: 40 });
+    assert_eq!(at(acct, T).await, Some((50, 10)));
+    // One settlement batch over two balances, in any order; a second release of a lease is nothing.
+    let l2 = lease("n1", c2, 5, 0, T).await;
+    assert_eq!((l2.granted, l2.unleased), (5, 95), "refilled on February 28th");
+    let e2 = l2.policy.unwrap().epoch;
+    store
+        .settle_credits(
+            "n1",
+            &[settle(c2, e2, 1, false), settle(acct, 1, 3, true), settle(c2, e2, 1, true), settle(acct, 1, 0, true)],
+            T,
+            TTL,
+        )
+        .await
+        .unwrap();
+    assert_eq!((at(acct, T).await, at(c2, T).await), (Some((47, 0)), Some((98, 0))));
+    // Another plan: the balance starts again at its amount (leases of the old one are void).
+    assert_eq!(lease("n1", acct, 7, 0, T).await.unleased, 40);
+    store.put_plan("metered-plus", &[], Some(&daily(20))).await.unwrap();
+    let account = store.update_account_limits(a.id, None, Some(Some("metered-plus"))).await.unwrap();
+    assert_eq!((account.credits, account.credits_epoch), (None, 2));
+    assert_eq!(store.account_state(a.id).await.unwrap().unwrap().credits, follows(20, 2));
+    assert_eq!(at(acct, T).await, Some((20, 0)));
+    store.settle_credits("n1", &[settle(acct, 1, 0, true)], T, TTL).await.unwrap();
+    assert_eq!(at(acct, T).await, Some((20, 0)));
+    // The same plan again, or other limits: the balance stays.
+    assert_eq!(lease("n1", acct, 5, 0, T).await, CreditLease { granted: 5, policy: follows(20, 2), unleased: 15 });
+    store.update_account_limits(a.id, None, Some(Some("metered-plus"))).await.unwrap();
+    assert_eq!(store.update_account_limits(a.id, Some(&[]), None).await.unwrap().credits_epoch, 2);
+    assert_eq!(at(acct, T).await, Some((20, 5)));
+    // The plan's refill changes: it applies from the next refill.
+    store.put_plan("metered-plus", &[], Some(&daily(30))).await.unwrap();
+    let read = store.credit_balance(acct, T).await.unwrap().unwrap();
+    assert_eq!((read.remaining, read.leased, read.refill), (20, 5, Some(daily(30))));
+    assert_eq!(at(acct, T + DAY).await, Some((30, 0)));
+    // Adjusting it; an idempotency key is per balance.
+    let topped = store.adjust_credits(acct, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
+    assert_eq!((topped.balance.remaining, topped.balance.source, topped.replayed), (23, CreditSource::Plan, false));
+    // An own quota wins over the plan's, and a plan change leaves it alone.
+    let start = store.last_change_seq().await.unwrap();
+    store.set_credits(acct, Some(&own(7)), T).await.unwrap();
+    assert_eq!(feed_since(start).await, [(Entity::Account, a.id.to_hex())]);
+    let account = store.get_account(a.id).await.unwrap();
+    assert_eq!((account.credits, account.credits_epoch), (policy(3), 3));
+    assert_eq!(store.account_state(a.id).await.unwrap().unwrap().credits, policy(3));
+    assert_eq!(store.auth_bundle(&hash("credits-2")).await.unwrap().unwrap().account.credits, policy(3));
+    assert_eq!(store.credit_balance(acct, T).await.unwrap(), Some(own_balance(7, 0)));
+    store.update_account_limits(a.id, None, Some(Some("metered"))).await.unwrap();
+    assert_eq!(store.credit_balance(acct, T).await.unwrap(), Some(own_balance(7, 0)));
+    assert_eq!(store.get_account(a.id).await.unwrap().credits, policy(3));
+    // Without its own quota, it follows the plan again, from the plan's amount.
+    store.set_credits(acct, None, T).await.unwrap();
+    let account = store.get_account(a.id).await.unwrap();
+    assert_eq!((account.credits, account.credits_epoch), (None, 4));
+    assert_eq!(store.account_state(a.id).await.unwrap().unwrap().credits, follows(50, 4));
+    let read = store.credit_balance(acct, T).await.unwrap().unwrap();
+    assert_eq!((read.remaining, read.source), (50, CreditSource::Plan));
+    // Off the plan: no quota.
+    store.update_account_limits(a.id, None, Some(None)).await.unwrap();
+    assert_eq!(store.credit_balance(acct, T).await.unwrap(), None);
+    assert_eq!(store.account_state(a.id).await.unwrap().unwrap().credits, None);
+    assert_eq!(lease("n1", acct, 1, 0, T).await.policy, None);
+    conflict(store.adjust_credits(acct, Adjustment::Add(1), None, T).await, "no credits quota");
+}
+
+/// Nodes leasing from two balances at once (a credential's own and its account's, which follows
+/// its plan and is stored by whichever lease comes first), each node its own holder, on the
+/// handles given (two on one database stand for two processes): every credit is handed out once,
+/// none twice, none lost, and what the database holds never goes below zero.
+async fn credits_race(stores: [Arc<dyn Store>; 2]) {
+    use keygate_core::credits::{CreditsConfig, Interval, Refill};
+    use keygate_store::{CreditScope, CreditSettlement};
+    // One instant for the whole race: no refill happens during it.
+    const NOW: i64 = 1_773_100_800_000;
+    const TTL: i64 = 30_000;
+    let store = &stores[0];
+    let a = store.create_account(&new_account("credits-race@example.com")).await.unwrap();
+    let cid = ClientId::generate(71);
+    store.create_credential(a.id, cid, &hash("credits-race"), "h").await.unwrap();
+    let refill = Refill { interval: Interval::Daily, amount: 1_000, refill_day: None };
+    store.put_plan("race", &[], Some(&refill)).await.unwrap();
+    store.update_account_limits(a.id, None, Some(Some("race"))).await.unwrap();
+    let (cred, acct) = (CreditScope::Credential(cid), CreditScope::Account(a.id));
+    store.set_credits(cred, Some(&CreditsConfig { remaining: 1_000, refill: None }), NOW).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = stores[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let holder = format!("node-{i}");
+            let mut got = [0, 0];
+            for round in 0..200 {
+                let mut batch = Vec::new();
+                for (k, scope) in [cred, acct].into_iter().enumerate() {
+                    let lease = store.lease_credits(&holder, scope, 1, 3, NOW, TTL).await.unwrap();
+                    assert!(lease.granted >= 0 && lease.unleased >= 0, "{lease:?}");
+                    got[k] += lease.granted;
+                    let epoch = lease.policy.unwrap().epoch;
+                    batch.push(CreditSettlement { scope, epoch, spent: lease.granted, release: true });
+                }
+                if (i + round) % 2 == 0 {
+                    batch.reverse();
+                }
+                store.settle_credits(&holder, &batch, NOW, TTL).await.unwrap();
+            }
+            got
+        }));
+    }
+    let mut total = [0, 0];
+    for t in tasks {
+        let got = t.await.unwrap();
+        total = [total[0] + got[0], total[1] + got[1]];
+    }
+    assert_eq!(total, [1_000, 1_000]);
+    for scope in [cred, acct] {
+        let balance = store.credit_balance(scope, NOW).await.unwrap().unwrap();
+        assert_eq!((balance.remaining, balance.leased), (0, 0), "{scope:?}");
+    }
+}
+
 #[tokio::test]
 async fn sqlite_contract() {
     let dir = tempfile::tempdir().unwrap();
@@ -656,6 +1072,22 @@ async fn sqlite_ratelimits_contract() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/ratelimits.db", dir.path().display());
     ratelimits_suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_credits_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/credits.db", dir.path().display());
+    credits_suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_credits_race_from_two_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/credits-race.db", dir.path().display());
+    let s1 = keygate_store::connect(&url, true).await.unwrap();
+    let s2 = keygate_store::connect(&url, false).await.unwrap();
+    credits_race([s1, s2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -737,6 +1169,27 @@ async fn postgres_ratelimits_contract() {
         Err(why) => keygate_testkit::skip_or_fail!("{why}"),
     };
     ratelimits_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_credits_contract() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    credits_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_credits_race() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    // Two pools on one database stand for two nodes.
+    let s1 = keygate_store::connect(&db.url, true).await.unwrap();
+    let s2 = keygate_store::connect(&db.url, false).await.unwrap();
+    credits_race([s1, s2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,514 @@
+//! Credits on the request path: prepaid balances spent by requests, never overspent across nodes.
+//!
+//! A balance lives in the database; a process spends from a *lease*, a slice of the balance it
+//! took in one transaction ([`Store::lease_credits`]), so deciding a request is a short lock and
+//! a subtraction in memory. What was spent is reported every `flush` ([`Store::settle_credits`]),
+//! which also keeps the lease alive; a lease idle for `idle_return` is given back, and so is every
+//! lease at shutdown. So:
+//! - **never overspent**: a process spends only credits the database handed it; a lease it has
+//!   not renewed for `lease_ttl` (a process that died, or lost its database) is reclaimed by the
+//!   database, and the process stops using it a third of that earlier;
+//! - **never lost**: a process that dies (`kill -9`) leaves its leases to expire; the database
+//!   gives their unspent part back, counting what was reported spent, so at most the credits
+//!   spent in its last `flush` interval come back (the bound; 1 s by default);
+//! - **a refusal is exact**: 1006 only when the database itself could not cover the cost (the
+//!   process holds less and the lease found less). While other processes hold leases, a balance
+//!   may look exhausted here until they give them back (idle, at most `idle_return` after their
+//!   last request; a give-back that ends an exhausted balance is announced in the change feed).
+//!
+//! A request charges at most two balances, its credential's own and its account's (locked in that
+//! order, both must cover the cost, and either both are charged or neither). A request refused
+//! later (a rate limit) is refunded.
+//!
+//! Setting a balance (`set`, a `PATCH`, a refill at a period boundary) moves its *epoch*: leases
+//! of an older epoch are void. A process learns of it from the change feed (or computes a period
+//! boundary itself), so after a `set` it may spend what it held for up to the feed's bound.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use keygate_core::credits::{CreditsPolicy, Refill};
+use keygate_core::decide::{AccountState, CredentialState};
+use keygate_store::{CreditScope, CreditSettlement, Store, StoreError, now_ms};
+use tokio::sync::watch;
+
+const SHARDS: usize = 16;
+
+/// How balances are leased and reported.
+#[derive(Debug, Clone, Copy)]
+pub struct CreditSettings {
+    /// How often spent credits are reported (and leases renewed): the bound on credits a process
+    /// killed with `kill -9` can give back unspent.
+    pub flush: Duration,
+    /// How long a lease lives without a report before the database takes it back.
+    pub lease_ttl: Duration,
+    /// A lease unused this long is given back.
+    pub idle_return: Duration,
+    /// The most a lease takes ahead of the request that needs it (it also takes at most half of
+    /// what is left beyond that request, and about half a second of the balance's recent spend).
+    pub max_prefetch: i64,
+    /// How long a lease may take before the request fails with 1503.
+    pub store_timeout: Duration,
+}
+
+impl Default for CreditSettings {
+    fn default() -> Self {
+        Self {
+            flush: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(30),
+            idle_return: Duration::from_secs(5),
+            max_prefetch: 1_000,
+            store_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One balance as this process holds it.
+#[derive(Debug)]
+pub struct Balance {
+    scope: CreditScope,
+    local: Mutex<Local>,
+    /// One lease at a time per balance: requests that need one wait for it, then look again.
+    /// A give-back holds it too: a lease taken while the give-back is on its way would add to
+    /// the very row the give-back ends, and be given back with it while this process spends it.
+    leasing: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Debug)]
+struct Local {
+    /// The epoch of what is held (credits of another epoch are void).
+    epoch: i64,
+    refill: Option<Refill>,
+    /// The refill period the lease belongs to (`None`: no refill).
+    period: Option<i64>,
+    /// Leased and not spent.
+    available: i64,
+    /// The database says the quota is gone: requests are not charged until the credential or
+    /// account is loaded again (the change feed brings it).
+    unlimited: bool,
+    /// Spent since the last report, under `epoch`.
+    spent: i64,
+    /// Whether the database holds a lease of this process for the balance.
+    leased: bool,
+    /// What the database held besides leases, as the last lease saw it (for the estimate).
+    unleased: i64,
+    /// The database could not cover a request: refuse without asking until the feed says the
+    /// balance changed, the period turns, or this long has passed.
+    exhausted_until: Option<Instant>,
+    /// Past this, what is held is not used (it may have been reclaimed).
+    valid_until: Instant,
+    last_spend: Instant,
+    /// Spend since the last lease, for the next lease's size.
+    spent_since_lease: i64,
+    leased_at: Instant,
+}
+
+impl Balance {
+    fn lock(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Local {
+    /// Voids what is held when the period has turned or the epoch moved past it (what was spent
+    /// under the old epoch is void too: the balance was set anew), or when the lease may have
+    /// been reclaimed (what was spent is still reported).
+    fn refresh(&mut self, policy_epoch: i64, now_ms: i64, now: Instant) {
+        let period = self.refill.map(|r| r.period(now_ms));
+        if policy_epoch > self.epoch || period != self.period {
+            self.epoch = self.epoch.max(policy_epoch);
+            self.period = period;
+            self.available = 0;
+            self.spent = 0;
+            self.exhausted_until = None;
+        } else if now >= self.valid_until && self.available > 0 {
+            self.available = 0;
+        }
+    }
+}
+
+/// The balances one credential's requests are charged to, worked out when it is loaded.
+#[derive(Debug)]
+pub struct Charged {
+    credential: Option<(Arc<Balance>, i64)>,
+    account: Option<(Arc<Balance>, i64)>,
+}
+
+impl Charged {
+    fn balances(&self) -> impl Iterator<Item = &(Arc<Balance>, i64)> {
+        self.credential.iter().chain(self.account.iter())
+    }
+}
+
+/// Credits taken for one request, given back if a later check refuses it.
+#[derive(Debug)]
+pub struct Reserved {
+    charged: Arc<Charged>,
+    cost: i64,
+    /// What is left, as this process knows it (the smallest of the balances charged).
+    pub remaining: i64,
+}
+
+/// Why a request could not be charged.
+#[derive(Debug)]
+pub enum CreditError {
+    /// 1006: the balance does not cover the cost (`remaining` as known here).
+    Insufficient { remaining: i64, cost: u64 },
+    /// The database could not be asked for credits.
+    Store(StoreError),
+}
+
+enum Attempt {
+    Charged(i64),
+    Insufficient(i64),
+    /// These balances need credits from the database.
+    Lease(Vec<Arc<Balance>>),
+}
+
+/// Every balance this process charges.
+pub struct Credits {
+    holder: String,
+    settings: CreditSettings,
+    shards: [Mutex<HashMap<CreditScope, Arc<Balance>, foldhash::fast::RandomState>>; SHARDS],
+}
+
+impl Default for Credits {
+    fn default() -> Self {
+        Self::new(CreditSettings::default())
+    }
+}
+
+impl std::fmt::Debug for Credits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credits").field("holder", &self.holder).finish_non_exhaustive()
+    }
+}
+
+fn shard_of(scope: &CreditScope) -> usize {
+    let byte = match scope {
+        CreditScope::Credential(c) => c.as_bytes()[11],
+        CreditScope::Account(a) => a.as_bytes()[11],
+    };
+    byte as usize % SHARDS
+}
+
+impl Credits {
+    pub fn new(settings: CreditSettings) -> Self {
+        // Who holds a lease in the database: this process, until it exits.
+        let holder = format!("{}-{:016x}", hostname(), rand::random::<u64>());
+        Self { holder, settings, shards: std::array::from_fn(|_| Mutex::default()) }
+    }
+
+    pub fn settings(&self) -> &CreditSettings {
+        &self.settings
+    }
+
+    /// The name this process's leases carry.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn balance(&self, scope: CreditScope, policy: &CreditsPolicy) -> Arc<Balance> {
+        let mut shard = self.shards[shard_of(&scope)].lock().unwrap_or_else(|p| p.into_inner());
+        shard
+            .entry(scope)
+            .or_insert_with(|| {
+                let now = Instant::now();
+                Arc::new(Balance {
+                    scope,
+                    local: Mutex::new(Local {
+                        epoch: policy.epoch,
+                        refill: policy.refill,
+                        period: policy.refill.map(|r| r.period(now_ms())),
+                        available: 0,
+                        unlimited: false,
+                        spent: 0,
+                        leased: false,
+                        unleased: 0,
+                        exhausted_until: None,
+                        valid_until: now,
+                        last_spend: now,
+                        spent_since_lease: 0,
+                        leased_at: now,
+                    }),
+                    leasing: Arc::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// The balances a credential's requests are charged to (`None`: neither has a quota).
+    pub fn charged(&self, cred: &CredentialState, account: &AccountState) -> Option<Arc<Charged>> {
+        let load = |scope, p: CreditsPolicy| {
+            let b = self.balance(scope, &p);
+            let mut l = b.lock();
+            l.refill = p.refill;
+            l.unlimited = false;
+            drop(l);
+            (b, p.epoch)
+        };
+        let credential = cred.credits.map(|p| load(CreditScope::Credential(cred.client_id), p));
+        let account = account.credits.map(|p| load(CreditScope::Account(account.id), p));
+        (credential.is_some() || account.is_some()).then(|| Arc::new(Charged { credential, account }))
+    }
+
+    /// The change feed says a balance's row changed (a top-up, a set, a give-back elsewhere):
+    /// look at the database again before refusing.
+    pub fn touched(&self, scope: CreditScope) {
+        let shard = self.shards[shard_of(&scope)].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = shard.get(&scope) {
+            b.lock().exhausted_until = None;
+        }
+    }
+
+    /// Every balance may have changed (the feed could not say which).
+    pub fn touched_all(&self) {
+        for shard in &self.shards {
+            for b in shard.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                b.lock().exhausted_until = None;
+            }
+        }
+    }
+
+    /// Charges `cost` to every balance in memory if they all cover it, or says which need a lease.
+    fn attempt(&self, charged: &Charged, cost: i64, now_ms: i64) -> Attempt {
+        let now = Instant::now();
+        let mut guards: Vec<(MutexGuard<'_, Local>, &Arc<Balance>)> = Vec::with_capacity(2);
+        for (b, epoch) in charged.balances() {
+            let mut l = b.lock();
+            l.refresh(*epoch, now_ms, now);
+            guards.push((l, b));
+        }
+        // A cost of 0 checks that the balance is positive (`keygate_core::credits::covers`).
+        let need = cost.max(1);
+        let mut lacking = Vec::new();
+        let mut refused = None;
+        for (l, b) in &guards {
+            if l.unlimited || l.available >= need {
+                continue;
+            }
+            match l.exhausted_until {
+                Some(until) if now < until => refused = Some(l.available + l.unleased.max(0)),
+                _ => lacking.push(Arc::clone(b)),
+            }
+        }
+        if let Some(remaining) = refused {
+            return Attempt::Insufficient(remaining);
+        }
+        if !lacking.is_empty() {
+            return Attempt::Lease(lacking);
+        }
+        let mut remaining = i64::MAX;
+        for (l, _) in &mut guards {
+            if l.unlimited {
+                continue;
+            }
+            l.available -= cost;
+            l.spent += cost;
+            l.spent_since_lease += cost;
+            l.last_spend = now;
+            remaining = remaining.min(l.available + l.unleased.max(0));
+        }
+        Attempt::Charged(remaining)
+    }
+
+    /// Charges `cost` (0: a check that the balances are positive, charging nothing) to the
+    /// balances, leasing from the database when what is held does not cover it.
+    pub async fn reserve(&self, store: &dyn Store, charged: &Arc<Charged>, cost: u64) -> Result<Reserved, CreditError> {
+        let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
+        // Other requests may spend a lease before this one looks again: a few rounds, then the
+        // balance is contended at its very end and the request is refused.
+        for _ in 0..8 {
+            let lacking = match self.attempt(charged, cost_i, now_ms()) {
+                Attempt::Charged(remaining) => {
+                    return Ok(Reserved { charged: charged.clone(), cost: cost_i, remaining });
+                }
+                Attempt::Insufficient(remaining) => return Err(CreditError::Insufficient { remaining, cost }),
+                Attempt::Lease(lacking) => lacking,
+            };
+            for b in lacking {
+                self.lease(store, &b, cost_i.max(1)).await?;
+            }
+        }
+        Err(CreditError::Insufficient { remaining: remaining_of(charged), cost })
+    }
+
+    /// The fast path: charges from what is held, without waiting (`None`: a lease is needed).
+    pub fn try_reserve(&self, charged: &Arc<Charged>, cost: u64) -> Option<Result<Reserved, CreditError>> {
+        let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
+        match self.attempt(charged, cost_i, now_ms()) {
+            Attempt::Charged(remaining) => Some(Ok(Reserved { charged: charged.clone(), cost: cost_i, remaining })),
+            Attempt::Insufficient(remaining) => Some(Err(CreditError::Insufficient { remaining, cost })),
+            Attempt::Lease(_) => None,
+        }
+    }
+
+    /// Gives a refused request's credits back.
+    pub fn refund(&self, reserved: Reserved) {
+        for (b, _) in reserved.charged.balances() {
+            let mut l = b.lock();
+            l.available += reserved.cost;
+            l.spent -= reserved.cost;
+            l.spent_since_lease -= reserved.cost;
+        }
+    }
+
+    /// Makes `b` hold at least `want` credits, leasing the difference from the database (one
+    /// lease at a time per balance; a request that waited for another's lease looks again first).
+    async fn lease(&self, store: &dyn Store, b: &Arc<Balance>, want: i64) -> Result<(), CreditError> {
+        let _one = b.leasing.lock().await;
+        let (need, extra) = {
+            let mut l = b.lock();
+            let epoch = l.epoch;
+            l.refresh(epoch, now_ms(), Instant::now());
+            if l.unlimited || l.available >= want || l.exhausted_until.is_some_and(|t| Instant::now() < t) {
+                return Ok(());
+            }
+            let need = want - l.available;
+            let elapsed = l.leased_at.elapsed().as_secs_f64().max(0.001);
+            let rate = l.spent_since_lease.max(0) as f64 / elapsed;
+            let extra = ((rate * 0.5) as i64).clamp(0, self.settings.max_prefetch);
+            (need, extra)
+        };
+        let ttl = self.settings.lease_ttl;
+        let sent = Instant::now();
+        let lease = tokio::time::timeout(
+            self.settings.store_timeout,
+            store.lease_credits(&self.holder, b.scope, need, extra, now_ms(), ttl.as_millis() as i64),
+        )
+        .await
+        .map_err(|_| {
+            CreditError::Store(StoreError::Unavailable(format!(
+                "credits could not be leased within {:?}",
+                self.settings.store_timeout
+            )))
+        })?
+        .map_err(CreditError::Store)?;
+        metrics::counter!("keygate_credit_leases_total").increment(1);
+        let mut l = b.lock();
+        let Some(policy) = lease.policy else {
+            l.available = 0;
+            l.unlimited = true;
+            return Ok(());
+        };
+        if policy.epoch != l.epoch || policy.refill != l.refill {
+            // The balance was set or refilled: what was held is void, the new lease is all.
+            l.epoch = policy.epoch;
+            l.refill = policy.refill;
+            l.available = 0;
+            l.spent = 0;
+        }
+        l.period = policy.refill.map(|r| r.period(now_ms()));
+        l.available += lease.granted;
+        l.unleased = lease.unleased;
+        l.leased |= lease.granted > 0;
+        l.spent_since_lease = 0;
+        l.leased_at = Instant::now();
+        // Used only while the database cannot have reclaimed it: a third of the TTL early.
+        l.valid_until = sent + ttl - ttl / 3;
+        l.exhausted_until = (lease.granted == 0).then(|| Instant::now() + self.settings.idle_return);
+        Ok(())
+    }
+
+    /// Reports what was spent, renews the leases still in use and gives back idle ones (all of
+    /// them with `release_all`, at shutdown). A failed report keeps its counts for the next one.
+    pub async fn settle(&self, store: &dyn Store, release_all: bool) -> Result<usize, StoreError> {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        let mut held = Vec::new();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.retain(|_, b| {
+                let mut l = b.lock();
+                if !l.leased && l.spent == 0 {
+                    // Nothing in the database: forget it unless a cached credential still uses it.
+                    return Arc::strong_count(b) > 1;
+                }
+                let idle = release_all || now.duration_since(l.last_spend) >= self.settings.idle_return;
+                // A give-back waits while a lease of the balance is on its way (next time, then).
+                let guard = if idle { b.leasing.clone().try_lock_owned().ok() } else { None };
+                let release = guard.is_some();
+                batch.push(CreditSettlement { scope: b.scope, epoch: l.epoch, spent: l.spent, release });
+                held.push((b.clone(), l.spent, release.then_some(l.available), guard));
+                l.spent = 0;
+                if release {
+                    l.available = 0;
+                    l.leased = false;
+                }
+                true
+            });
+        }
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let ttl = self.settings.lease_ttl;
+        match store.settle_credits(&self.holder, &batch, now_ms(), ttl.as_millis() as i64).await {
+            Ok(()) => {
+                for (b, _, released, _) in &held {
+                    let mut l = b.lock();
+                    if released.is_none() && l.leased {
+                        l.valid_until = now + ttl - ttl / 3;
+                    }
+                }
+                Ok(batch.len())
+            }
+            Err(e) => {
+                for (b, spent, released, _) in held {
+                    let mut l = b.lock();
+                    l.spent += spent;
+                    if let Some(available) = released {
+                        l.available += available;
+                        l.leased = true;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The smallest balance known here (for a refusal's message after a contended end).
+fn remaining_of(charged: &Charged) -> i64 {
+    charged
+        .balances()
+        .map(|(b, _)| {
+            let l = b.lock();
+            l.available + l.unleased.max(0)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect())
+        .filter(|h: &String| !h.is_empty())
+        .unwrap_or_else(|| "keygate".into())
+}
+
+/// Settles every `flush` until `stop`, then gives every lease back; reclaims the expired leases
+/// of processes that died every 10 flushes.
+pub async fn run_settler(credits: Arc<Credits>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    let flush = credits.settings.flush;
+    let mut ticks = 0u64;
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            _ = tokio::time::sleep(flush) => false,
+        };
+        if let Err(e) = credits.settle(store.as_ref(), stopping).await {
+            tracing::warn!(error = %e, "reporting spent credits failed; kept for the next report");
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(10)
+            && let Err(e) = store.reclaim_credit_leases(now_ms()).await
+        {
+            tracing::warn!(error = %e, "reclaiming expired credit leases failed");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
