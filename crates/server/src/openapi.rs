@@ -8,7 +8,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{admin, health, protocol};
+use crate::routes::{admin, health, protocol, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,7 +39,8 @@ use crate::routes::{admin, health, protocol};
         admin::patch_credential,
         admin::revoke,
         admin::rotate,
-        admin::usage,
+        usage::credential_usage,
+        usage::account_usage,
         admin::list_plans,
         admin::put_plan,
         admin::get_plan,
@@ -90,7 +91,7 @@ impl Modify for SecuritySchemes {
 }
 
 /// OpenAPI links from what a call creates to the calls on it (an account -> its credentials,
-/// ban, unban; a credential -> get, revoke, rotate, usage), so that clients and stateful tests
+/// ban, unban, usage; a credential -> get, revoke, rotate, usage), so that clients and stateful tests
 /// can follow them.
 struct Links;
 
@@ -98,7 +99,7 @@ impl Modify for Links {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::RefOr;
         use utoipa::openapi::link::LinkBuilder;
-        let account_ops = ["get_account", "ban", "unban", "create_credential", "list_credentials"];
+        let account_ops = ["get_account", "ban", "unban", "create_credential", "list_credentials", "account_usage"];
         let credential_ops = ["get_credential", "revoke", "rotate", "usage"];
         let from = [
             ("/admin/v1/accounts", "201", &account_ops[..], "id", "$response.body#/data/id"),
@@ -150,10 +151,20 @@ mod tests {
             std::fs::write(path, super::document()).unwrap();
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 19, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 20, "{:?}", paths.keys().collect::<Vec<_>>());
         // The grace pattern in the document is the one the server parses by.
         let grace = &doc["components"]["schemas"]["RotateRequest"]["properties"]["grace"]["pattern"];
         assert_eq!(grace, keygate_ops::GRACE_PATTERN);
+        // So are the usage query's time patterns.
+        for p in ["/admin/v1/credentials/{client_id}/usage", "/admin/v1/accounts/{id}/usage"] {
+            let params = doc["paths"][p]["get"]["parameters"].as_array().unwrap();
+            for name in ["from", "to"] {
+                let param = params.iter().find(|q| q["name"] == name).unwrap_or_else(|| panic!("{p}: no {name}"));
+                assert_eq!(param["schema"]["pattern"], keygate_ops::usage::TIME_PATTERN, "{p} {name}");
+            }
+            let ok = &doc["paths"][p]["get"]["responses"]["200"]["content"];
+            assert!(ok.get("text/csv").is_some() && ok.get("application/json").is_some(), "{p}: {ok}");
+        }
         let links = &doc["paths"]["/admin/v1/accounts/{id}/credentials"]["post"]["responses"]["201"]["links"];
         assert_eq!(links["revoke"]["parameters"]["client_id"], "$response.body#/data/clientId", "{links}");
         // Every operation names its answers, and every error answer is the envelope.

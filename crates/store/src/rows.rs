@@ -13,8 +13,7 @@ use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus, 
 use keygate_core::ratelimit::{RateLimit, account_limits};
 
 use crate::{
-    AccountEvent, AuthBundle, Change, ConsoleAccount, ConsoleSession, DailyUsage, Entity, Result, Role, SigningKey,
-    StoreError,
+    AccountEvent, AuthBundle, Change, ConsoleAccount, ConsoleSession, Entity, Result, Role, SigningKey, StoreError,
 };
 
 pub(crate) fn parse_id<T: FromStr>(s: &str) -> Result<T> {
@@ -286,19 +285,6 @@ impl PlanRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct UsageRow {
-    day: i32,
-    requests: i64,
-    limited: i64,
-}
-
-impl UsageRow {
-    pub(crate) fn into_usage(self) -> DailyUsage {
-        DailyUsage { day: self.day as i64, requests: self.requests as u64, limited: self.limited as u64 }
     }
 }
 

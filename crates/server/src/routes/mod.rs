@@ -6,3 +6,4 @@ pub mod admin;
 pub mod extract;
 pub mod health;
 pub mod protocol;
+pub mod usage;
