@@ -206,3 +206,50 @@ async fn bad_usage_queries_are_1003() {
     let r = app.send(app.client.get(app.url(&format!("/admin/v1/accounts/{}/usage", c.account_id)))).await;
     r.expect(401, 1102);
 }
+
+/// The console's chart of a credential with every kind of outcome and credits: today's bar is
+/// stacked (rate limited, insufficient credits, refused over the let-in part), the credits line is
+/// drawn, and the words say it all for screen readers (the bar's title, the key, the table).
+#[tokio::test]
+async fn the_console_chart_stacks_outcomes_and_shows_credits() {
+    let app = TestApp::spawn_with(|c| c.usage_flush = Duration::from_millis(50)).await;
+    let b = crate::browser::Browser::new(&app);
+    b.signup(&unique_email()).await;
+    let (client_id, key, _) = b.generate().await;
+    app.verify_key(&key).await.expect(200, 1000);
+    app.record(&client_id, 1000, 5);
+    app.record(&client_id, 1005, 0);
+    app.record(&client_id, 1006, 0);
+    app.record(&client_id, 1101, 0);
+    app.record(&client_id, 1200, 0);
+    let detail = format!("/console/credentials/{client_id}");
+    wait_until(Duration::from_secs(5), "usage shows on the credential page", || async {
+        b.get(&detail).await.text.contains(r#"<strong id="usage-total">6</strong>"#)
+    })
+    .await;
+    let page = b.get(&detail).await;
+    let text = &page.text;
+    assert_eq!(text.matches(r#"<rect class="bar""#).count(), 30, "one bar per day");
+    assert!(text.contains(r#"data-requests="6""#), "{text}");
+    for part in ["seg seg-limited", "seg seg-credits", "seg seg-refused"] {
+        assert_eq!(text.matches(part).count(), 1, "{part}");
+    }
+    assert!(text.contains(r#"<polyline class="credits-line""#));
+    assert!(
+        text.contains(
+            ": 6 requests (2 let in, 1 rate limited, 1 insufficient credits, 2 refused); 5 credits spent</title>"
+        ),
+        "{text}"
+    );
+    for (id, n) in [
+        ("usage-let-in", 2),
+        ("usage-rate-limited", 1),
+        ("usage-insufficient-credits", 1),
+        ("usage-refused", 2),
+        ("usage-credits", 5),
+    ] {
+        assert!(text.contains(&format!(r#"<strong id="{id}">{n}</strong>"#)), "{id}: {text}");
+    }
+    assert!(text.contains("<td>6</td><td>2</td><td>1</td><td>1</td><td>2</td><td>5</td>"), "the table row");
+    assert!(text.contains(r#"<desc id="chart-desc">6 requests (2 let in"#), "{text}");
+}
