@@ -616,6 +616,8 @@ impl Authenticator {
         let now_ns = crate::ratelimit::now_ns();
         let now = (now_ns / 1_000_000) as i64;
         if let Err(refused) = decide::decide(cred, generation, account, now) {
+            // The credential is known: its usage counts the refusal (revoked, rotated out, banned).
+            self.usage.record_outcome(cid, now, refused.code().as_u32(), 0);
             return Decided::Done(Err(refused.into()));
         }
         let identity = Identity {
@@ -654,7 +656,8 @@ impl Authenticator {
         v.identity.credits_remaining = reserved.as_ref().map(|r| r.remaining);
         match limits {
             None => {
-                self.usage.record(v.identity.client_id, now);
+                let spent = reserved.as_ref().map_or(0, Reserved::cost);
+                self.usage.record_outcome(v.identity.client_id, now, 1000, spent);
                 Decided::Done(Ok(v))
             }
             Some(applied) => match self.limiter.admit(applied, 1, now_ns) {
@@ -666,10 +669,11 @@ impl Authenticator {
 
     /// A request its credits could not be charged for: 1006, or 1503 when the database could
     /// not be asked.
-    fn not_charged(&self, _cid: ClientId, e: CreditError, _now: i64) -> AuthError {
+    fn not_charged(&self, cid: ClientId, e: CreditError, now: i64) -> AuthError {
         match e {
             CreditError::Insufficient { remaining, cost } => {
                 metrics::counter!("keygate_credit_refusals_total").increment(1);
+                self.usage.record_outcome(cid, now, 1006, 0);
                 AuthError::NoCredits(Box::new(NoCredits { remaining, cost }))
             }
             CreditError::Store(e) => AuthError::Store(e),
@@ -721,7 +725,7 @@ impl Authenticator {
         match admit {
             Admit::Pass(statuses) => {
                 v.identity.ratelimits = statuses;
-                self.usage.record(cid, now);
+                self.usage.record_outcome(cid, now, 1000, reserved.as_ref().map_or(0, Reserved::cost));
                 Ok(v)
             }
             Admit::Refuse(limited) => {

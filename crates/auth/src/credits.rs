@@ -150,6 +150,13 @@ pub struct Reserved {
     pub remaining: i64,
 }
 
+impl Reserved {
+    /// The credits charged.
+    pub fn cost(&self) -> u64 {
+        self.cost.max(0) as u64
+    }
+}
+
 /// Why a request could not be charged.
 #[derive(Debug)]
 pub enum CreditError {

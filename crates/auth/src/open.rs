@@ -1,6 +1,7 @@
 //! [`Auth`]: an [`Authenticator`] on a database, with the background work that keeps its answers
 //! current and its usage counts written: the change-feed follower, the usage flusher and the
-//! feed's pruning. The keygate server runs one; so does a service that embeds the Layer.
+//! pruning (of the feed, and of hourly usage). The keygate server runs one; so does a service
+//! that embeds the Layer.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -178,7 +179,8 @@ async fn sweep_limits(auth: Arc<Authenticator>, mut stop: watch::Receiver<bool>)
     }
 }
 
-/// Keeps the change feed to [`FEED_RETENTION_MS`].
+/// Keeps the change feed to [`FEED_RETENTION_MS`], and hourly usage to
+/// [`keygate_store::HOURLY_RETENTION_HOURS`] (daily usage is kept).
 async fn prune_changes(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -187,6 +189,10 @@ async fn prune_changes(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
         }
         if let Err(e) = store.prune_changes(keygate_store::now_ms() - FEED_RETENTION_MS).await {
             tracing::warn!(error = %e, "pruning the change feed failed");
+        }
+        let hour = keygate_store::now_ms().div_euclid(keygate_store::HOUR_MS);
+        if let Err(e) = store.prune_usage(hour - keygate_store::HOURLY_RETENTION_HOURS).await {
+            tracing::warn!(error = %e, "pruning hourly usage failed");
         }
     }
 }

@@ -18,6 +18,8 @@ use keygate_server::{Application, Config};
 use keygate_store::{CreditScope, Role};
 use serde::Serialize;
 
+mod usage;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -75,6 +77,9 @@ enum Command {
     /// Manage plans: named sets of rate limits assigned to accounts.
     #[command(subcommand)]
     Plan(PlanCmd),
+    /// Export usage (requests per day or hour and outcome, credits spent) for billing.
+    #[command(subcommand)]
+    Usage(usage::UsageCmd),
     /// Print a shell completion script, e.g. `keygate completions bash > /etc/bash_completion.d/keygate`.
     Completions {
         /// The shell to complete in.
@@ -516,6 +521,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SigningKey(cmd) => admin(config, json, Manage::SigningKey(cmd)).await,
         Command::AdminToken(cmd) => admin(config, json, Manage::AdminToken(cmd)).await,
         Command::Plan(cmd) => admin(config, json, Manage::Plan(cmd)).await,
+        Command::Usage(cmd) => admin(config, json, Manage::Usage(cmd)).await,
     }
 }
 
@@ -554,6 +560,7 @@ enum Manage {
     Credential(CredentialCmd),
     SigningKey(SigningKeyCmd),
     AdminToken(AdminTokenCmd),
+    Usage(usage::UsageCmd),
 }
 
 fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
@@ -828,6 +835,7 @@ async fn manage(
                 print(json, &ops.retire_signing_key(&kid).await?, |k| format!("retired {}", k.kid))
             }
         },
+        Manage::Usage(cmd) => usage::run(ops, json, cmd).await,
         Manage::AdminToken(AdminTokenCmd::Reset) => {
             let token = ops.reset_admin_token().await?;
             print(json, &serde_json::json!({"adminToken": token}), |_| {

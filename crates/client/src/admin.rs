@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::http::{self, Read, Transport};
 use crate::{ClientOptions, Secret};
 
+mod usage;
+pub use usage::{Granularity, UsageBucket, UsageQuery};
+
 /// The admin API's prefix.
 pub const ADMIN_PREFIX: &str = "/admin/v1";
 
@@ -274,7 +277,8 @@ pub struct IssuedCredential {
     pub credential: Credential,
 }
 
-/// Requests authenticated with a credential on one UTC day, and those a rate limit refused.
+/// Requests authenticated with a credential on one UTC day, and those a rate limit refused, as
+/// [`AdminClient::usage`] reads them ([`UsageBucket`] has every outcome and the credits).
 ///
 /// ```
 /// let u: keygate_client::DailyUsage = serde_json::from_str(r#"{"day":20000,"requests":12,"limited":3}"#)?;
@@ -293,6 +297,13 @@ pub struct DailyUsage {
     /// Requests refused by a rate limit that day (`1005`).
     #[serde(default)]
     pub limited: u64,
+}
+
+impl DailyUsage {
+    /// A day of the server's usage in this form (outcomes other than 1000 and 1005 left out).
+    fn of(b: &UsageBucket) -> Self {
+        Self { day: b.start.div_euclid(86_400_000), requests: b.requests_with(1000), limited: b.requests_with(1005) }
+    }
 }
 
 // ---- Rate limits and plans -------------------------------------------------------------------
@@ -908,9 +919,10 @@ impl AdminClient {
         self.post(&["credentials", client_id, "rotate"], body, false).await
     }
 
-    /// `GET /credentials/{clientId}/usage?days=`: requests per UTC day over the last `days`
-    /// (1 to 366; the server's default is 30), and those a rate limit refused, days without
-    /// requests left out.
+    /// `GET /credentials/{clientId}/usage?days=`: requests let in per UTC day over the last
+    /// `days` (1 to 366; the server's default is 30), and those a rate limit refused; days
+    /// without requests left out. The first form of [`AdminClient::credential_usage`], which
+    /// has every outcome, the credits, hours and any period.
     ///
     /// ```no_run
     /// # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
@@ -921,7 +933,8 @@ impl AdminClient {
     /// ```
     pub async fn usage(&self, client_id: &str, days: Option<u32>) -> Result<Vec<DailyUsage>> {
         let q: Vec<(&str, String)> = days.map(|d| ("days", d.to_string())).into_iter().collect();
-        Ok(self.get(&["credentials", client_id, "usage"], &q).await?.0)
+        let buckets: Vec<UsageBucket> = self.get(&["credentials", client_id, "usage"], &q).await?.0;
+        Ok(buckets.iter().map(DailyUsage::of).collect())
     }
 
     // ---- Rate limits and plans -----------------------------------------------------------

@@ -126,6 +126,7 @@ pub use admin::{
     CredentialDetail, CredentialStatus, DailyUsage, EffectiveLimit, IssuedCredential, LimitSource, Page, Plan,
     PlanDetail, RateLimit, SecretGeneration, SigningKey,
 };
+pub use admin::{Granularity, UsageBucket, UsageQuery};
 pub use consumer::{
     ApiKeyClient, AuthMethod, GET_TOKEN_PATH, Identity, LimitStatus, RequestBuilder, TokenClient, VERIFY_PATH,
 };

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use keygate_core::model::{AccountStatus, Credential, CredentialStatus};
 use keygate_core::ratelimit::EffectiveLimit;
 use keygate_core::{AccountId, BusinessCode, ClientId};
-use keygate_store::{Role, now_ms};
+use keygate_store::{DAY_MS, Granularity, Role, UsageScope, now_ms};
 use serde::Deserialize;
 
 use super::limits::{self, LimitRow, Reader};
@@ -405,8 +405,9 @@ async fn credential(
     Path(client_id): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let c = own(&s, &user, &client_id).await?;
-    let today = now_ms().div_euclid(86_400_000);
-    let usage = s.ops.store().usage(c.client_id, today - (svg::DAYS - 1)).await?;
+    let today = now_ms().div_euclid(DAY_MS);
+    let (from, to) = ((today - (svg::DAYS - 1)) * DAY_MS, (today + 1) * DAY_MS);
+    let usage = s.ops.store().usage(UsageScope::Credential(c.client_id), from, to, Granularity::Day).await?;
     let limits = LimitRow::all(&s.ops.credential_limits(&c).await?, Reader::Customer);
     let page = CredentialPage {
         nav: Nav::of(&user, "credentials"),

@@ -9,6 +9,7 @@
 pub mod admin_token;
 pub mod credits;
 pub mod password;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use keygate_core::{AccountId, ApiKey, ClientId, MasterKey, SecretHasher};
 use keygate_store::{AccountEvent, Entity, NewAccount, Role, SigningKey, Store, StoreError, now_ms};
 
 pub use password::Passwords;
+pub use usage::{UsageRange, UsageRequest, UsageSummary};
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -326,16 +328,6 @@ impl Ops {
             .or_not_found(Resource::Credential)?;
         self.changed(Entity::Credential, &client_id.to_hex());
         Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
-    }
-
-    /// Requests per UTC day (`day` = days since 1970-01-01) over the last `days` (1 to 366).
-    pub async fn usage(&self, client_id: ClientId, days: u32) -> Result<Vec<keygate_store::DailyUsage>> {
-        if !(1..=366).contains(&days) {
-            return Err(OpsError::Invalid("days must be between 1 and 366".into()));
-        }
-        self.get_credential(client_id).await?;
-        let since = now_ms().div_euclid(86_400_000) - i64::from(days) + 1;
-        Ok(self.store.usage(client_id, since).await?)
     }
 
     // ---- Rate limits and plans ----------------------------------------------------------------

@@ -95,7 +95,7 @@ pub struct Config {
     #[arg(long, env = "KEYGATE_STORE_TIMEOUT", required = false, value_parser = duration("store_timeout"))]
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
-    /// How often usage counters (last used, requests per day) are written [default: 10s].
+    /// How often usage counters (last used, requests per hour and day by outcome) are written [default: 10s].
     #[arg(long, env = "KEYGATE_USAGE_FLUSH", required = false, value_parser = duration("usage_flush"))]
     #[serde(with = "humantime_serde")]
     pub usage_flush: Duration,

@@ -8,7 +8,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{admin, credits, health, protocol};
+use crate::routes::{admin, credits, health, protocol, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,7 +39,8 @@ use crate::routes::{admin, credits, health, protocol};
         admin::patch_credential,
         admin::revoke,
         admin::rotate,
-        admin::usage,
+        usage::credential_usage,
+        usage::account_usage,
         credits::adjust_credential,
         credits::credential_balance,
         credits::adjust_account,
@@ -94,7 +95,7 @@ impl Modify for SecuritySchemes {
 }
 
 /// OpenAPI links from what a call creates to the calls on it (an account -> its credentials,
-/// ban, unban; a credential -> get, revoke, rotate, usage), so that clients and stateful tests
+/// ban, unban, usage; a credential -> get, revoke, rotate, usage), so that clients and stateful tests
 /// can follow them.
 struct Links;
 
@@ -108,6 +109,7 @@ impl Modify for Links {
             "unban",
             "create_credential",
             "list_credentials",
+            "account_usage",
             "adjust_account",
             "account_balance",
         ];
@@ -162,10 +164,20 @@ mod tests {
             std::fs::write(path, super::document()).unwrap();
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 21, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 22, "{:?}", paths.keys().collect::<Vec<_>>());
         // The grace pattern in the document is the one the server parses by.
         let grace = &doc["components"]["schemas"]["RotateRequest"]["properties"]["grace"]["pattern"];
         assert_eq!(grace, keygate_ops::GRACE_PATTERN);
+        // So are the usage query's time patterns.
+        for p in ["/admin/v1/credentials/{client_id}/usage", "/admin/v1/accounts/{id}/usage"] {
+            let params = doc["paths"][p]["get"]["parameters"].as_array().unwrap();
+            for name in ["from", "to"] {
+                let param = params.iter().find(|q| q["name"] == name).unwrap_or_else(|| panic!("{p}: no {name}"));
+                assert_eq!(param["schema"]["pattern"], keygate_ops::usage::TIME_PATTERN, "{p} {name}");
+            }
+            let ok = &doc["paths"][p]["get"]["responses"]["200"]["content"];
+            assert!(ok.get("text/csv").is_some() && ok.get("application/json").is_some(), "{p}: {ok}");
+        }
         let links = &doc["paths"]["/admin/v1/accounts/{id}/credentials"]["post"]["responses"]["201"]["links"];
         assert_eq!(links["revoke"]["parameters"]["client_id"], "$response.body#/data/clientId", "{links}");
         // Every operation names its answers, and every error answer is the envelope.

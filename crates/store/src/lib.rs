@@ -26,6 +26,11 @@ pub mod postgres;
 mod rows;
 mod sql;
 pub mod sqlite;
+mod usage;
+
+pub use usage::{
+    CredentialBucket, DAY_MS, Granularity, HOUR_MS, HOURLY_RETENTION_HOURS, UsageBucket, UsageDelta, UsageScope,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,27 +94,6 @@ pub struct AuthBundle {
     pub generation: u32,
     pub credential: CredentialState,
     pub account: AccountState,
-}
-
-/// Requests counted for one credential on one day since the last flush.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UsageDelta {
-    pub client_id: ClientId,
-    /// Days since 1970-01-01, UTC.
-    pub day: i64,
-    pub requests: u64,
-    /// Requests refused by a rate limit (an outcome of their own, not counted in `requests`).
-    pub limited: u64,
-    pub last_used_at: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct DailyUsage {
-    pub day: i64,
-    pub requests: u64,
-    /// Requests refused by a rate limit that day.
-    pub limited: u64,
 }
 
 /// Whose credits balance: a credential's own, or an account's (shared by its credentials).
@@ -359,10 +343,29 @@ pub trait Store: Send + Sync + 'static {
     /// keys of adjustments older than 30 days.
     async fn reclaim_credit_leases(&self, now_ms: i64) -> Result<u64>;
 
-    // Usage, aggregated in memory by the server and written in batches.
+    // Usage by outcome, aggregated in memory by the server and written in batches (`usage.rs`).
+    /// Adds each delta to its hour and to its day, in one transaction; moves each credential's
+    /// `last_used_at` forward. Deltas of credentials that do not exist are skipped.
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<()>;
-    /// Requests per day for a credential, days `>= since_day`, oldest first.
-    async fn usage(&self, client_id: ClientId, since_day: i64) -> Result<Vec<DailyUsage>>;
+    /// The buckets whose start is in `[from_ms, to_ms)`, by start then outcome; an account's are
+    /// summed over its credentials. Hourly buckets exist for the last [`HOURLY_RETENTION_HOURS`].
+    async fn usage(
+        &self,
+        scope: UsageScope,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>>;
+    /// As [`Store::usage`], one bucket per credential: by start, clientId, outcome.
+    async fn usage_by_credential(
+        &self,
+        scope: UsageScope,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+    ) -> Result<Vec<CredentialBucket>>;
+    /// Deletes the hourly rows before `before_hour` (hours since the epoch); daily rows stay.
+    async fn prune_usage(&self, before_hour: i64) -> Result<u64>;
 
     // The authentication hot path's loads (behind the server's cache).
     /// The credential and secret generation a secret hash belongs to.

@@ -23,13 +23,15 @@ use sqlx::{ConnectOptions, PgExecutor, Postgres, Transaction};
 use crate::credits::{Credits, Dialect};
 use crate::rows::{
     AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow,
-    PlanRow, SecretRow, SessionRow, SigningKeyRow, UsageRow, parse_id,
+    PlanRow, SecretRow, SessionRow, SigningKeyRow, parse_id,
 };
 use crate::sql::{self, account_columns, account_state_columns, credential_credits_columns, plan_columns};
+use crate::usage::{self, BucketRow, CredentialBucketRow, Statements};
 use crate::{
-    AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditScope, CreditSettlement,
-    DailyUsage, Entity, NewAccount, Result, Role, SigningKey, Store, StoreError, UsageDelta, now_ms,
+    AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditScope, CreditSettlement, Entity,
+    NewAccount, Result, Role, SigningKey, Store, StoreError, now_ms,
 };
+use crate::{CredentialBucket, Granularity, UsageBucket, UsageDelta, UsageScope};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -635,58 +637,92 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut client_ids = Vec::with_capacity(batch.len());
-        let mut days = Vec::with_capacity(batch.len());
-        let mut requests = Vec::with_capacity(batch.len());
-        let mut limited = Vec::with_capacity(batch.len());
-        let mut last_used = Vec::with_capacity(batch.len());
+        usage::check_counts(batch)?;
+        let n = batch.len();
+        let (mut client_ids, mut hours, mut days, mut outcomes) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut requests, mut credits, mut last_used) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for d in batch {
             client_ids.push(d.client_id.to_hex());
-            days.push(d.day as i32);
+            hours.push(d.hour);
+            days.push(usage::day_of(d.hour));
+            outcomes.push(d.outcome as i32);
             requests.push(d.requests as i64);
-            limited.push(d.limited as i64);
+            credits.push(d.credits as i64);
             last_used.push(d.last_used_at);
         }
-        // One statement for the whole batch, so all or nothing without an explicit transaction.
-        // A credential may have been deleted meanwhile: its rows are skipped (its usage goes with
-        // it). Rows are summed per (client_id, day) first, since ON CONFLICT cannot update a row
-        // twice in one statement (the server sends each pair once, but nothing forbids repeats);
-        // a client_id on several days (around midnight) keeps its newest last_used_at.
-        sqlx::query(
-            "WITH batch AS ( \
-                 SELECT b.client_id, b.day, b.requests, b.limited, b.last_used_at \
-                   FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::int8[]) \
-                        AS b (client_id, day, requests, limited, last_used_at) \
-                  WHERE EXISTS (SELECT 1 FROM credentials c WHERE c.client_id = b.client_id) \
-             ), counted AS ( \
-                 INSERT INTO credential_usage (client_id, day, requests, limited) \
-                 SELECT client_id, day, SUM(requests)::int8, SUM(limited)::int8 FROM batch GROUP BY client_id, day \
-                 ON CONFLICT (client_id, day) DO UPDATE SET requests = credential_usage.requests + excluded.requests, \
-                    limited = credential_usage.limited + excluded.limited \
-             ) \
-             UPDATE credentials c SET last_used_at = GREATEST(COALESCE(c.last_used_at, 0), newest.last_used_at) \
-               FROM (SELECT client_id, MAX(last_used_at) AS last_used_at FROM batch GROUP BY client_id) AS newest \
-              WHERE c.client_id = newest.client_id",
-        )
-        .bind(client_ids)
-        .bind(days)
-        .bind(requests)
-        .bind(limited)
-        .bind(last_used)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
+        // One statement for the whole batch (the hours, the days, last_used_at), so all or
+        // nothing without an explicit transaction. A credential may have been deleted meanwhile:
+        // its rows are skipped (its usage goes with it); repeats are summed first (`insert`); a
+        // client_id in several hours keeps its newest last_used_at.
+        static RECORD_USAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH batch AS ( \
+                     SELECT b.client_id, b.hour, b.day, b.outcome, b.requests, b.credits, b.last_used_at \
+                       FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], $7::int8[]) \
+                            AS b (client_id, hour, day, outcome, requests, credits, last_used_at) \
+                 ), hourly AS ({}), daily AS ({}) \
+                 UPDATE credentials c SET last_used_at = GREATEST(COALESCE(c.last_used_at, 0), newest.last_used_at) \
+                   FROM (SELECT client_id, MAX(last_used_at) AS last_used_at FROM batch GROUP BY client_id) AS newest \
+                  WHERE c.client_id = newest.client_id",
+                usage::HOURLY.insert,
+                usage::DAILY.insert
+            )
+        });
+        sqlx::query(RECORD_USAGE.as_str())
+            .bind(client_ids)
+            .bind(hours)
+            .bind(days)
+            .bind(outcomes)
+            .bind(requests)
+            .bind(credits)
+            .bind(last_used)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
-    async fn usage(&self, client_id: ClientId, since_day: i64) -> Result<Vec<DailyUsage>> {
-        let rows: Vec<UsageRow> = sqlx::query_as(sql::USAGE)
-            .bind(client_id.to_hex())
-            .bind(since_day as i32)
+    async fn usage(
+        &self,
+        scope: UsageScope,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>> {
+        let (lo, hi) = usage::bounds(from_ms, to_ms, granularity);
+        let rows: Vec<BucketRow> = sqlx::query_as(Statements::of(granularity).buckets(scope))
+            .bind(scope.key())
+            .bind(lo)
+            .bind(hi)
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        Ok(rows.into_iter().map(UsageRow::into_usage).collect())
+        Ok(rows.into_iter().map(|r| r.into_bucket(granularity)).collect())
+    }
+
+    async fn usage_by_credential(
+        &self,
+        scope: UsageScope,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+    ) -> Result<Vec<CredentialBucket>> {
+        let (lo, hi) = usage::bounds(from_ms, to_ms, granularity);
+        let rows: Vec<CredentialBucketRow> = sqlx::query_as(Statements::of(granularity).rows(scope))
+            .bind(scope.key())
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.into_iter().map(|r| r.into_bucket(granularity)).collect()
+    }
+
+    async fn prune_usage(&self, before_hour: i64) -> Result<u64> {
+        let done = sqlx::query(usage::PRUNE_HOURLY).bind(before_hour).execute(&self.pool).await.map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>> {

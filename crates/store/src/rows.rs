@@ -15,8 +15,8 @@ use keygate_core::ratelimit::{RateLimit, account_limits};
 
 use crate::credits::Balance;
 use crate::{
-    AccountEvent, AuthBundle, Change, ConsoleAccount, ConsoleSession, CreditScope, DailyUsage, Entity, Result, Role,
-    SigningKey, StoreError,
+    AccountEvent, AuthBundle, Change, ConsoleAccount, ConsoleSession, CreditScope, Entity, Result, Role, SigningKey,
+    StoreError,
 };
 
 pub(crate) fn parse_id<T: FromStr>(s: &str) -> Result<T> {
@@ -397,19 +397,6 @@ impl LeaseScopeRow {
 pub(crate) struct AdjustmentRow {
     pub(crate) kind: String,
     pub(crate) amount: i64,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct UsageRow {
-    day: i32,
-    requests: i64,
-    limited: i64,
-}
-
-impl UsageRow {
-    pub(crate) fn into_usage(self) -> DailyUsage {
-        DailyUsage { day: self.day as i64, requests: self.requests as u64, limited: self.limited as u64 }
-    }
 }
 
 #[derive(sqlx::FromRow)]

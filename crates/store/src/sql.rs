@@ -114,8 +114,6 @@ pub(crate) const DELETE_SECRETS: &str = "DELETE FROM credential_secrets WHERE cl
 pub(crate) const DELETE_EXPIRED_SECRETS: &str =
     "DELETE FROM credential_secrets WHERE client_id = $1 AND expires_at <= $2";
 pub(crate) const FIND_SECRET: &str = "SELECT client_id, generation FROM credential_secrets WHERE hash = $1";
-pub(crate) const USAGE: &str =
-    "SELECT day, requests, limited FROM credential_usage WHERE client_id = $1 AND day >= $2 ORDER BY day";
 
 // Plans (listing them differs: each backend orders names by their bytes its own way).
 pub(crate) const PLAN: &str = concat!("SELECT ", plan_columns!(), " FROM plans WHERE name = $1");

@@ -23,17 +23,19 @@ use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, Transaction};
 use crate::credits::{Credits, Dialect};
 use crate::rows::{
     AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow,
-    PlanRow, SecretRow, SessionRow, SigningKeyRow, UsageRow, parse_id,
+    PlanRow, SecretRow, SessionRow, SigningKeyRow, parse_id,
 };
 use crate::sql::{self, account_columns, account_state_columns, credential_credits_columns, plan_columns};
+use crate::usage::{self, BucketRow, CredentialBucketRow, Statements};
 use crate::{
-    AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditScope, CreditSettlement,
-    DailyUsage, Entity, NewAccount, Result, Role, SigningKey, Store, StoreError, UsageDelta, now_ms,
+    AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditScope, CreditSettlement, Entity,
+    NewAccount, Result, Role, SigningKey, Store, StoreError, now_ms,
 };
+use crate::{CredentialBucket, Granularity, UsageBucket, UsageDelta, UsageScope};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Usage deltas per statement in [`Store::record_usage`]: at most 4 bound values each, far below
+/// Usage deltas per statement in [`Store::record_usage`]: at most 5 bound values each, far below
 /// SQLite's limit of 32,766 per statement, and one round trip to the connection's worker thread
 /// for many rows.
 const USAGE_CHUNK: usize = 500;
@@ -644,30 +646,33 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // Two statements per chunk of rows, all in one transaction. A credential may have been
-        // deleted meanwhile: its rows are skipped (its usage goes with it). A (client_id, day)
-        // given twice counts both; a client_id on several days (around midnight) keeps its newest
-        // last_used_at.
+        // Three statements per chunk of rows (the hours, the days, last_used_at), all in one
+        // transaction. A credential may have been deleted meanwhile: its rows are skipped (its
+        // usage goes with it). A (client_id, hour, outcome) given twice counts both; a client_id
+        // in several hours keeps its newest last_used_at.
+        usage::check_counts(batch)?;
         let mut tx = self.write_tx().await?;
         for chunk in batch.chunks(USAGE_CHUNK) {
-            // Full chunks share one statement, kept prepared; a batch's tail may have any length.
+            // Full chunks share their statements, kept prepared; a batch's tail may have any length.
             let persistent = chunk.len() == USAGE_CHUNK;
-            let mut counts = QueryBuilder::<Sqlite>::new("WITH batch (client_id, day, requests, limited) AS (");
-            counts.push_values(chunk, |mut row, d| {
-                row.push_bind(d.client_id.to_hex())
-                    .push_bind(d.day)
-                    .push_bind(d.requests as i64)
-                    .push_bind(d.limited as i64);
-            });
-            counts.push(
-                ") INSERT INTO credential_usage (client_id, day, requests, limited) \
-                 SELECT client_id, day, SUM(requests), SUM(limited) FROM batch \
-                 WHERE EXISTS (SELECT 1 FROM credentials c WHERE c.client_id = batch.client_id) \
-                 GROUP BY client_id, day \
-                 ON CONFLICT (client_id, day) DO UPDATE SET requests = requests + excluded.requests, \
-                 limited = limited + excluded.limited",
-            );
-            counts.build().persistent(persistent).execute(&mut *tx).await.map_err(map_err)?;
+            let tables: [(&str, &str, fn(&UsageDelta) -> i64); 2] = [
+                ("WITH batch (client_id, hour, outcome, requests, credits) AS (", usage::HOURLY.insert, |d| d.hour),
+                ("WITH batch (client_id, day, outcome, requests, credits) AS (", usage::DAILY.insert, |d| {
+                    usage::day_of(d.hour)
+                }),
+            ];
+            for (batch_cte, insert, bucket) in tables {
+                let mut counts = QueryBuilder::<Sqlite>::new(batch_cte);
+                counts.push_values(chunk, |mut row, d| {
+                    row.push_bind(d.client_id.to_hex())
+                        .push_bind(bucket(d))
+                        .push_bind(i64::from(d.outcome))
+                        .push_bind(d.requests as i64)
+                        .push_bind(d.credits as i64);
+                });
+                counts.push(") ").push(insert);
+                counts.build().persistent(persistent).execute(&mut *tx).await.map_err(map_err)?;
+            }
             let mut last_used = QueryBuilder::<Sqlite>::new("WITH batch (client_id, last_used_at) AS (");
             last_used.push_values(chunk, |mut row, d| {
                 row.push_bind(d.client_id.to_hex()).push_bind(d.last_used_at);
@@ -683,14 +688,45 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn usage(&self, client_id: ClientId, since_day: i64) -> Result<Vec<DailyUsage>> {
-        let rows: Vec<UsageRow> = sqlx::query_as(sql::USAGE)
-            .bind(client_id.to_hex())
-            .bind(since_day)
+    async fn usage(
+        &self,
+        scope: UsageScope,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>> {
+        let (lo, hi) = usage::bounds(from_ms, to_ms, granularity);
+        let rows: Vec<BucketRow> = sqlx::query_as(Statements::of(granularity).buckets(scope))
+            .bind(scope.key())
+            .bind(lo)
+            .bind(hi)
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        Ok(rows.into_iter().map(UsageRow::into_usage).collect())
+        Ok(rows.into_iter().map(|r| r.into_bucket(granularity)).collect())
+    }
+
+    async fn usage_by_credential(
+        &self,
+        scope: UsageScope,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+    ) -> Result<Vec<CredentialBucket>> {
+        let (lo, hi) = usage::bounds(from_ms, to_ms, granularity);
+        let rows: Vec<CredentialBucketRow> = sqlx::query_as(Statements::of(granularity).rows(scope))
+            .bind(scope.key())
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.into_iter().map(|r| r.into_bucket(granularity)).collect()
+    }
+
+    async fn prune_usage(&self, before_hour: i64) -> Result<u64> {
+        let done = sqlx::query(usage::PRUNE_HOURLY).bind(before_hour).execute(&self.pool).await.map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 
     async fn find_secret(&self, hash: &SecretHash) -> Result<Option<(ClientId, u32)>> {

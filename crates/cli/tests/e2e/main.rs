@@ -24,4 +24,5 @@ mod operator;
 mod secrets;
 mod soak;
 mod systemd;
+mod usage;
 mod vendor;

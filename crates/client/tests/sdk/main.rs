@@ -8,6 +8,7 @@
 //! - `admin`: every admin API call, typed errors, lists as streams over several pages;
 //! - `ratelimits`: rate limits on credentials and accounts, plans, `1005` with `Retry-After` (never
 //!   retried) and where each limit stands after a verify;
+//! - `usage`: usage by outcome for a credential and an account (buckets, CSV, the older form);
 //! - `retry`: backoff on 5xx / 1503 / connection failures, never on 4xx, against a local server
 //!   scripted to fail (it stands in for a failing upstream or proxy, not for keygate).
 
@@ -17,3 +18,4 @@ mod gateway;
 mod ratelimits;
 mod retry;
 mod support;
+mod usage;

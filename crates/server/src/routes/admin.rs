@@ -17,7 +17,7 @@ use keygate_core::model::{Account, Credential, Plan};
 use keygate_core::ratelimit::{EffectiveLimit, RateLimit};
 use keygate_core::{AccountId, ClientId};
 use keygate_ops::IssuedCredential;
-use keygate_store::{AccountEvent, CreditScope, DailyUsage, SigningKey};
+use keygate_store::{AccountEvent, CreditScope, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -30,10 +30,11 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{id}/ban", post(ban))
         .route("/accounts/{id}/unban", post(unban))
         .route("/accounts/{id}/credentials", post(create_credential).get(list_credentials))
+        .route("/accounts/{id}/usage", get(super::usage::account_usage))
         .route("/credentials/{client_id}", get(get_credential).patch(patch_credential))
         .route("/credentials/{client_id}/revoke", post(revoke))
         .route("/credentials/{client_id}/rotate", post(rotate))
-        .route("/credentials/{client_id}/usage", get(usage))
+        .route("/credentials/{client_id}/usage", get(super::usage::credential_usage))
         .merge(super::credits::router())
         .route("/plans", get(list_plans))
         .route("/plans/{name}", put(put_plan).get(get_plan).delete(delete_plan))
@@ -514,41 +515,6 @@ pub(crate) async fn rotate(
     Ok(ok(s.ops.rotate_credential(id, grace).await?))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct UsageQuery {
-    /// Days back, today included, 1 to 366 [default: 30].
-    #[param(minimum = 1, maximum = 366)]
-    days: Option<u32>,
-}
-
-impl QueryShape for UsageQuery {
-    const SHAPE: &'static str = "days=N";
-}
-
-/// Requests per UTC day (`day` = days since 1970-01-01) over the last `days` (default 30).
-#[utoipa::path(
-    get,
-    path = "/admin/v1/credentials/{client_id}/usage",
-    tag = "admin",
-    security(("adminToken" = [])),
-    params(("client_id" = ClientId, Path, description = "The credential's clientId"), UsageQuery),
-    responses(
-        (status = 200, description = "1000: requests per UTC day", body = Envelope<Vec<DailyUsage>>),
-        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
-        (status = 404, description = "1003: no such credential", body = Outcome),
-        (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
-        (status = 503, description = "1503: the store could not answer", body = Outcome),
-    )
-)]
-pub(crate) async fn usage(
-    _: Admin,
-    State(s): State<AppState>,
-    Path(id): Path<ClientId>,
-    Query(q): Query<UsageQuery>,
-) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.usage(id, q.days.unwrap_or(30)).await?))
-}
 #[utoipa::path(
     get,
     path = "/admin/v1/signing-keys",

@@ -7,3 +7,4 @@ pub mod credits;
 pub mod extract;
 pub mod health;
 pub mod protocol;
+pub mod usage;

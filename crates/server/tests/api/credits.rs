@@ -89,6 +89,16 @@ async fn a_balance_is_spent_at_the_requests_cost_and_then_refused_with_1006() {
     let r = app.verify_key(&c.api_key).await;
     r.expect(200, 1000);
     assert!(r.header("x-keygate-credits-remaining").is_none() && r.data().get("creditsRemaining").is_none());
+
+    // The usage a platform bills from: the refusals as 1006, the credits spent (3 + 1 + 0 + 6 + 1
+    // + 1) with the requests let in.
+    app.state.auth.authenticator().usage.flush(app.state.ops.store().as_ref()).await.unwrap();
+    let u = app.admin_get(&format!("{path}/usage?granularity=hour")).await;
+    u.expect(200, 1000);
+    let hours = u.data().as_array().unwrap();
+    let sum = |f: &dyn Fn(&Value) -> i64| hours.iter().map(f).sum::<i64>();
+    assert_eq!(sum(&|h| h["requests"]["1006"].as_i64().unwrap_or(0)), 4, "{}", u.text);
+    assert_eq!(sum(&|h| h["credits"].as_i64().unwrap()), 12, "{}", u.text);
 }
 
 #[tokio::test]

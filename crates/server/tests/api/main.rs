@@ -11,6 +11,7 @@
 //!   the operator area, headers, secrets shown once);
 //! - `console_limits`: the console's plans and limits pages (operators edit, customers read);
 //! - `ratelimits`: rate limits and plans (1005, RateLimit headers, overrides, accuracy);
+//! - `usage`: usage by outcome, hour and day, for a credential and an account (JSON and CSV);
 //! - `gateway`: the reverse proxy in front of a real upstream (headers, routes, streaming,
 //!   502/504, WebSocket, cancellation, metrics).
 
@@ -28,3 +29,4 @@ mod log;
 mod protocol;
 mod ratelimits;
 mod tokens;
+mod usage;

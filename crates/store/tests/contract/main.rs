@@ -7,6 +7,8 @@ use keygate_core::model::{AccountStatus, CredentialStatus};
 use keygate_core::{ClientId, MasterKey, SecretHash};
 use keygate_store::{Entity, NewAccount, Store, StoreError, now_ms};
 
+mod usage;
+
 fn hash(s: &str) -> SecretHash {
     MasterKey::from_hex(&"07".repeat(32)).unwrap().api_key_hasher().hash(s)
 }
@@ -73,29 +75,20 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.list_credentials(a.id).await.unwrap().len(), 2);
     assert!(store.list_credentials(b.id).await.unwrap().is_empty());
 
-    // Usage: batches add up per day, requests and rate-limited ones each; last_used_at only moves
-    // forward.
-    use keygate_store::{DailyUsage, UsageDelta};
-    let d = |day, requests, limited, last_used_at| UsageDelta { client_id: cid, day, requests, limited, last_used_at };
-    store.record_usage(&[d(20_000, 5, 1, 1_000), d(20_001, 2, 0, 3_000)]).await.unwrap();
-    store
-        .record_usage(&[
-            d(20_001, 3, 4, 2_000),
-            d(20_002, 0, 7, 2_500),
-            UsageDelta { client_id: ClientId::generate(9), ..d(20_001, 1, 1, 1) },
-        ])
-        .await
-        .unwrap();
-    store.record_usage(&[]).await.unwrap();
-    assert_eq!(
-        store.usage(cid, 20_000).await.unwrap(),
-        [
-            DailyUsage { day: 20_000, requests: 5, limited: 1 },
-            DailyUsage { day: 20_001, requests: 5, limited: 4 },
-            DailyUsage { day: 20_002, requests: 0, limited: 7 }
-        ]
-    );
-    assert_eq!(store.usage(cid, 20_001).await.unwrap().len(), 2);
+    // Usage (usage.rs has its contract): batches add up; last_used_at only moves forward.
+    use keygate_store::{Granularity, UsageDelta, UsageScope};
+    let d = |hour, requests, last_used_at| UsageDelta {
+        client_id: cid,
+        hour,
+        outcome: 1000,
+        requests,
+        credits: 0,
+        last_used_at,
+    };
+    store.record_usage(&[d(480_000, 5, 1_000), d(480_001, 2, 3_000)]).await.unwrap();
+    store.record_usage(&[d(480_001, 3, 2_000)]).await.unwrap();
+    let days = store.usage(UsageScope::Credential(cid), 0, i64::MAX, Granularity::Day).await.unwrap();
+    assert_eq!(days.iter().map(|b| (b.start, b.requests)).collect::<Vec<_>>(), [(20_000 * 86_400_000, 10)]);
     assert_eq!(store.get_credential(cid).await.unwrap().last_used_at, Some(3_000));
 
     // Revocation removes the secrets and cannot be undone by rotation.
@@ -533,113 +526,6 @@ where
     refill(store.credit_balance(keygate_store::CreditScope::Account(a.id), now_ms()).await.map(drop), "balance");
 }
 
-/// Usage batches as big as a busy server flushes: more rows than one statement takes (the SQLite
-/// backend writes a batch in chunks), still all or nothing.
-async fn usage_suite(store: Arc<dyn Store>) {
-    use keygate_store::{DailyUsage, UsageDelta};
-    const DAY0: i64 = 20_000;
-    const DAYS: i64 = 100;
-    let a = store.create_account(&new_account("usage@example.com")).await.unwrap();
-    let mut cids = Vec::new();
-    for i in 0..12 {
-        let cid = ClientId::generate(i);
-        store.create_credential(a.id, cid, &hash(&format!("usage-{i}")), "h").await.unwrap();
-        cids.push(cid);
-    }
-    let ghost = ClientId::generate(99);
-    let requests = |k: usize, day: i64| (k as u64 + 1) * 10 + day as u64 % 7;
-    let limited = |k: usize, day: i64| (k as u64 + day as u64) % 3;
-    // Each credential's newest use falls somewhere inside the batch, not at its end.
-    let used_at = |k: usize, day: i64| 1_000_000 + ((day * 37 + k as i64 * 11) % 101) * 1_000;
-
-    // 12 credentials x 100 days, day after day, so every credential is in every chunk; plus a
-    // credential that does not exist (any more): skipped, without an orphan usage row.
-    let mut batch = Vec::new();
-    for day in DAY0..DAY0 + DAYS {
-        for (k, &client_id) in cids.iter().enumerate() {
-            batch.push(UsageDelta {
-                client_id,
-                day,
-                requests: requests(k, day),
-                limited: limited(k, day),
-                last_used_at: used_at(k, day),
-            });
-        }
-        if day % 40 == 0 {
-            batch.push(UsageDelta { client_id: ghost, day, requests: 1, limited: 1, last_used_at: 9_999_999 });
-        }
-    }
-    assert!(batch.len() > 1_200);
-    store.record_usage(&batch).await.unwrap();
-    let newest: Vec<i64> = (0..cids.len()).map(|k| (DAY0..DAY0 + DAYS).map(|d| used_at(k, d)).max().unwrap()).collect();
-    for (k, &cid) in cids.iter().enumerate() {
-        let expected: Vec<DailyUsage> = (DAY0..DAY0 + DAYS)
-            .map(|day| DailyUsage { day, requests: requests(k, day), limited: limited(k, day) })
-            .collect();
-        assert_eq!(store.usage(cid, 0).await.unwrap(), expected, "credential {k}");
-        assert_eq!(store.get_credential(cid).await.unwrap().last_used_at, Some(newest[k]), "credential {k}");
-    }
-    assert_eq!(store.usage(ghost, 0).await.unwrap(), []);
-    assert!(matches!(store.get_credential(ghost).await, Err(StoreError::NotFound)));
-
-    // A second flush adds to existing days and starts new ones. Around midnight a batch holds two
-    // days of one credential: last_used_at becomes the newer of the two, in either order. An
-    // older time than the stored one changes nothing. A (credential, day) twice in one batch
-    // (the server never sends that, but nothing forbids it) counts both. A day may hold only
-    // rate-limited requests.
-    let (c0, c1, c2, c3) = (cids[0], cids[1], cids[2], cids[3]);
-    let last = DAY0 + DAYS - 1;
-    let d = |client_id, day, requests, limited, last_used_at| UsageDelta {
-        client_id,
-        day,
-        requests,
-        limited,
-        last_used_at,
-    };
-    store
-        .record_usage(&[
-            d(c0, last, 3, 1, 5_000_000),
-            d(c0, last + 1, 4, 0, 4_000_000),
-            d(c1, last, 5, 2, 4_000_000),
-            d(c1, last + 1, 6, 3, 5_000_001),
-            d(c2, DAY0, 7, 5, 1),
-            d(c2, last + 2, 0, 9, 2),
-            d(c3, last + 1, 1, 1, 6_000_000),
-            d(c3, last + 1, 2, 2, 6_000_002),
-            d(ghost, last + 1, 1, 1, 9_999_999),
-        ])
-        .await
-        .unwrap();
-    let two_days = |k: usize, (extra, extra_limited): (u64, u64), (next, next_limited): (u64, u64)| {
-        [
-            DailyUsage { day: last, requests: requests(k, last) + extra, limited: limited(k, last) + extra_limited },
-            DailyUsage { day: last + 1, requests: next, limited: next_limited },
-        ]
-    };
-    assert_eq!(store.usage(c0, last).await.unwrap(), two_days(0, (3, 1), (4, 0)));
-    assert_eq!(store.usage(c1, last).await.unwrap(), two_days(1, (5, 2), (6, 3)));
-    assert_eq!(store.usage(c3, last).await.unwrap(), two_days(3, (0, 0), (3, 3)));
-    let c2_usage = store.usage(c2, 0).await.unwrap();
-    assert_eq!(c2_usage[0], DailyUsage { day: DAY0, requests: requests(2, DAY0) + 7, limited: limited(2, DAY0) + 5 });
-    assert_eq!(c2_usage.len(), DAYS as usize + 1);
-    assert_eq!(c2_usage.last(), Some(&DailyUsage { day: last + 2, requests: 0, limited: 9 }));
-    assert_eq!(store.get_credential(c0).await.unwrap().last_used_at, Some(5_000_000));
-    assert_eq!(store.get_credential(c1).await.unwrap().last_used_at, Some(5_000_001));
-    assert_eq!(store.get_credential(c2).await.unwrap().last_used_at, Some(newest[2]), "never backwards");
-    assert_eq!(store.get_credential(c3).await.unwrap().last_used_at, Some(6_000_002));
-    assert_eq!(store.usage(ghost, 0).await.unwrap(), []);
-
-    // All or nothing: a batch the database rejects at its end (here: two counts for one day whose
-    // sum overflows 64 bits) leaves no trace of its earlier rows, in whichever chunk they were.
-    let before = (store.usage(c0, 0).await.unwrap(), store.usage(c3, 0).await.unwrap());
-    let mut bad: Vec<UsageDelta> = (0..1_100).map(|i| d(c0, DAY0 + 1_000 + i, 1, 1, 7_000_000)).collect();
-    bad.push(d(c3, last + 1, i64::MAX as u64, 0, 1));
-    bad.push(d(c3, last + 1, i64::MAX as u64, 0, 1));
-    assert!(store.record_usage(&bad).await.is_err());
-    assert_eq!((store.usage(c0, 0).await.unwrap(), store.usage(c3, 0).await.unwrap()), before);
-    assert_eq!(store.get_credential(c0).await.unwrap().last_used_at, Some(5_000_000));
-}
-
 /// Credits: balances set, leased, settled, reclaimed, refilled and adjusted, on credentials and on
 /// accounts (their own quota or their plan's refill); the hot path's loads carry each balance's
 /// policy with its epoch, and the writes that can change a decision are in the feed. Times are
@@ -1061,13 +947,6 @@ async fn sqlite_console_contract() {
 }
 
 #[tokio::test]
-async fn sqlite_usage_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/usage.db", dir.path().display());
-    usage_suite(keygate_store::connect(&url, true).await.unwrap()).await;
-}
-
-#[tokio::test]
 async fn sqlite_ratelimits_contract() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/ratelimits.db", dir.path().display());
@@ -1151,15 +1030,6 @@ async fn postgres_console_contract() {
         Err(why) => keygate_testkit::skip_or_fail!("{why}"),
     };
     console_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
-}
-
-#[tokio::test]
-async fn postgres_usage_contract() {
-    let db = match keygate_testkit::TestDb::create().await {
-        Ok(db) => db,
-        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
-    };
-    usage_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
 }
 
 #[tokio::test]
@@ -1263,68 +1133,6 @@ async fn postgres_concurrent_migrations_and_feed_order() {
         w.await.unwrap();
     }
     assert_eq!(reader.await.unwrap(), 90);
-}
-
-/// Not a check, a measurement: how long flushing 10,000 deltas (one per credential) takes, first
-/// as new rows, then as updates of existing ones. Run with
-/// `cargo test -p keygate-store --test contract -- --ignored --nocapture usage_flush_timing`.
-async fn usage_flush_timing(backend: &str, store: Arc<dyn Store>) {
-    use keygate_store::UsageDelta;
-    const N: usize = 10_000;
-    let a = store.create_account(&new_account("timing@example.com")).await.unwrap();
-    let setup = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..8 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut cids = Vec::new();
-            for i in (t..N).step_by(8) {
-                let cid = ClientId::generate(i as u64);
-                store.create_credential(a.id, cid, &hash(&format!("timing-{i}")), "h").await.unwrap();
-                cids.push(cid);
-            }
-            cids
-        }));
-    }
-    let mut cids = Vec::new();
-    for t in tasks {
-        cids.extend(t.await.unwrap());
-    }
-    eprintln!("{backend}: {N} credentials created in {:?}", setup.elapsed());
-    for round in 0..3 {
-        let batch: Vec<UsageDelta> = cids
-            .iter()
-            .map(|&client_id| UsageDelta {
-                client_id,
-                day: 20_000,
-                requests: 3,
-                limited: 1,
-                last_used_at: 1_000 + round,
-            })
-            .collect();
-        let t = std::time::Instant::now();
-        store.record_usage(&batch).await.unwrap();
-        let kind = if round == 0 { "new rows" } else { "updates" };
-        eprintln!("{backend}: flush of {N} deltas ({kind}): {:?}", t.elapsed());
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement, not a check"]
-async fn sqlite_usage_flush_timing() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/timing.db", dir.path().display());
-    usage_flush_timing("sqlite", keygate_store::connect(&url, true).await.unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement, not a check"]
-async fn postgres_usage_flush_timing() {
-    let db = match keygate_testkit::TestDb::create().await {
-        Ok(db) => db,
-        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
-    };
-    usage_flush_timing("postgres", keygate_store::connect(&db.url, true).await.unwrap()).await;
 }
 
 /// What opening an existing database says, or `Ok` when it opens.
