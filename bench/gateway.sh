@@ -27,6 +27,8 @@
 #      reached), counted on the node                       -> upstream nginx  (compare with a)
 #   i  the same, counted through Redis (a private redis-server, scripts/private-redis.sh)
 #      (compare with a)
+#   j  keygate gateway, x-api-key, every key with two credits balances (its own and its account's,
+#      10^15 each: charged per request, leased from the database) -> upstream nginx (compare with a)
 # Raw wrk outputs, configurations and the table go to bench/results/<timestamp>/.
 set -euo pipefail
 
@@ -38,7 +40,7 @@ WARMUP=${WARMUP:-3s}
 CREDENTIALS=${CREDENTIALS:-10000}
 SPREAD=${SPREAD:-$CREDENTIALS}
 TOKENS=${TOKENS:-1000}
-SCENARIOS=${SCENARIOS:-a b c d e f g h i}
+SCENARIOS=${SCENARIOS:-a b c d e f g h i j}
 QUIET_WAIT=${QUIET_WAIT:-120}
 ROUNDS=${ROUNDS:-1}
 WORKERS=${WORKERS:-1}
@@ -140,6 +142,7 @@ HF=$(free_port) # (f) hyper_floor proxy
 HS=$(free_port) # (g) hyper_floor static
 KL=$(free_port) # (h) keygate, rate limits on the node
 KR=$(free_port) # (i) keygate, rate limits through Redis
+KC=$(free_port) # (j) keygate, credits
 
 nginx_common() { # NAME WORKERS
   cat <<EOF
@@ -259,6 +262,18 @@ if (wants h || wants i) && ((has_upstream)); then
   head -n "$SPREAD" "$work/limited-keys.txt" >"$work/limited-spread.txt"
   limited=1
 fi
+credited=0
+if wants j && ((has_upstream)); then
+  log "seeding $CREDENTIALS customers with credits into a third database"
+  cdb="sqlite://$work/credited.db"
+  "$SEED" --database-url "$cdb" --count "$CREDENTIALS" --keys-out "$work/credited-keys.txt" \
+    --clients-out "$work/credited-clients.tsv" --credits 1000000000000000 2>"$work/seed-credited.log" || {
+    cat "$work/seed-credited.log" >&2
+    die "seeding the customers with credits failed"
+  }
+  head -n "$SPREAD" "$work/credited-keys.txt" >"$work/credited-spread.txt"
+  credited=1
+fi
 
 # --- servers -----------------------------------------------------------------------------------
 start_nginx upstream "$UP"
@@ -277,12 +292,16 @@ pids+=("$kg_pid")
 wait_http "http://127.0.0.1:$KP/healthz" "$work/keygate.log" "$kg_pid"
 
 # (h), (i): the same gateway on the rate-limited customers, counting on the node and in Redis.
-start_keygate() { # NAME PORT EXTRA_ARGS...; sets $started
-  local name=$1 port=$2
+start_keygate() { # NAME PORT [--db URL] EXTRA_ARGS...; sets $started
+  local name=$1 port=$2 kdb=$ldb
   shift 2
+  if [[ ${1:-} == --db ]]; then
+    kdb=$2
+    shift 2
+  fi
   local args=(serve --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$UP" "${kg_proxy_flags[@]}")
   "$KG" serve --help | grep -q -- '--workers' && args+=(--workers "$WORKERS")
-  KEYGATE_ADMIN_TOKEN=$admin_token "$KG" --database-url "$ldb" "${args[@]}" "$@" >"$work/$name.log" 2>&1 &
+  KEYGATE_ADMIN_TOKEN=$admin_token "$KG" --database-url "$kdb" "${args[@]}" "$@" >"$work/$name.log" 2>&1 &
   started=$!
   pids+=("$started")
   wait_http "http://127.0.0.1:$port/healthz" "$work/$name.log" "$started"
@@ -477,6 +496,12 @@ if wants f; then
   probe f "http://127.0.0.1:$HF$PROXY_PATH" x-api-key "$key1" 200 200
   grep -q '"ok":true' "$work/probe.body" || die "f: hyper_floor did not pass the upstream's answer through"
 fi
+if ((credited)); then
+  start_keygate keygate-credits "$KC" --db "$cdb"
+  kc_pid=$started
+  ckey1=$(head -n 1 "$work/credited-keys.txt")
+  probe j "http://127.0.0.1:$KC$PROXY_PATH" x-api-key "$ckey1" 200 401
+fi
 lkey1=$( ((limited)) && head -n 1 "$work/limited-keys.txt" || true)
 for s_ in h i; do
   wants $s_ && ((limited)) || continue
@@ -518,6 +543,10 @@ for round in $(seq 1 "$ROUNDS"); do
       "$kl_pid" "$up_pid"
     wants i && measure i-keygate-ratelimits-redis "http://127.0.0.1:$KR$PROXY_PATH" "$work/limited-spread.txt" \
       x-api-key "" "$kr_pid" "$up_pid"
+  fi
+  if ((credited)); then
+    measure j-keygate-credits "http://127.0.0.1:$KC$PROXY_PATH" "$work/credited-spread.txt" x-api-key "" \
+      "$kc_pid" "$up_pid"
   fi
 done
 
@@ -636,6 +665,8 @@ verdict() { # VALUE OP TARGET
   ia=$(ratio i-keygate-ratelimits-redis a-keygate-x-api-key)
   printf '%-44s %6s   %s\n' "h/a  two rate limits / none (keygate)" "$ha" ">= 0.95: $(verdict "$ha" '>=' 0.95)"
   printf '%-44s %6s   %s\n' "i/a  two rate limits via Redis / none" "$ia" ">= 0.9: $(verdict "$ia" '>=' 0.9)"
+  ja=$(ratio j-keygate-credits a-keygate-x-api-key)
+  printf '%-44s %6s   %s\n' "j/a  two credits balances / none (keygate)" "$ja" ">= 0.95: $(verdict "$ja" '>=' 0.95)"
   printf '%-44s %6s\n' "CPU per request a/c (keygate key / nginx map)" "$(usvs a-keygate-x-api-key c-nginx-key-map)"
   printf '%-44s %6s\n' "CPU per request b/c" "$(usvs b-keygate-bearer c-nginx-key-map)"
   printf '%-44s %6s\n' "CPU per request e (keygate verify / static)" "$(usvs e-keygate-verify e-nginx-static)"

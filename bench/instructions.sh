@@ -9,6 +9,9 @@
 #   N1=1000 N2=4000 bench/instructions.sh
 #   LIMITS=1 bench/instructions.sh                         # the key with two rate limits (its own and
 #                                                          # its account's), never reached
+#   CREDITS=1 bench/instructions.sh                        # the key with two credits balances (its own
+#                                                          # and its account's, 10^15 each): the leases
+#                                                          # taken from the database are counted too
 #
 # Needs valgrind and python3 (installed with apt-get if missing).
 set -euo pipefail
@@ -56,6 +59,12 @@ count() {
     (cd "$dir" && "$KG" credential limits "$client" --ratelimit requests=1000000000/1s >/dev/null &&
       "$KG" account limits "$account" --ratelimit account=1000000000/1m >/dev/null)
   fi
+  if [[ ${CREDITS:-0} == 1 ]]; then
+    local client
+    client=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["clientId"])' <<<"$issued")
+    (cd "$dir" && "$KG" credential credits "$client" --remaining 1000000000000000 >/dev/null &&
+      "$KG" account credits "$account" --remaining 1000000000000000 >/dev/null)
+  fi
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   (cd "$dir" && exec valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
     "$KG" serve --listen "127.0.0.1:$port" --workers 1 --access-log false >"$dir/serve.log" 2>&1) &
@@ -77,4 +86,4 @@ print(total)'
 a=$(count "$N1")
 b=$(count "$N2")
 echo "keygate: $KG"
-echo "instructions per /auth/verify request: $(((b - a) / (N2 - N1)))  (runs of $N1 and $N2 requests$([[ ${LIMITS:-0} == 1 ]] && echo ', two rate limits'))"
+echo "instructions per /auth/verify request: $(((b - a) / (N2 - N1)))  (runs of $N1 and $N2 requests$([[ ${LIMITS:-0} == 1 ]] && echo ', two rate limits')$([[ ${CREDITS:-0} == 1 ]] && echo ', two credits balances'))"

@@ -18,6 +18,7 @@ use clap::Parser;
 use keygate_auth::{MasterKeySource, secrets};
 use keygate_core::ratelimit::RateLimit;
 use keygate_ops::Ops;
+use keygate_store::CreditScope;
 
 #[derive(Parser)]
 struct Args {
@@ -39,6 +40,9 @@ struct Args {
     /// A rate limit on every account (shared by its credential), NAME=LIMIT/DURATION.
     #[arg(long = "account-ratelimit")]
     account_ratelimits: Vec<RateLimit>,
+    /// A credits balance on every credential and on every account (both charged per request).
+    #[arg(long)]
+    credits: Option<i64>,
 }
 
 fn create(path: &PathBuf) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
@@ -73,6 +77,12 @@ async fn main() -> anyhow::Result<()> {
             ops.update_account_limits(account.id, Some(&args.account_ratelimits), None)
                 .await
                 .map_err(|e| anyhow::anyhow!("limiting account {i}: {e:?}"))?;
+        }
+        if let Some(remaining) = args.credits {
+            let config = keygate_core::credits::CreditsConfig { remaining, refill: None };
+            for scope in [CreditScope::Credential(issued.client_id), CreditScope::Account(account.id)] {
+                ops.set_credits(scope, Some(&config)).await.map_err(|e| anyhow::anyhow!("credits {i}: {e:?}"))?;
+            }
         }
         writeln!(keys, "{}", issued.api_key)?;
         writeln!(clients, "{}\t{}", issued.client_id.to_hex(), issued.api_key)?;

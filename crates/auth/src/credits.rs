@@ -35,6 +35,9 @@ use tokio::sync::watch;
 
 const SHARDS: usize = 16;
 
+/// The fewest credits a lease takes ahead (unless `max_prefetch` is lower, or less is left).
+pub const MIN_PREFETCH: i64 = 16;
+
 /// How balances are leased and reported.
 #[derive(Debug, Clone, Copy)]
 pub struct CreditSettings {
@@ -46,7 +49,9 @@ pub struct CreditSettings {
     /// A lease unused this long is given back.
     pub idle_return: Duration,
     /// The most a lease takes ahead of the request that needs it (it also takes at most half of
-    /// what is left beyond that request, and about half a second of the balance's recent spend).
+    /// what is left beyond that request, and about two seconds of the balance's recent spend, at
+    /// least [`MIN_PREFETCH`], so that a busy key takes a lease every two seconds or so and a
+    /// quiet one not on every request).
     pub max_prefetch: i64,
     /// How long a lease may take before the request fails with 1503.
     pub store_timeout: Duration,
@@ -58,7 +63,7 @@ impl Default for CreditSettings {
             flush: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(30),
             idle_return: Duration::from_secs(5),
-            max_prefetch: 1_000,
+            max_prefetch: 10_000,
             store_timeout: Duration::from_secs(2),
         }
     }
@@ -93,11 +98,16 @@ struct Local {
     leased: bool,
     /// What the database held besides leases, as the last lease saw it (for the estimate).
     unleased: i64,
-    /// The database could not cover a request: refuse without asking until the feed says the
-    /// balance changed, the period turns, or this long has passed.
-    exhausted_until: Option<Instant>,
+    /// The database could not give this many more credits: a request that would need as many
+    /// from it is refused without asking until the feed says the balance changed, the period
+    /// turns, or the instant passes (a request that needs fewer still asks).
+    exhausted: Option<(Instant, i64)>,
     /// Past this, what is held is not used (it may have been reclaimed).
     valid_until: Instant,
+    /// The balance's row changed (a top-up, a refund, a give-back elsewhere): give the lease back
+    /// at the next report, so that a refund or a correction applies to what this process holds
+    /// too (until then, at most one flush interval, it spends from its lease as before).
+    give_back: bool,
     last_spend: Instant,
     /// Spend since the last lease, for the next lease's size.
     spent_since_lease: i64,
@@ -111,6 +121,16 @@ impl Balance {
 }
 
 impl Local {
+    fn touch(&mut self) {
+        self.exhausted = None;
+        self.give_back = self.leased;
+    }
+
+    /// Whether the database was found unable to give `more` credits (or fewer) a moment ago.
+    fn exhausted_for(&self, more: i64, now: Instant) -> bool {
+        self.exhausted.is_some_and(|(until, short)| now < until && more >= short)
+    }
+
     /// Voids what is held when the period has turned or the epoch moved past it (what was spent
     /// under the old epoch is void too: the balance was set anew), or when the lease may have
     /// been reclaimed (what was spent is still reported).
@@ -121,7 +141,7 @@ impl Local {
             self.period = period;
             self.available = 0;
             self.spent = 0;
-            self.exhausted_until = None;
+            self.exhausted = None;
         } else if now >= self.valid_until && self.available > 0 {
             self.available = 0;
         }
@@ -233,7 +253,8 @@ impl Credits {
                         spent: 0,
                         leased: false,
                         unleased: 0,
-                        exhausted_until: None,
+                        exhausted: None,
+                        give_back: false,
                         valid_until: now,
                         last_spend: now,
                         spent_since_lease: 0,
@@ -260,12 +281,13 @@ impl Credits {
         (credential.is_some() || account.is_some()).then(|| Arc::new(Charged { credential, account }))
     }
 
-    /// The change feed says a balance's row changed (a top-up, a set, a give-back elsewhere):
-    /// look at the database again before refusing.
+    /// The change feed says a balance's row changed (a top-up, a refund, a set, a give-back
+    /// elsewhere): look at the database again before refusing, and give the lease back at the
+    /// next report.
     pub fn touched(&self, scope: CreditScope) {
         let shard = self.shards[shard_of(&scope)].lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = shard.get(&scope) {
-            b.lock().exhausted_until = None;
+            b.lock().touch();
         }
     }
 
@@ -273,7 +295,7 @@ impl Credits {
     pub fn touched_all(&self) {
         for shard in &self.shards {
             for b in shard.lock().unwrap_or_else(|p| p.into_inner()).values() {
-                b.lock().exhausted_until = None;
+                b.lock().touch();
             }
         }
     }
@@ -295,9 +317,10 @@ impl Credits {
             if l.unlimited || l.available >= need {
                 continue;
             }
-            match l.exhausted_until {
-                Some(until) if now < until => refused = Some(l.available + l.unleased.max(0)),
-                _ => lacking.push(Arc::clone(b)),
+            if l.exhausted_for(need - l.available, now) {
+                refused = Some(l.available + l.unleased.max(0));
+            } else {
+                lacking.push(Arc::clone(b));
             }
         }
         if let Some(remaining) = refused {
@@ -369,13 +392,13 @@ impl Credits {
             let mut l = b.lock();
             let epoch = l.epoch;
             l.refresh(epoch, now_ms(), Instant::now());
-            if l.unlimited || l.available >= want || l.exhausted_until.is_some_and(|t| Instant::now() < t) {
+            if l.unlimited || l.available >= want || l.exhausted_for(want - l.available, Instant::now()) {
                 return Ok(());
             }
             let need = want - l.available;
             let elapsed = l.leased_at.elapsed().as_secs_f64().max(0.001);
             let rate = l.spent_since_lease.max(0) as f64 / elapsed;
-            let extra = ((rate * 0.5) as i64).clamp(0, self.settings.max_prefetch);
+            let extra = ((rate * 2.0) as i64).max(MIN_PREFETCH).min(self.settings.max_prefetch);
             (need, extra)
         };
         let ttl = self.settings.lease_ttl;
@@ -414,7 +437,7 @@ impl Credits {
         l.leased_at = Instant::now();
         // Used only while the database cannot have reclaimed it: a third of the TTL early.
         l.valid_until = sent + ttl - ttl / 3;
-        l.exhausted_until = (lease.granted == 0).then(|| Instant::now() + self.settings.idle_return);
+        l.exhausted = (lease.granted == 0).then(|| (Instant::now() + self.settings.idle_return, need));
         Ok(())
     }
 
@@ -432,7 +455,7 @@ impl Credits {
                     // Nothing in the database: forget it unless a cached credential still uses it.
                     return Arc::strong_count(b) > 1;
                 }
-                let idle = release_all || now.duration_since(l.last_spend) >= self.settings.idle_return;
+                let idle = release_all || l.give_back || now.duration_since(l.last_spend) >= self.settings.idle_return;
                 // A give-back waits while a lease of the balance is on its way (next time, then).
                 let guard = if idle { b.leasing.clone().try_lock_owned().ok() } else { None };
                 let release = guard.is_some();
@@ -442,6 +465,7 @@ impl Credits {
                 if release {
                     l.available = 0;
                     l.leased = false;
+                    l.give_back = false;
                 }
                 true
             });

@@ -16,7 +16,11 @@ use crate::error::{Error, Result};
 use crate::http::{self, Read, Transport};
 use crate::{ClientOptions, Secret};
 
+mod credits;
 mod usage;
+pub use credits::{
+    CreditAdjustment, CreditBalance, CreditSource, CreditsChanged, CreditsConfig, Refill, RefillInterval,
+};
 pub use usage::{Granularity, UsageBucket, UsageQuery};
 
 /// The admin API's prefix.
@@ -132,18 +136,22 @@ pub struct AccountEvent {
     pub at: i64,
 }
 
-/// An account with the rate limits that apply to it and its history: the answer of
-/// [`AdminClient::account`] and of the calls that change its limits or plan.
+/// An account with the rate limits that apply to it, its credits balance and its history: the
+/// answer of [`AdminClient::account`] and of the calls that change its limits, plan or credits.
 ///
 /// ```
-/// use keygate_client::LimitSource;
+/// use keygate_client::{CreditSource, LimitSource};
 /// let d: keygate_client::AccountDetail = serde_json::from_str(r#"{"id":"64db241f6d9e5c4bd136c187","uid":1,
 ///     "email":"dev@example.com","firstName":"","status":"active","plan":"pro","ratelimits":[],
 ///     "createdAt":1,"updatedAt":1,"events":[],
-///     "effectiveRatelimits":[{"name":"daily","limit":1000,"duration":"1d","source":"plan","plan":"pro"}]}"#)?;
+///     "effectiveRatelimits":[{"name":"daily","limit":1000,"duration":"1d","source":"plan","plan":"pro"}],
+///     "credits":{"remaining":250,"leased":0,"refill":{"interval":"daily","amount":300},"source":"plan",
+///         "nextRefillAt":1738454400000}}"#)?;
 /// assert!(d.events.is_empty());
 /// assert_eq!(d.account.uid, 1);
 /// assert_eq!(d.effective_ratelimits[0].source, LimitSource::Plan);
+/// let credits = d.credits.expect("a quota applies");
+/// assert_eq!((credits.remaining, credits.source), (250, CreditSource::Plan));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +166,11 @@ pub struct AccountDetail {
     /// without rate limits.
     #[serde(default)]
     pub effective_ratelimits: Vec<EffectiveLimit>,
+    /// Its credits balance, shared by its credentials: its own, or its plan's refill
+    /// ([`CreditBalance::source`]). `None`: no quota applies to the account (nor from a server
+    /// without credits).
+    #[serde(default)]
+    pub credits: Option<CreditBalance>,
     /// Oldest first.
     pub events: Vec<AccountEvent>,
 }
@@ -224,8 +237,9 @@ pub struct Credential {
     pub ratelimits: Vec<RateLimit>,
 }
 
-/// A credential and the rate limits its requests count against: the answer of
-/// [`AdminClient::credential`] and [`AdminClient::set_credential_ratelimits`].
+/// A credential, the rate limits its requests count against and its own credits balance: the
+/// answer of [`AdminClient::credential`], [`AdminClient::set_credential_ratelimits`] and
+/// [`AdminClient::set_credential_credits`].
 ///
 /// ```
 /// use keygate_client::{CredentialDetail, LimitSource};
@@ -238,6 +252,13 @@ pub struct Credential {
 /// assert_eq!(d.credential.ratelimits[0].name, "burst");
 /// let sources: Vec<_> = d.effective_ratelimits.iter().map(|l| (l.source, l.plan.as_deref())).collect();
 /// assert_eq!(sources, [(LimitSource::Credential, None), (LimitSource::Plan, Some("free"))]);
+/// assert_eq!(d.credits, None, "no balance of its own");
+///
+/// let d: CredentialDetail = serde_json::from_str(r#"{"clientId":"64db241f6d9e5c4bd136c188",
+///     "accountId":"64db241f6d9e5c4bd136c187","status":"active","generation":1,"hint":"kgk_...Ab12",
+///     "createdAt":1,"updatedAt":1,"effectiveRatelimits":[],
+///     "credits":{"remaining":9990,"leased":12,"source":"own"}}"#)?;
+/// assert_eq!(d.credits.map(|b| (b.remaining, b.leased)), Some((9990, 12)));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +273,10 @@ pub struct CredentialDetail {
     /// rate limits.
     #[serde(default)]
     pub effective_ratelimits: Vec<EffectiveLimit>,
+    /// Its own credits balance. `None`: it has none (its account's may still apply, see
+    /// [`AccountDetail::credits`]), or a server without credits.
+    #[serde(default)]
+    pub credits: Option<CreditBalance>,
 }
 
 /// A credential with its secret, as shown once, at creation or rotation.
@@ -410,13 +435,17 @@ impl EffectiveLimit {
     }
 }
 
-/// A named set of rate limits assigned to accounts (`free`, `pro`, ...); changing it applies to
-/// every account on it. Times are Unix milliseconds.
+/// A named set of rate limits assigned to accounts (`free`, `pro`, ...), with how it refills
+/// their credits, if it does; changing it applies to every account on it. Times are Unix
+/// milliseconds.
 ///
 /// ```
 /// let p: keygate_client::Plan = serde_json::from_str(r#"{"name":"free",
 ///     "ratelimits":[{"name":"requests","limit":10,"duration":"1s"}],"createdAt":1,"updatedAt":2}"#)?;
-/// assert_eq!(p.ratelimits[0].limit, 10);
+/// assert_eq!((p.ratelimits[0].limit, p.credits), (10, None));
+/// let p: keygate_client::Plan = serde_json::from_str(r#"{"name":"starter","ratelimits":[],
+///     "credits":{"interval":"monthly","amount":1000,"refillDay":15},"createdAt":1,"updatedAt":2}"#)?;
+/// assert_eq!(p.credits, Some(keygate_client::Refill::monthly(1000).on_day(15)));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,6 +456,10 @@ pub struct Plan {
     pub name: String,
     /// Its limits (possibly none).
     pub ratelimits: Vec<RateLimit>,
+    /// How the credits balance of its accounts refills (accounts with a balance of their own
+    /// keep theirs); `None`: the plan gives no credits quota.
+    #[serde(default)]
+    pub credits: Option<Refill>,
     /// When it was created.
     pub created_at: i64,
     /// When it last changed.
@@ -545,11 +578,12 @@ impl AccountQuery {
 
 /// A client of keygate's admin API, authenticated with the admin token. Cheap to clone.
 ///
-/// Reads and the calls that are safe to repeat (ban, unban, revoke, setting rate limits or a
-/// plan, putting or deleting a plan) are retried as the [`RetryPolicy`](crate::RetryPolicy) says;
-/// creations and rotations are retried only when nothing was sent (a connection that could not
-/// be opened) or keygate answered `1503`, since repeating them would create a second account,
-/// credential or key.
+/// Reads and the calls that are safe to repeat (ban, unban, revoke, setting rate limits, a plan
+/// or credits, a credits change with an idempotency key, putting or deleting a plan) are retried
+/// as the [`RetryPolicy`](crate::RetryPolicy) says; creations, rotations and credits added
+/// without an idempotency key are retried only when nothing was sent (a connection that could
+/// not be opened) or keygate answered `1503`, since repeating them would create a second
+/// account, credential or key, or add the credits twice.
 ///
 /// ```no_run
 /// # async fn run() -> keygate_client::Result<()> {
@@ -599,7 +633,7 @@ struct Rotate {
     grace: String,
 }
 
-/// The body of the PATCHes and of `PUT /plans/{name}`: a whole set of limits.
+/// The body of the PATCHes: a whole set of limits.
 #[derive(Serialize)]
 struct Ratelimits<'a> {
     ratelimits: &'a [RateLimit],
@@ -1004,6 +1038,10 @@ impl AdminClient {
     /// replaced (200). Every account on it counts against the new limits within the change-feed
     /// bound, keeping what was spent. A bad name or set is `1003` (HTTP 400).
     ///
+    /// The whole plan is replaced: a plan that refilled its accounts' credits no longer does (it
+    /// is [`put_plan_with_credits`](Self::put_plan_with_credits) with `None`; give the refill
+    /// there to keep it).
+    ///
     /// Putting the same plan twice is harmless, so the call is retried as reads are; if an
     /// answer was lost and the retry is what reached keygate second, `created` is `false` for a
     /// plan this call did create.
@@ -1018,10 +1056,7 @@ impl AdminClient {
     /// # Ok(()) }
     /// ```
     pub async fn put_plan(&self, name: &str, ratelimits: &[RateLimit]) -> Result<(Plan, bool)> {
-        let url = self.url(&["plans", name], &[])?;
-        let (status, bytes) = self.send(Method::PUT, url, Some(body(&Ratelimits { ratelimits })?), true).await?;
-        let (plan, _) = http::decode_data(status, &bytes)?;
-        Ok((plan, status == 201))
+        self.put_plan_with_credits(name, ratelimits, None).await
     }
 
     /// `GET /plans`: every plan, by name.

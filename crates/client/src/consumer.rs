@@ -21,9 +21,12 @@ use crate::{ClientOptions, Secret};
 pub const GET_TOKEN_PATH: &str = "/api/open/v3/getToken";
 /// keygate's verify endpoint.
 pub const VERIFY_PATH: &str = "/auth/verify";
+/// The request header that tells `/auth/verify` what a request costs in credits (default 1):
+/// what [`ApiKeyClient::verify_with_cost`] sends.
+pub const COST_HEADER: &str = "x-keygate-cost";
 
 /// Who keygate says a credential belongs to: the answer of `/auth/verify`, with where each rate
-/// limit that applies stands after it.
+/// limit that applies stands after it and the credits left.
 ///
 /// ```
 /// let id: keygate_client::Identity = serde_json::from_str(
@@ -32,12 +35,19 @@ pub const VERIFY_PATH: &str = "/auth/verify";
 /// assert_eq!(id.uid, 7);
 /// assert_eq!(id.method, keygate_client::AuthMethod::ApiKey);
 /// assert!(id.ratelimits.is_empty(), "no limit applies");
+/// assert_eq!(id.credits_remaining, None, "no credits balance applies");
 ///
 /// let id: keygate_client::Identity = serde_json::from_str(
 ///     r#"{"accountId":"64db241f6d9e5c4bd136c187","uid":7,"clientId":"64db241f6d9e5c4bd136c188","method":"api_key",
 ///     "ratelimits":[{"name":"requests","limit":10,"duration":"1s","remaining":9,"reset":1}]}"#,
 /// )?;
 /// assert_eq!((id.ratelimits[0].name.as_str(), id.ratelimits[0].remaining), ("requests", 9));
+///
+/// let id: keygate_client::Identity = serde_json::from_str(
+///     r#"{"accountId":"64db241f6d9e5c4bd136c187","uid":7,"clientId":"64db241f6d9e5c4bd136c188","method":"bearer",
+///     "creditsRemaining":9990}"#,
+/// )?;
+/// assert_eq!(id.credits_remaining, Some(9990));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +66,13 @@ pub struct Identity {
     /// body's copy of the `RateLimit` header); empty when none applies.
     #[serde(default)]
     pub ratelimits: Vec<LimitStatus>,
+    /// The credits left after this request was charged (the body's copy of the
+    /// `x-keygate-credits-remaining` header): the smallest of the balances charged, the
+    /// credential's own and its account's. `None` when no balance applies. With several keygate
+    /// nodes, what the answering node knows (each spends from its own lease). When the balance
+    /// does not cover a request, the answer is [`Error::InsufficientCredits`].
+    #[serde(default)]
+    pub credits_remaining: Option<i64>,
 }
 
 /// Where one rate limit stands after a request: an item of [`Identity::ratelimits`]. A request
@@ -227,8 +244,29 @@ impl ApiKeyClient {
     /// # Ok(()) }
     /// ```
     pub async fn verify(&self) -> Result<Identity> {
-        let (status, bytes) = self.get(VERIFY_PATH).execute(Read::Body).await?.into_body();
-        http::decode_data(status, &bytes).map(|(identity, _)| identity)
+        verify(self.get(VERIFY_PATH)).await
+    }
+
+    /// `GET /auth/verify` with `x-keygate-cost: cost`: [`verify`](Self::verify) charged `cost`
+    /// credits instead of 1 where a credits balance applies (0 checks that the balance is
+    /// positive and charges nothing). A balance that does not cover it is
+    /// [`Error::InsufficientCredits`] (`1006`, HTTP 402), with what is left, and is not charged;
+    /// a cost above 10¹⁵ is `1003` (HTTP 400).
+    ///
+    /// ```no_run
+    /// # async fn run(client: keygate_client::ApiKeyClient) -> keygate_client::Result<()> {
+    /// use keygate_client::Error;
+    /// match client.verify_with_cost(10).await {
+    ///     Ok(me) => println!("{:?} credits left", me.credits_remaining),
+    ///     Err(Error::InsufficientCredits { remaining, .. }) => println!("only {remaining:?} left: top up"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// let balance = client.verify_with_cost(0).await?.credits_remaining; // free, needs a positive balance
+    /// # let _ = balance;
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify_with_cost(&self, cost: u64) -> Result<Identity> {
+        verify(self.get(VERIFY_PATH).header(COST_HEADER, cost)).await
     }
 
     /// Adds the `x-api-key` header to a `reqwest` request of your own (one sent with a streaming
@@ -511,8 +549,20 @@ impl TokenClient {
     /// # Ok(()) }
     /// ```
     pub async fn verify(&self) -> Result<Identity> {
-        let (status, bytes) = self.get(VERIFY_PATH).execute(Read::Body).await?.into_body();
-        http::decode_data(status, &bytes).map(|(identity, _)| identity)
+        verify(self.get(VERIFY_PATH)).await
+    }
+
+    /// `GET /auth/verify` with the token and `x-keygate-cost: cost`: see
+    /// [`ApiKeyClient::verify_with_cost`]. getToken itself is never charged.
+    ///
+    /// ```no_run
+    /// # async fn run(client: keygate_client::TokenClient) -> keygate_client::Result<()> {
+    /// let me = client.verify_with_cost(5).await?;
+    /// println!("{:?} credits left", me.credits_remaining);
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify_with_cost(&self, cost: u64) -> Result<Identity> {
+        verify(self.get(VERIFY_PATH).header(COST_HEADER, cost)).await
     }
 
     /// Adds `Authorization: Bearer {token}` to a `reqwest` request of your own (getting a token
@@ -529,6 +579,12 @@ impl TokenClient {
     pub async fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
         Ok(req.header(AUTHORIZATION, bearer(&self.token().await?)?))
     }
+}
+
+/// Sends a `/auth/verify` request: the identity in its answer's `data`.
+async fn verify(request: RequestBuilder) -> Result<Identity> {
+    let (status, bytes) = request.execute(Read::Body).await?.into_body();
+    http::decode_data(status, &bytes).map(|(identity, _)| identity)
 }
 
 fn bearer(token: &Secret) -> Result<HeaderValue> {
@@ -936,11 +992,16 @@ mod tests {
         let t = TokenClient::new("http://127.0.0.1:1", "64db241f6d9e5c4bd136c187", "kgk_x").unwrap();
         let a = crate::AdminClient::new("http://127.0.0.1:1", "kga_x").unwrap();
         send(&k.verify());
+        send(&k.verify_with_cost(3));
         send(&t.verify());
+        send(&t.verify_with_cost(3));
         send(&t.get("/x").send());
         send(&k.post("/x").send_json::<serde_json::Value>());
         send(&a.signing_keys());
         send(&a.accounts(crate::AccountQuery::new()));
+        send(&a.credential_credits("64db241f6d9e5c4bd136c188"));
+        send(&a.adjust_account_credits("64db241f6d9e5c4bd136c187", crate::CreditAdjustment::Add(1), Some("k")));
+        send(&a.put_plan_with_credits("free", &[], Some(&crate::Refill::daily(1))));
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub enum Code {
     ParamError,
     /// 1005: operation too frequent (rate limited; HTTP 429).
     TooFrequent,
-    /// 1006: insufficient quota balance (HTTP 402).
+    /// 1006: insufficient quota balance (HTTP 402): the credits left do not cover the request's
+    /// cost. Such an answer is an [`Error::InsufficientCredits`], never an [`Error::Api`].
     QuotaExceeded,
     /// 1009: permission denied (HTTP 403).
     PermissionDenied,
@@ -115,7 +116,8 @@ impl fmt::Display for Code {
 /// Everything that can go wrong talking to keygate (or to the API behind it).
 ///
 /// A refusal by keygate is [`Error::Api`], with its business [`Code`], the HTTP status, the
-/// server's message and its `Retry-After`; match on the code:
+/// server's message and its `Retry-After`, but for a refusal for credits (`1006`), which is
+/// [`Error::InsufficientCredits`] with what is left; match on the code:
 ///
 /// ```
 /// use std::time::Duration;
@@ -127,6 +129,7 @@ impl fmt::Display for Code {
 ///         Error::Api { code: Code::InvalidAuth, .. } => "the key was revoked or rotated out".into(),
 ///         Error::Api { code: Code::TooFrequent, retry_after: Some(d), .. } => format!("rate limited for {d:?}"),
 ///         Error::Api { code: Code::TooFrequent, retry_after: None, .. } => "a limit of 0 blocks it".into(),
+///         Error::InsufficientCredits { remaining, .. } => format!("top up: {remaining:?} credits left"),
 ///         Error::Api { status, .. } if *status >= 500 => "keygate is in trouble".into(),
 ///         Error::Transport(_) => "keygate cannot be reached".into(),
 ///         _ => "something else".into(),
@@ -144,11 +147,15 @@ impl fmt::Display for Code {
 /// };
 /// assert_eq!(explain(&e), "rate limited for 20s");
 /// assert_eq!(e.retry_after(), Some(Duration::from_secs(20)));
+/// let e = Error::InsufficientCredits { status: 402, msg: "Insufficient quota balance".into(), remaining: Some(3) };
+/// assert_eq!(explain(&e), "top up: Some(3) credits left");
+/// assert_eq!((e.code(), e.status(), e.credits_remaining()), (Some(Code::QuotaExceeded), Some(402), Some(3)));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An answer with the envelope `{"code", "msg"}` and a code other than 1000.
+    /// An answer with the envelope `{"code", "msg"}` and a code other than 1000 (and 1006, an
+    /// [`Error::InsufficientCredits`]).
     #[error("code {code} (HTTP {status}): {msg}")]
     Api {
         /// The business code.
@@ -161,6 +168,25 @@ pub enum Error {
         /// request would pass. keygate sends it with `1005` (HTTP 429, absent when a limit of 0
         /// blocks every request) and with its connection-limit `1503`.
         retry_after: Option<Duration>,
+    },
+    /// The credits left do not cover the request's cost: an answer with code `1006`
+    /// ([`Code::QuotaExceeded`], HTTP 402), from `/auth/verify` or from the gateway (or the API
+    /// behind it, which may use the code too). keygate charged nothing for the request.
+    ///
+    /// Retrying does not help until the balance is topped up or refilled, so the SDK never
+    /// retries it, whatever the status a proxy in between gave it ([`Error::is_retryable`] is
+    /// `false`). [`code`](Error::code) is [`Code::QuotaExceeded`].
+    #[error("insufficient credits (code 1006, HTTP {status}): {msg}")]
+    InsufficientCredits {
+        /// The HTTP status (402; 200 when the server answers refusals with `always-200`; what a
+        /// proxy in between made of it).
+        status: u16,
+        /// The server's message (keygate's says what the request costs and what is left).
+        msg: String,
+        /// The credits left, from the answer's `x-keygate-credits-remaining` header (keygate
+        /// sends it with every `1006`; `None` when the answer had none, e.g. from the API behind
+        /// the gateway, or through a proxy that dropped it). 0 or more.
+        remaining: Option<i64>,
     },
     /// An HTTP error status whose body is not the envelope (the API behind the gateway, or a
     /// proxy in between, answered by itself). `body` is its first kilobyte.
@@ -201,6 +227,23 @@ impl Error {
     pub fn code(&self) -> Option<Code> {
         match self {
             Self::Api { code, .. } => Some(*code),
+            Self::InsufficientCredits { .. } => Some(Code::QuotaExceeded),
+            _ => None,
+        }
+    }
+
+    /// The credits left, for an [`Error::InsufficientCredits`] whose answer said.
+    ///
+    /// ```
+    /// use keygate_client::Error;
+    /// let e = Error::InsufficientCredits { status: 402, msg: String::new(), remaining: Some(0) };
+    /// assert_eq!(e.credits_remaining(), Some(0));
+    /// assert!(!e.is_retryable(true), "retrying does not help");
+    /// assert_eq!(Error::Invalid("no".into()).credits_remaining(), None);
+    /// ```
+    pub fn credits_remaining(&self) -> Option<i64> {
+        match self {
+            Self::InsufficientCredits { remaining, .. } => *remaining,
             _ => None,
         }
     }
@@ -237,7 +280,10 @@ impl Error {
     /// ```
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Api { status, .. } | Self::Status { status, .. } | Self::Decode { status, .. } => Some(*status),
+            Self::Api { status, .. }
+            | Self::InsufficientCredits { status, .. }
+            | Self::Status { status, .. }
+            | Self::Decode { status, .. } => Some(*status),
             Self::Transport(e) => e.status().map(|s| s.as_u16()),
             _ => None,
         }
@@ -252,6 +298,8 @@ impl Error {
     /// - a rate limit's `1005`: never, whatever the status a proxy in between gave it (the wait
     ///   it asks for, [`retry_after`](Self::retry_after), is often longer than a retry's delay,
     ///   and whether to wait is the caller's decision);
+    /// - a refusal for credits, [`Error::InsufficientCredits`] (`1006`): never, whatever its
+    ///   status (only a top-up or a refill helps);
     /// - anything else (every 4xx, 429 included): never.
     ///
     /// ```
@@ -265,11 +313,13 @@ impl Error {
     /// // A 429 that a proxy turned into a 500 is still a rate limit.
     /// let limited = Error::Api { code: Code::TooFrequent, status: 500, msg: String::new(), retry_after: None };
     /// assert!(!limited.is_retryable(true));
+    /// let broke = Error::InsufficientCredits { status: 500, msg: String::new(), remaining: Some(0) };
+    /// assert!(!broke.is_retryable(true));
     /// ```
     pub fn is_retryable(&self, idempotent: bool) -> bool {
         match self {
             Self::Api { code: Code::Unavailable, .. } => true,
-            Self::Api { code: Code::TooFrequent, .. } => false,
+            Self::Api { code: Code::TooFrequent, .. } | Self::InsufficientCredits { .. } => false,
             Self::Api { status, .. } | Self::Status { status, .. } => *status >= 500 && idempotent,
             Self::Transport(e) => e.is_connect() || (idempotent && !e.is_builder() && !e.is_decode()),
             _ => false,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +14,27 @@ use crate::{ClientOptions, RetryPolicy};
 
 /// How much of a non-envelope error body an [`Error::Status`] keeps.
 const ERROR_BODY_BYTES: usize = 1024;
+
+/// What keygate says is left of a credits balance, on `/auth/verify`'s answers and on a `1006`.
+pub(crate) const CREDITS_REMAINING: &str = "x-keygate-credits-remaining";
+
+/// What an answer's headers add to a refusal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Hints {
+    /// `Retry-After`, in seconds.
+    pub(crate) retry_after: Option<Duration>,
+    /// `x-keygate-credits-remaining`.
+    pub(crate) credits_remaining: Option<i64>,
+}
+
+impl Hints {
+    fn of(headers: &HeaderMap) -> Self {
+        Self {
+            retry_after: retry_after(headers.get(RETRY_AFTER)),
+            credits_remaining: headers.get(CREDITS_REMAINING).and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+        }
+    }
+}
 
 /// A failed try, with the server's `Retry-After` when it sent one.
 #[derive(Debug)]
@@ -121,16 +142,17 @@ impl Transport {
     pub(crate) async fn attempt(&self, req: reqwest::RequestBuilder, read: Read) -> Result<Answer, Failure> {
         let res = req.send().await?;
         let status = res.status().as_u16();
-        let retry_after = retry_after(res.headers().get(RETRY_AFTER));
+        let hints = Hints::of(res.headers());
+        let retry_after = hints.retry_after;
         if status >= 400 {
             let bytes = res.bytes().await.unwrap_or_default();
-            return Err(Failure { error: error_of(status, &bytes, retry_after), retry_after });
+            return Err(Failure { error: error_of(status, &bytes, hints), retry_after });
         }
         match read {
             Read::Response => Ok(Answer::Response(res)),
             Read::Body => {
                 let bytes = res.bytes().await?;
-                if let Some(error) = refusal(status, &bytes, retry_after) {
+                if let Some(error) = refusal(status, &bytes, hints) {
                     return Err(Failure { error, retry_after });
                 }
                 Ok(Answer::Body { status, bytes })
@@ -185,11 +207,19 @@ fn head(bytes: &[u8]) -> Option<Head> {
     serde_json::from_slice(bytes).ok()
 }
 
-/// The error of an answer with `status` >= 400 (and its `Retry-After`, kept in an
-/// [`Error::Api`]).
-pub(crate) fn error_of(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> Error {
+/// The error of an envelope with a code other than 1000: [`Error::InsufficientCredits`] for a
+/// `1006` (with the credits left), else [`Error::Api`] (with its `Retry-After`).
+fn refused(status: u16, h: Head, hints: Hints) -> Error {
+    match Code::from_u32(h.code) {
+        Code::QuotaExceeded => Error::InsufficientCredits { status, msg: h.msg, remaining: hints.credits_remaining },
+        code => Error::Api { code, status, msg: h.msg, retry_after: hints.retry_after },
+    }
+}
+
+/// The error of an answer with `status` >= 400.
+pub(crate) fn error_of(status: u16, bytes: &[u8], hints: Hints) -> Error {
     match head(bytes) {
-        Some(h) if h.code != 1000 => Error::Api { code: Code::from_u32(h.code), status, msg: h.msg, retry_after },
+        Some(h) if h.code != 1000 => refused(status, h, hints),
         _ => {
             let end = bytes.len().min(ERROR_BODY_BYTES);
             Error::Status { status, body: String::from_utf8_lossy(&bytes[..end]).into_owned() }
@@ -199,13 +229,8 @@ pub(crate) fn error_of(status: u16, bytes: &[u8], retry_after: Option<Duration>)
 
 /// The refusal an answer below 400 carries in its envelope, if any (keygate's `always-200` mode
 /// answers a rate-limited getToken 200 / `1005` with a `Retry-After`).
-fn refusal(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> Option<Error> {
-    head(bytes).filter(|h| h.code != 1000).map(|h| Error::Api {
-        code: Code::from_u32(h.code),
-        status,
-        msg: h.msg,
-        retry_after,
-    })
+fn refusal(status: u16, bytes: &[u8], hints: Hints) -> Option<Error> {
+    head(bytes).filter(|h| h.code != 1000).map(|h| refused(status, h, hints))
 }
 
 /// The whole body as `T`.
@@ -236,20 +261,20 @@ mod tests {
 
     #[test]
     fn answers_are_judged_by_envelope_and_status() {
-        let e = error_of(403, br#"{"code":1200,"msg":"The account has been banned"}"#, None);
+        let e = error_of(403, br#"{"code":1200,"msg":"The account has been banned"}"#, Hints::default());
         assert!(
             matches!(e, Error::Api { code: Code::Banned, status: 403, ref msg, retry_after: None } if msg.contains("banned"))
         );
-        let e = error_of(502, b"<html>bad gateway</html>", None);
+        let e = error_of(502, b"<html>bad gateway</html>", Hints::default());
         assert!(matches!(e, Error::Status { status: 502, ref body } if body.contains("bad gateway")));
-        let e = error_of(500, &[b'x'; 5000], None);
+        let e = error_of(500, &[b'x'; 5000], Hints::default());
         assert!(matches!(e, Error::Status { ref body, .. } if body.len() == ERROR_BODY_BYTES));
         // A JSON error body that is not an envelope.
-        assert!(matches!(error_of(404, br#"{"error":"nope"}"#, None), Error::Status { status: 404, .. }));
+        assert!(matches!(error_of(404, br#"{"error":"nope"}"#, Hints::default()), Error::Status { status: 404, .. }));
         // A rate limit's refusal keeps its Retry-After, and is not retried.
-        let wait = Some(Duration::from_secs(19));
+        let wait = Hints { retry_after: Some(Duration::from_secs(19)), credits_remaining: None };
         let e = error_of(429, br#"{"code":1005,"msg":"Operation too frequent"}"#, wait);
-        assert_eq!((e.code(), e.status(), e.retry_after()), (Some(Code::TooFrequent), Some(429), wait));
+        assert_eq!((e.code(), e.status(), e.retry_after()), (Some(Code::TooFrequent), Some(429), wait.retry_after));
         assert!(!e.is_retryable(true) && !e.is_retryable(false));
         // Even when a proxy made the 429 a 5xx (nginx's auth_request does).
         let e = error_of(500, br#"{"code":1005,"msg":"Operation too frequent"}"#, wait);
@@ -258,16 +283,33 @@ mod tests {
         assert!(!error_of(429, b"slow down", wait).is_retryable(true));
 
         // Below 400, only an envelope with another code than 1000 is a refusal.
-        assert!(refusal(200, br#"{"code":1000,"msg":"OK","data":{}}"#, None).is_none());
-        assert!(refusal(200, br#"[1,2,3]"#, None).is_none());
-        assert!(refusal(200, b"plain text", None).is_none());
-        assert!(refusal(200, br#"{"code":"1101"}"#, None).is_none(), "a string code is not the protocol's");
-        let e = refusal(200, br#" {"code":1101,"msg":"Invalid authorization"}"#, None).unwrap();
+        assert!(refusal(200, br#"{"code":1000,"msg":"OK","data":{}}"#, Hints::default()).is_none());
+        assert!(refusal(200, br#"[1,2,3]"#, Hints::default()).is_none());
+        assert!(refusal(200, b"plain text", Hints::default()).is_none());
+        assert!(refusal(200, br#"{"code":"1101"}"#, Hints::default()).is_none(), "a string code is not the protocol's");
+        let e = refusal(200, br#" {"code":1101,"msg":"Invalid authorization"}"#, Hints::default()).unwrap();
         assert_eq!((e.code(), e.status()), (Some(Code::InvalidAuth), Some(200)));
         // always-200: getToken answers a rate limit 200 / 1005, with Retry-After.
         let e = refusal(200, br#"{"code":1005,"msg":"Operation too frequent"}"#, wait).unwrap();
-        assert_eq!((e.code(), e.status(), e.retry_after()), (Some(Code::TooFrequent), Some(200), wait));
+        assert_eq!((e.code(), e.status(), e.retry_after()), (Some(Code::TooFrequent), Some(200), wait.retry_after));
         assert!(!e.is_retryable(true));
+
+        // A refusal for credits: its own variant, with what is left, never retried.
+        let left = Hints { retry_after: None, credits_remaining: Some(2) };
+        let body = br#"{"code":1006,"msg":"Insufficient quota balance: the request costs 5 and 2 credits are left"}"#;
+        for status in [402, 500] {
+            let e = error_of(status, body, left);
+            assert!(
+                matches!(e, Error::InsufficientCredits { status: s, ref msg, remaining: Some(2) } if s == status && msg.contains("costs 5")),
+                "{e:?}"
+            );
+            assert_eq!((e.code(), e.credits_remaining()), (Some(Code::QuotaExceeded), Some(2)));
+            assert!(!e.is_retryable(true) && !e.is_retryable(false), "HTTP {status}");
+        }
+        let e = refusal(200, br#"{"code":1006,"msg":"Insufficient quota balance"}"#, Hints::default()).unwrap();
+        assert!(matches!(e, Error::InsufficientCredits { status: 200, remaining: None, .. }), "{e:?}");
+        // A 402 that is not the envelope stays a status.
+        assert!(matches!(error_of(402, b"pay up", left), Error::Status { status: 402, .. }));
     }
 
     #[test]
@@ -286,6 +328,17 @@ mod tests {
         for bad in ["", "127.0.0.1:8080", "ftp://x", "http://x/?a=b", "http://x/#f", "mailto:a@b"] {
             assert!(matches!(Transport::new(bad, &o), Err(Error::Invalid(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn credits_left_are_read_from_their_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Hints::of(&h), Hints::default());
+        h.insert(CREDITS_REMAINING, HeaderValue::from_static("41"));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(Hints::of(&h), Hints { retry_after: Some(Duration::from_secs(3)), credits_remaining: Some(41) });
+        h.insert(CREDITS_REMAINING, HeaderValue::from_static("lots"));
+        assert_eq!(Hints::of(&h).credits_remaining, None);
     }
 
     #[test]

@@ -7,15 +7,16 @@
 //!   `1101`), and sends `Authorization: Bearer`. Both call `/auth/verify` ([`ApiKeyClient::verify`])
 //!   and build authenticated requests to the API behind keygate ([`ApiKeyClient::request`]).
 //! - For the **platform's backend**: [`AdminClient`] covers the admin API under `/admin/v1`
-//!   (accounts, bans, credentials, rotation, usage, rate limits and plans, signing keys), with
-//!   lists as streams.
+//!   (accounts, bans, credentials, rotation, usage, rate limits and plans, credits, signing
+//!   keys), with lists as streams.
 //! - **Webhooks** in the vendor's scheme (SHA-1 signature, AES-CBC payload): [`webhook`].
 //!
 //! Every client retries connection failures, `1503` and (for requests that are safe to repeat)
 //! other 5xx answers, with exponential backoff and full jitter ([`RetryPolicy`]); a refusal is an
 //! [`Error::Api`] with its business [`Code`], HTTP status and message. A rate limit's refusal,
 //! `1005` (HTTP 429), is never retried: it comes back at once with the server's `Retry-After`
-//! ([`Error::retry_after`]).
+//! ([`Error::retry_after`]). Nor is a refusal for credits, `1006` (HTTP 402): it is an
+//! [`Error::InsufficientCredits`] with the credits left.
 //!
 //! # Quick start: an API key
 //!
@@ -96,6 +97,28 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Quick start: credits
+//!
+//! ```no_run
+//! # async fn run(admin: keygate_client::AdminClient, client: keygate_client::ApiKeyClient) -> keygate_client::Result<()> {
+//! use keygate_client::{CreditAdjustment, CreditsConfig, Error, Refill};
+//!
+//! let account = "64db241f6d9e5c4bd136c187";
+//! // 500 credits now, and again on the 1st of every month; a payment's top-up, applied once.
+//! admin.set_account_credits(account, Some(&CreditsConfig::new(500).with_refill(Refill::monthly(500)))).await?;
+//! admin.adjust_account_credits(account, CreditAdjustment::Add(10_000), Some("payment-7f3a")).await?;
+//! // Or every account on a plan: 100 a day.
+//! admin.put_plan_with_credits("free", &[], Some(&Refill::daily(100))).await?;
+//!
+//! // The customer's side: a request that costs 10, and what is left.
+//! match client.verify_with_cost(10).await {
+//!     Ok(me) => println!("{:?} credits left", me.credits_remaining),
+//!     Err(Error::InsufficientCredits { remaining, .. }) => println!("{remaining:?} left: top up first"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Quick start: a webhook receiver
 //!
 //! ```
@@ -126,9 +149,11 @@ pub use admin::{
     CredentialDetail, CredentialStatus, DailyUsage, EffectiveLimit, IssuedCredential, LimitSource, Page, Plan,
     PlanDetail, RateLimit, SecretGeneration, SigningKey,
 };
+pub use admin::{CreditAdjustment, CreditBalance, CreditSource, CreditsChanged, CreditsConfig, Refill, RefillInterval};
 pub use admin::{Granularity, UsageBucket, UsageQuery};
 pub use consumer::{
-    ApiKeyClient, AuthMethod, GET_TOKEN_PATH, Identity, LimitStatus, RequestBuilder, TokenClient, VERIFY_PATH,
+    ApiKeyClient, AuthMethod, COST_HEADER, GET_TOKEN_PATH, Identity, LimitStatus, RequestBuilder, TokenClient,
+    VERIFY_PATH,
 };
 pub use error::{Code, Error, Result};
 pub use options::ClientOptions;

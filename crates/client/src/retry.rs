@@ -15,7 +15,10 @@ use std::time::Duration;
 /// [`retry_non_idempotent`](Self::retry_non_idempotent) says otherwise; never a 4xx, and never a
 /// rate limit's `1005` (HTTP 429), idempotent or not, whatever its status: it comes back as an
 /// [`Error::Api`](crate::Error::Api) with the server's
-/// [`retry_after`](crate::Error::retry_after), for the caller to decide whether to wait.
+/// [`retry_after`](crate::Error::retry_after), for the caller to decide whether to wait; and
+/// never a refusal for credits, `1006` (HTTP 402), whatever its status: it comes back as an
+/// [`Error::InsufficientCredits`](crate::Error::InsufficientCredits), since only a top-up or a
+/// refill helps.
 ///
 /// ```
 /// use std::time::Duration;

@@ -1,9 +1,13 @@
 //! Operator pages, `/console/admin/...`: search and list accounts, an account's credentials and
 //! history, ban and unban with a reason, revoke any credential; plans (list, create or replace,
-//! delete), an account's plan and own rate limits, a credential's own rate limits. Only operator
-//! accounts get in (customers get 403); the actions go through the same [`keygate_ops::Ops`] as
-//! the admin API, with `console:<operator email>` as the actor in the account's history. A
-//! refused limit form answers 400 with the form again, as it was typed, and the reason.
+//! delete; their rate limits and credits refill), an account's plan and own rate limits, a
+//! credential's own rate limits; an account's and a credential's credits (a balance and its
+//! refill, removed, or adjusted: a top-up, a refund or a new balance, applied once per form
+//! thanks to an idempotency key made when the form is shown). Only operator accounts get in
+//! (customers get 403); the actions go through the same [`keygate_ops::Ops`] as the admin API,
+//! with `console:<operator email>` as the actor in the account's history. A refused limit or
+//! credits form answers 400 (409 for a conflicting adjustment) with the form again, as it was
+//! typed, and the reason; nothing is written.
 
 use askama::Template;
 use axum::Router;
@@ -12,13 +16,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use keygate_core::credits::{CreditBalance, CreditsConfig};
 use keygate_core::model::{AccountStatus, CredentialStatus};
 use keygate_core::ratelimit::{self, EffectiveLimit};
 use keygate_core::{AccountId, ClientId};
 use keygate_ops::OpsError;
-use keygate_store::AccountEvent;
+use keygate_store::{AccountEvent, CreditScope};
 use serde::Deserialize;
 
+use super::credits::{self, CreditsBlock, Holder};
 use super::limits::{self, LimitRow, Reader};
 use super::pages::{CredentialRow, NoFields, RevokePage};
 use super::session::{Operator, Post, User};
@@ -35,8 +41,14 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/admin/accounts/{id}/ban", post(ban))
         .route("/admin/accounts/{id}/unban", post(unban))
         .route("/admin/accounts/{id}/limits", post(set_account_limits))
+        .route("/admin/accounts/{id}/credits", post(set_account_credits))
+        .route("/admin/accounts/{id}/credits/remove", post(remove_account_credits))
+        .route("/admin/accounts/{id}/credits/adjust", post(adjust_account_credits))
         .route("/admin/credentials/{client_id}/revoke", get(revoke_confirm).post(revoke))
         .route("/admin/credentials/{client_id}/limits", post(set_credential_limits))
+        .route("/admin/credentials/{client_id}/credits", post(set_credential_credits))
+        .route("/admin/credentials/{client_id}/credits/remove", post(remove_credential_credits))
+        .route("/admin/credentials/{client_id}/credits/adjust", post(adjust_credential_credits))
         .route("/admin/plans", get(plans).post(put_plan))
         .route("/admin/plans/{name}/delete", post(delete_plan))
 }
@@ -116,6 +128,8 @@ struct CredentialLimits {
     error: Option<String>,
     /// What its requests count against, and where from.
     limits: Vec<LimitRow>,
+    /// Its own credits and their forms.
+    credits: CreditsBlock,
 }
 
 #[derive(Template)]
@@ -144,6 +158,9 @@ struct AccountPage {
     limits_error: Option<String>,
     credential_limits: Vec<CredentialLimits>,
     syntax: &'static str,
+    /// The account's credits (its own, or its plan's) and their forms.
+    credits: CreditsBlock,
+    refill_syntax: &'static str,
 }
 
 /// A limit form that was refused: shown again as typed, with the reason.
@@ -161,6 +178,57 @@ enum Refused {
         lines: String,
         error: String,
     },
+    /// A credits form of the account or of one of its credentials.
+    Credits {
+        scope: CreditScope,
+        form: CreditsTyped,
+        error: String,
+        status: StatusCode,
+    },
+}
+
+/// What a refused credits form held.
+enum CreditsTyped {
+    Set { remaining: String, refill: String },
+    Adjust { op_set: bool, amount: String },
+}
+
+impl Refused {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::None => StatusCode::OK,
+            Self::Credits { status, .. } => *status,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// What the previous credits form did, said in its block.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CreditsDone {
+    Saved,
+    Removed,
+    Adjusted,
+    Replayed,
+}
+
+impl CreditsDone {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Saved => "Balance saved.",
+            Self::Removed => "Balance removed.",
+            Self::Adjusted => "Adjustment applied.",
+            Self::Replayed => "This form had already been sent: the adjustment was applied once, not again.",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AccountQuery {
+    credits: Option<CreditsDone>,
+    /// Whose credits: "account" or a clientId of the account's.
+    of: Option<String>,
 }
 
 fn account_id(id: &str) -> Result<AccountId, ConsoleError> {
@@ -171,16 +239,21 @@ async fn account(
     Operator(user): Operator,
     State(s): State<ConsoleState>,
     Path(id): Path<String>,
+    query: Result<Query<AccountQuery>, QueryRejection>,
 ) -> Result<Response, ConsoleError> {
-    account_page(&s, &user, account_id(&id)?, Refused::None).await
+    // A notice that cannot be read is left out: the page is what was asked for.
+    let done = query.ok().and_then(|Query(q)| Some((q.credits?, q.of?)));
+    account_page(&s, &user, account_id(&id)?, Refused::None, done).await
 }
 
-/// The account page; 400 with the refused form, if any, shown again.
+/// The account page; 400 with the refused form, if any, shown again; `done`: what the previous
+/// credits form did, and to whose credits ("account" or a clientId).
 async fn account_page(
     s: &ConsoleState,
     user: &User,
     id: AccountId,
     refused: Refused,
+    done: Option<(CreditsDone, String)>,
 ) -> Result<Response, ConsoleError> {
     let store = s.ops.store();
     let ca = store.console_account(id).await?;
@@ -197,25 +270,58 @@ async fn account_page(
         Refused::Account { plan, lines, error } => (plan.clone(), lines.clone(), Some(error.clone())),
         _ => (a.plan.clone().unwrap_or_default(), limits::to_lines(&a.ratelimits), None),
     };
-    let credential_limits = credentials
-        .iter()
-        .filter(|c| c.status == CredentialStatus::Active)
-        .map(|c| {
-            let (lines, error) = match &refused {
-                Refused::Credential { client_id, lines, error } if *client_id == c.client_id => {
-                    (lines.clone(), Some(error.clone()))
+    // Each block of credits: as it is now, with a refused form shown again and a notice.
+    let block =
+        |scope: CreditScope, key: String, action: String, balance: Option<&CreditBalance>, holder: Holder<'_>| {
+            let mut b = CreditsBlock::new(key, action, balance, holder);
+            if let Refused::Credits { scope: refused_scope, form, error, .. } = &refused
+                && *refused_scope == scope
+            {
+                match form {
+                    CreditsTyped::Set { remaining, refill } => {
+                        (b.remaining, b.refill, b.set_error) = (remaining.clone(), refill.clone(), Some(error.clone()));
+                    }
+                    CreditsTyped::Adjust { op_set, amount } => {
+                        (b.op_set, b.amount, b.adjust_error) = (*op_set, amount.clone(), Some(error.clone()));
+                    }
                 }
-                _ => (limits::to_lines(&c.ratelimits), None),
-            };
-            CredentialLimits {
-                client_id: c.client_id.to_hex(),
-                hint: c.hint.clone(),
-                lines,
-                error,
-                limits: LimitRow::all(&EffectiveLimit::for_credential(&c.ratelimits, &shared), Reader::Operator),
             }
-        })
-        .collect();
+            b.notice = done.as_ref().filter(|(_, of)| *of == b.key).map(|(d, _)| d.message());
+            b
+        };
+    let account_balance = s.ops.credit_balance(CreditScope::Account(id)).await?;
+    let credits = block(
+        CreditScope::Account(id),
+        "account".into(),
+        format!("/console/admin/accounts/{}/credits", id.to_hex()),
+        account_balance.as_ref(),
+        Holder::Account(a.plan.as_deref()),
+    );
+    let mut credential_limits = Vec::new();
+    for c in credentials.iter().filter(|c| c.status == CredentialStatus::Active) {
+        let (lines, error) = match &refused {
+            Refused::Credential { client_id, lines, error } if *client_id == c.client_id => {
+                (lines.clone(), Some(error.clone()))
+            }
+            _ => (limits::to_lines(&c.ratelimits), None),
+        };
+        let balance = s.ops.credit_balance(CreditScope::Credential(c.client_id)).await?;
+        let client_id = c.client_id.to_hex();
+        credential_limits.push(CredentialLimits {
+            credits: block(
+                CreditScope::Credential(c.client_id),
+                client_id.clone(),
+                format!("/console/admin/credentials/{client_id}/credits"),
+                balance.as_ref(),
+                Holder::Credential,
+            ),
+            client_id,
+            hint: c.hint.clone(),
+            lines,
+            error,
+            limits: LimitRow::all(&EffectiveLimit::for_credential(&c.ratelimits, &shared), Reader::Operator),
+        });
+    }
     let page = AccountPage {
         nav: Nav::of(user, "accounts"),
         id: a.id.to_hex(),
@@ -241,9 +347,10 @@ async fn account_page(
         limits_error,
         credential_limits,
         syntax: limits::SYNTAX,
+        credits,
+        refill_syntax: credits::REFILL_SYNTAX,
     };
-    let status = if matches!(refused, Refused::None) { StatusCode::OK } else { StatusCode::BAD_REQUEST };
-    Ok(render(status, &page))
+    Ok(render(refused.status(), &page))
 }
 
 fn actor(user: &User) -> String {
@@ -349,12 +456,12 @@ async fn set_account_limits(
     };
     let set = match limits::parse_lines(&post.form.ratelimits) {
         Ok(set) => set,
-        Err(m) => return account_page(&s, &post.user, id, refused(m)).await,
+        Err(m) => return account_page(&s, &post.user, id, refused(m), None).await,
     };
     let picked = (!plan.is_empty()).then_some(plan);
     match s.ops.update_account_limits(id, Some(&set), Some(picked)).await {
         Ok(_) => {}
-        Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, id, refused(m)).await,
+        Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, id, refused(m), None).await,
         Err(e) => return Err(e.into()),
     }
     tracing::info!(operator = %post.user.account.id, account = %id, plan = ?picked, limits = set.len(), "console: account rate limits set");
@@ -383,20 +490,214 @@ async fn set_credential_limits(
     };
     let set = match limits::parse_lines(&post.form.ratelimits) {
         Ok(set) => set,
-        Err(m) => return account_page(&s, &post.user, c.account_id, refused(m)).await,
+        Err(m) => return account_page(&s, &post.user, c.account_id, refused(m), None).await,
     };
     match s.ops.set_credential_ratelimits(id, &set).await {
         Ok(_) => {}
-        Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, c.account_id, refused(m)).await,
+        Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, c.account_id, refused(m), None).await,
         Err(e) => return Err(e.into()),
     }
     tracing::info!(operator = %post.user.account.id, client_id = %id, limits = set.len(), "console: credential rate limits set");
     Ok(Redirect::to(&format!("/console/admin/accounts/{}", c.account_id.to_hex())).into_response())
 }
 
+// ---- Credits ------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct CreditsForm {
+    /// The balance now.
+    #[serde(default)]
+    remaining: String,
+    /// `daily:AMOUNT` or `monthly:AMOUNT[:DAY]`; empty: not refilled.
+    #[serde(default)]
+    refill: String,
+}
+
+#[derive(Deserialize)]
+struct AdjustForm {
+    /// "add" (negative: a refund) or "set".
+    #[serde(default)]
+    op: String,
+    #[serde(default)]
+    amount: String,
+    /// Made when the form was shown: the same form sent again is applied once.
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+fn client_id(id: &str) -> Result<ClientId, ConsoleError> {
+    id.parse().map_err(|_| ConsoleError::NotFound)
+}
+
+/// The account whose page shows a balance's forms, and the block's key there (404: unknown; a
+/// revoked credential's credits are not edited).
+async fn credits_page(s: &ConsoleState, scope: CreditScope) -> Result<(AccountId, String), ConsoleError> {
+    match scope {
+        CreditScope::Account(id) => {
+            s.ops.store().get_account(id).await?;
+            Ok((id, "account".into()))
+        }
+        CreditScope::Credential(id) => {
+            let c = s.ops.get_credential(id).await?;
+            if c.status != CredentialStatus::Active {
+                return Err(ConsoleError::BadRequest(
+                    "This credential is revoked: its credits no longer matter.".into(),
+                ));
+            }
+            Ok((c.account_id, id.to_hex()))
+        }
+    }
+}
+
+/// Back to the account page, at the block, saying what was done.
+fn credits_done(account: AccountId, key: &str, done: &str) -> Response {
+    let anchor = if key == "account" { "credits".to_owned() } else { format!("credits-{key}") };
+    Redirect::to(&format!("/console/admin/accounts/{}?credits={done}&of={key}#{anchor}", account.to_hex()))
+        .into_response()
+}
+
+async fn set_account_credits(
+    State(s): State<ConsoleState>,
+    Path(id): Path<String>,
+    post: Post<CreditsForm>,
+) -> Result<Response, ConsoleError> {
+    post.user.require_operator()?;
+    set_credits(&s, CreditScope::Account(account_id(&id)?), post).await
+}
+
+async fn set_credential_credits(
+    State(s): State<ConsoleState>,
+    Path(id): Path<String>,
+    post: Post<CreditsForm>,
+) -> Result<Response, ConsoleError> {
+    post.user.require_operator()?;
+    set_credits(&s, CreditScope::Credential(client_id(&id)?), post).await
+}
+
+/// Sets a balance and its refill (both replaced).
+async fn set_credits(s: &ConsoleState, scope: CreditScope, post: Post<CreditsForm>) -> Result<Response, ConsoleError> {
+    let (account, key) = credits_page(s, scope).await?;
+    let form = &post.form;
+    let refused = |error: String| Refused::Credits {
+        scope,
+        form: CreditsTyped::Set { remaining: form.remaining.clone(), refill: form.refill.clone() },
+        error: capitalise(&error),
+        status: StatusCode::BAD_REQUEST,
+    };
+    let config = match credits::parse_balance(&form.remaining)
+        .and_then(|remaining| Ok(CreditsConfig { remaining, refill: credits::parse_refill(&form.refill)? }))
+    {
+        Ok(c) => c,
+        Err(m) => return account_page(s, &post.user, account, refused(m), None).await,
+    };
+    match s.ops.set_credits(scope, Some(&config)).await {
+        Ok(()) => {}
+        Err(OpsError::Invalid(m)) => return account_page(s, &post.user, account, refused(m), None).await,
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(operator = %post.user.account.id, scope = ?scope, remaining = config.remaining, refill = ?config.refill, "console: credits set");
+    Ok(credits_done(account, &key, "saved"))
+}
+
+async fn remove_account_credits(
+    State(s): State<ConsoleState>,
+    Path(id): Path<String>,
+    post: Post<NoFields>,
+) -> Result<Response, ConsoleError> {
+    post.user.require_operator()?;
+    remove_credits(&s, CreditScope::Account(account_id(&id)?), &post.user).await
+}
+
+async fn remove_credential_credits(
+    State(s): State<ConsoleState>,
+    Path(id): Path<String>,
+    post: Post<NoFields>,
+) -> Result<Response, ConsoleError> {
+    post.user.require_operator()?;
+    remove_credits(&s, CreditScope::Credential(client_id(&id)?), &post.user).await
+}
+
+/// Removes a balance: its requests are no longer charged to it (an account's plan's refill, if
+/// any, applies again).
+async fn remove_credits(s: &ConsoleState, scope: CreditScope, user: &User) -> Result<Response, ConsoleError> {
+    let (account, key) = credits_page(s, scope).await?;
+    s.ops.set_credits(scope, None).await?;
+    tracing::info!(operator = %user.account.id, scope = ?scope, "console: credits removed");
+    Ok(credits_done(account, &key, "removed"))
+}
+
+async fn adjust_account_credits(
+    State(s): State<ConsoleState>,
+    Path(id): Path<String>,
+    post: Post<AdjustForm>,
+) -> Result<Response, ConsoleError> {
+    post.user.require_operator()?;
+    adjust_credits(&s, CreditScope::Account(account_id(&id)?), post).await
+}
+
+async fn adjust_credential_credits(
+    State(s): State<ConsoleState>,
+    Path(id): Path<String>,
+    post: Post<AdjustForm>,
+) -> Result<Response, ConsoleError> {
+    post.user.require_operator()?;
+    adjust_credits(&s, CreditScope::Credential(client_id(&id)?), post).await
+}
+
+/// A top-up, a refund or a new balance, once per form (its idempotency key).
+async fn adjust_credits(
+    s: &ConsoleState,
+    scope: CreditScope,
+    post: Post<AdjustForm>,
+) -> Result<Response, ConsoleError> {
+    let (account, key) = credits_page(s, scope).await?;
+    let form = &post.form;
+    let refused = |error: String, status: StatusCode| Refused::Credits {
+        scope,
+        form: CreditsTyped::Adjust { op_set: form.op == "set", amount: form.amount.clone() },
+        error: capitalise(&error),
+        status,
+    };
+    let adjustment = match credits::parse_adjustment(form.op.trim(), &form.amount) {
+        Ok(a) => a,
+        Err(m) => return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), None).await,
+    };
+    let idempotency_key = form.idempotency_key.trim();
+    if idempotency_key.is_empty() {
+        let m = "this form has expired: check the balance, then send the form again".to_owned();
+        return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), None).await;
+    }
+    let adjusted = match s.ops.adjust_credits(scope, adjustment, Some(idempotency_key)).await {
+        Ok(a) => a,
+        Err(OpsError::Invalid(m)) => {
+            return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), None).await;
+        }
+        Err(OpsError::Conflict(m)) => {
+            let m = if m.starts_with("idempotency key") {
+                "this form was already sent with another change, which was applied: nothing was changed now. \
+                 Check the balance, then send the form again to apply this change too"
+                    .to_owned()
+            } else if m.starts_with("no credits quota") {
+                "no balance applies here: set one first".to_owned()
+            } else {
+                m
+            };
+            return account_page(s, &post.user, account, refused(m, StatusCode::CONFLICT), None).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(
+        operator = %post.user.account.id, scope = ?scope, adjustment = ?adjustment, replayed = adjusted.replayed,
+        remaining = adjusted.balance.remaining, "console: credits adjusted"
+    );
+    Ok(credits_done(account, &key, if adjusted.replayed { "replayed" } else { "adjusted" }))
+}
+
 struct PlanRow {
     name: String,
     limits: Vec<LimitRow>,
+    /// The credits refill of its accounts, in words.
+    credits: Option<String>,
     accounts: u64,
     updated: String,
 }
@@ -413,12 +714,15 @@ struct PlansPage {
     /// The form: a plan being edited, or a refused one as typed.
     name: String,
     lines: String,
+    /// Its credits refill line (empty: none).
+    refill: String,
     editing: bool,
     syntax: &'static str,
+    refill_syntax: &'static str,
 }
 
 impl PlansPage {
-    fn form(nav: Nav, name: String, lines: String) -> Self {
+    fn form(nav: Nav, name: String, lines: String, refill: String) -> Self {
         Self {
             nav,
             plans: Vec::new(),
@@ -427,7 +731,9 @@ impl PlansPage {
             editing: !name.is_empty(),
             name,
             lines,
+            refill,
             syntax: limits::SYNTAX,
+            refill_syntax: credits::REFILL_SYNTAX,
         }
     }
 
@@ -436,6 +742,7 @@ impl PlansPage {
             let accounts = s.ops.store().plan_accounts(&p.name).await?;
             self.plans.push(PlanRow {
                 limits: p.ratelimits.iter().map(LimitRow::plain).collect(),
+                credits: p.credits.as_ref().map(credits::refill_words),
                 accounts,
                 updated: fmt_time(p.updated_at),
                 name: p.name,
@@ -459,10 +766,11 @@ async fn plans(
     query: Result<Query<PlansQuery>, QueryRejection>,
 ) -> Result<Response, ConsoleError> {
     let Query(q) = query.map_err(|_| ConsoleError::BadRequest("The address could not be read.".into()))?;
-    let mut page = PlansPage::form(Nav::of(&user, "plans"), String::new(), String::new());
+    let mut page = PlansPage::form(Nav::of(&user, "plans"), String::new(), String::new(), String::new());
     if let Some(name) = q.edit.as_deref() {
         let (plan, _) = s.ops.get_plan(name).await?;
-        page = PlansPage::form(page.nav, plan.name, limits::to_lines(&plan.ratelimits));
+        let refill = plan.credits.map(|r| r.to_string()).unwrap_or_default();
+        page = PlansPage::form(page.nav, plan.name, limits::to_lines(&plan.ratelimits), refill);
     }
     // Only a well-formed plan name is echoed.
     let named = |n: Option<String>| n.filter(|n| ratelimit::valid_name(n));
@@ -478,6 +786,9 @@ struct PlanForm {
     name: String,
     #[serde(default)]
     ratelimits: String,
+    /// The credits refill of its accounts (`daily:AMOUNT`, `monthly:AMOUNT[:DAY]`; empty: none).
+    /// A form without the field (a page from before it existed) keeps the plan's.
+    refill: Option<String>,
 }
 
 /// Creates a plan, or replaces the one of that name.
@@ -485,7 +796,12 @@ async fn put_plan(State(s): State<ConsoleState>, post: Post<PlanForm>) -> Result
     post.user.require_operator()?;
     let name = post.form.name.trim();
     let again = |error: String| {
-        let mut page = PlansPage::form(Nav::of(&post.user, "plans"), name.to_owned(), post.form.ratelimits.clone());
+        let mut page = PlansPage::form(
+            Nav::of(&post.user, "plans"),
+            name.to_owned(),
+            post.form.ratelimits.clone(),
+            post.form.refill.clone().unwrap_or_default(),
+        );
         page.editing = false;
         page.error = Some(capitalise(&error));
         page.render(&s, StatusCode::BAD_REQUEST)
@@ -494,14 +810,19 @@ async fn put_plan(State(s): State<ConsoleState>, post: Post<PlanForm>) -> Result
         Ok(set) => set,
         Err(m) => return again(m).await,
     };
-    // The form edits the limits; the plan's credits refill (set in the admin API or the CLI) stays.
-    let credits = s.ops.store().get_plan(name).await.ok().and_then(|p| p.credits);
+    let credits = match post.form.refill.as_deref() {
+        Some(line) => match credits::parse_refill(line) {
+            Ok(r) => r,
+            Err(m) => return again(m).await,
+        },
+        None => s.ops.store().get_plan(name).await.ok().and_then(|p| p.credits),
+    };
     let created = match s.ops.put_plan(name, &set, credits.as_ref()).await {
         Ok((_, created)) => created,
         Err(OpsError::Invalid(m)) => return again(m).await,
         Err(e) => return Err(e.into()),
     };
-    tracing::info!(operator = %post.user.account.id, plan = name, created, limits = set.len(), "console: plan saved");
+    tracing::info!(operator = %post.user.account.id, plan = name, created, limits = set.len(), credits = ?credits, "console: plan saved");
     Ok(Redirect::to(&format!("/console/admin/plans?saved={name}")).into_response())
 }
 
@@ -515,7 +836,7 @@ async fn delete_plan(
     match s.ops.delete_plan(&name).await {
         Ok(()) => {}
         Err(OpsError::Conflict(m)) => {
-            let mut page = PlansPage::form(Nav::of(&post.user, "plans"), String::new(), String::new());
+            let mut page = PlansPage::form(Nav::of(&post.user, "plans"), String::new(), String::new(), String::new());
             page.error = Some(capitalise(&format!(
                 "{m}: move those accounts to another plan (or none) on their pages, then delete it"
             )));

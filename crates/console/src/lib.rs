@@ -1,8 +1,9 @@
 //! The web console, `/console`: customers sign up, log in and manage their API credentials
-//! ("Login -> API -> API Credentials") and see the rate limits that apply to them; operators
-//! search accounts, ban and unban them, revoke any credential, manage plans and set accounts'
-//! and credentials' rate limits. Server-rendered HTML (askama templates, escaped by default, checked at
-//! compile time), plain forms that work without JavaScript; one small script for copy buttons.
+//! ("Login -> API -> API Credentials") and see the rate limits and credits that apply to them;
+//! operators search accounts, ban and unban them, revoke any credential, manage plans and set
+//! accounts' and credentials' rate limits and credits. Server-rendered HTML (askama templates,
+//! escaped by default, checked at compile time), plain forms that work without JavaScript; one
+//! small script for copy buttons.
 //!
 //! - `session`: session cookies and the request extractors (`User`, `Operator`, `Post`,
 //!   `PublicPost`: same-site check, CSRF token, session);
@@ -10,6 +11,7 @@
 //! - `throttle`: failed logins per account and per IP;
 //! - `pages` (customers, login, sign-up) and `admin` (operators): the handlers and their templates;
 //! - `limits`: rate limits as forms take them (`NAME=LIMIT/DURATION` per line) and pages show them;
+//! - `credits`: credits balances as pages show them and the operator's forms take them;
 //! - `svg`: the usage chart.
 //!
 //! Every console answer carries a strict Content-Security-Policy (no inline script or style),
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod credits;
 mod csrf;
 mod limits;
 mod pages;

@@ -1,6 +1,6 @@
 //! Customer pages: sign-up, login, logout, and "API Credentials" (list, generate, usage,
-//! rotate, revoke, and the rate limits that apply to each, read-only). A customer only ever
-//! reaches their own credentials: anyone else's answer 404, as if they did not exist.
+//! rotate, revoke, and the rate limits and credits that apply to each, read-only). A customer
+//! only ever reaches their own credentials: anyone else's answer 404, as if they did not exist.
 
 use askama::Template;
 use axum::Router;
@@ -9,12 +9,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use keygate_core::model::{AccountStatus, Credential, CredentialStatus};
+use keygate_core::credits::CreditBalance;
+use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus};
 use keygate_core::ratelimit::EffectiveLimit;
 use keygate_core::{AccountId, BusinessCode, ClientId};
-use keygate_store::{DAY_MS, Granularity, Role, UsageScope, now_ms};
+use keygate_store::{CreditScope, DAY_MS, Granularity, Role, UsageScope, now_ms};
 use serde::Deserialize;
 
+use super::credits::{BalanceView, Holder};
 use super::limits::{self, LimitRow, Reader};
 use super::session::{self, PRE_SESSION_COOKIE, Post, PublicPost, SESSION_COOKIE, User};
 use super::svg::{self, Chart};
@@ -266,6 +268,9 @@ pub(super) struct CredentialRow {
     pub grace_until: Option<String>,
     /// The rate limits its requests count against, where the page shows them.
     pub limits: Vec<LimitRow>,
+    /// The credits balances its requests are charged to (its own, its account's), where the
+    /// page shows them.
+    pub credits: Vec<BalanceView>,
 }
 
 impl CredentialRow {
@@ -287,8 +292,27 @@ impl CredentialRow {
                 .max()
                 .map(fmt_time),
             limits: Vec::new(),
+            credits: Vec::new(),
         }
     }
+}
+
+/// The credits an active credential's requests are charged to, for its owner: its own balance,
+/// then its account's (`account`: the account's, looked up once for a page of credentials).
+async fn customer_credits(
+    s: &ConsoleState,
+    c: &Credential,
+    account: &Account,
+    account_balance: Option<&CreditBalance>,
+) -> Result<Vec<BalanceView>, ConsoleError> {
+    if c.status != CredentialStatus::Active {
+        return Ok(Vec::new());
+    }
+    let own = s.ops.credit_balance(CreditScope::Credential(c.client_id)).await?;
+    let own = own.map(|b| BalanceView::of(&b, Holder::Credential, Reader::Customer));
+    let shared =
+        account_balance.map(|b| BalanceView::of(b, Holder::Account(account.plan.as_deref()), Reader::Customer));
+    Ok(own.into_iter().chain(shared).collect())
 }
 
 #[derive(Template)]
@@ -297,6 +321,8 @@ struct CredentialsPage {
     nav: Nav,
     rows: Vec<CredentialRow>,
     revoked: Option<String>,
+    /// Some credential has credits: the list shows them.
+    credits: bool,
 }
 
 #[derive(Deserialize)]
@@ -319,14 +345,17 @@ async fn credentials(
         .map(|id| id.to_hex());
     // The account's limits once, combined with each credential's own.
     let shared = limits::shared(&s.ops.account_limits(&user.account).await?);
-    let rows = list
-        .iter()
-        .map(|c| CredentialRow {
+    let account_balance = s.ops.credit_balance(CreditScope::Account(user.account.id)).await?;
+    let mut rows = Vec::with_capacity(list.len());
+    for c in &list {
+        rows.push(CredentialRow {
             limits: LimitRow::all(&EffectiveLimit::for_credential(&c.ratelimits, &shared), Reader::Customer),
+            credits: customer_credits(&s, c, &user.account, account_balance.as_ref()).await?,
             ..CredentialRow::of(c)
-        })
-        .collect();
-    let page = CredentialsPage { nav: Nav::of(&user, "credentials"), rows, revoked };
+        });
+    }
+    let credits = rows.iter().any(|r| !r.credits.is_empty());
+    let page = CredentialsPage { nav: Nav::of(&user, "credentials"), rows, revoked, credits };
     Ok(render(StatusCode::OK, &page))
 }
 
@@ -409,9 +438,11 @@ async fn credential(
     let (from, to) = ((today - (svg::DAYS - 1)) * DAY_MS, (today + 1) * DAY_MS);
     let usage = s.ops.store().usage(UsageScope::Credential(c.client_id), from, to, Granularity::Day).await?;
     let limits = LimitRow::all(&s.ops.credential_limits(&c).await?, Reader::Customer);
+    let account_balance = s.ops.credit_balance(CreditScope::Account(user.account.id)).await?;
+    let credits = customer_credits(&s, &c, &user.account, account_balance.as_ref()).await?;
     let page = CredentialPage {
         nav: Nav::of(&user, "credentials"),
-        c: CredentialRow { limits, ..CredentialRow::of(&c) },
+        c: CredentialRow { limits, credits, ..CredentialRow::of(&c) },
         generation: c.generation,
         chart: svg::chart(&usage, today),
     };

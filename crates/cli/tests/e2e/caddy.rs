@@ -1,7 +1,8 @@
 //! Caddy `forward_auth` in front of keygate, for real: Debian's Caddy runs the shipped example
 //! `examples/caddy/Caddyfile` (only its marked addresses substituted) in front of `keygate serve`
 //! and a recording API server inside this test, as its own process on free ports with its admin
-//! endpoint off and its state in a temporary directory (never a system Caddy).
+//! endpoint off and its state in a temporary directory (never a system Caddy): identities,
+//! refusals, and credits charged at the example's per-path prices (keygate's 402 as it is).
 //!
 //! Needs `caddy` (`scripts/test.sh` installs Debian's); without it the test prints a loud SKIP,
 //! or fails when `KEYGATE_TEST_REQUIRE_ALL=1`.
@@ -12,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::json;
 
-use crate::nginx::{self, Answer, BACKEND_OWN_401, Backend, Customer, Seen, ask, customer, with_headers};
+use crate::nginx::{
+    self, Answer, BACKEND_OWN_401, Backend, Customer, KEYGATE_FLUSH_ARGS, Seen, ask, balance_settles, customer,
+    usage_is, with_headers,
+};
 use crate::support::{Sandbox, admin_token, assert_no_secrets, client, free_port, text};
 
 /// The shipped example, compiled in so that the test always runs the file as it is.
@@ -21,6 +25,8 @@ const EXAMPLE: &str = include_str!("../../../../examples/caddy/Caddyfile");
 const EXAMPLE_SITE: (&str, usize) = ("api.example.com {", 1);
 const EXAMPLE_KEYGATE: (&str, usize) = ("127.0.0.1:8080", 2);
 const EXAMPLE_BACKEND: (&str, usize) = ("127.0.0.1:3000", 1);
+/// The example's per-path price the test relies on (not substituted: required as it is).
+const EXAMPLE_VIDEO_COST: &str = "vars /api/videos/* kg_cost 10";
 
 /// The example with the test's addresses.
 fn site_config(keygate: u16, backend: u16, listen: u16) -> String {
@@ -37,6 +43,11 @@ fn site_config(keygate: u16, backend: u16, listen: u16) -> String {
         );
         conf = conf.replace(marker, &with);
     }
+    assert_eq!(
+        conf.matches(EXAMPLE_VIDEO_COST).count(),
+        1,
+        "examples/caddy/Caddyfile must price /api/videos/ with `{EXAMPLE_VIDEO_COST}` (the test spends it)"
+    );
     conf
 }
 
@@ -134,7 +145,7 @@ async fn caddy_forward_auth_in_front_of_keygate() {
     };
     let sb = Sandbox::new();
     let admin = admin_token();
-    let keygate = sb.start(&["--admin-token", &admin], &[]).await;
+    let keygate = sb.start(&[&["--admin-token", &admin][..], &KEYGATE_FLUSH_ARGS].concat(), &[]).await;
     let backend = Backend::start();
     let caddy = Caddy::start(&bin, keygate.port, backend.port);
     let http = client();
@@ -262,6 +273,106 @@ async fn caddy_forward_auth_in_front_of_keygate() {
     let a = ask(http.get(caddy.url("/api/after-ban")).header("x-api-key", &alice.key)).await;
     assert_eq!(a.status, 200, "{a:?}");
     accepted += 1;
+
+    // 7. Credits. erin has 13; /api/things costs the default 1 and /api/videos/ 10 (the
+    // example's `vars`, by the cleaned path). Whatever x-keygate-cost the client sends is
+    // dropped, and it cannot forge what is left either.
+    let erin = customer(&keygate, &admin, "erin@example.com").await;
+    let r = keygate
+        .admin(
+            &admin,
+            "PATCH",
+            &format!("/credentials/{}", erin.client_id),
+            Some(json!({"credits": {"remaining": 13}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // A request let in: 200 from the API, which (like the client) gets what is left, `left` if
+    // given.
+    let charged = async |path: &str, left: Option<i64>| {
+        let before = backend.count();
+        let req = http.get(caddy.url(path)).header("x-api-key", &erin.key);
+        let a = ask(with_headers(req, &[("x-keygate-cost", "0"), ("x-keygate-credits-remaining", "forged-999")])).await;
+        assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "{path}: {a:?}\n{}", caddy.logs());
+        let got: i64 = a.one("x-keygate-credits-remaining").parse().expect("credits left, a number");
+        if let Some(left) = left {
+            assert_eq!(got, left, "{path}: the client's balance: {a:?}");
+        }
+        assert_eq!(backend.count(), before + 1, "{path}");
+        let seen = backend.last();
+        assert_eq!(seen.target, path);
+        assert_eq!(seen.one("x-keygate-credits-remaining"), got.to_string(), "{path}: the API's: {seen:#?}");
+        assert_eq!(seen.all("x-keygate-cost"), Vec::<&str>::new(), "{path}: the price is not the API's business");
+        expect_identity(&seen, &erin, "api_key", &[("API key", erin.key.clone())]);
+    };
+    // 402: keygate's own answer, as it is (one call: asked directly at the same cost, it
+    // refuses too and so charges nothing), with what is left; the API is not called.
+    let no_credits = async |path: &str, left: i64| {
+        let before = backend.count();
+        let req = http.post(caddy.url(path)).header("x-api-key", &erin.key).header("content-type", "application/json");
+        let a = ask(req.header("x-keygate-cost", "1").body(r#"{"would":"write"}"#)).await;
+        assert_eq!(a.status, 402, "{path}, {left} left: {a:?}\n{}", caddy.logs());
+        let msg = format!("Insufficient quota balance: the request costs 10 and {left} credits are left");
+        assert_eq!(a.body, json!({"code": 1006, "msg": msg}), "{path}: keygate's envelope: {a:?}");
+        assert!(a.content_type.starts_with("application/json"), "{path}: {a:?}");
+        assert_eq!(a.one("x-keygate-credits-remaining"), left.to_string(), "{path}: {a:?}");
+        for header in ["x-keygate-client-id", "x-keygate-account-id", "www-authenticate", "ratelimit", "retry-after"] {
+            assert_eq!(a.all(header), Vec::<&str>::new(), "{path}: `{header}` on a 402: {a:?}");
+        }
+        assert_eq!(backend.count(), before, "{path}: the API was called for a request the balance did not cover");
+        a
+    };
+    charged("/api/things", Some(12)).await;
+    charged("/api/videos/1", Some(2)).await;
+    accepted += 2;
+    // The same price however the path is spelled (Caddy's path matcher cleans and decodes it).
+    let a = no_credits("/api/%76ideos/clip", 2).await;
+    let direct =
+        ask(http.get(keygate.url("/auth/verify")).header("x-api-key", &erin.key).header("x-keygate-cost", "10")).await;
+    assert_eq!((direct.status, &direct.body), (402, &a.body), "keygate's own 402: {direct:?}");
+    no_credits("/api//videos/2", 2).await;
+    balance_settles(&keygate, &admin, &erin.client_id, 2).await;
+    // A top-up of 5: the next request passes, and the balance is exactly 2 + 5 - 1. (Not
+    // checked: the count on that request, which is what keygate knew when it last leased
+    // credits, and may not include the top-up yet.)
+    let r = keygate
+        .admin(&admin, "POST", &format!("/credentials/{}/credits", erin.client_id), Some(json!({"add": 5})))
+        .await;
+    assert_eq!((r.status, r.body["data"]["remaining"].as_i64()), (200, Some(7)), "{r:?}");
+    charged("/api/things", None).await;
+    accepted += 1;
+    balance_settles(&keygate, &admin, &erin.client_id, 6).await;
+    // keygate was asked once per request: 3 let in (1 + 10 + 1 credits), 2 refused through
+    // Caddy and 1 directly.
+    usage_is(&keygate, &admin, &erin.client_id, &[("1000", 3), ("1006", 3)], 12).await;
+
+    // A credential without a balance is not charged and gets no X-Keygate-Credits-Remaining
+    // (Caddy 2.6 would pass its unresolved placeholder on); a client's own goes nowhere.
+    let req = http.get(caddy.url("/api/videos/free")).header("x-api-key", &alice.key);
+    let a = ask(req.header("x-keygate-credits-remaining", "forged-999")).await;
+    assert_eq!((a.status, a.all("x-keygate-credits-remaining")), (200, vec![]), "{a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    let seen = backend.last();
+    assert_eq!((seen.all("x-keygate-credits-remaining"), seen.all("x-keygate-cost")), (vec![], vec![]), "{seen:#?}");
+    expect_identity(&seen, &alice, "api_key", &[("API key", alice.key.clone())]);
+
+    // 8. A rate limit of 2 per hour: keygate's 429 goes to the client as it is (code 1005,
+    // Retry-After, RateLimit headers), and the API is not called.
+    let carol = customer(&keygate, &admin, "carol@example.com").await;
+    let limits = json!({"ratelimits": [{"name": "requests", "limit": 2, "duration": "1h"}]});
+    let r = keygate.admin(&admin, "PATCH", &format!("/credentials/{}", carol.client_id), Some(limits)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    for _ in 0..2 {
+        let a = ask(http.get(caddy.url("/api/limited")).header("x-api-key", &carol.key)).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        accepted += 1;
+    }
+    let a = ask(http.get(caddy.url("/api/limited")).header("x-api-key", &carol.key)).await;
+    assert_eq!((a.status, a.body["code"].as_i64()), (429, Some(1005)), "{a:?}\n{}", caddy.logs());
+    assert!(a.one("retry-after").parse::<u64>().is_ok(), "{a:?}");
+    assert!(a.one("ratelimit").starts_with(r#""requests";r=0;t="#), "{a:?}");
+    assert_eq!(backend.count(), accepted, "the API was called for a rate-limited request");
 
     // Outside /api/ nothing is served, and nothing reaches the API.
     let a = ask(http.get(caddy.url("/elsewhere")).header("x-api-key", &alice.key)).await;

@@ -1,6 +1,8 @@
 //! nginx `auth_request` in front of keygate, for real: Debian's nginx runs the shipped example
 //! `examples/nginx/keygate-auth-request.conf` (only its three marked addresses substituted) in
-//! front of `keygate serve` and a recording API server inside this test.
+//! front of `keygate serve` and a recording API server inside this test: identities, refusals,
+//! rate limits, and credits charged at the example's per-path prices (402 answered by nginx
+//! itself, never charged twice).
 //!
 //! Needs an nginx with `http_auth_request_module` (`scripts/test.sh` installs Debian's); without
 //! one the test prints a loud SKIP, or fails when `KEYGATE_TEST_REQUIRE_ALL=1`.
@@ -26,6 +28,11 @@ const EXAMPLE: &str = include_str!("../../../../examples/nginx/keygate-auth-requ
 const EXAMPLE_KEYGATE: &str = "server 127.0.0.1:8080;";
 const EXAMPLE_BACKEND: &str = "server 127.0.0.1:3000;";
 const EXAMPLE_LISTEN: &str = "listen 80;";
+/// The example's per-path price the test relies on (not substituted: required as it is).
+pub(crate) const EXAMPLE_VIDEO_COST: &str = "~^/api/videos/   10;";
+/// The keygate flags of the proxy tests: spent credits and usage reported quickly, so that the
+/// admin API shows them within a few tenths of a second.
+pub(crate) const KEYGATE_FLUSH_ARGS: [&str; 4] = ["--credits-flush", "100ms", "--usage-flush", "100ms"];
 
 /// The API's path that answers its own 401, to show that nginx passes it through untouched.
 pub(crate) const BACKEND_OWN_401: &str = "/api/own-401";
@@ -48,6 +55,11 @@ fn site_config(keygate: u16, backend: u16, listen: u16) -> String {
         );
         conf = conf.replace(marker, &with);
     }
+    assert_eq!(
+        conf.matches(EXAMPLE_VIDEO_COST).count(),
+        1,
+        "examples/nginx/keygate-auth-request.conf must price /api/videos/ with `{EXAMPLE_VIDEO_COST}` (the test spends it)"
+    );
     conf
 }
 
@@ -387,12 +399,64 @@ pub(crate) async fn customer(keygate: &Server, admin: &str, email: &str) -> Cust
     Customer { account, uid, client_id, key }
 }
 
+/// Waits until the admin API shows `expected` credits left for the credential (what a node
+/// spends is reported every `--credits-flush`), then checks that it stays there over a few more
+/// reports: nothing was charged late either.
+pub(crate) async fn balance_settles(keygate: &Server, admin: &str, client_id: &str, expected: i64) {
+    let path = format!("/credentials/{client_id}/credits");
+    let remaining = async || {
+        let r = keygate.admin(admin, "GET", &path, None).await;
+        assert_eq!(r.status, 200, "the balance of {client_id}: {r:?}");
+        (r.body["data"]["remaining"].as_i64(), r)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (left, r) = remaining().await;
+        if left == Some(expected) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{client_id} should have {expected} credits left: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (left, r) = remaining().await;
+    assert_eq!(left, Some(expected), "{client_id}'s balance moved after settling at {expected}: {r:?}");
+}
+
+/// Waits until the credential's usage (summed over its days) is exactly `requests` (outcome,
+/// count) with `credits` spent: keygate counts every decision it makes, so this is also the
+/// number of times it was asked, second calls included.
+pub(crate) async fn usage_is(keygate: &Server, admin: &str, client_id: &str, requests: &[(&str, i64)], credits: i64) {
+    let want: std::collections::BTreeMap<String, i64> = requests.iter().map(|(o, n)| ((*o).to_owned(), *n)).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = keygate.admin(admin, "GET", &format!("/credentials/{client_id}/usage?granularity=day"), None).await;
+        assert_eq!(r.status, 200, "usage of {client_id}: {r:?}");
+        let mut got = std::collections::BTreeMap::new();
+        let mut spent = 0;
+        for day in r.body["data"].as_array().expect("usage days") {
+            for (outcome, n) in day["requests"].as_object().expect("requests by outcome") {
+                *got.entry(outcome.clone()).or_insert(0) += n.as_i64().expect("a count");
+            }
+            spent += day["credits"].as_i64().unwrap_or(0);
+        }
+        if (&got, spent) == (&want, credits) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage of {client_id}: {got:?} with {spent} credits, expected {want:?} with {credits}: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn nginx_auth_request_in_front_of_keygate() {
     let Some(bin) = nginx_bin() else { return };
     let sb = Sandbox::new();
     let admin = admin_token();
-    let mut keygate = sb.start(&["--admin-token", &admin], &[]).await;
+    let mut keygate = sb.start(&[&["--admin-token", &admin][..], &KEYGATE_FLUSH_ARGS].concat(), &[]).await;
     let backend = Backend::start();
     let nginx = Nginx::start(&bin, keygate.port, backend.port);
     let http = client();
@@ -575,10 +639,122 @@ async fn nginx_auth_request_in_front_of_keygate() {
     assert_eq!(direct.status, 200, "keygate was asked more than once for the API's 500: {direct:?}");
     assert!(direct.one("ratelimit").starts_with(r#""requests";r=0;t="#), "{direct:?}");
 
+    // 9. Credits. erin has 13; /api/things costs the default 1 and /api/videos/ 10 (the
+    // example's map, by the normalized path). Whatever x-keygate-cost the client sends is
+    // replaced, and it cannot forge what is left either.
+    let erin = customer(&keygate, &admin, "erin@example.com").await;
+    let r = keygate
+        .admin(
+            &admin,
+            "PATCH",
+            &format!("/credentials/{}", erin.client_id),
+            Some(json!({"credits": {"remaining": 13}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // A request let in: 200 from the API, which (like the client) gets what is left, `left` if
+    // given; returns it.
+    let charged = async |path: &str, left: Option<i64>| -> i64 {
+        let before = backend.count();
+        let req = http.get(nginx.url(path)).header("x-api-key", &erin.key);
+        let a = ask(with_headers(req, &[("x-keygate-cost", "0"), ("x-keygate-credits-remaining", "forged-999")])).await;
+        assert_eq!((a.status, &a.body), (200, &json!({"upstream": true})), "{path}: {a:?}\n{}", nginx.logs());
+        let got: i64 = a.one("x-keygate-credits-remaining").parse().expect("credits left, a number");
+        if let Some(left) = left {
+            assert_eq!(got, left, "{path}: the client's balance: {a:?}");
+        }
+        assert_eq!(backend.count(), before + 1, "{path}");
+        let seen = backend.last();
+        assert_eq!(seen.target, path);
+        assert_eq!(seen.one("x-keygate-credits-remaining"), got.to_string(), "{path}: the API's: {seen:#?}");
+        assert_eq!(seen.all("x-keygate-cost"), Vec::<&str>::new(), "{path}: the price is not the API's business");
+        expect_identity(&seen, &erin, "api_key", &[("API key", erin.key.clone())]);
+        got
+    };
+    // 402: nginx's own answer, word for word keygate's (which, asked directly at the same cost,
+    // refuses too and so charges nothing), with what is left; the API is not called.
+    let no_credits = async |path: &str, left: i64| {
+        let before = backend.count();
+        let req = http.post(nginx.url(path)).header("x-api-key", &erin.key).header("content-type", "application/json");
+        let a = ask(req.header("x-keygate-cost", "1").body(r#"{"would":"write"}"#)).await;
+        assert_eq!(a.status, 402, "{path}, {left} left: {a:?}\n{}", nginx.logs());
+        let msg = format!("Insufficient quota balance: the request costs 10 and {left} credits are left");
+        assert_eq!(a.body, json!({"code": 1006, "msg": msg}), "{path}: keygate's envelope: {a:?}");
+        assert!(a.content_type.starts_with("application/json"), "{path}: {a:?}");
+        assert_eq!(a.one("x-keygate-credits-remaining"), left.to_string(), "{path}: {a:?}");
+        for header in ["x-keygate-client-id", "x-keygate-account-id", "www-authenticate", "ratelimit", "retry-after"] {
+            assert_eq!(a.all(header), Vec::<&str>::new(), "{path}: `{header}` on a 402: {a:?}");
+        }
+        assert_eq!(backend.count(), before, "{path}: the API was called for a request the balance did not cover");
+        a
+    };
+    charged("/api/things", Some(12)).await;
+    charged("/api/videos/1", Some(2)).await;
+    accepted += 2;
+    // The same price however the path is spelled (nginx's $uri, not the raw request line).
+    let a = no_credits("/api/%76ideos/clip.html", 2).await;
+    let direct =
+        ask(http.get(keygate.url("/auth/verify")).header("x-api-key", &erin.key).header("x-keygate-cost", "10")).await;
+    assert_eq!((direct.status, &direct.body), (402, &a.body), "keygate's own 402: {direct:?}");
+    assert_eq!(direct.one("x-keygate-credits-remaining"), "2", "{direct:?}");
+    no_credits("/api//videos/2", 2).await;
+    // Nothing charged for the refusals, by nginx's one call or a second one (there is none).
+    balance_settles(&keygate, &admin, &erin.client_id, 2).await;
+    // A top-up of 5: the next request passes, and the balance is exactly 2 + 5 - 1. (Not
+    // checked: the count on that request, which is what keygate knew when it last leased
+    // credits, and may not include the top-up yet.)
+    let r = keygate
+        .admin(&admin, "POST", &format!("/credentials/{}/credits", erin.client_id), Some(json!({"add": 5})))
+        .await;
+    assert_eq!((r.status, r.body["data"]["remaining"].as_i64()), (200, Some(7)), "{r:?}");
+    charged("/api/things", None).await;
+    accepted += 1;
+    balance_settles(&keygate, &admin, &erin.client_id, 6).await;
+    // keygate was asked once per request: 3 let in (1 + 10 + 1 credits), 2 refused through
+    // nginx and 1 directly.
+    usage_is(&keygate, &admin, &erin.client_id, &[("1000", 3), ("1006", 3)], 12).await;
+
+    // A credential without a balance is not charged and gets no X-Keygate-Credits-Remaining;
+    // a client's own goes nowhere.
+    let req = http.get(nginx.url("/api/videos/free")).header("x-api-key", &alice.key);
+    let a = ask(req.header("x-keygate-credits-remaining", "forged-999")).await;
+    assert_eq!((a.status, a.all("x-keygate-credits-remaining")), (200, vec![]), "{a:?}");
+    accepted += 1;
+    assert_eq!(backend.count(), accepted);
+    let seen = backend.last();
+    assert_eq!((seen.all("x-keygate-credits-remaining"), seen.all("x-keygate-cost")), (vec![], vec![]), "{seen:#?}");
+    expect_identity(&seen, &alice, "api_key", &[("API key", alice.key.clone())]);
+
+    // Credits and a rate limit of 2 per hour: the 429 (two calls to keygate, the second at cost 0)
+    // charges nothing, and the 429 path is unchanged.
+    let frank = customer(&keygate, &admin, "frank@example.com").await;
+    limit(&frank).await;
+    let r = keygate
+        .admin(
+            &admin,
+            "PATCH",
+            &format!("/credentials/{}", frank.client_id),
+            Some(json!({"credits": {"remaining": 5}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    for left in [4, 3] {
+        let a = ask(http.get(nginx.url("/api/limited-and-charged")).header("x-api-key", &frank.key)).await;
+        assert_eq!((a.status, a.one("x-keygate-credits-remaining")), (200, left.to_string().as_str()), "{a:?}");
+        accepted += 1;
+        assert_eq!(backend.last().one("x-keygate-credits-remaining"), left.to_string());
+    }
+    let a = ask(http.get(nginx.url("/api/limited-and-charged")).header("x-api-key", &frank.key)).await;
+    assert_eq!((a.status, a.body["code"].as_i64()), (429, Some(1005)), "{a:?}\n{}", nginx.logs());
+    assert!(a.one("ratelimit").starts_with(r#""requests";r=0;t="#), "{a:?}");
+    assert_eq!(backend.count(), accepted, "the API was called for a rate-limited request");
+    balance_settles(&keygate, &admin, &frank.client_id, 3).await;
+    usage_is(&keygate, &admin, &frank.client_id, &[("1000", 2), ("1005", 2)], 2).await;
+
     // Only what keygate accepted ever reached the API.
     assert_eq!(backend.count(), accepted, "{:#?}", backend.seen.lock().unwrap());
 
-    // 9. keygate down: the subrequest's 502 is nginx's 500, which @keygate_limited keeps (it
+    // 10. keygate down: the subrequest's 502 is nginx's 500, which @keygate_limited keeps (it
     // asks again only after a 429; a second call would answer 502). The API is not called.
     keygate.stop();
     let a = ask(http.get(nginx.url("/api/keygate-down")).header("x-api-key", &alice.key)).await;

@@ -68,7 +68,8 @@ async fn refusals_and_upstream_errors_are_told_apart() {
     // readers turn it into the typed error.
     assert_eq!(keys.get("/quota").send().await.unwrap().status(), 200);
     let err = keys.get("/quota").send_json::<Value>().await.unwrap_err();
-    assert!(matches!(err, Error::Api { code: Code::QuotaExceeded, status: 200, .. }), "{err:?}");
+    assert!(matches!(err, Error::InsufficientCredits { status: 200, remaining: None, .. }), "{err:?}");
+    assert_eq!(err.code(), Some(Code::QuotaExceeded));
 
     // keygate's refusal never reaches the upstream.
     let before = upstream.count();

@@ -8,12 +8,16 @@
 //! - `admin`: every admin API call, typed errors, lists as streams over several pages;
 //! - `ratelimits`: rate limits on credentials and accounts, plans, `1005` with `Retry-After` (never
 //!   retried) and where each limit stands after a verify;
+//! - `credits`: balances on credentials, accounts and plans, spent through `/auth/verify` at a
+//!   cost and through the gateway, `1006` as `Error::InsufficientCredits` (never retried),
+//!   top-ups applied once per idempotency key, bad settings as typed `1003`s;
 //! - `usage`: usage by outcome for a credential and an account (buckets, CSV, the older form);
 //! - `retry`: backoff on 5xx / 1503 / connection failures, never on 4xx, against a local server
 //!   scripted to fail (it stands in for a failing upstream or proxy, not for keygate).
 
 mod admin;
 mod consumer;
+mod credits;
 mod gateway;
 mod ratelimits;
 mod retry;

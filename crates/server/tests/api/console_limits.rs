@@ -12,7 +12,7 @@ use crate::browser::{Browser, PASSWORD, between, html};
 use crate::helpers::{TestApp, unique_email};
 
 /// A logged-in operator (made as the CLI makes one).
-async fn operator(app: &TestApp) -> Browser<'_> {
+pub(crate) async fn operator(app: &TestApp) -> Browser<'_> {
     let email = unique_email();
     let s = &app.state;
     s.ops.create_login_account(&email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords).await.unwrap();
@@ -22,7 +22,7 @@ async fn operator(app: &TestApp) -> Browser<'_> {
 }
 
 /// A signed-up customer with one credential: (browser, account id, clientId, API key).
-async fn customer(app: &TestApp) -> (Browser<'_>, String, String, String) {
+pub(crate) async fn customer(app: &TestApp) -> (Browser<'_>, String, String, String) {
     let email = unique_email();
     let b = Browser::new(app);
     b.signup(&email).await;

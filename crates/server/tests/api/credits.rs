@@ -272,3 +272,18 @@ async fn bad_credits_input_gets_1003_and_changes_nothing() {
     }
     assert_eq!(app.balance(&path).await["remaining"], 1, "a refused request is charged nothing");
 }
+
+#[tokio::test]
+async fn a_refused_large_cost_does_not_refuse_a_smaller_one() {
+    let app = TestApp::spawn().await;
+    let c = app.customer().await;
+    let path = format!("/credentials/{}", c.client_id);
+    app.set_credits(&path, json!({"remaining": 3})).await.expect(200, 1000);
+    app.verify_cost(&c.api_key, "2").await.expect(200, 1000);
+    app.verify_cost(&c.api_key, "2").await.expect(402, 1006);
+    // One is left: a request costing 1 gets it, at once.
+    let r = app.verify_cost(&c.api_key, "1").await;
+    r.expect(200, 1000);
+    assert_eq!(r.header("x-keygate-credits-remaining"), Some("0"));
+    app.verify_cost(&c.api_key, "1").await.expect(402, 1006);
+}

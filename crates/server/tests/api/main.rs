@@ -10,6 +10,8 @@
 //! - `console`: the web console's security (cookies, CSRF, throttling, sessions, ownership,
 //!   the operator area, headers, secrets shown once);
 //! - `console_limits`: the console's plans and limits pages (operators edit, customers read);
+//! - `console_credits`: credits in the console (operators set, adjust once per form and remove
+//!   balances and plans' refills; customers read what is left and the next refill);
 //! - `ratelimits`: rate limits and plans (1005, RateLimit headers, overrides, accuracy);
 //! - `usage`: usage by outcome, hour and day, for a credential and an account (JSON and CSV);
 //! - `gateway`: the reverse proxy in front of a real upstream (headers, routes, streaming,
@@ -19,6 +21,7 @@ mod admin;
 mod browser;
 mod connections;
 mod console;
+mod console_credits;
 mod console_limits;
 mod credits;
 mod feed;
