@@ -2,7 +2,10 @@
 //!
 //! A balance lives in the database; a process spends from a *lease*, a slice of the balance it
 //! took in one transaction ([`Store::lease_credits`]), so deciding a request is a short lock and
-//! a subtraction in memory. What was spent is reported every `flush` ([`Store::settle_credits`]),
+//! a subtraction in memory. A balance running low (a quarter of its last lease left) is leased
+//! ahead by [`run_refiller`], which takes every balance running low in one transaction
+//! ([`Store::lease_credits_many`]); a request waits for a lease only when its balance ran out
+//! first. What was spent is reported every `flush` ([`Store::settle_credits`]),
 //! which also keeps the lease alive; a lease idle for `idle_return` is given back, and so is every
 //! lease at shutdown. So:
 //! - **never overspent**: a process spends only credits the database handed it; a lease it has
@@ -30,10 +33,13 @@ use std::time::{Duration, Instant};
 
 use keygate_core::credits::{CreditsPolicy, Refill};
 use keygate_core::decide::{AccountState, CredentialState};
-use keygate_store::{CreditScope, CreditSettlement, Store, StoreError, now_ms};
+use keygate_store::{CreditLease, CreditRequest, CreditScope, CreditSettlement, Store, StoreError, now_ms};
 use tokio::sync::watch;
 
 const SHARDS: usize = 16;
+
+/// How long the refiller waits for more balances running low before it leases for them all.
+const REFILL_BATCH: Duration = Duration::from_millis(5);
 
 /// The fewest credits a lease takes ahead (unless `max_prefetch` is lower, or less is left).
 pub const MIN_PREFETCH: i64 = 16;
@@ -108,6 +114,9 @@ struct Local {
     /// at the next report, so that a refund or a correction applies to what this process holds
     /// too (until then, at most one flush interval, it spends from its lease as before).
     give_back: bool,
+    /// What the last lease left it holding, and whether a background lease is on its way.
+    last_grant: i64,
+    refilling: bool,
     last_spend: Instant,
     /// Spend since the last lease, for the next lease's size.
     spent_since_lease: i64,
@@ -197,13 +206,10 @@ enum Attempt {
 pub struct Credits {
     holder: String,
     settings: CreditSettings,
+    /// Balances running low, for [`run_refiller`] (each at most once: `Local::refilling`).
+    refills: Mutex<Vec<Arc<Balance>>>,
+    refill_wanted: tokio::sync::Notify,
     shards: [Mutex<HashMap<CreditScope, Arc<Balance>, foldhash::fast::RandomState>>; SHARDS],
-}
-
-impl Default for Credits {
-    fn default() -> Self {
-        Self::new(CreditSettings::default())
-    }
 }
 
 impl std::fmt::Debug for Credits {
@@ -221,10 +227,18 @@ fn shard_of(scope: &CreditScope) -> usize {
 }
 
 impl Credits {
+    /// Balances leased on the request path when a request finds too little, and ahead of it
+    /// by [`run_refiller`] (when one runs) when what a balance holds runs low.
     pub fn new(settings: CreditSettings) -> Self {
         // Who holds a lease in the database: this process, until it exits.
         let holder = format!("{}-{:016x}", hostname(), rand::random::<u64>());
-        Self { holder, settings, shards: std::array::from_fn(|_| Mutex::default()) }
+        Self {
+            holder,
+            settings,
+            refills: Mutex::default(),
+            refill_wanted: tokio::sync::Notify::new(),
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
     }
 
     pub fn settings(&self) -> &CreditSettings {
@@ -255,6 +269,8 @@ impl Credits {
                         unleased: 0,
                         exhausted: None,
                         give_back: false,
+                        last_grant: 0,
+                        refilling: false,
                         valid_until: now,
                         last_spend: now,
                         spent_since_lease: 0,
@@ -330,7 +346,8 @@ impl Credits {
             return Attempt::Lease(lacking);
         }
         let mut remaining = i64::MAX;
-        for (l, _) in &mut guards {
+        let mut low = None;
+        for (l, b) in &mut guards {
             if l.unlimited {
                 continue;
             }
@@ -339,8 +356,23 @@ impl Credits {
             l.spent_since_lease += cost;
             l.last_spend = now;
             remaining = remaining.min(l.available + l.unleased.max(0));
+            // Running low: lease more in the background, before a request has to wait for it.
+            if !l.refilling && l.available.saturating_mul(4) < l.last_grant && l.exhausted.is_none() {
+                l.refilling = true;
+                low.get_or_insert_with(Vec::new).push(Arc::clone(b));
+            }
+        }
+        drop(guards);
+        if let Some(low) = low {
+            self.refill(low);
         }
         Attempt::Charged(remaining)
+    }
+
+    /// Queues balances running low for the background refiller ([`run_refiller`]).
+    fn refill(&self, low: Vec<Arc<Balance>>) {
+        self.refills.lock().unwrap_or_else(|p| p.into_inner()).extend(low);
+        self.refill_wanted.notify_one();
     }
 
     /// Charges `cost` (0: a check that the balances are positive, charging nothing) to the
@@ -384,61 +416,8 @@ impl Credits {
         }
     }
 
-    /// Makes `b` hold at least `want` credits, leasing the difference from the database (one
-    /// lease at a time per balance; a request that waited for another's lease looks again first).
     async fn lease(&self, store: &dyn Store, b: &Arc<Balance>, want: i64) -> Result<(), CreditError> {
-        let _one = b.leasing.lock().await;
-        let (need, extra) = {
-            let mut l = b.lock();
-            let epoch = l.epoch;
-            l.refresh(epoch, now_ms(), Instant::now());
-            if l.unlimited || l.available >= want || l.exhausted_for(want - l.available, Instant::now()) {
-                return Ok(());
-            }
-            let need = want - l.available;
-            let elapsed = l.leased_at.elapsed().as_secs_f64().max(0.001);
-            let rate = l.spent_since_lease.max(0) as f64 / elapsed;
-            let extra = ((rate * 2.0) as i64).max(MIN_PREFETCH).min(self.settings.max_prefetch);
-            (need, extra)
-        };
-        let ttl = self.settings.lease_ttl;
-        let sent = Instant::now();
-        let lease = tokio::time::timeout(
-            self.settings.store_timeout,
-            store.lease_credits(&self.holder, b.scope, need, extra, now_ms(), ttl.as_millis() as i64),
-        )
-        .await
-        .map_err(|_| {
-            CreditError::Store(StoreError::Unavailable(format!(
-                "credits could not be leased within {:?}",
-                self.settings.store_timeout
-            )))
-        })?
-        .map_err(CreditError::Store)?;
-        metrics::counter!("keygate_credit_leases_total").increment(1);
-        let mut l = b.lock();
-        let Some(policy) = lease.policy else {
-            l.available = 0;
-            l.unlimited = true;
-            return Ok(());
-        };
-        if policy.epoch != l.epoch || policy.refill != l.refill {
-            // The balance was set or refilled: what was held is void, the new lease is all.
-            l.epoch = policy.epoch;
-            l.refill = policy.refill;
-            l.available = 0;
-            l.spent = 0;
-        }
-        l.period = policy.refill.map(|r| r.period(now_ms()));
-        l.available += lease.granted;
-        l.unleased = lease.unleased;
-        l.leased |= lease.granted > 0;
-        l.spent_since_lease = 0;
-        l.leased_at = Instant::now();
-        // Used only while the database cannot have reclaimed it: a third of the TTL early.
-        l.valid_until = sent + ttl - ttl / 3;
-        l.exhausted = (lease.granted == 0).then(|| (Instant::now() + self.settings.idle_return, need));
-        Ok(())
+        lease_balance(&self.holder, &self.settings, store, b, want).await
     }
 
     /// Reports what was spent, renews the leases still in use and gives back idle ones (all of
@@ -494,6 +473,139 @@ impl Credits {
                     }
                 }
                 Err(e)
+            }
+        }
+    }
+}
+
+/// Makes `b` hold at least `want` credits, leasing the difference from the database (one lease at
+/// a time per balance; a request that waited for another's lease looks again first).
+async fn lease_balance(
+    holder: &str,
+    settings: &CreditSettings,
+    store: &dyn Store,
+    b: &Arc<Balance>,
+    want: i64,
+) -> Result<(), CreditError> {
+    let _one = b.leasing.lock().await;
+    let Some((need, extra)) = lease_size(settings, b, want) else { return Ok(()) };
+    let ttl = settings.lease_ttl;
+    let sent = Instant::now();
+    let lease = tokio::time::timeout(
+        settings.store_timeout,
+        store.lease_credits(holder, b.scope, need, extra, now_ms(), ttl.as_millis() as i64),
+    )
+    .await
+    .map_err(|_| {
+        CreditError::Store(StoreError::Unavailable(format!(
+            "credits could not be leased within {:?}",
+            settings.store_timeout
+        )))
+    })?
+    .map_err(CreditError::Store)?;
+    metrics::counter!("keygate_credit_leases_total").increment(1);
+    apply_lease(settings, b, &lease, need, sent);
+    Ok(())
+}
+
+/// What a lease for `b` asks (`None`: none is needed): what `want` lacks, and ahead of it about
+/// two seconds of the balance's recent spend (at least [`MIN_PREFETCH`], at most `max_prefetch`).
+fn lease_size(settings: &CreditSettings, b: &Balance, want: i64) -> Option<(i64, i64)> {
+    let mut l = b.lock();
+    let epoch = l.epoch;
+    l.refresh(epoch, now_ms(), Instant::now());
+    if l.unlimited || l.available >= want || l.exhausted_for(want - l.available, Instant::now()) {
+        return None;
+    }
+    let need = want - l.available;
+    let elapsed = l.leased_at.elapsed().as_secs_f64().max(0.001);
+    let rate = l.spent_since_lease.max(0) as f64 / elapsed;
+    let extra = ((rate * 2.0) as i64).max(MIN_PREFETCH).min(settings.max_prefetch);
+    Some((need, extra))
+}
+
+/// Takes what the database granted into `b` (asked for `need`, sent at `sent`).
+fn apply_lease(settings: &CreditSettings, b: &Balance, lease: &CreditLease, need: i64, sent: Instant) {
+    let ttl = settings.lease_ttl;
+    let mut l = b.lock();
+    let Some(policy) = lease.policy else {
+        l.available = 0;
+        l.unlimited = true;
+        return;
+    };
+    if policy.epoch != l.epoch || policy.refill != l.refill {
+        // The balance was set or refilled: what was held is void, the new lease is all.
+        l.epoch = policy.epoch;
+        l.refill = policy.refill;
+        l.available = 0;
+        l.spent = 0;
+    }
+    l.period = policy.refill.map(|r| r.period(now_ms()));
+    l.available += lease.granted;
+    l.last_grant = l.available;
+    l.unleased = lease.unleased;
+    l.leased |= lease.granted > 0;
+    l.spent_since_lease = 0;
+    l.leased_at = Instant::now();
+    // Used only while the database cannot have reclaimed it: a third of the TTL early.
+    l.valid_until = sent + ttl - ttl / 3;
+    l.exhausted = (lease.granted == 0).then(|| (Instant::now() + settings.idle_return, need));
+}
+
+/// Leases ahead for the balances running low, all of them in one transaction (one commit however
+/// many keys are busy), until `stop`. Requests never wait for it: a balance that runs out first
+/// is leased on the request's path, as without it.
+pub async fn run_refiller(credits: Arc<Credits>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = credits.refill_wanted.notified() => {}
+        }
+        // Gather what runs low meanwhile into the same batch.
+        tokio::time::sleep(REFILL_BATCH).await;
+        let low = std::mem::take(&mut *credits.refills.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut batch = Vec::new();
+        for b in low {
+            // A balance whose lease is on its way (a request's) is left to it.
+            let Ok(guard) = b.leasing.clone().try_lock_owned() else {
+                b.lock().refilling = false;
+                continue;
+            };
+            let want = b.lock().available + 1;
+            match lease_size(&credits.settings, &b, want) {
+                Some((need, extra)) => batch.push((b, guard, need, extra)),
+                None => b.lock().refilling = false,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let requests: Vec<CreditRequest> = batch
+            .iter()
+            .map(|(b, _, need, extra)| CreditRequest { scope: b.scope, need: *need, extra: *extra })
+            .collect();
+        let ttl = credits.settings.lease_ttl;
+        let sent = Instant::now();
+        let leased = tokio::time::timeout(
+            credits.settings.store_timeout,
+            store.lease_credits_many(&credits.holder, &requests, now_ms(), ttl.as_millis() as i64),
+        )
+        .await;
+        match leased {
+            Ok(Ok(leases)) => {
+                metrics::counter!("keygate_credit_leases_total").increment(batch.len() as u64);
+                for ((b, _guard, need, _), lease) in batch.iter().zip(leases) {
+                    if let Some(lease) = lease {
+                        apply_lease(&credits.settings, b, &lease, *need, sent);
+                    }
+                    b.lock().refilling = false;
+                }
+            }
+            failed => {
+                tracing::debug!(?failed, "leasing credits ahead failed; requests will lease when they need to");
+                for (b, ..) in &batch {
+                    b.lock().refilling = false;
+                }
             }
         }
     }

@@ -103,6 +103,7 @@ impl AuthBuilder {
                 usage_flush,
                 stopped.clone(),
             )),
+            tokio::spawn(crate::credits::run_refiller(authenticator.credits.clone(), store.clone(), stopped.clone())),
             tokio::spawn(crate::credits::run_settler(authenticator.credits.clone(), store.clone(), stopped.clone())),
             tokio::spawn(prune_changes(store, stopped.clone())),
             tokio::spawn(sweep_limits(authenticator.clone(), stopped)),

@@ -24,7 +24,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction
 
 use crate::rows::{AdjustmentRow, BalanceRow, LeaseRow, LeaseScopeRow};
 use crate::sql::{self, BalanceStatements};
-use crate::{Adjusted, CreditLease, CreditScope, CreditSettlement, Entity, Result, StoreError};
+use crate::{Adjusted, CreditLease, CreditRequest, CreditScope, CreditSettlement, Entity, Result, StoreError};
 
 /// How long an idempotency key of an adjustment is remembered.
 const ADJUSTMENT_KEYS_KEPT_MS: i64 = 30 * 86_400_000;
@@ -141,6 +141,13 @@ fn grant(left: i64, need: i64, extra: i64) -> i64 {
 
 fn checked(n: Option<i64>) -> Result<i64> {
     n.ok_or_else(|| StoreError::Other("credits arithmetic overflowed".into()))
+}
+
+fn check_request(need: i64, extra: i64) -> Result<()> {
+    if !(1..=MAX_CREDITS).contains(&need) || !(0..=MAX_CREDITS).contains(&extra) {
+        return Err(invalid(format_args!("a lease needs 1 to {MAX_CREDITS} credits, plus 0 to {MAX_CREDITS}")));
+    }
+    Ok(())
 }
 
 fn invalid(what: impl std::fmt::Display) -> StoreError {
@@ -315,26 +322,65 @@ where
         now: i64,
         ttl: i64,
     ) -> Result<CreditLease> {
-        if !(1..=MAX_CREDITS).contains(&need) || !(0..=MAX_CREDITS).contains(&extra) {
-            return Err(invalid(format_args!("a lease needs 1 to {MAX_CREDITS} credits, plus 0 to {MAX_CREDITS}")));
+        check_request(need, extra)?;
+        let mut tx = DB::begin_write(pool).await?;
+        let lease = Self::lease_in(&mut tx, holder, scope, need, extra, now, ttl).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(DB::map_err)?;
+        Ok(lease)
+    }
+
+    /// [`crate::Store::lease_credits_many`]: every lease in one transaction, the balances locked
+    /// in one order (scope, id) whatever the order asked in, so that two batches cannot deadlock.
+    pub(crate) async fn lease_many(
+        pool: &Pool<DB>,
+        holder: &str,
+        requests: &[CreditRequest],
+        now: i64,
+        ttl: i64,
+    ) -> Result<Vec<Option<CreditLease>>> {
+        for r in requests {
+            check_request(r.need, r.extra)?;
+        }
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&i| requests[i].scope.key());
+        let mut out = vec![None; requests.len()];
+        if requests.is_empty() {
+            return Ok(out);
         }
         let mut tx = DB::begin_write(pool).await?;
-        let mut balance = Self::take(&mut tx, scope).await?.ok_or(StoreError::NotFound)?;
+        for i in order {
+            let r = &requests[i];
+            out[i] = Self::lease_in(&mut tx, holder, r.scope, r.need, r.extra, now, ttl).await?;
+        }
+        tx.commit().await.map_err(DB::map_err)?;
+        Ok(out)
+    }
+
+    /// One lease inside a write transaction (`None`: no such credential or account).
+    async fn lease_in(
+        tx: &mut DB::Connection,
+        holder: &str,
+        scope: CreditScope,
+        need: i64,
+        extra: i64,
+        now: i64,
+        ttl: i64,
+    ) -> Result<Option<CreditLease>> {
+        let Some(mut balance) = Self::take(tx, scope).await? else { return Ok(None) };
         // Nodes that stopped renewing their leases give them back first.
-        for lease in Self::take_expired(&mut tx, scope, now).await? {
+        for lease in Self::take_expired(tx, scope, now).await? {
             balance.give_back(&lease)?;
         }
         balance.roll(now);
         let Some(policy) = balance.policy() else {
-            Self::write(&mut tx, scope, &balance).await?;
-            tx.commit().await.map_err(DB::map_err)?;
-            return Ok(CreditLease { granted: 0, policy: None, unleased: 0 });
+            Self::write(tx, scope, &balance).await?;
+            return Ok(Some(CreditLease { granted: 0, policy: None, unleased: 0 }));
         };
         let granted = grant(balance.unleased(), need, extra);
         if granted > 0 {
             balance.set_unleased(balance.unleased() - granted);
         }
-        let held = Self::holder_lease(&mut tx, scope, holder).await?;
+        let held = Self::holder_lease(tx, scope, holder).await?;
         let lease = match held {
             Some(held) if held.epoch == balance.epoch => {
                 Some(LeaseRow { granted: checked(held.granted.checked_add(granted))?, ..held })
@@ -344,11 +390,10 @@ where
             None => (granted > 0).then_some(LeaseRow { epoch: balance.epoch, granted, spent: 0 }),
         };
         if let Some(lease) = lease {
-            Self::put_lease(&mut tx, scope, holder, &lease, now.saturating_add(ttl)).await?;
+            Self::put_lease(tx, scope, holder, &lease, now.saturating_add(ttl)).await?;
         }
-        Self::write(&mut tx, scope, &balance).await?;
-        tx.commit().await.map_err(DB::map_err)?;
-        Ok(CreditLease { granted, policy: Some(policy), unleased: balance.unleased() })
+        Self::write(tx, scope, &balance).await?;
+        Ok(Some(CreditLease { granted, policy: Some(policy), unleased: balance.unleased() }))
     }
 
     /// [`crate::Store::settle_credits`].

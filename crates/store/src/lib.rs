@@ -126,6 +126,14 @@ pub struct CreditLease {
     pub unleased: i64,
 }
 
+/// One lease asked for in [`Store::lease_credits_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditRequest {
+    pub scope: CreditScope,
+    pub need: i64,
+    pub extra: i64,
+}
+
 /// What a node reports about one of its leases (see [`Store::settle_credits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreditSettlement {
@@ -331,6 +339,16 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<CreditLease>;
+    /// [`Store::lease_credits`] for several balances in one transaction (a node's background
+    /// refills: one commit for every balance running low). `None` for a credential or account
+    /// that does not exist.
+    async fn lease_credits_many(
+        &self,
+        holder: &str,
+        requests: &[CreditRequest],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<Option<CreditLease>>>;
     /// Records what `holder` spent from its leases and extends them to `now_ms + ttl_ms`; a
     /// settlement with `release` gives the unspent part back and ends the lease. A settlement
     /// whose lease is gone or under another epoch changes nothing. A release that brings a

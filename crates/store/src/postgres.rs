@@ -28,8 +28,8 @@ use crate::rows::{
 use crate::sql::{self, account_columns, account_state_columns, credential_credits_columns, plan_columns};
 use crate::usage::{self, BucketRow, CredentialBucketRow, Statements};
 use crate::{
-    AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditScope, CreditSettlement, Entity,
-    NewAccount, Result, Role, SigningKey, Store, StoreError, now_ms,
+    AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditRequest, CreditScope,
+    CreditSettlement, Entity, NewAccount, Result, Role, SigningKey, Store, StoreError, now_ms,
 };
 use crate::{CredentialBucket, Granularity, UsageBucket, UsageDelta, UsageScope};
 
@@ -623,6 +623,16 @@ impl Store for PgStore {
         ttl_ms: i64,
     ) -> Result<CreditLease> {
         Credits::<Postgres>::lease(&self.pool, holder, scope, need, extra, now_ms, ttl_ms).await
+    }
+
+    async fn lease_credits_many(
+        &self,
+        holder: &str,
+        requests: &[CreditRequest],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<Option<CreditLease>>> {
+        Credits::<Postgres>::lease_many(&self.pool, holder, requests, now_ms, ttl_ms).await
     }
 
     async fn settle_credits(&self, holder: &str, batch: &[CreditSettlement], now_ms: i64, ttl_ms: i64) -> Result<()> {

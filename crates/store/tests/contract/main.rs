@@ -960,6 +960,13 @@ async fn sqlite_credits_contract() {
     credits_suite(keygate_store::connect(&url, true).await.unwrap()).await;
 }
 
+#[tokio::test]
+async fn sqlite_credit_leases_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/batch.db", dir.path().display());
+    lease_batch_suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_credits_race_from_two_handles() {
     let dir = tempfile::tempdir().unwrap();
@@ -1048,6 +1055,59 @@ async fn postgres_credits_contract() {
         Err(why) => keygate_testkit::skip_or_fail!("{why}"),
     };
     credits_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_credit_leases_in_one_batch() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    lease_batch_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+/// The background refiller's batch: several balances (given in any order, one twice) leased in
+/// one transaction, each as a lease of its own would be; an unknown one is `None`; a bad request
+/// fails the whole batch and takes nothing.
+async fn lease_batch_suite(store: Arc<dyn Store>) {
+    use keygate_core::credits::CreditsConfig;
+    use keygate_store::{CreditRequest, CreditScope};
+    let a = store.create_account(&new_account("batch@example.com")).await.unwrap();
+    let (c1, c2) = (ClientId::generate(31), ClientId::generate(32));
+    store.create_credential(a.id, c1, &hash("b1"), "h").await.unwrap();
+    store.create_credential(a.id, c2, &hash("b2"), "h").await.unwrap();
+    let now = now_ms();
+    let cfg = |remaining| CreditsConfig { remaining, refill: None };
+    store.set_credits(CreditScope::Credential(c1), Some(&cfg(100)), now).await.unwrap();
+    store.set_credits(CreditScope::Credential(c2), Some(&cfg(3)), now).await.unwrap();
+    store.set_credits(CreditScope::Account(a.id), Some(&cfg(1_000)), now).await.unwrap();
+    let req = |scope, need, extra| CreditRequest { scope, need, extra };
+    let batch = [
+        req(CreditScope::Credential(c2), 5, 0),
+        req(CreditScope::Account(a.id), 10, 1_000),
+        req(CreditScope::Credential(c1), 1, 10),
+        req(CreditScope::Credential(ClientId::generate(33)), 1, 0),
+        req(CreditScope::Credential(c1), 1, 0),
+    ];
+    let got = store.lease_credits_many("node-b", &batch, now, 30_000).await.unwrap();
+    let granted: Vec<Option<i64>> = got.iter().map(|l| l.map(|l| l.granted)).collect();
+    // c2 cannot cover 5 (nothing taken); the account gives 10 + half of the 990 left; c1 gives
+    // 1 + 10, then 1 more.
+    assert_eq!(granted, [Some(0), Some(505), Some(11), None, Some(1)]);
+    let left = |scope| {
+        let store = store.clone();
+        async move { store.credit_balance(scope, now).await.unwrap().unwrap() }
+    };
+    assert_eq!(
+        (left(CreditScope::Credential(c1)).await.remaining, left(CreditScope::Credential(c1)).await.leased),
+        (100, 12)
+    );
+    assert_eq!(left(CreditScope::Account(a.id)).await.leased, 505);
+    assert_eq!(left(CreditScope::Credential(c2)).await.leased, 0);
+    let bad = [req(CreditScope::Credential(c1), 1, 0), req(CreditScope::Credential(c2), 0, 0)];
+    assert!(store.lease_credits_many("node-b", &bad, now, 30_000).await.is_err());
+    assert_eq!(left(CreditScope::Credential(c1)).await.leased, 12, "a failed batch takes nothing");
+    assert_eq!(store.lease_credits_many("node-b", &[], now, 30_000).await.unwrap(), []);
 }
 
 #[tokio::test(flavor = "multi_thread")]
