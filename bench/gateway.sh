@@ -293,7 +293,7 @@ wait_http "http://127.0.0.1:$KP/healthz" "$work/keygate.log" "$kg_pid"
 
 # (h), (i): the same gateway on the rate-limited customers, counting on the node and in Redis.
 start_keygate() { # NAME PORT [--db URL] EXTRA_ARGS...; sets $started
-  local name=$1 port=$2 kdb=$ldb
+  local name=$1 port=$2 kdb=${ldb:-}
   shift 2
   if [[ ${1:-} == --db ]]; then
     kdb=$2
@@ -497,7 +497,8 @@ if wants f; then
   grep -q '"ok":true' "$work/probe.body" || die "f: hyper_floor did not pass the upstream's answer through"
 fi
 if ((credited)); then
-  start_keygate keygate-credits "$KC" --db "$cdb"
+  # shellcheck disable=SC2086 # J_ARGS: extra serve flags for (j), e.g. "--credits-flush 5s"
+  start_keygate keygate-credits "$KC" --db "$cdb" ${J_ARGS:-}
   kc_pid=$started
   ckey1=$(head -n 1 "$work/credited-keys.txt")
   probe j "http://127.0.0.1:$KC$PROXY_PATH" x-api-key "$ckey1" 200 401

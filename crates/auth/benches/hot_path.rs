@@ -117,7 +117,7 @@ fn bench(c: &mut Criterion) {
             mt.block_on(auth.authenticate(&credited_headers[i % 16])).unwrap()
         })
     });
-    // 2,000 keys in turn: each is used about once per 2,000 requests, so its leases are small (16
+    // 2,000 keys in turn: each is used about once per 2,000 requests, so its leases are small (256
     // credits at least) and a request often finds its balance empty and leases on its own path.
     g.bench_function("x_api_key_two_credit_balances_2000_quiet_keys", |b| {
         b.iter(|| {

@@ -42,7 +42,7 @@ const SHARDS: usize = 16;
 const REFILL_BATCH: Duration = Duration::from_millis(5);
 
 /// The fewest credits a lease takes ahead (unless `max_prefetch` is lower, or less is left).
-pub const MIN_PREFETCH: i64 = 16;
+pub const MIN_PREFETCH: i64 = 256;
 
 /// How balances are leased and reported.
 #[derive(Debug, Clone, Copy)]
@@ -435,6 +435,10 @@ impl Credits {
                     return Arc::strong_count(b) > 1;
                 }
                 let idle = release_all || l.give_back || now.duration_since(l.last_spend) >= self.settings.idle_return;
+                // Nothing spent and not giving back: renew only once a third of the TTL has gone.
+                if !idle && l.spent == 0 && now + self.settings.lease_ttl / 3 < l.valid_until {
+                    return true;
+                }
                 // A give-back waits while a lease of the balance is on its way (next time, then).
                 let guard = if idle { b.leasing.clone().try_lock_owned().ok() } else { None };
                 let release = guard.is_some();

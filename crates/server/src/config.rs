@@ -180,7 +180,7 @@ pub struct CreditSettings {
     #[serde(with = "humantime_serde")]
     pub idle_return: Duration,
     /// The most credits a lease takes ahead of the request that needs it (it takes about two
-    /// seconds of the key's spend, at least 16, at most half of what is left) [default: 10000].
+    /// seconds of the key's spend, at least 256, at most half of what is left) [default: 10000].
     #[arg(long = "credits-max-prefetch", env = "KEYGATE_CREDITS_MAX_PREFETCH", required = false)]
     pub max_prefetch: i64,
 }

@@ -381,16 +381,22 @@ where
             balance.set_unleased(balance.unleased() - granted);
         }
         let held = Self::holder_lease(tx, scope, holder).await?;
-        let lease = match held {
+        let expires_at = now.saturating_add(ttl);
+        match held {
             Some(held) if held.epoch == balance.epoch => {
-                Some(LeaseRow { granted: checked(held.granted.checked_add(granted))?, ..held })
+                checked(held.granted.checked_add(granted))?;
+                Self::add_to_lease(tx, sql::ADD_LEASE_GRANT, scope, holder, balance.epoch, granted, expires_at).await?;
             }
             // A lease of an older epoch is void: replaced, its unspent part not given back.
-            Some(_) => Some(LeaseRow { epoch: balance.epoch, granted, spent: 0 }),
-            None => (granted > 0).then_some(LeaseRow { epoch: balance.epoch, granted, spent: 0 }),
-        };
-        if let Some(lease) = lease {
-            Self::put_lease(tx, scope, holder, &lease, now.saturating_add(ttl)).await?;
+            Some(_) => {
+                let lease = LeaseRow { epoch: balance.epoch, granted, spent: 0 };
+                Self::put_lease(tx, scope, holder, &lease, expires_at).await?;
+            }
+            None if granted > 0 => {
+                let lease = LeaseRow { epoch: balance.epoch, granted, spent: 0 };
+                Self::put_lease(tx, scope, holder, &lease, expires_at).await?;
+            }
+            None => {}
         }
         Self::write(tx, scope, &balance).await?;
         Ok(Some(CreditLease { granted, policy: Some(policy), unleased: balance.unleased() }))
@@ -407,11 +413,20 @@ where
         if batch.is_empty() {
             return Ok(());
         }
-        // Each balance's row is taken once, all in one order, before anything is written
-        // (settlements of one balance keep their order).
-        let mut order: Vec<&CreditSettlement> = batch.iter().collect();
-        order.sort_by_key(|s| s.scope.key());
+        // A report that gives nothing back touches its lease row alone, adding in place; the
+        // give-backs take their balance's row, once each, all in one order, before anything is
+        // written (settlements of one balance keep their order).
+        let (mut reports, releases): (Vec<&CreditSettlement>, Vec<&CreditSettlement>) =
+            batch.iter().partition(|s| !s.release);
+        // Rows taken in one order (as the leases take them): two transactions cannot deadlock.
+        reports.sort_by_key(|s| s.scope.key());
         let mut tx = DB::begin_write(pool).await?;
+        let expires_at = now.saturating_add(ttl);
+        for s in reports {
+            Self::add_to_lease(&mut tx, sql::ADD_LEASE_SPENT, s.scope, holder, s.epoch, s.spent, expires_at).await?;
+        }
+        let mut order: Vec<&CreditSettlement> = releases;
+        order.sort_by_key(|s| s.scope.key());
         let mut balances: BTreeMap<(&'static str, String), (CreditScope, Option<Balance>)> = BTreeMap::new();
         for s in &order {
             if let Entry::Vacant(vacant) = balances.entry(s.scope.key()) {
@@ -419,6 +434,8 @@ where
             }
         }
         let mut announce = Vec::new();
+        // Only a give-back changes a balance's row: the others are left unwritten.
+        let mut changed: Vec<(&'static str, String)> = Vec::new();
         for s in order {
             let Some((_, Some(balance))) = balances.get_mut(&s.scope.key()) else { continue };
             let Some(mut lease) = Self::holder_lease(&mut tx, s.scope, holder).await?.filter(|l| l.epoch == s.epoch)
@@ -427,6 +444,7 @@ where
             };
             lease.spent = checked(lease.spent.checked_add(s.spent))?;
             if s.release {
+                changed.push(s.scope.key());
                 let before = balance.unleased();
                 balance.give_back(&lease)?;
                 if before <= 0 && balance.unleased() > 0 && !announce.contains(&s.scope) {
@@ -443,8 +461,10 @@ where
                 Self::put_lease(&mut tx, s.scope, holder, &lease, now.saturating_add(ttl)).await?;
             }
         }
-        for (scope, balance) in balances.values() {
-            if let Some(balance) = balance {
+        for (key, (scope, balance)) in &balances {
+            if let Some(balance) = balance
+                && changed.contains(key)
+            {
                 Self::write(&mut tx, *scope, balance).await?;
             }
         }
@@ -551,6 +571,29 @@ where
             .fetch_optional(&mut *conn)
             .await
             .map_err(DB::map_err)
+    }
+
+    /// One of the in-place additions to a lease row ([`sql::ADD_LEASE_GRANT`], [`sql::ADD_LEASE_SPENT`]).
+    async fn add_to_lease(
+        conn: &mut DB::Connection,
+        statement: &'static str,
+        scope: CreditScope,
+        holder: &str,
+        epoch: i64,
+        amount: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(statement)
+            .bind(scope.kind().to_owned())
+            .bind(scope.id_hex())
+            .bind(holder.to_owned())
+            .bind(epoch)
+            .bind(amount)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(DB::map_err)?;
+        Ok(())
     }
 
     async fn put_lease(

@@ -162,6 +162,13 @@ pub(crate) const LEASE: &str =
 pub(crate) const PUT_LEASE: &str = "INSERT INTO credit_leases (scope, id, holder, epoch, granted, spent, expires_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, id, holder) DO UPDATE SET epoch = excluded.epoch, \
      granted = excluded.granted, spent = excluded.spent, expires_at = excluded.expires_at";
+/// Adds to a lease of the current epoch, in place (a concurrent report of what was spent, which
+/// adds to `spent` in place too, is kept).
+pub(crate) const ADD_LEASE_GRANT: &str = "UPDATE credit_leases SET granted = granted + $5, expires_at = $6 \
+     WHERE scope = $1 AND id = $2 AND holder = $3 AND epoch = $4";
+/// A report of spent credits that gives nothing back: the lease row alone, in place.
+pub(crate) const ADD_LEASE_SPENT: &str = "UPDATE credit_leases SET spent = spent + $5, expires_at = $6 \
+     WHERE scope = $1 AND id = $2 AND holder = $3 AND epoch = $4";
 pub(crate) const DELETE_LEASE: &str = "DELETE FROM credit_leases WHERE scope = $1 AND id = $2 AND holder = $3";
 /// Ends a balance's leases expired at `$3`, returning them.
 pub(crate) const TAKE_EXPIRED_LEASES: &str = "DELETE FROM credit_leases \
