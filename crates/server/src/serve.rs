@@ -205,7 +205,7 @@ impl Workers {
                         "connection limit reached: new connections get 503 until some close"
                     );
                 }
-                refusals.refuse(stream);
+                refusals.refuse(stream).await;
                 continue;
             }
             self.open.fetch_add(1, Ordering::AcqRel);
@@ -266,33 +266,44 @@ connection: close\r\nretry-after: 1\r\ncontent-length: 67\r\n\r\n\
 ///
 /// The bound is on sockets, not tasks: an aborted task closes its socket only when its runtime
 /// next gets to it, which a flood of accepts may delay. `held` counts the sockets still open
-/// (each task's guard gives its count back when the task is dropped, aborted or not), and a
-/// connection arriving while `capacity` of them are held is closed at once, unanswered.
+/// (each task's guard gives its count back when the task is dropped, aborted or not); after
+/// aborting the oldest, the acceptor waits a moment for its socket to close, and a connection
+/// arriving while `capacity` sockets are still held after that is closed at once, unanswered.
 struct Refusals {
     capacity: usize,
     lingering: std::collections::VecDeque<tokio::task::AbortHandle>,
-    held: Arc<AtomicUsize>,
+    held: Arc<HeldCount>,
+}
+
+#[derive(Default)]
+struct HeldCount {
+    count: AtomicUsize,
+    released: Notify,
 }
 
 /// One refused connection's socket, counted in [`Refusals::held`] until dropped.
-struct Held(Arc<AtomicUsize>);
+struct Held(Arc<HeldCount>);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_waiters();
     }
 }
 
+/// How long the acceptor waits for an aborted refusal's socket to close.
+const RELEASE_WAIT: Duration = Duration::from_millis(5);
+
 impl Refusals {
     fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            lingering: std::collections::VecDeque::new(),
-            held: Arc::new(AtomicUsize::new(0)),
-        }
+        Self { capacity: capacity.max(1), lingering: std::collections::VecDeque::new(), held: Arc::default() }
     }
 
-    fn refuse(&mut self, stream: TcpStream) {
+    fn held(&self) -> usize {
+        self.held.count.load(Ordering::Acquire)
+    }
+
+    async fn refuse(&mut self, stream: TcpStream) {
         while self.lingering.front().is_some_and(|t| t.is_finished()) {
             self.lingering.pop_front();
         }
@@ -301,12 +312,25 @@ impl Refusals {
         {
             oldest.abort();
         }
-        if self.held.load(Ordering::Acquire) >= self.capacity {
-            // Aborted sockets not closed yet: this one is closed now rather than held too.
+        if self.held() >= self.capacity {
+            // The aborted sockets close when their runtime gets to them: give it a moment.
+            let _ = tokio::time::timeout(RELEASE_WAIT, async {
+                loop {
+                    let released = self.held.released.notified();
+                    if self.held() < self.capacity {
+                        return;
+                    }
+                    released.await;
+                }
+            })
+            .await;
+        }
+        if self.held() >= self.capacity {
+            // Still held: this one is closed now rather than held too.
             drop(stream);
             return;
         }
-        self.held.fetch_add(1, Ordering::AcqRel);
+        self.held.count.fetch_add(1, Ordering::AcqRel);
         let held = Held(self.held.clone());
         let task = tokio::spawn(async move {
             let _held = held;
@@ -600,15 +624,15 @@ mod tests {
         for _ in 0..50 {
             clients.push(std::net::TcpStream::connect(addr).unwrap());
             let (stream, _) = listener.accept().await.unwrap();
-            refusals.refuse(stream);
-            assert!(refusals.held.load(Ordering::Acquire) <= 4, "more refused sockets held than the capacity");
+            refusals.refuse(stream).await;
+            assert!(refusals.held() <= 4, "more refused sockets held than the capacity");
         }
         // Once the runtime has run the aborted tasks, a newcomer is answered again.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(refusals.held.load(Ordering::Acquire) <= 4);
+        assert!(refusals.held() <= 4);
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        refusals.refuse(stream);
+        refusals.refuse(stream).await;
         client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut answer)).await;
