@@ -43,7 +43,10 @@ fn bench(c: &mut Criterion) {
             let account = store.create_account(&new).await.unwrap();
             let key = ApiKey::generate();
             let client_id = ClientId::generate(i as u64);
-            store.create_credential(account.id, client_id, &hasher.hash(key.expose()), &key.hint()).await.unwrap();
+            store
+                .create_credential(account.id, client_id, &hasher.hash(key.expose()), &key.hint(), &Default::default())
+                .await
+                .unwrap();
             if i < CREDENTIALS {
                 tokens.push(auth.issue_token(&client_id.to_hex(), key.expose()).await.unwrap());
                 keys.push(key.expose().to_owned());

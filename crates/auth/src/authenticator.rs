@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderName, header};
-use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, InvalidReason, Presented};
+use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, Denial, InvalidReason, Presented};
 use keygate_core::model::AuthMethod;
+use keygate_core::permission::Requirement;
 use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
 use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
 use keygate_store::{Entity, Store, StoreError, now_ms};
@@ -30,7 +31,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cache::BoundedCache as Cache;
 use crate::credits::{Charged, CreditError, CreditSettings, Credits, Reserved};
-use crate::identity::{Identity, X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
+use crate::identity::{Identity, Profile, X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
 use crate::ratelimit::{Admit, Applied, Limited, Limiter, Need};
 
 /// For the legacy clientId + clientSecret pair: the secret must belong to that clientId (a
@@ -55,8 +56,36 @@ pub enum AuthError {
     Limited(Box<Limited>),
     /// The credits left do not cover the request's cost (1006).
     NoCredits(Box<NoCredits>),
+    /// The credential may not do this, or not from this address (1009).
+    Denied(Box<Denied>),
 }
 
+/// A request whose credential may not do what it asks (1009).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub denial: Denial,
+    /// What was required, in canonical form (for a permission denial).
+    pub required: Option<String>,
+}
+
+/// What a request asks for besides being let in: what it costs, what it requires, and where it
+/// comes from (for allowlists).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Access<'a> {
+    /// Credits (0: needs a positive balance, charges nothing).
+    pub cost: u64,
+    /// The permissions the route requires (`None`: none).
+    pub require: Option<&'a Requirement>,
+    /// The client's address (`None`: unknown, which no allowlist contains).
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+impl Access<'_> {
+    /// Costs 1, requires nothing, from an unknown address.
+    pub fn cost(cost: u64) -> Self {
+        Self { cost, require: None, client_ip: None }
+    }
+}
 /// A request refused because its balance does not cover its cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoCredits {
@@ -77,6 +106,9 @@ impl AuthError {
             }
             Self::NoCredits(n) => {
                 tracing::debug!(endpoint, code = 1006, remaining = n.remaining, cost = n.cost, "insufficient credits");
+            }
+            Self::Denied(d) => {
+                tracing::debug!(endpoint, code = 1009, denial = d.denial.as_str(), required = ?d.required, "permission denied");
             }
             Self::Store(_) => {}
         }
@@ -122,13 +154,13 @@ impl Stripe for AccountId {
 
 /// `keygate_auth_decisions_total{method, result}` handles, made once: counting a decision on the
 /// hot path is one atomic add. Indexed by `AuthMethod as usize` (3 = unknown) and by outcome.
-fn decision_counters() -> &'static [[metrics::Counter; 7]; 4] {
-    static COUNTERS: std::sync::OnceLock<[[metrics::Counter; 7]; 4]> = std::sync::OnceLock::new();
+fn decision_counters() -> &'static [[metrics::Counter; 8]; 4] {
+    static COUNTERS: std::sync::OnceLock<[[metrics::Counter; 8]; 4]> = std::sync::OnceLock::new();
     COUNTERS.get_or_init(|| {
         let methods =
             [AuthMethod::ApiKey.as_str(), AuthMethod::Bearer.as_str(), AuthMethod::ClientSecret.as_str(), "-"];
         methods.map(|m| {
-            ["1000", "1101", "1102", "1200", "1503", "1005", "1006"]
+            ["1000", "1101", "1102", "1200", "1503", "1005", "1006", "1009"]
                 .map(|r| metrics::counter!("keygate_auth_decisions_total", "method" => m, "result" => r))
         })
     })
@@ -147,6 +179,8 @@ struct Resolved {
     limits: Option<Arc<Applied>>,
     /// The credit balances charged (`None`: no quota applies).
     credits: Option<Arc<Charged>>,
+    /// What the credential says about itself upstream.
+    profile: Arc<Profile>,
 }
 
 /// What a key hash maps to: the credential and secret generation it is, and what it resolved to.
@@ -188,6 +222,8 @@ struct Verified {
     identity: Identity,
     generation: u32,
     account: Arc<AccountState>,
+    /// When the credential expires (its tokens must not outlive it).
+    expires_at: Option<i64>,
 }
 
 /// How the authenticator issues tokens, trusts its cache and keeps it current, and how its
@@ -337,6 +373,14 @@ impl Authenticator {
                     self.credits.touched(keygate_store::CreditScope::Credential(id));
                 }
             }
+            // A role's permissions changed: every credential holding it must be reloaded. Roles
+            // change rarely; each credential is reloaded once, on its next request.
+            Entity::Role => {
+                self.credentials.invalidate_all();
+                for e in &self.epochs {
+                    e.fetch_add(1, Ordering::SeqCst);
+                }
+            }
             // A plan's limits changed: every account on it must be reloaded. Plans change
             // rarely; each account is reloaded once, on its next request.
             Entity::Plan => {
@@ -410,6 +454,7 @@ impl Authenticator {
         let resolved = Resolved {
             limits: self.limiter.applied(&b.credential, &b.account),
             credits: self.credits.charged(&b.credential, &b.account),
+            profile: Arc::new(Profile::of(&b.credential)),
             cred: Arc::new(b.credential),
             account: Arc::new(b.account),
             epochs: (before[cid.stripe()], before[aid.stripe()]),
@@ -456,13 +501,21 @@ impl Authenticator {
     /// Authenticates a request by its headers, as every protected call is, charging it 1 credit
     /// where a balance applies.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
-        self.authenticate_with(headers, 1).await
+        self.authorize(headers, &Access::cost(1)).await
     }
 
     /// Authenticates a request that costs `cost` credits (0: needs a positive balance, charges
-    /// nothing). A request refused by any check is charged nothing.
+    /// nothing), from an unknown address and requiring no permission. A request refused by any
+    /// check is charged nothing.
     pub async fn authenticate_with(&self, headers: &HeaderMap, cost: u64) -> Result<Identity, AuthError> {
-        let result = self.authenticate_inner(headers, cost).await;
+        self.authorize(headers, &Access::cost(cost)).await
+    }
+
+    /// Decides a request: its credential, then where it comes from and what it requires
+    /// (`access`), then its credits and rate limits. A request refused by any check is charged
+    /// nothing.
+    pub async fn authorize(&self, headers: &HeaderMap, access: &Access<'_>) -> Result<Identity, AuthError> {
+        let result = self.authenticate_inner(headers, access).await;
         let (method, outcome) = match &result {
             Ok(id) => (id.method as usize, 0),
             Err(AuthError::Refused(AuthFailure::Invalid(_))) => (3, 1),
@@ -471,12 +524,13 @@ impl Authenticator {
             Err(AuthError::Store(_)) => (3, 4),
             Err(AuthError::Limited(_)) => (3, 5),
             Err(AuthError::NoCredits(_)) => (3, 6),
+            Err(AuthError::Denied(_)) => (3, 7),
         };
         decision_counters()[method][outcome].increment(1);
         result
     }
 
-    async fn authenticate_inner(&self, headers: &HeaderMap, cost: u64) -> Result<Identity, AuthError> {
+    async fn authenticate_inner(&self, headers: &HeaderMap, access: &Access<'_>) -> Result<Identity, AuthError> {
         let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         // A header that is present but not visible ASCII is not a credential we could have issued.
         let garbled = |name: &HeaderName| headers.get(name).is_some_and(|v| v.to_str().is_err());
@@ -486,22 +540,25 @@ impl Authenticator {
         let presented =
             decide::presented(get(&header::AUTHORIZATION), get(&X_API_KEY), get(&X_CLIENT_ID), get(&X_CLIENT_SECRET))?;
         match presented {
-            Presented::ApiKey(key) => self.by_key(key, None, AuthMethod::ApiKey, Some(cost)).await.map(|v| v.identity),
-            Presented::ClientPair { client_id, secret } => {
-                self.by_key(secret, Some(client_id), AuthMethod::ClientSecret, Some(cost)).await.map(|v| v.identity)
+            Presented::ApiKey(key) => {
+                self.by_key(key, None, AuthMethod::ApiKey, access, true).await.map(|v| v.identity)
             }
-            Presented::Bearer(token) => self.by_token(token, cost).await,
+            Presented::ClientPair { client_id, secret } => {
+                self.by_key(secret, Some(client_id), AuthMethod::ClientSecret, access, true).await.map(|v| v.identity)
+            }
+            Presented::Bearer(token) => self.by_token(token, access).await,
         }
     }
 
-    /// Checks an API key (and, for the legacy pair, that it belongs to `client_id`), charging
-    /// `cost` credits (`None`: not charged, as getToken is not).
+    /// Checks an API key (and, for the legacy pair, that it belongs to `client_id`) and what the
+    /// request asks for, charging its cost where `charge` (not for getToken).
     async fn by_key(
         &self,
         key: &str,
         client_id: Option<&str>,
         method: AuthMethod,
-        cost: Option<u64>,
+        access: &Access<'_>,
+        charge: bool,
     ) -> Result<Verified, AuthError> {
         let invalid = |r| AuthError::Refused(AuthFailure::Invalid(r));
         ApiKey::parse(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
@@ -511,7 +568,7 @@ impl Authenticator {
                 None => Some(Decided::Done(Err(invalid(InvalidReason::UnknownKey)))),
                 Some(e) => {
                     e.resolved.as_ref().filter(|r| self.current(r)).map(|r| match check_pair(client_id, e.cid) {
-                        Ok(()) => self.decide(r, e.generation, method, cost),
+                        Ok(()) => self.decide(r, e.generation, method, access, charge),
                         Err(refused) => Decided::Done(Err(refused)),
                     })
                 }
@@ -538,10 +595,10 @@ impl Authenticator {
                 r
             }
         };
-        self.finish(self.decide(&resolved, generation, method, cost)).await
+        self.finish(self.decide(&resolved, generation, method, access, charge)).await
     }
 
-    async fn by_token(&self, token: &str, cost: u64) -> Result<Identity, AuthError> {
+    async fn by_token(&self, token: &str, access: &Access<'_>) -> Result<Identity, AuthError> {
         let now_secs = now_ms() / 1000;
         let expired = || AuthError::Refused(AuthFailure::Invalid(InvalidReason::TokenExpired));
         // A cached token had its signature checked before; its expiry is checked each time.
@@ -550,7 +607,7 @@ impl Authenticator {
                 return Err(Decided::Done(Err(expired())));
             }
             match t.resolved.as_ref().filter(|r| self.cache_trusted() && self.current(r)) {
-                Some(r) => Err(self.token_decision(&t.subject, r, cost)),
+                Some(r) => Err(self.token_decision(&t.subject, r, access)),
                 None => Ok(t.subject),
             }
         });
@@ -569,14 +626,14 @@ impl Authenticator {
         };
         let r = self.resolve(subject.client_id).await?;
         self.tokens.update(token, |t| t.resolved = Some(r.clone()));
-        self.finish(self.token_decision(&subject, &r, cost)).await.map(|v| v.identity)
+        self.finish(self.token_decision(&subject, &r, access)).await.map(|v| v.identity)
     }
 
-    fn token_decision(&self, subject: &TokenSubject, r: &Resolved, cost: u64) -> Decided {
+    fn token_decision(&self, subject: &TokenSubject, r: &Resolved, access: &Access<'_>) -> Decided {
         if r.account.id != subject.account_id {
             return Decided::Done(Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into()));
         }
-        self.decide(r, subject.generation, AuthMethod::Bearer, Some(cost))
+        self.decide(r, subject.generation, AuthMethod::Bearer, access, true)
     }
 
     fn verify_token(&self, token: &str, now_secs: i64) -> Result<TokenSubject, AuthError> {
@@ -601,7 +658,8 @@ impl Authenticator {
             self.account(cred.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
         let limits = self.limiter.applied(&cred, &account);
         let credits = self.credits.charged(&cred, &account);
-        Ok(Resolved { cred, account, epochs: (cred_epoch, account_epoch), limits, credits })
+        let profile = Arc::new(Profile::of(&cred));
+        Ok(Resolved { cred, account, epochs: (cred_epoch, account_epoch), limits, credits, profile })
     }
 
     /// Whether generation `generation` of the resolved credential lets a request in, then whether
@@ -609,7 +667,7 @@ impl Authenticator {
     /// of them is charged nothing). Decided here unless credits must be leased from the database
     /// or shared rate limits need a round trip first ([`Decided::Credits`], [`Decided::Lease`],
     /// see [`Self::finish`]).
-    fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod, cost: Option<u64>) -> Decided {
+    fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod, access: &Access<'_>, charge: bool) -> Decided {
         let (cred, account) = (&*r.cred, &r.account);
         let cid = cred.client_id;
         // One clock read: the limiter counts in nanoseconds, the rest in milliseconds.
@@ -620,6 +678,14 @@ impl Authenticator {
             self.usage.record_outcome(cid, now, refused.code().as_u32(), 0);
             return Decided::Done(Err(refused.into()));
         }
+        if let Err(denial) = decide::access(cred, account, access.client_ip, access.require) {
+            self.usage.record_outcome(cid, now, 1009, 0);
+            let required = match denial {
+                Denial::Permission => access.require.map(ToString::to_string),
+                Denial::Address => None,
+            };
+            return Decided::Done(Err(AuthError::Denied(Box::new(Denied { denial, required }))));
+        }
         let identity = Identity {
             account_id: account.id,
             uid: account.uid,
@@ -627,14 +693,16 @@ impl Authenticator {
             method,
             ratelimits: Vec::new(),
             credits_remaining: None,
+            profile: r.profile.clone(),
         };
-        let v = Verified { identity, generation, account: account.clone() };
-        let reserved = match (&r.credits, cost) {
-            (Some(charged), Some(cost)) => match self.credits.try_reserve(charged, cost) {
+        let v = Verified { identity, generation, account: account.clone(), expires_at: cred.expires_at };
+        let reserved = match (&r.credits, charge) {
+            (Some(charged), true) => match self.credits.try_reserve(charged, access.cost) {
                 Some(Ok(reserved)) => Some(reserved),
                 Some(Err(e)) => return Decided::Done(Err(self.not_charged(cid, e, now))),
                 None => {
                     let limits = r.limits.clone();
+                    let cost = access.cost;
                     return Decided::Credits(Box::new(Charging { v, charged: charged.clone(), cost, limits }));
                 }
             },
@@ -754,9 +822,26 @@ impl Authenticator {
         if client_id.trim().is_empty() || client_secret.trim().is_empty() {
             return Err(AuthFailure::Missing.into());
         }
-        let Verified { identity, generation, account } =
-            self.by_key(client_secret.trim(), Some(client_id.trim()), AuthMethod::ClientSecret, None).await?;
+        self.issue_token_from(client_id, client_secret, None).await
+    }
+
+    /// getToken from `client_ip` (which the credential's and its account's allowlists must
+    /// allow). A token never outlives its credential's `expiresAt`.
+    pub async fn issue_token_from(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<String, AuthError> {
+        if client_id.trim().is_empty() || client_secret.trim().is_empty() {
+            return Err(AuthFailure::Missing.into());
+        }
+        let access = Access { cost: 0, require: None, client_ip };
+        let Verified { identity, generation, account, expires_at } =
+            self.by_key(client_secret.trim(), Some(client_id.trim()), AuthMethod::ClientSecret, &access, false).await?;
         let now = now_ms() / 1000;
+        // Rounded down to a whole second: the token is refused no later than the key.
+        let exp = (now + self.settings.token_ttl.as_secs() as i64).min(expires_at.map_or(i64::MAX, |t| t / 1000));
         let hint = identity.client_id.to_hex();
         let claims = Claims {
             id: account.id,
@@ -767,7 +852,7 @@ impl Authenticator {
             uid: account.uid,
             code: hint[hint.len() - 4..].to_owned(),
             iat: now,
-            exp: now + self.settings.token_ttl.as_secs() as i64,
+            exp,
             cid: identity.client_id,
             generation,
             jti: ClientId::generate(now as u64).to_hex(),

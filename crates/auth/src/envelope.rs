@@ -10,7 +10,7 @@ use axum_core::body::Body;
 use axum_core::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use keygate_core::BusinessCode;
-use keygate_core::decide::AuthFailure;
+use keygate_core::decide::{AuthFailure, InvalidReason};
 use keygate_store::StoreError;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,7 @@ pub enum Resource {
     Credential,
     SigningKey,
     Plan,
+    Role,
     /// No endpoint (or gateway route) at this path.
     Route,
 }
@@ -79,6 +80,7 @@ impl Resource {
             Self::Credential => "credential not found",
             Self::SigningKey => "no such signing key",
             Self::Plan => "plan not found",
+            Self::Role => "role not found",
             Self::Route => "route not found",
         }
     }
@@ -89,6 +91,7 @@ impl Resource {
             Self::Credential => "credential",
             Self::SigningKey => "signing key",
             Self::Plan => "plan",
+            Self::Role => "role",
             Self::Route => "route",
         }
     }
@@ -106,6 +109,9 @@ pub enum ApiError {
     /// the balance is topped up or refilled).
     #[error("insufficient credits: {} left, the request costs {}", .0.remaining, .0.cost)]
     NoCredits(crate::authenticator::NoCredits),
+    /// The credential may not do this, or not from here (1009, HTTP 403).
+    #[error("permission denied: {:?}", .0.denial)]
+    Denied(Box<crate::authenticator::Denied>),
     /// Bad input (1003), with a message safe to show.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -159,6 +165,7 @@ impl From<AuthError> for ApiError {
             AuthError::Store(e) => e.into(),
             AuthError::Limited(l) => Self::RateLimited(l),
             AuthError::NoCredits(n) => Self::NoCredits(*n),
+            AuthError::Denied(d) => Self::Denied(d),
         }
     }
 }
@@ -173,7 +180,7 @@ impl ApiError {
             // The vendor's "account does not exist"; other missing things are parameter errors.
             Self::NotFound(Resource::Account) => BusinessCode::AccountNotFound,
             Self::NotFound(_) | Self::MethodNotAllowed => BusinessCode::ParamError,
-            Self::Forbidden => BusinessCode::PermissionDenied,
+            Self::Forbidden | Self::Denied(_) => BusinessCode::PermissionDenied,
             Self::Unavailable(_) => BusinessCode::Unavailable,
             Self::Internal(_) => BusinessCode::Internal,
             Self::BadGateway(_) => BusinessCode::UpstreamUnavailable,
@@ -194,7 +201,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::Denied(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -249,6 +256,21 @@ impl IntoResponse for ApiError {
                     n.cost,
                     n.remaining.max(0)
                 )
+            }
+            // What was required, so the customer knows what to ask for; never what else the
+            // key holds, nor an allowlist.
+            Self::Denied(d) => match (&d.denial, &d.required) {
+                (keygate_core::decide::Denial::Permission, Some(required)) => {
+                    format!("{}: requires {required}", code.default_msg())
+                }
+                _ => format!("{}: this key may not be used from this address", code.default_msg()),
+            },
+            // A key its owner can fix: said plainly (a revoked or unknown key stays generic).
+            Self::Auth(AuthFailure::Invalid(InvalidReason::Expired)) => {
+                format!("{}: the API key has expired", code.default_msg())
+            }
+            Self::Auth(AuthFailure::Invalid(InvalidReason::Disabled)) => {
+                format!("{}: the API key is disabled", code.default_msg())
             }
             _ => code.default_msg().into(),
         };

@@ -34,9 +34,11 @@ use http::request::Parts;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::authenticator::Access;
 use crate::authenticator::Authenticator;
 use crate::envelope::{ApiError, StatusMode};
-use crate::identity::{Cost, Identity};
+use crate::identity::{ClientIp, Cost, Identity, Require};
+use keygate_core::permission::Requirement;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,11 +51,19 @@ pub struct AuthLayer {
     public: Arc<[String]>,
     /// Credits a request costs under a path prefix (the longest wins; default 1).
     costs: Arc<[(String, u64)]>,
+    /// The permissions required under a path prefix (the longest wins; default none).
+    requires: Arc<[(String, Arc<Requirement>)]>,
 }
 
 impl AuthLayer {
     pub fn new(auth: Arc<Authenticator>, status_mode: StatusMode) -> Self {
-        Self { auth, status_mode, public: Arc::from(Vec::new()), costs: Arc::from(Vec::new()) }
+        Self {
+            auth,
+            status_mode,
+            public: Arc::from(Vec::new()),
+            costs: Arc::from(Vec::new()),
+            requires: Arc::from(Vec::new()),
+        }
     }
 
     /// Lets requests under `prefix` through without authentication (by path segments: `/public`
@@ -79,6 +89,31 @@ impl AuthLayer {
         list.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         self.costs = Arc::from(list);
         self
+    }
+
+    /// Requests under `prefix` must hold the permissions `required` asks for (by path segments,
+    /// the longest prefix wins), else they are refused with 1009 naming the requirement. A
+    /// [`Require`] extension on the request, set by an earlier layer, overrides it.
+    ///
+    /// ```
+    /// # fn demo(layer: keygate_auth::AuthLayer) -> Result<keygate_auth::AuthLayer, keygate_core::permission::PermissionError> {
+    /// let layer = layer.require("/videos", "videos.create AND (images.read OR admin)".parse()?);
+    /// # Ok(layer) }
+    /// ```
+    pub fn require(mut self, prefix: impl Into<String>, required: Requirement) -> Self {
+        let mut list = self.requires.to_vec();
+        list.push((prefix.into(), Arc::new(required)));
+        list.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        self.requires = Arc::from(list);
+        self
+    }
+
+    fn requirement_of<B>(&self, req: &Request<B>) -> Option<Arc<Requirement>> {
+        if let Some(Require(r)) = req.extensions().get::<Require>() {
+            return Some(r.clone());
+        }
+        let path = req.uri().path();
+        self.requires.iter().find(|(p, _)| under_any(std::slice::from_ref(p), path)).map(|(_, r)| r.clone())
     }
 
     fn cost_of<B>(&self, req: &Request<B>) -> u64 {
@@ -136,8 +171,13 @@ where
         Box::pin(async move {
             let mut ratelimits = Vec::new();
             if !layer.is_public(req.uri().path()) {
-                let cost = layer.cost_of(&req);
-                match layer.auth.authenticate_with(req.headers(), cost).await {
+                let required = layer.requirement_of(&req);
+                let access = Access {
+                    cost: layer.cost_of(&req),
+                    require: required.as_deref(),
+                    client_ip: req.extensions().get::<ClientIp>().map(|c| c.0),
+                };
+                match layer.auth.authorize(req.headers(), &access).await {
                     Ok(identity) => {
                         ratelimits.clone_from(&identity.ratelimits);
                         req.extensions_mut().insert(identity);

@@ -48,9 +48,9 @@ pub mod ratelimit;
 pub mod secrets;
 pub mod usage;
 
-pub use authenticator::{AuthError, AuthSettings, Authenticator};
+pub use authenticator::{Access, AuthError, AuthSettings, Authenticator, Denied};
 pub use envelope::{ApiError, Resource, StatusMode};
-pub use identity::Identity;
+pub use identity::{ClientIp, Identity, Profile, Require};
 pub use layer::{AuthLayer, RequireAuth};
 pub use open::{Auth, AuthBuilder};
 pub use secrets::MasterKeySource;

@@ -630,6 +630,12 @@ mod tests {
             generations: Vec::new(),
             ratelimits: own,
             credits: None,
+            enabled: true,
+            expires_at: None,
+            grants: Default::default(),
+            ip_allowlist: Vec::new(),
+            name: None,
+            meta: None,
         };
         let account = AccountState {
             id: a,
@@ -639,6 +645,7 @@ mod tests {
             status: AccountStatus::Active,
             ratelimits: account,
             credits: None,
+            ip_allowlist: Vec::new(),
         };
         (cred, account)
     }

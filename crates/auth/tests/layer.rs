@@ -40,7 +40,7 @@ async fn fixture(mode: StatusMode) -> Fixture {
     let key = ApiKey::generate();
     let client_id = ClientId::generate(1);
     let hash = master.api_key_hasher().hash(key.expose());
-    store.create_credential(account.id, client_id, &hash, &key.hint()).await.unwrap();
+    store.create_credential(account.id, client_id, &hash, &key.hint(), &Default::default()).await.unwrap();
     Fixture { _dir: dir, store, auth, account: account.id, client_id, key: key.expose().to_owned() }
 }
 

@@ -5,6 +5,8 @@ use crate::code::BusinessCode;
 use crate::credits::CreditsPolicy;
 use crate::ids::{AccountId, ClientId};
 use crate::model::{AccountStatus, CredentialStatus, SecretGeneration};
+use crate::net::Cidr;
+use crate::permission::{Grants, Requirement};
 use crate::ratelimit::{AccountLimit, RateLimit, account_limits};
 
 /// What the request presented, borrowed from its headers.
@@ -45,6 +47,10 @@ pub enum InvalidReason {
     TokenExpired,
     UnknownCredential,
     UnknownAccount,
+    /// Its `enabled` is false.
+    Disabled,
+    /// Past its `expiresAt` (its tokens too).
+    Expired,
 }
 
 impl InvalidReason {
@@ -63,6 +69,8 @@ impl InvalidReason {
             Self::TokenExpired => "token_expired",
             Self::UnknownCredential => "unknown_credential",
             Self::UnknownAccount => "unknown_account",
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
         }
     }
 }
@@ -132,6 +140,18 @@ pub struct CredentialState {
     pub ratelimits: Vec<RateLimit>,
     /// Its own credits balance, if it has one.
     pub credits: Option<CreditsPolicy>,
+    /// `false`: refused until enabled again.
+    pub enabled: bool,
+    /// When it stops working (Unix ms).
+    pub expires_at: Option<i64>,
+    /// What it may do: its own permissions and its roles'.
+    pub grants: Grants,
+    /// Where it may be used from (empty: anywhere).
+    pub ip_allowlist: Vec<Cidr>,
+    /// Its name, for the upstream.
+    pub name: Option<String>,
+    /// Its metadata as compact JSON, for the upstream.
+    pub meta: Option<String>,
 }
 
 /// What the server knows about an account, as cached.
@@ -147,6 +167,8 @@ pub struct AccountState {
     pub ratelimits: Vec<AccountLimit>,
     /// The account's credits balance, shared by its credentials: its own, or its plan's refill.
     pub credits: Option<CreditsPolicy>,
+    /// Where its credentials may be used from (empty: anywhere).
+    pub ip_allowlist: Vec<Cidr>,
 }
 
 impl From<crate::model::Credential> for CredentialState {
@@ -158,8 +180,21 @@ impl From<crate::model::Credential> for CredentialState {
             generations: c.live_generations,
             ratelimits: c.ratelimits,
             credits: c.credits,
+            enabled: c.enabled,
+            expires_at: c.expires_at,
+            grants: grants(&c.permissions, &c.role_permissions),
+            ip_allowlist: c.ip_allowlist,
+            name: c.name,
+            meta: c.meta.map(|m| serde_json::Value::Object(m).to_string()),
         }
     }
+}
+
+/// A credential's own permissions and its roles', as [`Grants`] (anything the store holds that is
+/// not a valid grant, which validation keeps out, is skipped rather than failing the load).
+pub fn grants(own: &[String], from_roles: &[String]) -> Grants {
+    let all = own.iter().chain(from_roles).filter(|p| crate::permission::check_grant(p).is_ok());
+    Grants::new(all).unwrap_or_default()
 }
 
 impl AccountState {
@@ -169,7 +204,16 @@ impl AccountState {
         let credits = a.credits.or_else(|| {
             plan.and_then(|p| p.credits).map(|refill| CreditsPolicy { refill: Some(refill), epoch: a.credits_epoch })
         });
-        Self { id: a.id, uid: a.uid, email: a.email, first_name: a.first_name, status: a.status, ratelimits, credits }
+        Self {
+            id: a.id,
+            uid: a.uid,
+            email: a.email,
+            first_name: a.first_name,
+            status: a.status,
+            ratelimits,
+            credits,
+            ip_allowlist: a.ip_allowlist,
+        }
     }
 }
 
@@ -177,6 +221,12 @@ impl AccountState {
 pub fn decide(cred: &CredentialState, generation: u32, account: &AccountState, now_ms: i64) -> Result<(), AuthFailure> {
     if cred.status != CredentialStatus::Active {
         return Err(AuthFailure::Invalid(InvalidReason::Revoked));
+    }
+    if !cred.enabled {
+        return Err(AuthFailure::Invalid(InvalidReason::Disabled));
+    }
+    if cred.expires_at.is_some_and(|t| now_ms >= t) {
+        return Err(AuthFailure::Invalid(InvalidReason::Expired));
     }
     let live = cred.generations.iter().any(|g| g.generation == generation && g.is_live(now_ms));
     if !live {
@@ -189,6 +239,46 @@ pub fn decide(cred: &CredentialState, generation: u32, account: &AccountState, n
         return Err(AuthFailure::Banned);
     }
     Ok(())
+}
+
+/// Why a request with a good credential may not do what it asks (1009, permission denied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The client's address is outside the credential's or its account's allowlist.
+    Address,
+    /// The credential does not meet the requirement.
+    Permission,
+}
+
+impl Denial {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::Permission => "permission",
+        }
+    }
+}
+
+/// Whether `ip` is in `list` (an empty list allows every address; an unknown address none).
+pub fn allowed_from(list: &[Cidr], ip: Option<std::net::IpAddr>) -> bool {
+    list.is_empty() || ip.is_some_and(|ip| list.iter().any(|n| n.contains(ip)))
+}
+
+/// May this credential, from `client_ip`, do what `required` asks? Both allowlists must allow the
+/// address; then the credential's permissions must meet the requirement.
+pub fn access(
+    cred: &CredentialState,
+    account: &AccountState,
+    client_ip: Option<std::net::IpAddr>,
+    required: Option<&Requirement>,
+) -> Result<(), Denial> {
+    if !allowed_from(&cred.ip_allowlist, client_ip) || !allowed_from(&account.ip_allowlist, client_ip) {
+        return Err(Denial::Address);
+    }
+    match required {
+        Some(r) if !r.is_met_by(&cred.grants) => Err(Denial::Permission),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +315,7 @@ mod tests {
             status: AccountStatus::Active,
             ratelimits: Vec::new(),
             credits: None,
+            ip_allowlist: Vec::new(),
         };
         let cred = CredentialState {
             client_id: ClientId::generate(1),
@@ -236,6 +327,12 @@ mod tests {
             ],
             ratelimits: Vec::new(),
             credits: None,
+            enabled: true,
+            expires_at: None,
+            grants: Grants::default(),
+            ip_allowlist: Vec::new(),
+            name: None,
+            meta: None,
         };
         (cred, account)
     }
@@ -252,6 +349,37 @@ mod tests {
         cred.status = CredentialStatus::Revoked;
         assert_eq!(decide(&cred, 2, &account, 0), Err(AuthFailure::Invalid(InvalidReason::Revoked)));
         assert_eq!(AuthFailure::Banned.code().as_u32(), 1200);
+        let (mut cred, account) = states();
+        cred.expires_at = Some(5_000);
+        assert_eq!(decide(&cred, 2, &account, 4_999), Ok(()));
+        assert_eq!(decide(&cred, 2, &account, 5_000), Err(AuthFailure::Invalid(InvalidReason::Expired)));
+        cred.enabled = false;
+        assert_eq!(decide(&cred, 2, &account, 0), Err(AuthFailure::Invalid(InvalidReason::Disabled)));
         assert_eq!(AuthFailure::Missing.code().as_u32(), 1102);
+    }
+
+    #[test]
+    fn access_by_address_and_permission() {
+        let (mut cred, mut account) = states();
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        let req: Requirement = "videos.create".parse().unwrap();
+        // Nothing set: anywhere, but no permission is held.
+        assert_eq!(access(&cred, &account, None, None), Ok(()));
+        assert_eq!(access(&cred, &account, ip("1.2.3.4"), Some(&req)), Err(Denial::Permission));
+        cred.grants = Grants::new(["videos.*"]).unwrap();
+        assert_eq!(access(&cred, &account, ip("1.2.3.4"), Some(&req)), Ok(()));
+        cred.ip_allowlist = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+        assert_eq!(access(&cred, &account, ip("10.9.8.7"), Some(&req)), Ok(()));
+        assert_eq!(access(&cred, &account, ip("2001:db8::1"), None), Ok(()));
+        assert_eq!(access(&cred, &account, ip("11.0.0.1"), None), Err(Denial::Address));
+        // An unknown address is never on a list.
+        assert_eq!(access(&cred, &account, None, None), Err(Denial::Address));
+        // The account's list applies as well: both must allow the address.
+        account.ip_allowlist = vec!["10.1.0.0/16".parse().unwrap()];
+        assert_eq!(access(&cred, &account, ip("10.1.2.3"), None), Ok(()));
+        assert_eq!(access(&cred, &account, ip("10.2.0.1"), None), Err(Denial::Address));
+        // The address is checked before the permission (an outsider learns nothing of them).
+        cred.grants = Grants::default();
+        assert_eq!(access(&cred, &account, ip("10.2.0.1"), Some(&req)), Err(Denial::Address));
     }
 }

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod key;
 pub mod model;
 pub mod net;
+pub mod permission;
 pub mod ratelimit;
 pub mod secret;
 pub mod token;

@@ -60,6 +60,11 @@ pub struct Route {
     /// balance, charges nothing) [default: 1].
     #[serde(default = "one_credit")]
     pub cost: u64,
+    /// The permissions a request on this route requires, an expression such as
+    /// `"videos.create AND (images.read OR admin)"`; a credential that does not hold them is
+    /// refused with 1009 [default: none].
+    #[serde(default)]
+    pub permissions: Option<keygate_core::permission::Requirement>,
 }
 
 fn one_credit() -> u64 {
@@ -69,7 +74,7 @@ fn one_credit() -> u64 {
 impl Route {
     /// An authenticated route forwarding paths as they are.
     pub fn new(prefix: impl Into<String>, upstream: Upstream) -> Self {
-        Self { prefix: prefix.into(), upstream, public: false, strip_prefix: false, cost: 1 }
+        Self { prefix: prefix.into(), upstream, public: false, strip_prefix: false, cost: 1, permissions: None }
     }
 
     /// Whether this route serves `path` (segment-aware: `/v1` serves `/v1` and `/v1/x`, not `/v10`).
@@ -104,6 +109,9 @@ impl GatewayConfig {
         let max = keygate_core::credits::MAX_CREDITS as u64;
         if let Some(r) = self.routes.iter().find(|r| r.cost > max) {
             bail!("gateway route {:?}: cost must be between 0 and {max} credits", r.prefix);
+        }
+        if let Some(r) = self.routes.iter().find(|r| r.public && r.permissions.is_some()) {
+            bail!("gateway route {:?} is public: it cannot require permissions", r.prefix);
         }
         if self.routes.is_empty() {
             return Ok(None);

@@ -194,7 +194,12 @@ impl Gateway {
         let identity = if route.public {
             None
         } else {
-            match self.auth.authenticate_with(req.headers(), route.cost).await {
+            let access = keygate_auth::Access {
+                cost: route.cost,
+                require: route.permissions.as_ref(),
+                client_ip: req.extensions().get::<ClientAddr>().map(|c| c.ip),
+            };
+            match self.auth.authorize(req.headers(), &access).await {
                 Ok(id) => Some(id),
                 Err(e) => {
                     let mut res = self.status_mode.apply(ApiError::from(e).into_response());
@@ -356,6 +361,7 @@ mod tests {
             public: false,
             strip_prefix: strip,
             cost: 1,
+            permissions: None,
         }
     }
 

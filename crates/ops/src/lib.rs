@@ -16,7 +16,11 @@ use std::time::Duration;
 
 use keygate_auth::envelope::{ApiError, Resource};
 use keygate_auth::{Authenticator, secrets};
-use keygate_core::model::{Account, AccountStatus, Credential, Plan};
+use keygate_core::model::{
+    Account, AccountStatus, Credential, CredentialChange, KeyRole, Plan, check_allowlist, check_permissions,
+    check_role_name,
+};
+use keygate_core::net::Cidr;
 use keygate_core::ratelimit::{self, EffectiveLimit, RateLimit};
 use keygate_core::{AccountId, ApiKey, ClientId, MasterKey, SecretHasher};
 use keygate_store::{AccountEvent, Entity, NewAccount, Role, SigningKey, Store, StoreError, now_ms};
@@ -269,13 +273,29 @@ impl Ops {
     }
 
     pub async fn create_credential(&self, account: AccountId) -> Result<IssuedCredential> {
+        self.create_credential_with(account, CredentialChange::default()).await
+    }
+
+    /// A new credential with its name, meta, expiry, permissions, roles, allowlist and limits
+    /// set in the same transaction (a key never exists without its restrictions).
+    pub async fn create_credential_with(
+        &self,
+        account: AccountId,
+        mut change: CredentialChange,
+    ) -> Result<IssuedCredential> {
+        change.normalize().map_err(OpsError::Invalid)?;
         let key = ApiKey::generate();
         let client_id = ClientId::generate((now_ms() / 1000) as u64);
         let credential = self
             .store
-            .create_credential(account, client_id, &self.hasher.hash(key.expose()), &key.hint())
+            .create_credential(account, client_id, &self.hasher.hash(key.expose()), &key.hint(), &change)
             .await
-            .or_not_found(Resource::Account)?;
+            .map_err(|e| match e {
+                StoreError::NotFound => OpsError::NotFound(Resource::Account),
+                // A role that does not exist.
+                StoreError::Conflict(m) => OpsError::Invalid(m),
+                e => OpsError::Store(e),
+            })?;
         self.changed(Entity::Credential, &client_id.to_hex());
         Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
     }
@@ -328,6 +348,67 @@ impl Ops {
             .or_not_found(Resource::Credential)?;
         self.changed(Entity::Credential, &client_id.to_hex());
         Ok(IssuedCredential { client_id, api_key: key.expose().to_owned(), credential })
+    }
+
+    /// Changes a credential's name, meta, expiry, enabled, permissions, roles, allowlist and
+    /// rate limits in one transaction; every node applies it within the feed bound (its live
+    /// tokens too).
+    pub async fn update_credential(&self, client_id: ClientId, mut change: CredentialChange) -> Result<Credential> {
+        change.normalize().map_err(OpsError::Invalid)?;
+        let c = if change.is_empty() {
+            self.get_credential(client_id).await?
+        } else {
+            self.store.update_credential(client_id, &change).await.map_err(|e| match e {
+                StoreError::NotFound => OpsError::NotFound(Resource::Credential),
+                StoreError::Conflict(m) => OpsError::Invalid(m),
+                e => OpsError::Store(e),
+            })?
+        };
+        self.changed(Entity::Credential, &client_id.to_hex());
+        Ok(c)
+    }
+
+    // ---- Roles and allowlists ----------------------------------------------------------------
+
+    /// Creates or replaces a role; `true` when it was created. Every credential holding it has
+    /// the new permissions within the feed bound.
+    pub async fn put_role(&self, name: &str, permissions: Vec<String>) -> Result<(KeyRole, bool)> {
+        check_role_name(name).map_err(OpsError::Invalid)?;
+        let permissions = check_permissions(permissions).map_err(OpsError::Invalid)?;
+        let put = self.store.put_role(name, &permissions).await?;
+        self.changed(Entity::Role, name);
+        Ok(put)
+    }
+
+    /// A role and how many credentials hold it.
+    pub async fn get_role(&self, name: &str) -> Result<(KeyRole, u64)> {
+        check_role_name(name).map_err(|_| OpsError::NotFound(Resource::Role))?;
+        let role = self.store.get_role(name).await.or_not_found(Resource::Role)?;
+        Ok((role, self.store.role_holders(name).await?))
+    }
+
+    /// Every role, by name.
+    pub async fn list_roles(&self) -> Result<Vec<KeyRole>> {
+        Ok(self.store.list_roles().await?)
+    }
+
+    /// Deletes a role; refused (409) while a credential holds it.
+    pub async fn delete_role(&self, name: &str) -> Result<()> {
+        check_role_name(name).map_err(|_| OpsError::NotFound(Resource::Role))?;
+        self.store.delete_role(name).await.map_err(|e| match e {
+            StoreError::NotFound => OpsError::NotFound(Resource::Role),
+            StoreError::Conflict(m) => OpsError::Conflict(m),
+            e => OpsError::Store(e),
+        })?;
+        self.changed(Entity::Role, name);
+        Ok(())
+    }
+
+    /// Replaces the networks an account's credentials may be used from (empty: anywhere).
+    pub async fn set_account_ip_allowlist(&self, id: AccountId, list: Vec<Cidr>) -> Result<Account> {
+        let list = check_allowlist(list).map_err(OpsError::Invalid)?;
+        let account = self.store.set_account_ip_allowlist(id, &list).await.or_not_found(Resource::Account)?;
+        self.account_changed(id, account)
     }
 
     // ---- Rate limits and plans ----------------------------------------------------------------

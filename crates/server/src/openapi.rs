@@ -8,7 +8,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{admin, credits, health, protocol, usage};
+use crate::routes::{admin, credits, health, keys, protocol, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -49,6 +49,10 @@ use crate::routes::{admin, credits, health, protocol, usage};
         admin::put_plan,
         admin::get_plan,
         admin::delete_plan,
+        keys::list_roles,
+        keys::put_role,
+        keys::get_role,
+        keys::delete_role,
         admin::signing_keys,
         admin::rotate_signing_key,
         admin::retire_signing_key,
@@ -164,7 +168,7 @@ mod tests {
             std::fs::write(path, super::document()).unwrap();
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 22, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 24, "{:?}", paths.keys().collect::<Vec<_>>());
         // The grace pattern in the document is the one the server parses by.
         let grace = &doc["components"]["schemas"]["RotateRequest"]["properties"]["grace"]["pattern"];
         assert_eq!(grace, keygate_ops::GRACE_PATTERN);

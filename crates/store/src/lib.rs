@@ -16,12 +16,14 @@
 use async_trait::async_trait;
 use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig, CreditsPolicy, Refill};
 use keygate_core::decide::{AccountState, CredentialState};
-use keygate_core::model::{Account, AccountStatus, Credential, Plan};
+use keygate_core::model::{Account, AccountStatus, Credential, CredentialChange, KeyRole, Plan};
+use keygate_core::net::Cidr;
 use keygate_core::ratelimit::RateLimit;
 use keygate_core::{AccountId, ClientId, SecretHash};
 use serde::Serialize;
 
 mod credits;
+mod keys;
 pub mod postgres;
 mod rows;
 mod sql;
@@ -57,6 +59,9 @@ pub enum Entity {
     /// A plan's rate limits or credits refill changed (`entity_id` is its name): every account on
     /// it is affected.
     Plan,
+    /// A role's permissions changed, or it was deleted (`entity_id` is its name): every
+    /// credential holding it is affected.
+    Role,
 }
 
 impl Entity {
@@ -67,6 +72,7 @@ impl Entity {
             Self::SigningKey => "signing_key",
             Self::Setting => "setting",
             Self::Plan => "plan",
+            Self::Role => "role",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -76,6 +82,7 @@ impl Entity {
             "signing_key" => Self::SigningKey,
             "setting" => Self::Setting,
             "plan" => Self::Plan,
+            "role" => Self::Role,
             _ => return None,
         })
     }
@@ -268,11 +275,16 @@ pub trait Store: Send + Sync + 'static {
         client_id: ClientId,
         secret: &SecretHash,
         hint: &str,
+        change: &CredentialChange,
     ) -> Result<Credential>;
     async fn get_credential(&self, client_id: ClientId) -> Result<Credential>;
     async fn list_credentials(&self, account: AccountId) -> Result<Vec<Credential>>;
     async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential>;
-    /// New secret generation; older ones stop at `old_expires_at` (now when `None`).
+    /// Applies a change to a credential's name, meta, expiry, enabled, permissions, roles,
+    /// allowlist and rate limits, in one transaction. A role that does not exist: `Conflict`.
+    async fn update_credential(&self, client_id: ClientId, change: &CredentialChange) -> Result<Credential>;
+    /// New secret generation. The one it replaces stops at `old_expires_at` (now when `None`);
+    /// any older one stops now: the current key and the one before it, at most.
     async fn rotate_credential(
         &self,
         client_id: ClientId,
@@ -280,6 +292,20 @@ pub trait Store: Send + Sync + 'static {
         hint: &str,
         old_expires_at: Option<i64>,
     ) -> Result<Credential>;
+
+    // Roles (named sets of permissions). Each write appends the role to the change feed: every
+    // credential holding it is reloaded.
+    /// Creates or replaces a role; `true` when it was created.
+    async fn put_role(&self, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)>;
+    async fn get_role(&self, name: &str) -> Result<KeyRole>;
+    /// Every role, by name.
+    async fn list_roles(&self) -> Result<Vec<KeyRole>>;
+    /// Deletes a role; `Conflict` while a credential holds it.
+    async fn delete_role(&self, name: &str) -> Result<()>;
+    /// How many credentials hold a role.
+    async fn role_holders(&self, name: &str) -> Result<u64>;
+    /// Replaces an account's IP allowlist (empty: anywhere).
+    async fn set_account_ip_allowlist(&self, id: AccountId, list: &[Cidr]) -> Result<Account>;
 
     // Rate limits and plans. Each write appends to the change feed: the credential, the account,
     // or the plan (whose accounts every process then reloads).

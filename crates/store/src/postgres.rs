@@ -14,18 +14,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig, Refill};
 use keygate_core::decide::AccountState;
-use keygate_core::model::{Account, AccountStatus, Credential, Plan};
+use keygate_core::model::{Account, AccountStatus, Credential, CredentialChange, KeyRole, Plan};
+use keygate_core::net::Cidr;
 use keygate_core::ratelimit::RateLimit;
 use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, PgExecutor, Postgres, Transaction};
 
 use crate::credits::{Credits, Dialect};
+use crate::keys::Keys;
 use crate::rows::{
-    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow,
-    PlanRow, SecretRow, SessionRow, SigningKeyRow, parse_id,
+    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRoleRow, CredentialRow, EventRow,
+    GenerationRow, PlanRow, SecretRow, SessionRow, SigningKeyRow, parse_id,
 };
-use crate::sql::{self, account_columns, account_state_columns, credential_credits_columns, plan_columns};
+use crate::sql::{
+    self, account_columns, account_state_columns, credential_credits_columns, credential_lifecycle_columns,
+    plan_columns,
+};
 use crate::usage::{self, BucketRow, CredentialBucketRow, Statements};
 use crate::{
     AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditRequest, CreditScope,
@@ -119,7 +124,9 @@ async fn credential_in(conn: &mut PgConnection, client_id: ClientId, now: i64) -
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
-    row.into_credential(live)
+    let roles: Vec<CredentialRoleRow> =
+        sqlx::query_as(sql::CREDENTIAL_ROLES).bind(client_id.to_hex()).fetch_all(&mut *conn).await.map_err(map_err)?;
+    row.into_credential(live, roles)
 }
 
 /// Ends a write to a credential: appends it to the feed, reads it back and commits.
@@ -335,6 +342,7 @@ impl Store for PgStore {
         client_id: ClientId,
         secret: &SecretHash,
         hint: &str,
+        change: &CredentialChange,
     ) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
@@ -355,6 +363,9 @@ impl Store for PgStore {
             .await
             .map_err(map_err)?;
         insert_secret(&mut *tx, secret, client_id, 1, now).await?;
+        if !change.is_empty() {
+            Keys::<Postgres>::apply(&mut tx, client_id, change, now).await?;
+        }
         commit_credential(tx, client_id, now).await
     }
 
@@ -413,16 +424,21 @@ impl Store for PgStore {
         }
         let next = generation + 1;
         match old_expires_at.filter(|t| *t > now) {
+            // The rule: the current key and the one before it, at most. The key being replaced
+            // works until the grace ends; any older one (still in an earlier grace) ends now.
             Some(until) => {
-                sqlx::query(
-                    "UPDATE credential_secrets SET expires_at = LEAST(COALESCE(expires_at, $1), $1) \
-                     WHERE client_id = $2",
-                )
-                .bind(until)
-                .bind(client_id.to_hex())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                sqlx::query(sql::DELETE_OLDER_SECRETS)
+                    .bind(client_id.to_hex())
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query(sql::SET_SECRETS_EXPIRY)
+                    .bind(until)
+                    .bind(client_id.to_hex())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
             }
             None => delete_secrets(&mut *tx, client_id).await?,
         }
@@ -442,6 +458,37 @@ impl Store for PgStore {
             .await
             .map_err(map_err)?;
         commit_credential(tx, client_id, now).await
+    }
+
+    async fn update_credential(&self, client_id: ClientId, change: &CredentialChange) -> Result<Credential> {
+        let now = now_ms();
+        let mut tx = Postgres::begin_write(&self.pool).await?;
+        Keys::<Postgres>::apply(&mut tx, client_id, change, now).await?;
+        commit_credential(tx, client_id, now).await
+    }
+
+    async fn set_account_ip_allowlist(&self, id: AccountId, list: &[Cidr]) -> Result<Account> {
+        Keys::<Postgres>::set_account_allowlist(&self.pool, id, list, now_ms()).await
+    }
+
+    async fn put_role(&self, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)> {
+        Keys::<Postgres>::put_role(&self.pool, name, permissions, now_ms()).await
+    }
+
+    async fn get_role(&self, name: &str) -> Result<KeyRole> {
+        Keys::<Postgres>::get_role(&self.pool, name).await
+    }
+
+    async fn list_roles(&self) -> Result<Vec<KeyRole>> {
+        Keys::<Postgres>::list_roles(&self.pool).await
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<()> {
+        Keys::<Postgres>::delete_role(&self.pool, name, now_ms()).await
+    }
+
+    async fn role_holders(&self, name: &str) -> Result<u64> {
+        Keys::<Postgres>::role_holders(&self.pool, name).await
     }
 
     async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential> {
@@ -755,7 +802,11 @@ impl Store for PgStore {
             "SELECT s.generation AS presented, c.client_id, c.status, c.ratelimits, ",
             credential_credits_columns!(),
             ", ",
+            credential_lifecycle_columns!(),
+            ", ",
             account_state_columns!(),
+            ", (SELECT string_agg(r.permissions, ' ') FROM credential_roles cr JOIN roles r ON r.name = cr.role \
+                 WHERE cr.client_id = c.client_id) AS role_permissions",
             ", (SELECT string_agg(g.generation || ':' || COALESCE(g.expires_at::text, ''), ',') \
                   FROM credential_secrets g \
                  WHERE g.client_id = c.client_id AND (g.expires_at IS NULL OR g.expires_at > $2)) AS gens \

@@ -10,7 +10,10 @@ use std::str::FromStr;
 use keygate_core::ClientId;
 use keygate_core::credits::{CreditsPolicy, Refill};
 use keygate_core::decide::{AccountState, CredentialState};
-use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus, Plan, SecretGeneration};
+use keygate_core::model::{
+    Account, AccountStatus, Credential, CredentialStatus, KeyRole, Meta, Plan, SecretGeneration,
+};
+use keygate_core::net::Cidr;
 use keygate_core::ratelimit::{RateLimit, account_limits};
 
 use crate::credits::Balance;
@@ -50,6 +53,63 @@ fn refill(s: Option<&str>) -> Result<Option<Refill>> {
     s.map(serde_json::from_str)
         .transpose()
         .map_err(|e| StoreError::Other(format!("malformed credits refill in database: {e}")))
+}
+
+/// Words stored joined by spaces (`NULL`: none).
+fn words(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or_default().split_whitespace().map(str::to_owned).collect()
+}
+
+/// Networks stored joined by spaces (`NULL`: none).
+fn cidrs(s: Option<&str>) -> Result<Vec<Cidr>> {
+    s.unwrap_or_default()
+        .split_whitespace()
+        .map(|w| w.parse().map_err(|e| StoreError::Other(format!("malformed allowlist in database: {e}"))))
+        .collect()
+}
+
+fn meta(s: Option<&str>) -> Result<Option<Meta>> {
+    s.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::Other(format!("malformed credential meta in database: {e}")))
+}
+
+/// What a credential may do and when (`sql::credential_lifecycle_columns!`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct LifecycleRow {
+    name: Option<String>,
+    meta: Option<String>,
+    expires_at: Option<i64>,
+    enabled: bool,
+    permissions: Option<String>,
+    ip_allowlist: Option<String>,
+}
+
+/// A role a credential holds (`sql::CREDENTIAL_ROLES`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct CredentialRoleRow {
+    role: String,
+    permissions: String,
+}
+
+/// `roles`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RoleRow {
+    name: String,
+    permissions: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl RoleRow {
+    pub(crate) fn into_role(self) -> KeyRole {
+        KeyRole {
+            permissions: words(Some(&self.permissions)),
+            name: self.name,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
 }
 
 /// An own credits quota: its policy when it has one.
@@ -102,6 +162,7 @@ pub(crate) struct AccountRow {
     ratelimits: Option<String>,
     #[sqlx(flatten)]
     credits: OwnCreditsRow,
+    ip_allowlist: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -119,6 +180,7 @@ impl AccountRow {
             ban_reason: self.ban_reason,
             ratelimits: ratelimits(self.ratelimits.as_deref())?,
             plan: self.plan,
+            ip_allowlist: cidrs(self.ip_allowlist.as_deref())?,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -194,12 +256,25 @@ pub(crate) struct CredentialRow {
     ratelimits: Option<String>,
     #[sqlx(flatten)]
     credits: OwnCreditsRow,
+    #[sqlx(flatten)]
+    lifecycle: LifecycleRow,
 }
 
 impl CredentialRow {
-    /// The credential, with its live secret generations (read by `sql::LIVE_GENERATIONS`).
-    pub(crate) fn into_credential(self, live: Vec<GenerationRow>) -> Result<Credential> {
+    /// The credential, with its live secret generations (read by `sql::LIVE_GENERATIONS`) and
+    /// its roles (`sql::CREDENTIAL_ROLES`).
+    pub(crate) fn into_credential(self, live: Vec<GenerationRow>, roles: Vec<CredentialRoleRow>) -> Result<Credential> {
+        let l = self.lifecycle;
+        let role_permissions = roles.iter().flat_map(|r| words(Some(&r.permissions))).collect();
         Ok(Credential {
+            name: l.name,
+            meta: meta(l.meta.as_deref())?,
+            expires_at: l.expires_at,
+            enabled: l.enabled,
+            permissions: words(l.permissions.as_deref()),
+            roles: roles.into_iter().map(|r| r.role).collect(),
+            ip_allowlist: cidrs(l.ip_allowlist.as_deref())?,
+            role_permissions,
             client_id: parse_id(&self.client_id)?,
             account_id: parse_id(&self.account_id)?,
             status: credential_status(&self.status)?,
@@ -258,6 +333,7 @@ pub(crate) struct AccountStateRow {
     account_credits_epoch: i64,
     /// The plan's credits refill (`NULL` too when the account has no plan).
     plan_credits: Option<String>,
+    account_ip_allowlist: Option<String>,
 }
 
 impl AccountStateRow {
@@ -279,6 +355,7 @@ impl AccountStateRow {
             status: account_status(&self.account_status)?,
             ratelimits: account_limits(self.plan.as_deref().zip(plan_limits.as_deref()), &own),
             credits: own_credits.or(plan_credits.map(|r| CreditsPolicy { refill: Some(r), epoch })),
+            ip_allowlist: cidrs(self.account_ip_allowlist.as_deref())?,
         })
     }
 }
@@ -295,6 +372,10 @@ pub(crate) struct BundleRow {
     #[sqlx(flatten)]
     credits: OwnCreditsRow,
     #[sqlx(flatten)]
+    lifecycle: LifecycleRow,
+    /// The permissions of its roles, joined by spaces.
+    role_permissions: Option<String>,
+    #[sqlx(flatten)]
     account: AccountStateRow,
 }
 
@@ -302,6 +383,9 @@ impl BundleRow {
     pub(crate) fn into_bundle(self) -> Result<AuthBundle> {
         let client_id: ClientId = parse_id(&self.client_id)?;
         let account = self.account.into_state()?;
+        let l = self.lifecycle;
+        let own = words(l.permissions.as_deref());
+        let from_roles = words(self.role_permissions.as_deref());
         Ok(AuthBundle {
             generation: self.presented as u32,
             credential: CredentialState {
@@ -311,6 +395,12 @@ impl BundleRow {
                 generations: parse_generations(self.gens.as_deref())?,
                 ratelimits: ratelimits(self.ratelimits.as_deref())?,
                 credits: self.credits.policy()?,
+                enabled: l.enabled,
+                expires_at: l.expires_at,
+                grants: keygate_core::decide::grants(&own, &from_roles),
+                ip_allowlist: cidrs(l.ip_allowlist.as_deref())?,
+                name: l.name,
+                meta: l.meta,
             },
             account,
         })

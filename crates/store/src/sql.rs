@@ -16,7 +16,7 @@ use crate::{Result, StoreError};
 macro_rules! account_columns {
     () => {
         "id, uid, email, first_name, status, ban_reason, plan, ratelimits, credits_own, credits_refill, \
-         credits_epoch, created_at, updated_at"
+         credits_epoch, ip_allowlist, created_at, updated_at"
     };
 }
 pub(crate) use account_columns;
@@ -28,7 +28,8 @@ macro_rules! account_state_columns {
         "a.id AS account_id, a.uid, a.email, a.first_name, a.status AS account_status, a.plan, \
          a.ratelimits AS account_ratelimits, p.ratelimits AS plan_ratelimits, \
          a.credits_own AS account_credits_own, a.credits_refill AS account_credits_refill, \
-         a.credits_epoch AS account_credits_epoch, p.credits_refill AS plan_credits"
+         a.credits_epoch AS account_credits_epoch, p.credits_refill AS plan_credits, \
+         a.ip_allowlist AS account_ip_allowlist"
     };
 }
 pub(crate) use account_state_columns;
@@ -41,6 +42,15 @@ macro_rules! credential_credits_columns {
     };
 }
 pub(crate) use credential_credits_columns;
+
+/// What a credential may do and when, from `credentials c`, as `rows::LifecycleRow` reads them
+/// (also in the backends' `auth_bundle` queries).
+macro_rules! credential_lifecycle_columns {
+    () => {
+        "c.name, c.meta, c.expires_at, c.enabled, c.permissions, c.ip_allowlist"
+    };
+}
+pub(crate) use credential_lifecycle_columns;
 
 /// The columns of a plan, as `rows::PlanRow` reads them.
 macro_rules! plan_columns {
@@ -93,8 +103,13 @@ pub(crate) const CREDENTIAL: &str = concat!(
     "SELECT c.client_id, c.account_id, c.status, c.generation, c.hint, c.created_at, c.updated_at, \
      c.revoked_at, c.last_used_at, c.ratelimits, ",
     credential_credits_columns!(),
+    ", ",
+    credential_lifecycle_columns!(),
     " FROM credentials c WHERE c.client_id = $1"
 );
+/// The roles a credential holds, with what each grants.
+pub(crate) const CREDENTIAL_ROLES: &str = "SELECT cr.role, r.permissions FROM credential_roles cr \
+     JOIN roles r ON r.name = cr.role WHERE cr.client_id = $1 ORDER BY cr.role";
 pub(crate) const LIVE_GENERATIONS: &str = "SELECT generation, expires_at FROM credential_secrets \
      WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY generation DESC";
 pub(crate) const CREDENTIAL_IDS: &str =
@@ -110,6 +125,10 @@ pub(crate) const SET_GENERATION: &str =
     "UPDATE credentials SET generation = $1, hint = $2, updated_at = $3 WHERE client_id = $4";
 pub(crate) const INSERT_SECRET: &str =
     "INSERT INTO credential_secrets (hash, client_id, generation, created_at) VALUES ($1, $2, $3, $4)";
+/// Rotation: every secret but the current one (`$2`) goes (the rule: current + previous at most).
+pub(crate) const DELETE_OLDER_SECRETS: &str =
+    "DELETE FROM credential_secrets WHERE client_id = $1 AND generation <> $2";
+pub(crate) const SET_SECRETS_EXPIRY: &str = "UPDATE credential_secrets SET expires_at = $1 WHERE client_id = $2";
 pub(crate) const DELETE_SECRETS: &str = "DELETE FROM credential_secrets WHERE client_id = $1";
 pub(crate) const DELETE_EXPIRED_SECRETS: &str =
     "DELETE FROM credential_secrets WHERE client_id = $1 AND expires_at <= $2";
@@ -215,7 +234,7 @@ pub(crate) const SET_ROLE: &str = "UPDATE accounts SET role = $1, updated_at = $
 pub(crate) const INSERT_SESSION: &str =
     "INSERT INTO console_sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
 pub(crate) const SESSION: &str = "SELECT a.id, a.uid, a.email, a.first_name, a.status, a.ban_reason, \
-     a.plan, a.ratelimits, a.credits_own, a.credits_refill, a.credits_epoch, a.created_at, a.updated_at, a.role, s.created_at AS session_created_at, s.expires_at AS session_expires_at \
+     a.plan, a.ratelimits, a.credits_own, a.credits_refill, a.credits_epoch, a.ip_allowlist, a.created_at, a.updated_at, a.role, s.created_at AS session_created_at, s.expires_at AS session_expires_at \
      FROM console_sessions s JOIN accounts a ON a.id = s.account_id \
      WHERE s.token_hash = $1 AND s.expires_at > $2";
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM console_sessions WHERE token_hash = $1";

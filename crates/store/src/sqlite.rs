@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig, Refill};
 use keygate_core::decide::AccountState;
-use keygate_core::model::{Account, AccountStatus, Credential, Plan};
+use keygate_core::model::{Account, AccountStatus, Credential, CredentialChange, KeyRole, Plan};
+use keygate_core::net::Cidr;
 use keygate_core::ratelimit::RateLimit;
 use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::sqlite::{
@@ -21,11 +22,15 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, Transaction};
 
 use crate::credits::{Credits, Dialect};
+use crate::keys::Keys;
 use crate::rows::{
-    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRow, EventRow, GenerationRow,
-    PlanRow, SecretRow, SessionRow, SigningKeyRow, parse_id,
+    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRoleRow, CredentialRow, EventRow,
+    GenerationRow, PlanRow, SecretRow, SessionRow, SigningKeyRow, parse_id,
 };
-use crate::sql::{self, account_columns, account_state_columns, credential_credits_columns, plan_columns};
+use crate::sql::{
+    self, account_columns, account_state_columns, credential_credits_columns, credential_lifecycle_columns,
+    plan_columns,
+};
 use crate::usage::{self, BucketRow, CredentialBucketRow, Statements};
 use crate::{
     AccountEvent, Adjusted, Change, ConsoleAccount, ConsoleSession, CreditLease, CreditRequest, CreditScope,
@@ -136,7 +141,9 @@ async fn credential_in(conn: &mut SqliteConnection, client_id: ClientId, now: i6
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
-    row.into_credential(live)
+    let roles: Vec<CredentialRoleRow> =
+        sqlx::query_as(sql::CREDENTIAL_ROLES).bind(client_id.to_hex()).fetch_all(&mut *conn).await.map_err(map_err)?;
+    row.into_credential(live, roles)
 }
 
 /// Ends a write to a credential: appends it to the feed, reads it back and commits.
@@ -358,6 +365,7 @@ impl Store for SqliteStore {
         client_id: ClientId,
         secret: &SecretHash,
         hint: &str,
+        change: &CredentialChange,
     ) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
@@ -378,6 +386,9 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         insert_secret(&mut *tx, secret, client_id, 1, now).await?;
+        if !change.is_empty() {
+            Keys::<Sqlite>::apply(&mut tx, client_id, change, now).await?;
+        }
         commit_credential(tx, client_id, now).await
     }
 
@@ -438,16 +449,21 @@ impl Store for SqliteStore {
         }
         let next = generation + 1;
         match old_expires_at.filter(|t| *t > now) {
-            // Older generations keep working until the grace ends (never longer than they had).
+            // The rule: the current key and the one before it, at most. The key being replaced
+            // works until the grace ends; any older one (still in an earlier grace) ends now.
             Some(until) => {
-                sqlx::query(
-                    "UPDATE credential_secrets SET expires_at = MIN(COALESCE(expires_at, ?1), ?1) WHERE client_id = ?2",
-                )
-                .bind(until)
-                .bind(client_id.to_hex())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                sqlx::query(sql::DELETE_OLDER_SECRETS)
+                    .bind(client_id.to_hex())
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query(sql::SET_SECRETS_EXPIRY)
+                    .bind(until)
+                    .bind(client_id.to_hex())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
             }
             None => delete_secrets(&mut *tx, client_id).await?,
         }
@@ -468,6 +484,37 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         commit_credential(tx, client_id, now).await
+    }
+
+    async fn update_credential(&self, client_id: ClientId, change: &CredentialChange) -> Result<Credential> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        Keys::<Sqlite>::apply(&mut tx, client_id, change, now).await?;
+        commit_credential(tx, client_id, now).await
+    }
+
+    async fn set_account_ip_allowlist(&self, id: AccountId, list: &[Cidr]) -> Result<Account> {
+        Keys::<Sqlite>::set_account_allowlist(&self.pool, id, list, now_ms()).await
+    }
+
+    async fn put_role(&self, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)> {
+        Keys::<Sqlite>::put_role(&self.pool, name, permissions, now_ms()).await
+    }
+
+    async fn get_role(&self, name: &str) -> Result<KeyRole> {
+        Keys::<Sqlite>::get_role(&self.pool, name).await
+    }
+
+    async fn list_roles(&self) -> Result<Vec<KeyRole>> {
+        Keys::<Sqlite>::list_roles(&self.pool).await
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<()> {
+        Keys::<Sqlite>::delete_role(&self.pool, name, now_ms()).await
+    }
+
+    async fn role_holders(&self, name: &str) -> Result<u64> {
+        Keys::<Sqlite>::role_holders(&self.pool, name).await
     }
 
     async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential> {
@@ -759,7 +806,11 @@ impl Store for SqliteStore {
             "SELECT s.generation AS presented, c.client_id, c.status, c.ratelimits, ",
             credential_credits_columns!(),
             ", ",
+            credential_lifecycle_columns!(),
+            ", ",
             account_state_columns!(),
+            ", (SELECT group_concat(r.permissions, ' ') FROM credential_roles cr JOIN roles r ON r.name = cr.role \
+                 WHERE cr.client_id = c.client_id) AS role_permissions",
             ", (SELECT group_concat(g.generation || ':' || COALESCE(g.expires_at, ''), ',') \
                   FROM credential_secrets g \
                  WHERE g.client_id = c.client_id AND (g.expires_at IS NULL OR g.expires_at > ?2)) AS gens \

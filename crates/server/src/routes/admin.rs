@@ -13,7 +13,8 @@ use keygate_auth::ApiError;
 use keygate_auth::envelope::{Envelope, Outcome, created_with, ok, page};
 use keygate_core::credits::{CreditBalance, CreditsConfig};
 use keygate_core::decide::{AuthFailure, InvalidReason};
-use keygate_core::model::{Account, Credential, Plan};
+use keygate_core::model::{Account, Credential, CredentialChange, Plan};
+use keygate_core::net::Cidr;
 use keygate_core::ratelimit::{EffectiveLimit, RateLimit};
 use keygate_core::{AccountId, ClientId};
 use keygate_ops::IssuedCredential;
@@ -36,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/credentials/{client_id}/rotate", post(rotate))
         .route("/credentials/{client_id}/usage", get(super::usage::credential_usage))
         .merge(super::credits::router())
+        .merge(super::keys::router())
         .route("/plans", get(list_plans))
         .route("/plans/{name}", put(put_plan).get(get_plan).delete(delete_plan))
         .route("/signing-keys", get(signing_keys))
@@ -44,7 +46,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Proof that the caller holds the admin token.
-pub struct Admin;
+pub(crate) struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -209,6 +211,10 @@ pub(crate) struct AccountPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<CreditsConfig>)]
     credits: Option<Option<CreditsConfig>>,
+    /// The networks its credentials may be used from (IPv4/IPv6 CIDRs or addresses; `[]`:
+    /// anywhere). A credential's own allowlist applies as well.
+    #[schema(max_items = 256, example = json!(["203.0.113.0/24"]))]
+    ip_allowlist: Option<Vec<String>>,
 }
 #[utoipa::path(
     patch,
@@ -234,6 +240,13 @@ pub(crate) async fn patch_account(
     let plan = req.plan.as_ref().map(|p| p.as_deref());
     // Everything is checked before anything is written.
     check_credits(req.credits.as_ref())?;
+    let allowlist = req.ip_allowlist.as_deref().map(networks).transpose()?;
+    if let Some(list) = &allowlist {
+        keygate_core::model::check_allowlist(list.clone()).map_err(ApiError::BadRequest)?;
+    }
+    if let Some(list) = allowlist {
+        s.ops.set_account_ip_allowlist(id, list).await?;
+    }
     if req.ratelimits.is_some() || plan.is_some() {
         s.ops.update_account_limits(id, req.ratelimits.as_deref(), plan).await?;
     }
@@ -304,9 +317,10 @@ pub(crate) async fn unban(
     tag = "admin",
     security(("adminToken" = [])),
     params(("id" = AccountId, Path, description = "The account id")),
+    request_body(content = Option<CredentialPatch>, description = "What the credential may do and when, set with it (all optional; the body may be left out)"),
     responses(
         (status = 201, description = "1000: the credential and its API key, shown this once", body = Envelope<IssuedCredential>),
-        (status = 400, description = "1003: a malformed id, query or body", body = Outcome),
+        (status = 400, description = "1003: a malformed id, query or body; an invalid field; no such role", body = Outcome),
         (status = 404, description = "1109: no such account", body = Outcome),
         (status = 401, description = "1102: no admin token; 1101: a wrong one", body = Outcome),
         (status = 503, description = "1503: the store could not answer", body = Outcome),
@@ -316,8 +330,21 @@ pub(crate) async fn create_credential(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
+    OptionalJson(req): OptionalJson<CredentialPatch>,
 ) -> Result<Response, ApiError> {
-    Ok(created_with(StatusCode::CREATED, s.ops.create_credential(id).await?))
+    check_credits(req.credits.as_ref())?;
+    let credits = req.credits.clone().flatten();
+    let mut issued = s.ops.create_credential_with(id, req.change()?).await?;
+    if let Some(config) = credits {
+        let scope = CreditScope::Credential(issued.client_id);
+        if let Err(e) = s.ops.set_credits(scope, Some(&config)).await {
+            // Nobody has seen the key: take it back rather than leave it without its quota.
+            let _ = s.ops.revoke_credential(issued.client_id).await;
+            return Err(e.into());
+        }
+        issued.credential = s.ops.get_credential(issued.client_id).await?;
+    }
+    Ok(created_with(StatusCode::CREATED, issued))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -402,6 +429,32 @@ impl CredentialDetail {
     }
 }
 
+impl CredentialPatch {
+    /// The fields as one change, times read (credits are set on their own).
+    fn change(&self) -> Result<CredentialChange, ApiError> {
+        let expires_at = match &self.expires_at {
+            Some(Some(t)) => Some(Some(t.ms("expiresAt")?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        Ok(CredentialChange {
+            name: self.name.clone(),
+            meta: self.meta.clone(),
+            expires_at,
+            enabled: self.enabled,
+            permissions: self.permissions.clone(),
+            roles: self.roles.clone(),
+            ip_allowlist: self.ip_allowlist.as_deref().map(networks).transpose()?,
+            ratelimits: self.ratelimits.clone(),
+        })
+    }
+}
+
+/// An allowlist as the body gives it, each network read (the message names the bad one).
+fn networks(list: &[String]) -> Result<Vec<Cidr>, ApiError> {
+    list.iter().map(|n| n.parse().map_err(|e| ApiError::BadRequest(format!("ipAllowlist: {e}")))).collect()
+}
+
 /// A credits setting checked before any write of the same request.
 fn check_credits(credits: Option<&Option<CreditsConfig>>) -> Result<(), ApiError> {
     match credits {
@@ -410,10 +463,37 @@ fn check_credits(credits: Option<&Option<CreditsConfig>>) -> Result<(), ApiError
     }
 }
 
-/// What to change on a credential; fields left out stay as they are.
-#[derive(Deserialize, utoipa::ToSchema)]
+/// What to change on a credential (or set when creating one); fields left out stay as they are.
+#[derive(Deserialize, Default, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CredentialPatch {
+    /// A name for people, 1 to 200 characters (`null` removes it); sent upstream
+    /// (`x-keygate-key-name`) and in `/auth/verify`'s answer.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$", example = "dashboard (read-only)")]
+    name: Option<Option<String>>,
+    /// A JSON object of up to 4 KB (`null` removes it); sent upstream (`x-keygate-meta`) and in
+    /// `/auth/verify`'s answer.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>, example = json!({"tier": "gold"}))]
+    meta: Option<Option<keygate_core::model::Meta>>,
+    /// When the credential and its tokens stop working (1101 "expired"): Unix ms or RFC 3339
+    /// (`null`: never).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<super::keys::TimeValue>)]
+    expires_at: Option<Option<super::keys::TimeValue>>,
+    /// `false`: refused (1101 "disabled") until set back to `true`; unlike a revoke, reversible.
+    enabled: Option<bool>,
+    /// Its own permissions, the whole set (`[]`: none): names (`videos.create`), `prefix.*` or `*`.
+    #[schema(max_items = 1000, example = json!(["videos.create", "images.*"]))]
+    permissions: Option<Vec<String>>,
+    /// The roles it holds, the whole set (`[]`: none); each must exist.
+    #[schema(max_items = 64, example = json!(["video-editor"]))]
+    roles: Option<Vec<String>>,
+    /// The networks it may be used from (IPv4/IPv6 CIDRs or addresses; `[]`: anywhere); its
+    /// account's allowlist applies as well.
+    #[schema(max_items = 256, example = json!(["203.0.113.7", "2001:db8::/32"]))]
+    ip_allowlist: Option<Vec<String>>,
     /// The credential's own rate limits, counted for it alone: the whole set (`[]` removes them).
     /// Each overrides the plan's limit of the same name; the account's own limits apply as well.
     #[schema(max_items = 16)]
@@ -446,9 +526,8 @@ pub(crate) async fn patch_credential(
     JsonBody(req): JsonBody<CredentialPatch>,
 ) -> Result<Response, ApiError> {
     check_credits(req.credits.as_ref())?;
-    if let Some(set) = req.ratelimits {
-        s.ops.set_credential_ratelimits(id, &set).await?;
-    }
+    let change = req.change()?;
+    s.ops.update_credential(id, change).await?;
     if let Some(credits) = req.credits {
         s.ops.set_credits(CreditScope::Credential(id), credits.as_ref()).await?;
     }

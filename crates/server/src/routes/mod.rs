@@ -6,5 +6,6 @@ pub mod admin;
 pub mod credits;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod protocol;
 pub mod usage;

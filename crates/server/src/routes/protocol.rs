@@ -5,9 +5,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use keygate_auth::authenticator::Access;
 use keygate_auth::envelope::{Envelope, Outcome, ok};
 use keygate_auth::{ApiError, Identity};
 use keygate_core::BusinessCode;
+use keygate_core::net::ClientAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -52,7 +54,7 @@ pub struct GetTokenResponse {
         (status = 400, description = "1003: the body is not a JSON object with string fields", body = Outcome),
         (status = 401, description = "1102: clientId or clientSecret missing; 1101: unknown clientId, wrong secret, revoked or rotated-out credential",
             body = Outcome, headers(("www-authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 403, description = "1200: the account is banned", body = Outcome),
+        (status = 403, description = "1200: the account is banned; 1009: the credential may not be used from the client's address", body = Outcome),
         (status = 413, description = "1003: the body is over max_body_bytes", body = Outcome),
         (status = 429, description = "1005: a rate limit of the credential or its account refused it", body = Outcome, headers(
             ("retry-after" = u64, description = "seconds until it would pass (absent: a limit is 0)"),
@@ -64,6 +66,7 @@ pub struct GetTokenResponse {
 )]
 pub async fn get_token(
     State(state): State<AppState>,
+    client: Option<axum::Extension<ClientAddr>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(extract::body_rejection)?;
@@ -74,7 +77,11 @@ pub async fn get_token(
     let result = state
         .auth
         .authenticator()
-        .issue_token(req.client_id.as_deref().unwrap_or_default(), req.client_secret.as_deref().unwrap_or_default())
+        .issue_token_from(
+            req.client_id.as_deref().unwrap_or_default(),
+            req.client_secret.as_deref().unwrap_or_default(),
+            client.map(|c| c.ip),
+        )
         .await;
     match result {
         Ok(token) => Ok(Json(GetTokenResponse { code: BusinessCode::Success, msg: "OK", token }).into_response()),
@@ -97,7 +104,10 @@ pub async fn get_token(
     path = "/auth/verify",
     tag = "protocol",
     security(("apiKey" = []), ("bearerToken" = []), ("clientId" = [], "clientSecret" = [])),
-    params(("x-keygate-cost" = Option<CostHeader>, Header, description = "Credits the request costs where a balance applies (0: needs a positive balance, charges nothing) [default: 1]")),
+    params(
+        ("x-keygate-cost" = Option<CostHeader>, Header, description = "Credits the request costs where a balance applies (0: needs a positive balance, charges nothing) [default: 1]"),
+        ("x-keygate-require" = Option<String>, Header, description = "The permissions the request requires, an expression: `videos.create AND (images.read OR admin)` [default: none]"),
+    ),
     responses(
         (status = 200, description = "1000: who the caller is", body = Envelope<Identity>, headers(
             ("x-keygate-account-id" = String, description = "the account id"),
@@ -105,16 +115,19 @@ pub async fn get_token(
             ("x-keygate-client-id" = String, description = "the credential's clientId"),
             ("x-keygate-auth-method" = String, description = "api_key, bearer or client_secret"),
             ("x-keygate-credits-remaining" = i64, description = "where a credits balance applies: what is left after this request"),
+            ("x-keygate-key-name" = String, description = "the credential's name, percent-encoded outside printable ASCII (when it has one)"),
+            ("x-keygate-permissions" = String, description = "the permissions the credential holds, comma-separated (when it holds any)"),
+            ("x-keygate-meta" = String, description = "the credential's metadata, JSON (when it has some)"),
             ("ratelimit-policy" = String, description = "when rate limits apply: \"name\";q=LIMIT;w=SECONDS per limit (draft-ietf-httpapi-ratelimit-headers)"),
             ("ratelimit" = String, description = "when rate limits apply: \"name\";r=REMAINING;t=SECONDS per limit"),
         )),
-        (status = 401, description = "1102: no credential; 1101: invalid, unknown, revoked or expired",
+        (status = 401, description = "1102: no credential; 1101: invalid, unknown, revoked, disabled or expired",
             body = Outcome, headers(("www-authenticate" = String, description = "RFC 6750 Bearer challenge"))),
-        (status = 400, description = "1003: x-keygate-cost is not a whole number from 0 to 10^15", body = Outcome),
+        (status = 400, description = "1003: x-keygate-cost is not a whole number from 0 to 10^15, or x-keygate-require is not a permission expression", body = Outcome),
         (status = 402, description = "1006: the credits left do not cover the cost (nothing was charged)", body = Outcome, headers(
             ("x-keygate-credits-remaining" = i64, description = "what is left"),
         )),
-        (status = 403, description = "1200: the account is banned", body = Outcome),
+        (status = 403, description = "1200: the account is banned; 1009: the credential does not hold what x-keygate-require asks (the message says what), or may not be used from the client's address", body = Outcome),
         (status = 429, description = "1005: a rate limit refused it (nothing was counted against the others)", body = Outcome, headers(
             ("retry-after" = u64, description = "seconds until it would pass (absent: a limit is 0)"),
             ("ratelimit-policy" = String, description = "\"name\";q=LIMIT;w=SECONDS per limit"),
@@ -135,14 +148,15 @@ pub async fn verify(State(state): State<AppState>, req: axum::extract::Request) 
     params(
         ("rest" = String, Path, description = "Anything: the original path, ignored"),
         ("x-keygate-cost" = Option<CostHeader>, Header, description = "Credits the request costs where a balance applies [default: 1]"),
+        ("x-keygate-require" = Option<String>, Header, description = "The permissions the request requires [default: none]"),
     ),
     security(("apiKey" = []), ("bearerToken" = []), ("clientId" = [], "clientSecret" = [])),
     responses(
         (status = 200, description = "1000: who the caller is", body = Envelope<Identity>),
         (status = 401, description = "1102 or 1101", body = Outcome),
-        (status = 400, description = "1003: a malformed x-keygate-cost", body = Outcome),
+        (status = 400, description = "1003: a malformed x-keygate-cost or x-keygate-require", body = Outcome),
         (status = 402, description = "1006: the credits left do not cover the cost", body = Outcome),
-        (status = 403, description = "1200: the account is banned", body = Outcome),
+        (status = 403, description = "1200: the account is banned; 1009: permission denied", body = Outcome),
         (status = 429, description = "1005: a rate limit refused it", body = Outcome),
         (status = 503, description = "1503: the store could not answer in time", body = Outcome),
     )
@@ -171,7 +185,10 @@ impl utoipa::ToSchema for CostHeader {}
 /// Takes the whole request (only its headers are read) so that they are not copied.
 async fn authenticate(state: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {
     let cost = keygate_auth::identity::cost_header(req.headers())?;
-    match state.auth.authenticator().authenticate_with(req.headers(), cost).await {
+    let required = keygate_auth::identity::require_header(req.headers())?;
+    let client_ip = req.extensions().get::<ClientAddr>().map(|c| c.ip);
+    let access = Access { cost, require: required.as_ref(), client_ip };
+    match state.auth.authenticator().authorize(req.headers(), &access).await {
         Ok(identity) => {
             let mut res = ok(&identity);
             identity.set_headers(res.headers_mut());

@@ -873,6 +873,53 @@ async fn a_routes_cost_is_charged_and_the_upstream_told_what_is_left() {
     get(&app, "/status", &key).await.expect(402, 1006);
 }
 
+// ---- 8c. Permissions and allowlists ---------------------------------------------------------
+
+#[tokio::test]
+async fn a_route_requires_its_permissions_and_the_upstream_sees_what_the_key_holds() {
+    let up = Upstream::start().await;
+    let app = TestApp::spawn_with(|l| {
+        l.gateway = gateway(vec![
+            RouteLayer {
+                permissions: Some("videos.create AND (images.read OR admin)".parse().unwrap()),
+                ..route("/videos", up.url())
+            },
+            route("/open", up.url()),
+        ])
+    })
+    .await;
+    let c = app.customer().await;
+    let key = [("x-api-key", c.api_key.as_str())];
+    let hits = up.hits();
+    let r = get(&app, "/videos/1", &key).await;
+    r.expect(403, 1009);
+    assert_eq!(r.body["msg"], "Permission denied: requires videos.create AND (images.read OR admin)");
+    assert_eq!(up.hits(), hits, "a refused request never reaches the upstream");
+    // The route without a requirement lets the key through, and says what it holds (nothing).
+    assert_eq!(get(&app, "/open/1", &key).await.status, 200);
+    assert_eq!(up.last().header("x-keygate-permissions"), None);
+
+    let patch = json!({"permissions": ["videos.*", "images.read"], "name": "render bot é", "meta": {"team": "render"}});
+    app.patch(&format!("/credentials/{}", c.client_id), patch).await.expect(200, 1000);
+    assert_eq!(get(&app, "/videos/1", &key).await.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.header("x-keygate-permissions"), Some("images.read,videos.*"));
+    assert_eq!(seen.header("x-keygate-key-name"), Some("render bot %C3%A9"));
+    assert_eq!(seen.header("x-keygate-meta"), Some(r#"{"team":"render"}"#));
+    // A client cannot send its own permissions upstream.
+    assert_eq!(get(&app, "/open/1", &[key[0], ("x-keygate-permissions", "*")]).await.status, 200);
+    assert_eq!(up.last().header("x-keygate-permissions"), Some("images.read,videos.*"));
+
+    // Through a trusted proxy the allowlist sees the client, not the proxy.
+    app.patch(&format!("/credentials/{}", c.client_id), json!({"ipAllowlist": ["203.0.113.0/24"]}))
+        .await
+        .expect(200, 1000);
+    let r = get(&app, "/videos/1", &key).await;
+    r.expect(403, 1009);
+    assert!(r.body["msg"].as_str().unwrap().contains("address"), "{}", r.text);
+    assert!(!r.text.contains("203.0.113"), "the allowlist is not shown: {}", r.text);
+}
+
 // ---- 9. Metrics -----------------------------------------------------------------------------
 
 #[tokio::test]

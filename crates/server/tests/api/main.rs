@@ -29,6 +29,7 @@ mod gateway;
 mod helpers;
 mod lifecycle;
 mod log;
+mod permissions;
 mod protocol;
 mod ratelimits;
 mod tokens;

@@ -7,6 +7,7 @@ use keygate_core::model::{AccountStatus, CredentialStatus};
 use keygate_core::{ClientId, MasterKey, SecretHash};
 use keygate_store::{Entity, NewAccount, Store, StoreError, now_ms};
 
+mod keys;
 mod usage;
 
 fn hash(s: &str) -> SecretHash {
@@ -46,12 +47,15 @@ async fn suite(store: Arc<dyn Store>) {
     // Credentials.
     let cid = ClientId::generate(1);
     assert!(matches!(
-        store.create_credential(keygate_core::AccountId::generate(1), cid, &hash("x"), "h").await,
+        store.create_credential(keygate_core::AccountId::generate(1), cid, &hash("x"), "h", &Default::default()).await,
         Err(StoreError::NotFound)
     ));
-    let c = store.create_credential(a.id, cid, &hash("k1"), "kgk_...k1").await.unwrap();
+    let c = store.create_credential(a.id, cid, &hash("k1"), "kgk_...k1", &Default::default()).await.unwrap();
     assert_eq!((c.generation, c.status, c.live_generations.len()), (1, CredentialStatus::Active, 1));
-    assert!(matches!(store.create_credential(a.id, cid, &hash("k1b"), "h").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_credential(a.id, cid, &hash("k1b"), "h", &Default::default()).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(store.find_secret(&hash("k1")).await.unwrap(), Some((cid, 1)));
     assert_eq!(store.find_secret(&hash("nope")).await.unwrap(), None);
 
@@ -71,7 +75,7 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.find_secret(&hash("k2")).await.unwrap(), None);
     // A second credential for the same account.
     let cid2 = ClientId::generate(2);
-    store.create_credential(a.id, cid2, &hash("other"), "h").await.unwrap();
+    store.create_credential(a.id, cid2, &hash("other"), "h", &Default::default()).await.unwrap();
     assert_eq!(store.list_credentials(a.id).await.unwrap().len(), 2);
     assert!(store.list_credentials(b.id).await.unwrap().is_empty());
 
@@ -250,7 +254,7 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     let b = store.create_account(&new_account("nolimits@example.com")).await.unwrap();
     assert_eq!((a.plan.as_deref(), a.ratelimits.as_slice()), (None, &[][..]));
     let cid = ClientId::generate(41);
-    let c = store.create_credential(a.id, cid, &hash("limited-1"), "h").await.unwrap();
+    let c = store.create_credential(a.id, cid, &hash("limited-1"), "h", &Default::default()).await.unwrap();
     assert!(c.ratelimits.is_empty());
     let ghost_account = AccountId::generate(1);
     let ghost_credential = ClientId::generate(42);
@@ -389,7 +393,7 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     assert_eq!(store.account_state(ghost_account).await.unwrap(), None);
     // A plan with no limits and an account with only its own.
     let cid_b = ClientId::generate(43);
-    store.create_credential(b.id, cid_b, &hash("limited-b"), "h").await.unwrap();
+    store.create_credential(b.id, cid_b, &hash("limited-b"), "h", &Default::default()).await.unwrap();
     store.update_account_limits(b.id, Some(&[rl("requests", 7, "1h")]), Some(Some("free"))).await.unwrap();
     let bundle = store.auth_bundle(&hash("limited-b")).await.unwrap().unwrap();
     assert!(bundle.credential.ratelimits.is_empty());
@@ -490,7 +494,7 @@ where
 {
     let a = store.create_account(&new_account("malformed@example.com")).await.unwrap();
     let cid = ClientId::generate(51);
-    store.create_credential(a.id, cid, &hash("malformed"), "h").await.unwrap();
+    store.create_credential(a.id, cid, &hash("malformed"), "h", &Default::default()).await.unwrap();
     store.put_plan("broken", &[], None).await.unwrap();
     store.update_account_limits(a.id, None, Some(Some("broken"))).await.unwrap();
     let other = |r: Result<(), StoreError>, what: &str| match r {
@@ -569,7 +573,7 @@ async fn credits_suite(store: Arc<dyn Store>) {
 
     let a = store.create_account(&new_account("credits@example.com")).await.unwrap();
     let cid = ClientId::generate(61);
-    store.create_credential(a.id, cid, &hash("credits-1"), "h").await.unwrap();
+    store.create_credential(a.id, cid, &hash("credits-1"), "h", &Default::default()).await.unwrap();
     let (cred, acct) = (CreditScope::Credential(cid), CreditScope::Account(a.id));
 
     // No quota: nothing to read, nothing charged, nothing to adjust; unknown ids are not found.
@@ -767,7 +771,7 @@ async fn credits_suite(store: Arc<dyn Store>) {
     const FEB_1: i64 = 1_769_904_000_000;
     const FEB_28: i64 = 1_772_236_800_000;
     let cid2 = ClientId::generate(63);
-    store.create_credential(a.id, cid2, &hash("credits-2"), "h").await.unwrap();
+    store.create_credential(a.id, cid2, &hash("credits-2"), "h", &Default::default()).await.unwrap();
     let monthly = Refill { interval: Interval::Monthly, amount: 100, refill_day: Some(15) };
     let c2 = CreditScope::Credential(cid2);
     store
@@ -891,7 +895,7 @@ async fn credits_race(stores: [Arc<dyn Store>; 2]) {
     let store = &stores[0];
     let a = store.create_account(&new_account("credits-race@example.com")).await.unwrap();
     let cid = ClientId::generate(71);
-    store.create_credential(a.id, cid, &hash("credits-race"), "h").await.unwrap();
+    store.create_credential(a.id, cid, &hash("credits-race"), "h", &Default::default()).await.unwrap();
     let refill = Refill { interval: Interval::Daily, amount: 1_000, refill_day: None };
     store.put_plan("race", &[], Some(&refill)).await.unwrap();
     store.update_account_limits(a.id, None, Some(Some("race"))).await.unwrap();
@@ -1010,7 +1014,9 @@ async fn sqlite_concurrent_writers_from_two_handles() {
         tasks.push(tokio::spawn(async move {
             for j in 0..50 {
                 let a = s.create_account(&new_account(&format!("w{i}-{j}@example.com"))).await.unwrap();
-                s.create_credential(a.id, ClientId::generate(j), &hash(&format!("{i}-{j}")), "h").await.unwrap();
+                s.create_credential(a.id, ClientId::generate(j), &hash(&format!("{i}-{j}")), "h", &Default::default())
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -1074,8 +1080,8 @@ async fn lease_batch_suite(store: Arc<dyn Store>) {
     use keygate_store::{CreditRequest, CreditScope};
     let a = store.create_account(&new_account("batch@example.com")).await.unwrap();
     let (c1, c2) = (ClientId::generate(31), ClientId::generate(32));
-    store.create_credential(a.id, c1, &hash("b1"), "h").await.unwrap();
-    store.create_credential(a.id, c2, &hash("b2"), "h").await.unwrap();
+    store.create_credential(a.id, c1, &hash("b1"), "h", &Default::default()).await.unwrap();
+    store.create_credential(a.id, c2, &hash("b2"), "h", &Default::default()).await.unwrap();
     let now = now_ms();
     let cfg = |remaining| CreditsConfig { remaining, refill: None };
     store.set_credits(CreditScope::Credential(c1), Some(&cfg(100)), now).await.unwrap();
@@ -1263,4 +1269,20 @@ async fn postgres_existing_database_only() {
     })
     .await;
     pool.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_keys_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/keys.db", dir.path().display());
+    keys::keys_suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_keys_contract() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    keys::keys_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
 }

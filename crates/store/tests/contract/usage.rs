@@ -41,9 +41,9 @@ async fn outcomes_suite(store: Arc<dyn Store>) {
     let a = store.create_account(&new_account("outcomes@example.com")).await.unwrap();
     let other = store.create_account(&new_account("other@example.com")).await.unwrap();
     let (c1, c2, c3) = (ClientId::generate(1), ClientId::generate(2), ClientId::generate(3));
-    store.create_credential(a.id, c1, &hash("o1"), "h").await.unwrap();
-    store.create_credential(a.id, c2, &hash("o2"), "h").await.unwrap();
-    store.create_credential(other.id, c3, &hash("o3"), "h").await.unwrap();
+    store.create_credential(a.id, c1, &hash("o1"), "h", &Default::default()).await.unwrap();
+    store.create_credential(a.id, c2, &hash("o2"), "h", &Default::default()).await.unwrap();
+    store.create_credential(other.id, c3, &hash("o3"), "h", &Default::default()).await.unwrap();
     let ghost = ClientId::generate(9);
 
     store
@@ -153,7 +153,7 @@ async fn big_batch_suite(store: Arc<dyn Store>) {
     let mut cids = Vec::new();
     for i in 0..12 {
         let cid = ClientId::generate(i);
-        store.create_credential(a.id, cid, &hash(&format!("usage-{i}")), "h").await.unwrap();
+        store.create_credential(a.id, cid, &hash(&format!("usage-{i}")), "h", &Default::default()).await.unwrap();
         cids.push(cid);
     }
     let ghost = ClientId::generate(99);
@@ -361,7 +361,10 @@ async fn usage_flush_timing(backend: &str, store: Arc<dyn Store>) {
             let mut cids = Vec::new();
             for i in (t..N).step_by(8) {
                 let cid = ClientId::generate(i as u64);
-                store.create_credential(a.id, cid, &hash(&format!("timing-{i}")), "h").await.unwrap();
+                store
+                    .create_credential(a.id, cid, &hash(&format!("timing-{i}")), "h", &Default::default())
+                    .await
+                    .unwrap();
                 cids.push(cid);
             }
             cids
