@@ -3,7 +3,9 @@
 //! refusal of a malformed key (no store access) for scale, rendering the RateLimit headers, and
 //! the same decision through the tower Layer around a service that does nothing, and a key with
 //! two credits balances (its own and its account's; leased ahead from the database, so the
-//! figure includes the amortised lease, one per `max_prefetch` requests at most).
+//! figure includes the amortised lease, one per `max_prefetch` requests at most), and a key
+//! holding 20 permissions checked against a 3-term requirement from an address its 10-network
+//! allowlist allows.
 //! Run: `cargo bench -p keygate-auth`.
 
 use std::convert::Infallible;
@@ -25,7 +27,7 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/bench.db", dir.path().display());
-    let (auth, keys, tokens, limited, credited, master) = rt.block_on(async {
+    let (auth, keys, tokens, limited, credited, restricted, master) = rt.block_on(async {
         let store = keygate_store::connect(&url, true).await.unwrap();
         let master = MasterKey::generate();
         secrets::ensure_signing_key(store.as_ref()).await.unwrap();
@@ -36,15 +38,27 @@ fn bench(c: &mut Criterion) {
         let mut tokens = Vec::new();
         let mut limited = Vec::new();
         let mut credited = Vec::new();
+        let mut restricted = Vec::new();
+        // 20 permissions (2 of them wildcards) and 10 networks, the last one the client's.
+        let mut permissions: Vec<String> = (0..18).map(|p| format!("service{p}.action")).collect();
+        permissions.extend(["videos.*".to_owned(), "images.read".to_owned()]);
+        let allowlist: Vec<keygate_core::net::Cidr> =
+            (0..10).map(|n| format!("10.{n}.0.0/16").parse().unwrap()).collect();
+        let restrict = keygate_core::model::CredentialChange {
+            permissions: Some(permissions),
+            ip_allowlist: Some(allowlist),
+            ..Default::default()
+        };
         let high = |name: &str| vec![RateLimit::new(name, MAX_LIMIT, "1s".parse().unwrap())];
         let plenty = CreditsConfig { remaining: keygate_core::credits::MAX_CREDITS, refill: None };
-        for i in 0..3 * CREDENTIALS {
+        for i in 0..4 * CREDENTIALS {
             let new = NewAccount { email: format!("u{i}@bench.example"), first_name: "b".into() };
             let account = store.create_account(&new).await.unwrap();
             let key = ApiKey::generate();
             let client_id = ClientId::generate(i as u64);
+            let change = if i >= 3 * CREDENTIALS { restrict.clone() } else { Default::default() };
             store
-                .create_credential(account.id, client_id, &hasher.hash(key.expose()), &key.hint(), &Default::default())
+                .create_credential(account.id, client_id, &hasher.hash(key.expose()), &key.hint(), &change)
                 .await
                 .unwrap();
             if i < CREDENTIALS {
@@ -54,6 +68,8 @@ fn bench(c: &mut Criterion) {
                 store.set_credential_ratelimits(client_id, &high("requests")).await.unwrap();
                 store.update_account_limits(account.id, Some(&high("account")), None).await.unwrap();
                 limited.push(key.expose().to_owned());
+            } else if i >= 3 * CREDENTIALS {
+                restricted.push(key.expose().to_owned());
             } else {
                 let now = keygate_store::now_ms();
                 store.set_credits(CreditScope::Credential(client_id), Some(&plenty), now).await.unwrap();
@@ -61,7 +77,7 @@ fn bench(c: &mut Criterion) {
                 credited.push(key.expose().to_owned());
             }
         }
-        (auth, keys, tokens, limited, credited, master)
+        (auth, keys, tokens, limited, credited, restricted, master)
     });
     let with_key = |k: &String| {
         let mut h = HeaderMap::new();
@@ -71,6 +87,10 @@ fn bench(c: &mut Criterion) {
     let key_headers: Vec<HeaderMap> = keys.iter().map(with_key).collect();
     let limited_headers: Vec<HeaderMap> = limited.iter().map(with_key).collect();
     let credited_headers: Vec<HeaderMap> = credited.iter().map(with_key).collect();
+    let restricted_headers: Vec<HeaderMap> = restricted.iter().map(with_key).collect();
+    let required: keygate_core::permission::Requirement = "videos.create AND (images.read OR admin)".parse().unwrap();
+    let from: std::net::IpAddr = "10.9.1.2".parse().unwrap();
+    let access = keygate_auth::Access { cost: 1, require: Some(&required), client_ip: Some(from) };
     let token_headers: Vec<HeaderMap> = tokens
         .iter()
         .map(|t| {
@@ -84,6 +104,9 @@ fn bench(c: &mut Criterion) {
         for h in key_headers.iter().chain(&token_headers).chain(&limited_headers).chain(&credited_headers) {
             auth.authenticate(h).await.unwrap();
         }
+        for h in &restricted_headers {
+            auth.authorize(h, &access).await.unwrap();
+        }
     });
 
     let mut g = c.benchmark_group("authenticate");
@@ -92,6 +115,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % CREDENTIALS;
             rt.block_on(auth.authenticate(&key_headers[i])).unwrap()
+        })
+    });
+    // Permissions and allowlist: the same decision as x_api_key_warm, plus the requirement and
+    // the address checked.
+    g.bench_function("x_api_key_20_permissions_3_term_requirement_10_network_allowlist", |b| {
+        b.iter(|| {
+            i = (i + 1) % CREDENTIALS;
+            rt.block_on(auth.authorize(&restricted_headers[i], &access)).unwrap()
         })
     });
     // Credits: the request path charges in memory; leases are taken ahead by the refiller, a task

@@ -164,7 +164,7 @@ pub struct Require(pub Arc<keygate_core::permission::Requirement>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub std::net::IpAddr);
 
-/// The requirement `/auth/verify`'s caller sets in `x-keygate-require` (absent: none).
+/// The requirement `/auth/verify`'s caller sets in `x-keygate-require` (absent or empty: none).
 pub fn require_header(
     h: &HeaderMap,
 ) -> Result<Option<keygate_core::permission::Requirement>, crate::envelope::ApiError> {
@@ -172,6 +172,11 @@ pub fn require_header(
     let text = v.to_str().map_err(|_| {
         crate::envelope::ApiError::BadRequest("x-keygate-require must be a permission expression in ASCII".into())
     })?;
+    // An empty value requires nothing, as an absent header (a proxy's placeholder for a path
+    // without a requirement may expand to nothing).
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
     text.parse().map(Some).map_err(|e: keygate_core::permission::PermissionError| {
         crate::envelope::ApiError::BadRequest(format!("x-keygate-require: {e}"))
     })

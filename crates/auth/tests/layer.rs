@@ -186,3 +186,56 @@ async fn rate_limits_apply_in_the_layer_with_their_headers() {
     let (status, _, _) = call(&app, "/public", Some(&f.key)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn permissions_and_allowlists_in_the_layer() {
+    use keygate_auth::{ClientIp, Require};
+    use keygate_core::model::CredentialChange;
+    let f = fixture(StatusMode::Standard).await;
+    let auth_layer = f
+        .auth
+        .layer()
+        .require("/videos", "videos.create AND (images.read OR admin)".parse().unwrap())
+        .require("/videos/list", "videos.read".parse().unwrap());
+    let app: Router = Router::new()
+        .route("/videos", get(|id: Identity| async move { axum::Json(id) }))
+        .route("/videos/list", get(|| async { "listed" }))
+        .route("/other", get(|| async { "other" }))
+        .layer(auth_layer);
+    // A route's own requirement, as an extension set before the Layer, overrides the prefix's.
+    let routed: Router = Router::new()
+        .route("/videos", get(|| async { "routed" }))
+        .layer(f.auth.layer().require("/videos", "never.held".parse().unwrap()))
+        .layer(axum::Extension(Require(std::sync::Arc::new("videos.read".parse().unwrap()))));
+
+    let (status, _, body) = call(&app, "/videos", Some(&f.key)).await;
+    assert_eq!((status, json(&body)["code"].as_i64()), (StatusCode::FORBIDDEN, Some(1009)));
+    assert_eq!(json(&body)["msg"], "Permission denied: requires videos.create AND (images.read OR admin)");
+    assert_eq!(call(&app, "/other", Some(&f.key)).await.0, 200, "no requirement outside the prefix");
+
+    let grant = CredentialChange { permissions: Some(vec!["videos.*".into(), "admin".into()]), ..Default::default() };
+    f.store.update_credential(f.client_id, &grant).await.unwrap();
+    let start = Instant::now();
+    while call(&app, "/videos", Some(&f.key)).await.0 != StatusCode::OK {
+        assert!(start.elapsed() < Duration::from_secs(2), "the grant did not reach the layer");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, _, body) = call(&app, "/videos", Some(&f.key)).await;
+    assert_eq!(json(&body)["permissions"], serde_json::json!(["admin", "videos.*"]));
+    // The longest prefix wins.
+    assert_eq!(call(&app, "/videos/list", Some(&f.key)).await.0, 200);
+    assert_eq!(call(&routed, "/videos", Some(&f.key)).await.0, 200, "the extension's requirement, not never.held");
+
+    // An allowlist: the address comes from a ClientIp extension; without one, refused.
+    let only = CredentialChange { ip_allowlist: Some(vec!["10.0.0.0/8".parse().unwrap()]), ..Default::default() };
+    f.store.update_credential(f.client_id, &only).await.unwrap();
+    let start = Instant::now();
+    while call(&app, "/other", Some(&f.key)).await.0 != StatusCode::FORBIDDEN {
+        assert!(start.elapsed() < Duration::from_secs(2), "the allowlist did not reach the layer");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (ip, expected) in [("10.1.2.3", StatusCode::OK), ("192.0.2.1", StatusCode::FORBIDDEN)] {
+        let with_ip = app.clone().layer(axum::Extension(ClientIp(ip.parse().unwrap())));
+        assert_eq!(call(&with_ip, "/other", Some(&f.key)).await.0, expected, "{ip}");
+    }
+}

@@ -117,7 +117,15 @@ impl Modify for Links {
             "adjust_account",
             "account_balance",
         ];
-        let credential_ops = ["get_credential", "revoke", "rotate", "usage", "adjust_credential", "credential_balance"];
+        let credential_ops = [
+            "get_credential",
+            "patch_credential",
+            "revoke",
+            "rotate",
+            "usage",
+            "adjust_credential",
+            "credential_balance",
+        ];
         let from = [
             ("/admin/v1/accounts", "201", &account_ops[..], "id", "$response.body#/data/id"),
             (

@@ -761,3 +761,60 @@ async fn nginx_auth_request_in_front_of_keygate() {
     assert_eq!(a.status, 500, "keygate down: {a:?}\n{}", nginx.logs());
     assert_eq!(backend.count(), accepted, "the API was called while keygate was down");
 }
+
+/// The path's requirement (the example's map: /api/reports/ needs `reports.read OR admin`) and
+/// IP allowlists through nginx: 1009 with keygate's envelope naming what was required, the API
+/// never called; what the key holds reaches the API, a client's own x-keygate-require and
+/// x-keygate-permissions never do; the allowlist sees the client behind nginx (keygate trusts
+/// nginx's address).
+#[tokio::test]
+async fn nginx_requires_the_paths_permissions_and_the_clients_address() {
+    let Some(bin) = nginx_bin() else { return };
+    let sb = Sandbox::new();
+    let admin = admin_token();
+    let keygate = sb.start(&["--admin-token", &admin, "--trusted-proxies", "127.0.0.1"], &[]).await;
+    let backend = Backend::start();
+    let nginx = Nginx::start(&bin, keygate.port, backend.port);
+    let http = client();
+    let grace = customer(&keygate, &admin, "grace@example.com").await;
+    let path = format!("/credentials/{}", grace.client_id);
+    let patch = |body: serde_json::Value| keygate.admin(&admin, "PATCH", &path, Some(body));
+
+    // No permission: refused with keygate's own words, under 403; a forged requirement or
+    // grant from the client changes nothing.
+    let req = http.get(nginx.url("/api/reports/1")).header("x-api-key", &grace.key);
+    let a = ask(with_headers(req, &[("x-keygate-require", ""), ("x-keygate-permissions", "*")])).await;
+    assert_eq!((a.status, a.body["code"].as_i64()), (403, Some(1009)), "{a:?}\n{}", nginx.logs());
+    assert_eq!(a.body["msg"], "Permission denied: requires reports.read OR admin", "{a:?}");
+    assert_eq!(backend.count(), 0, "the API was called for a refused request");
+    // A path without a requirement lets the key in.
+    let a = ask(http.get(nginx.url("/api/things")).header("x-api-key", &grace.key)).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(backend.last().all("x-keygate-permissions"), Vec::<&str>::new());
+
+    // Granted (with a wildcard), named, with metadata: in, and the API sees all three.
+    let r = patch(json!({"permissions": ["reports.*"], "name": "grace's reporter", "meta": {"team": "bi"}})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let req = http.get(nginx.url("/api/reports/1")).header("x-api-key", &grace.key);
+    let a = ask(with_headers(req, &[("x-keygate-permissions", "forged"), ("x-keygate-key-name", "forged")])).await;
+    assert_eq!(a.status, 200, "{a:?}\n{}", nginx.logs());
+    let seen = backend.last();
+    assert_eq!(seen.one("x-keygate-permissions"), "reports.*", "{seen:#?}");
+    assert_eq!(seen.one("x-keygate-key-name"), "grace's reporter");
+    assert_eq!(seen.one("x-keygate-meta"), r#"{"team":"bi"}"#);
+    assert_eq!(seen.all("x-keygate-require"), Vec::<&str>::new(), "the requirement is not the API's business");
+
+    // An allowlist without the client's address (127.0.0.1, behind nginx): 1009, the address
+    // not shown; with it: in. What the client writes in X-Forwarded-For counts for nothing.
+    let r = patch(json!({"ipAllowlist": ["203.0.113.0/24"]})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let req = http.get(nginx.url("/api/reports/2")).header("x-api-key", &grace.key);
+    let a = ask(req.header("x-forwarded-for", "203.0.113.9")).await;
+    assert_eq!((a.status, a.body["code"].as_i64()), (403, Some(1009)), "{a:?}");
+    assert_eq!(a.body["msg"], "Permission denied: this key may not be used from this address");
+    let r = patch(json!({"ipAllowlist": ["127.0.0.1", "::1"]})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let a = ask(http.get(nginx.url("/api/reports/3")).header("x-api-key", &grace.key)).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(backend.count(), 3, "only what keygate accepted reached the API");
+}

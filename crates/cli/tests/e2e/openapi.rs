@@ -63,9 +63,11 @@ async fn the_document_describes_the_live_server() {
             vec!["--exclude-tag".into(), "admin".into(), "-H".into(), format!("x-api-key: {key}")],
         ),
     ];
-    // One rule JSON Schema cannot state: a set of rate limits has unique names (`uniqueItems`
-    // compares whole items). So for the operations that take a set, a 400 for a schema-valid
-    // body is expected too; every other check still applies to them. The same for the usage
+    // Rules JSON Schema cannot state: a set of rate limits has unique names (`uniqueItems`
+    // compares whole items), a role given to a credential must exist, a permission is not named
+    // `and` or `or`, a network's prefix fits its address. So for the operations that take them
+    // (PATCH and PUT, and a credential's creation, which takes PATCH's body), a 400 for a
+    // schema-valid body is expected too; every other check still applies to them. The same for the usage
     // queries, whose parameters depend on each other (from before to, at most 366 days apart,
     // hours within the last 7 days, days not with from or to): separate query parameters have
     // no JSON Schema for that.
@@ -73,9 +75,22 @@ async fn the_document_describes_the_live_server() {
     std::fs::write(
         &config,
         r#"[[operations]]
-include-path-regex = "^/admin/v1/(credentials/[^/]+|accounts/[^/]+|plans/[^/]+)$"
+include-path-regex = "^/admin/v1/(credentials/[^/]+|accounts/[^/]+|plans/[^/]+|roles/[^/]+)$"
 include-method-regex = "^(PATCH|PUT)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]
+include-path-regex = "^/admin/v1/accounts/[^/]+/credentials$"
+include-method-regex = "^POST$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+# x-keygate-require's grammar (nested parentheses) is no regular language: its schema says
+# which characters an expression is made of, so a schema-valid value may still be malformed
+# (400); an undeclared method (TRACE) with such a value gets that 400 before its 405.
+[[operations]]
+include-path-regex = "^/auth/verify"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "402", "403", "404", "409", "429", "5xx"]
+checks.unsupported_method.enabled = false
 
 [[operations]]
 include-path-regex = "^/admin/v1/(credentials|accounts)/[^/]+/usage$"

@@ -213,7 +213,7 @@ pub(crate) struct AccountPatch {
     credits: Option<Option<CreditsConfig>>,
     /// The networks its credentials may be used from (IPv4/IPv6 CIDRs or addresses; `[]`:
     /// anywhere). A credential's own allowlist applies as well.
-    #[schema(max_items = 256, example = json!(["203.0.113.0/24"]))]
+    #[schema(value_type = Option<Vec<super::keys::Network>>, max_items = 256, example = json!(["203.0.113.0/24"]))]
     ip_allowlist: Option<Vec<String>>,
 }
 #[utoipa::path(
@@ -333,7 +333,7 @@ pub(crate) async fn create_credential(
     OptionalJson(req): OptionalJson<CredentialPatch>,
 ) -> Result<Response, ApiError> {
     check_credits(req.credits.as_ref())?;
-    let credits = req.credits.clone().flatten();
+    let credits = req.credits.flatten();
     let mut issued = s.ops.create_credential_with(id, req.change()?).await?;
     if let Some(config) = credits {
         let scope = CreditScope::Credential(issued.client_id);
@@ -485,14 +485,14 @@ pub(crate) struct CredentialPatch {
     /// `false`: refused (1101 "disabled") until set back to `true`; unlike a revoke, reversible.
     enabled: Option<bool>,
     /// Its own permissions, the whole set (`[]`: none): names (`videos.create`), `prefix.*` or `*`.
-    #[schema(max_items = 1000, example = json!(["videos.create", "images.*"]))]
+    #[schema(value_type = Option<Vec<super::keys::Grant>>, max_items = 1000, example = json!(["videos.create", "images.*"]))]
     permissions: Option<Vec<String>>,
     /// The roles it holds, the whole set (`[]`: none); each must exist.
-    #[schema(max_items = 64, example = json!(["video-editor"]))]
+    #[schema(value_type = Option<Vec<super::keys::RoleName>>, max_items = 64, example = json!(["video-editor"]))]
     roles: Option<Vec<String>>,
     /// The networks it may be used from (IPv4/IPv6 CIDRs or addresses; `[]`: anywhere); its
     /// account's allowlist applies as well.
-    #[schema(max_items = 256, example = json!(["203.0.113.7", "2001:db8::/32"]))]
+    #[schema(value_type = Option<Vec<super::keys::Network>>, max_items = 256, example = json!(["203.0.113.7", "2001:db8::/32"]))]
     ip_allowlist: Option<Vec<String>>,
     /// The credential's own rate limits, counted for it alone: the whole set (`[]` removes them).
     /// Each overrides the plan's limit of the same name; the account's own limits apply as well.

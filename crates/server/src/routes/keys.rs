@@ -40,6 +40,52 @@ impl TimeValue {
     }
 }
 
+/// A string as the document describes it (only the document's: keygate reads these with its own
+/// parsers, which also refuse what a pattern cannot say, like a permission named `and`).
+fn string_schema(pattern: &str, max: usize, example: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .examples([serde_json::json!(example)])
+        .into()
+}
+
+/// A role's name: 1 to 64 of a-z, 0-9, and `_ . -` after the first.
+pub(crate) struct RoleName;
+
+impl utoipa::PartialSchema for RoleName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema("^[a-z0-9][a-z0-9_.-]{0,63}$", 64, "video-editor")
+    }
+}
+
+impl utoipa::ToSchema for RoleName {}
+
+/// A permission a credential or a role is granted: a name (`videos.create`), `prefix.*` or `*`.
+pub(crate) struct Grant;
+
+impl utoipa::PartialSchema for Grant {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(r"^(\*|[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*(\.\*)?)$", 102, "videos.create")
+    }
+}
+
+impl utoipa::ToSchema for Grant {}
+
+/// A network: an IPv4 or IPv6 address, or one in CIDR form.
+pub(crate) struct Network;
+
+impl utoipa::PartialSchema for Network {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$", 43, "203.0.113.0/24")
+    }
+}
+
+impl utoipa::ToSchema for Network {}
+
 /// A role's name in the path.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -54,7 +100,7 @@ pub(crate) struct RolePath {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RoleBody {
     /// The whole set: names (`videos.create`), `prefix.*` or `*`.
-    #[schema(max_items = 1000, example = json!(["videos.create", "images.*"]))]
+    #[schema(value_type = Vec<Grant>, max_items = 1000, example = json!(["videos.create", "images.*"]))]
     permissions: Vec<String>,
 }
 

@@ -106,7 +106,7 @@ pub async fn get_token(
     security(("apiKey" = []), ("bearerToken" = []), ("clientId" = [], "clientSecret" = [])),
     params(
         ("x-keygate-cost" = Option<CostHeader>, Header, description = "Credits the request costs where a balance applies (0: needs a positive balance, charges nothing) [default: 1]"),
-        ("x-keygate-require" = Option<String>, Header, description = "The permissions the request requires, an expression: `videos.create AND (images.read OR admin)` [default: none]"),
+        ("x-keygate-require" = Option<RequireHeader>, Header, description = "The permissions the request requires, an expression: `videos.create AND (images.read OR admin)` [default: none; empty: none]"),
     ),
     responses(
         (status = 200, description = "1000: who the caller is", body = Envelope<Identity>, headers(
@@ -148,7 +148,7 @@ pub async fn verify(State(state): State<AppState>, req: axum::extract::Request) 
     params(
         ("rest" = String, Path, description = "Anything: the original path, ignored"),
         ("x-keygate-cost" = Option<CostHeader>, Header, description = "Credits the request costs where a balance applies [default: 1]"),
-        ("x-keygate-require" = Option<String>, Header, description = "The permissions the request requires [default: none]"),
+        ("x-keygate-require" = Option<RequireHeader>, Header, description = "The permissions the request requires [default: none]"),
     ),
     security(("apiKey" = []), ("bearerToken" = []), ("clientId" = [], "clientSecret" = [])),
     responses(
@@ -181,6 +181,24 @@ impl utoipa::PartialSchema for CostHeader {
 }
 
 impl utoipa::ToSchema for CostHeader {}
+
+/// `x-keygate-require`, as the document describes it: the characters an expression is made of, at
+/// most 1000 bytes (the grammar itself, with its parentheses, is no regular language: the header
+/// is read by `keygate_auth::identity::require_header`).
+pub(crate) struct RequireHeader;
+
+impl utoipa::PartialSchema for RequireHeader {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[A-Za-z0-9_.:() \t-]*$"))
+            .max_length(Some(keygate_core::permission::MAX_REQUIREMENT_LEN))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RequireHeader {}
 
 /// Takes the whole request (only its headers are read) so that they are not copied.
 async fn authenticate(state: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {

@@ -1,5 +1,6 @@
 //! Several keygate nodes on one PostgreSQL: a revoke, rotate or ban on one node is refused on
-//! the others within the propagation bound, also when notifications are lost and when
+//! the others within the propagation bound (and a disable, expiry, permission, allowlist or
+//! role change, `keys`), also when notifications are lost and when
 //! PostgreSQL restarts. Needs PostgreSQL (skips loudly without it, fails under
 //! KEYGATE_TEST_REQUIRE_ALL=1).
 //!
@@ -7,6 +8,7 @@
 //! a time (a process-wide lock).
 
 mod credits;
+mod keys;
 mod ratelimits;
 
 use std::net::SocketAddr;
