@@ -10,8 +10,11 @@ use anyhow::Context;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use keygate_auth::secrets;
 use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig};
+use keygate_core::model::{Credential, CredentialChange, Meta, SecretGeneration};
+use keygate_core::net::Cidr;
 use keygate_core::ratelimit::{EffectiveLimit, RateLimit, Source};
 use keygate_ops::password::{self, Passwords};
+use keygate_ops::usage::parse_time;
 use keygate_ops::{IssuedCredential, Ops, parse_account_id, parse_client_id};
 use keygate_server::config::{DatabaseArgs, LogFormat};
 use keygate_server::{Application, Config};
@@ -77,6 +80,9 @@ enum Command {
     /// Manage plans: named sets of rate limits assigned to accounts.
     #[command(subcommand)]
     Plan(PlanCmd),
+    /// Manage roles: named sets of permissions credentials hold.
+    #[command(subcommand)]
+    Role(RoleCmd),
     /// Export usage (requests per day or hour and outcome, credits spent) for billing.
     #[command(subcommand)]
     Usage(usage::UsageCmd),
@@ -196,6 +202,18 @@ enum AccountCmd {
         #[command(flatten)]
         change: CreditFlags,
     },
+    /// Set the networks an account's credentials may be used from (each credential's own
+    /// allowlist applies as well); without networks or --clear, show them.
+    Allowlist {
+        /// The account's id (24 hexadecimal characters, as `account create` prints it).
+        id: String,
+        /// The whole new list: addresses or networks, e.g. `203.0.113.7 10.0.0.0/8 2001:db8::/32`.
+        #[arg(value_name = "CIDR", conflicts_with = "clear")]
+        networks: Vec<Cidr>,
+        /// Remove the allowlist: its credentials may be used from anywhere (as far as the account goes).
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 /// A change of a credits balance given on the command line.
@@ -270,12 +288,196 @@ enum PlanCmd {
 }
 
 #[derive(Subcommand)]
+enum RoleCmd {
+    /// Create or replace a role: every credential holding it, and its tokens, has the new
+    /// permissions at once.
+    Put {
+        /// The role's name: lowercase letters, digits, '_', '.', '-'.
+        name: String,
+        /// A permission it grants: a name (`videos.create`), `prefix.*` or `*` (repeat, or separate
+        /// with commas; the whole set is replaced).
+        #[arg(long = "permission", visible_alias = "permissions", value_name = "PERMISSION", value_delimiter = ',')]
+        permissions: Vec<String>,
+    },
+    /// List the roles.
+    List,
+    /// Show a role and how many credentials hold it.
+    #[command(visible_alias = "get")]
+    Show {
+        /// The role's name.
+        name: String,
+    },
+    /// Delete a role (refused while credentials hold it).
+    Delete {
+        /// The role's name.
+        name: String,
+    },
+}
+
+/// What a credential may do and when, set as it is created (in the same transaction).
+#[derive(Args)]
+struct NewCredentialFlags {
+    /// A name for people, e.g. "dashboard (read-only)" (1 to 200 characters); sent upstream.
+    #[arg(long)]
+    name: Option<String>,
+    /// Metadata: a JSON object of up to 4 KB, e.g. '{"tier":"gold"}'; sent upstream.
+    #[arg(long, value_name = "JSON", value_parser = parse_meta)]
+    meta: Option<Meta>,
+    /// When it and its tokens stop working (1101 "expired"): an RFC 3339 time
+    /// (2026-12-31T23:59:59Z), a date (its midnight, UTC) or Unix milliseconds.
+    #[arg(long, value_name = "TIME")]
+    expires: Option<String>,
+    /// Create it disabled: refused (1101 "disabled") until `credential update --enable`.
+    #[arg(long, visible_alias = "disable")]
+    disabled: bool,
+    /// A permission it holds: a name (`videos.create`), `prefix.*` or `*` (repeat, or separate
+    /// with commas).
+    #[arg(long = "permission", visible_alias = "permissions", value_name = "PERMISSION", value_delimiter = ',')]
+    permissions: Vec<String>,
+    /// A role it holds, which must exist (`role put`); repeat, or separate with commas.
+    #[arg(long = "role", visible_alias = "roles", value_name = "ROLE", value_delimiter = ',')]
+    roles: Vec<String>,
+    /// An address or network it may be used from, e.g. 10.0.0.0/8 (repeat, or separate with
+    /// commas; none: anywhere). Its account's allowlist applies as well.
+    #[arg(long = "allow-ip", visible_alias = "allow-ips", value_name = "CIDR", value_delimiter = ',')]
+    allow_ips: Vec<Cidr>,
+    /// Its own rate limit: NAME=LIMIT/DURATION, e.g. `burst=100/1m` (repeat for several).
+    #[arg(long = "ratelimit", value_name = "NAME=LIMIT/DURATION", value_parser = clap::value_parser!(RateLimit))]
+    ratelimits: Vec<RateLimit>,
+}
+
+impl NewCredentialFlags {
+    fn change(self) -> anyhow::Result<CredentialChange> {
+        Ok(CredentialChange {
+            name: self.name.map(Some),
+            meta: self.meta.map(Some),
+            expires_at: self.expires.as_deref().map(|t| parse_time("--expires", t).map(Some)).transpose()?,
+            enabled: self.disabled.then_some(false),
+            permissions: some_vec(self.permissions),
+            roles: some_vec(self.roles),
+            ip_allowlist: some_vec(self.allow_ips),
+            ratelimits: some_vec(self.ratelimits),
+        })
+    }
+}
+
+/// What to change on a credential: each flag given replaces that field, the others stay.
+#[derive(Args)]
+struct CredentialUpdateFlags {
+    /// A new name for people (1 to 200 characters).
+    #[arg(long, conflicts_with = "no_name")]
+    name: Option<String>,
+    /// Remove its name.
+    #[arg(long)]
+    no_name: bool,
+    /// New metadata: a JSON object of up to 4 KB, e.g. '{"tier":"gold"}' (replaces the old).
+    #[arg(long, value_name = "JSON", value_parser = parse_meta, conflicts_with = "no_meta")]
+    meta: Option<Meta>,
+    /// Remove its metadata.
+    #[arg(long)]
+    no_meta: bool,
+    /// When it and its tokens stop working: an RFC 3339 time (2026-12-31T23:59:59Z), a date
+    /// (its midnight, UTC) or Unix milliseconds.
+    #[arg(long, value_name = "TIME", conflicts_with = "no_expiry")]
+    expires: Option<String>,
+    /// Remove its expiry: it works until revoked.
+    #[arg(long)]
+    no_expiry: bool,
+    /// Let it work again after --disable.
+    #[arg(long, conflicts_with = "disable")]
+    enable: bool,
+    /// Refuse it and its tokens (1101 "disabled") until --enable; unlike a revoke, reversible.
+    #[arg(long)]
+    disable: bool,
+    /// Its permissions, the whole set, comma-separated: names (`videos.create`), `prefix.*` or
+    /// `*`; an empty string ('') removes them all.
+    #[arg(long, visible_alias = "permission", value_name = "P,P,...")]
+    permissions: Option<Vec<String>>,
+    /// The roles it holds, the whole set, comma-separated (each must exist); '' removes them all.
+    #[arg(long, visible_alias = "role", value_name = "ROLE,...")]
+    roles: Option<Vec<String>>,
+    /// The addresses or networks it may be used from, the whole set, comma-separated, e.g.
+    /// 10.0.0.0/8,2001:db8::/32; '' removes the allowlist (anywhere).
+    #[arg(long, visible_alias = "allow-ip", value_name = "CIDR,...", value_parser = parse_networks)]
+    allow_ips: Option<Vec<Networks>>,
+}
+
+impl CredentialUpdateFlags {
+    fn change(self) -> anyhow::Result<CredentialChange> {
+        let clearable = |value: Option<String>, clear: bool| if clear { Some(None) } else { value.map(Some) };
+        let expires_at = match (self.expires, self.no_expiry) {
+            (_, true) => Some(None),
+            (Some(t), false) => Some(Some(parse_time("--expires", &t)?)),
+            (None, false) => None,
+        };
+        let change = CredentialChange {
+            name: clearable(self.name, self.no_name),
+            meta: if self.no_meta { Some(None) } else { self.meta.map(Some) },
+            expires_at,
+            enabled: if self.enable { Some(true) } else { self.disable.then_some(false) },
+            permissions: list(self.permissions),
+            roles: list(self.roles),
+            ip_allowlist: self.allow_ips.map(|v| v.into_iter().flat_map(|n| n.0).collect()),
+            ratelimits: None,
+        };
+        if change.is_empty() {
+            anyhow::bail!(
+                "nothing to change: give at least one of --name/--no-name, --meta/--no-meta, --expires/--no-expiry, \
+                 --enable/--disable, --permissions, --roles or --allow-ips (`credential show CLIENT_ID` shows it as it is; \
+                 `credential limits` and `credential credits` change its rate limits and credits)"
+            );
+        }
+        Ok(change)
+    }
+}
+
+/// A list given, or `None` for an empty one (the field left as it is).
+fn some_vec<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+/// A comma-separated list given once or several times, as one list (`''`: the empty list).
+fn list(values: Option<Vec<String>>) -> Option<Vec<String>> {
+    values.map(|v| {
+        v.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    })
+}
+
+/// Networks given as one comma-separated value (`''`: none).
+#[derive(Clone)]
+struct Networks(Vec<Cidr>);
+
+fn parse_networks(s: &str) -> Result<Networks, String> {
+    s.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::parse).collect::<Result<_, _>>().map(Networks)
+}
+
+/// `--meta`: a JSON object.
+fn parse_meta(s: &str) -> Result<Meta, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("must be a JSON object, e.g. '{\"tier\":\"gold\"}'".into()),
+        Err(e) => Err(format!("not JSON ({e}); give an object, e.g. '{{\"tier\":\"gold\"}}'")),
+    }
+}
+
+#[derive(Subcommand)]
 enum CredentialCmd {
-    /// Create a credential; prints its clientId and API key (shown only this once).
+    /// Create a credential; prints its clientId and API key (shown only this once). Its name,
+    /// metadata, expiry, permissions, roles, allowlist and limits are set in the same transaction.
     Create {
         /// The id of the account the credential belongs to.
         #[arg(long, value_name = "ACCOUNT_ID")]
         account: String,
+        #[command(flatten)]
+        fields: NewCredentialFlags,
+    },
+    /// Change a credential's name, metadata, expiry, enabled, permissions, roles or allowlist
+    /// (one transaction; every node, and its live tokens, see it within the feed bound).
+    Update {
+        /// The credential's clientId (24 hexadecimal characters, as `credential create` prints it).
+        client_id: String,
+        #[command(flatten)]
+        change: CredentialUpdateFlags,
     },
     /// List an account's credentials.
     List {
@@ -521,6 +723,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SigningKey(cmd) => admin(config, json, Manage::SigningKey(cmd)).await,
         Command::AdminToken(cmd) => admin(config, json, Manage::AdminToken(cmd)).await,
         Command::Plan(cmd) => admin(config, json, Manage::Plan(cmd)).await,
+        Command::Role(cmd) => admin(config, json, Manage::Role(cmd)).await,
         Command::Usage(cmd) => admin(config, json, Manage::Usage(cmd)).await,
     }
 }
@@ -556,6 +759,7 @@ async fn shutdown_signal() {
 
 enum Manage {
     Plan(PlanCmd),
+    Role(RoleCmd),
     Account(AccountCmd),
     Credential(CredentialCmd),
     SigningKey(SigningKeyCmd),
@@ -588,28 +792,111 @@ fn account_line(a: &keygate_core::model::Account) -> String {
     )
 }
 
-fn credential_line(c: &keygate_core::model::Credential) -> String {
+fn credential_line(c: &Credential) -> String {
     let grace: Vec<String> = c
         .live_generations
         .iter()
         .filter_map(|g| g.expires_at.map(|t| format!("gen {} until {}", g.generation, fmt_time(t))))
         .collect();
-    format!(
-        "{}  account={}  {}  {}  gen={}{}  created {}",
+    let mut s = format!(
+        "{}  account={}  {}  {}{}  gen={}{}  created {}",
         c.client_id,
         c.account_id,
         c.hint,
         c.status.as_str(),
+        if c.enabled { "" } else { " (disabled)" },
         c.generation,
         if grace.is_empty() { String::new() } else { format!("  (old: {})", grace.join(", ")) },
         fmt_time(c.created_at)
-    )
+    );
+    if let Some(name) = &c.name {
+        s.push_str(&format!("  name={name:?}"));
+    }
+    if let Some(t) = c.expires_at {
+        let verb = if t <= keygate_store::now_ms() { "expired" } else { "expires" };
+        s.push_str(&format!("  {verb} {}", fmt_time(t)));
+    }
+    if !c.permissions.is_empty() {
+        s.push_str(&format!("  permissions={}", c.permissions.join(",")));
+    }
+    if !c.roles.is_empty() {
+        s.push_str(&format!("  roles={}", c.roles.join(",")));
+    }
+    if !c.ip_allowlist.is_empty() {
+        s.push_str(&format!("  ip-allowlist={}", join(&c.ip_allowlist)));
+    }
+    if let Some(meta) = &c.meta {
+        s.push_str(&format!("  meta={}", serde_json::Value::Object(meta.clone())));
+    }
+    s
 }
 
-/// Until when the key a rotation replaced keeps working (`None`: it stopped at once).
-fn old_key_until(rotated: &IssuedCredential) -> Option<i64> {
-    let c = &rotated.credential;
-    c.live_generations.iter().find(|g| g.generation + 1 == c.generation).and_then(|g| g.expires_at)
+/// A role's permissions, indented under its name.
+fn permission_line(permissions: &[String]) -> String {
+    if permissions.is_empty() {
+        "  no permissions".into()
+    } else {
+        format!("  permissions: {}", permissions.join(", "))
+    }
+}
+
+/// Networks, comma-separated.
+fn join(networks: &[Cidr]) -> String {
+    networks.iter().map(Cidr::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// What a rotation did to the keys it did not issue: the one it replaced works until the grace
+/// ends (or stopped at once), and any older one still in an earlier grace stopped at once (the
+/// rule: the current key and the one before it, at most).
+struct Rotation {
+    /// The generation it replaced.
+    previous: u32,
+    /// Until when the replaced key works (`None`: it stopped at once).
+    previous_until: Option<i64>,
+    /// Older generations that were still working and stopped now, with the end they had.
+    ended: Vec<SecretGeneration>,
+}
+
+impl Rotation {
+    fn of(before: &Credential, after: &Credential) -> Self {
+        let previous = after.generation - 1;
+        let previous_until =
+            after.live_generations.iter().find(|g| g.generation == previous).and_then(|g| g.expires_at);
+        let now = keygate_store::now_ms();
+        let ended = before
+            .live_generations
+            .iter()
+            .filter(|g| g.generation < previous && g.is_live(now))
+            .filter(|g| !after.live_generations.iter().any(|a| a.generation == g.generation))
+            .copied()
+            .collect();
+        Self { previous, previous_until, ended }
+    }
+
+    fn describe(&self, c: &Credential) -> String {
+        let mut s = match self.previous_until {
+            Some(t) => {
+                let mut s = format!(
+                    "The previous API key (generation {}, and its tokens) keeps working until {}.",
+                    self.previous,
+                    fmt_time(t)
+                );
+                if let Some(end) = c.expires_at.filter(|e| *e < t) {
+                    s.push_str(&format!(" The credential itself expires at {}, and every key with it.", fmt_time(end)));
+                }
+                s
+            }
+            None => format!("The previous API key (generation {}, and its tokens) stopped working now.", self.previous),
+        };
+        for g in &self.ended {
+            let grace = g.expires_at.map(|t| format!(" (its grace ran until {})", fmt_time(t))).unwrap_or_default();
+            s.push_str(&format!(
+                "\nThe older API key of generation {}{grace} stopped working now: a rotation keeps at most the current key and the one it replaced.",
+                g.generation
+            ));
+        }
+        s
+    }
 }
 
 fn issued(i: &IssuedCredential) -> String {
@@ -735,6 +1022,51 @@ async fn manage(
             AccountCmd::Credits { id, change } => {
                 credits(ops, CreditScope::Account(parse_account_id(&id)?), change, json).await
             }
+            AccountCmd::Allowlist { id, networks, clear } => {
+                let id = parse_account_id(&id)?;
+                let account = if clear || !networks.is_empty() {
+                    ops.set_account_ip_allowlist(id, networks).await?
+                } else {
+                    ops.get_account(id).await?.0
+                };
+                print(json, &account, |a| {
+                    let list = if a.ip_allowlist.is_empty() {
+                        "  ip allowlist: none (any address, as far as the account goes)".into()
+                    } else {
+                        format!("  ip allowlist: {}", join(&a.ip_allowlist))
+                    };
+                    format!("{}\n{list}", account_line(a))
+                })
+            }
+        },
+        Manage::Role(cmd) => match cmd {
+            RoleCmd::Put { name, permissions } => {
+                let (role, created) = ops.put_role(&name, permissions).await?;
+                print(json, &role, |r| {
+                    let verb = if created { "created" } else { "replaced" };
+                    format!("role {} {verb}\n{}", r.name, permission_line(&r.permissions))
+                })
+            }
+            RoleCmd::List => print(json, &ops.list_roles().await?, |v| {
+                if v.is_empty() {
+                    return "no roles".into();
+                }
+                v.iter()
+                    .map(|r| format!("{}\n{}", r.name, permission_line(&r.permissions)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+            RoleCmd::Show { name } => {
+                let (role, credentials) = ops.get_role(&name).await?;
+                let value = serde_json::json!({"role": role, "credentials": credentials});
+                print(json, &value, |_| {
+                    format!("{}  credentials={credentials}\n{}", role.name, permission_line(&role.permissions))
+                })
+            }
+            RoleCmd::Delete { name } => {
+                ops.delete_role(&name).await?;
+                print(json, &serde_json::json!({"name": name, "deleted": true}), |_| format!("role {name} deleted"))
+            }
         },
         Manage::Plan(cmd) => match cmd {
             PlanCmd::Put { name, set, credits_refill } => {
@@ -767,8 +1099,23 @@ async fn manage(
             }
         },
         Manage::Credential(cmd) => match cmd {
-            CredentialCmd::Create { account } => {
-                print(json, &ops.create_credential(parse_account_id(&account)?).await?, issued)
+            CredentialCmd::Create { account, fields } => {
+                let account = parse_account_id(&account)?;
+                let change = fields.change()?;
+                let plain = change.is_empty();
+                let issued = ops.create_credential_with(account, change).await?;
+                print(json, &issued, |i| {
+                    // What it was created with, when it was created with something.
+                    if plain {
+                        self::issued(i)
+                    } else {
+                        format!("{}\n\n{}", credential_line(&i.credential), self::issued(i))
+                    }
+                })
+            }
+            CredentialCmd::Update { client_id, change } => {
+                let change = change.change()?;
+                print(json, &ops.update_credential(parse_client_id(&client_id)?, change).await?, credential_line)
             }
             CredentialCmd::List { account } => {
                 print(json, &ops.list_credentials(parse_account_id(&account)?).await?, |v| {
@@ -799,19 +1146,16 @@ async fn manage(
                 credits(ops, CreditScope::Credential(parse_client_id(&client_id)?), change, json).await
             }
             CredentialCmd::Rotate { client_id, grace } => {
-                let rotated = ops.rotate_credential(parse_client_id(&client_id)?, grace.unwrap_or_default()).await?;
-                let old_until = old_key_until(&rotated);
+                let id = parse_client_id(&client_id)?;
+                // What worked before, to say which older keys this rotation ended.
+                let before = ops.get_credential(id).await?;
+                let rotated = ops.rotate_credential(id, grace.unwrap_or_default()).await?;
+                let rotation = Rotation::of(&before, &rotated.credential);
                 let mut value = serde_json::to_value(&rotated)?;
-                value["oldKeyExpiresAt"] = old_until.into();
-                print(json, &value, |_| {
-                    let old = match old_until {
-                        Some(t) => {
-                            format!("The previous API key (and its tokens) keeps working until {}.", fmt_time(t))
-                        }
-                        None => "The previous API key (and its tokens) stopped working now.".into(),
-                    };
-                    format!("{}\n\n{old}", issued(&rotated))
-                })
+                value["oldKeyExpiresAt"] = rotation.previous_until.into();
+                value["previousGeneration"] = rotation.previous.into();
+                value["endedGenerations"] = rotation.ended.iter().map(|g| g.generation).collect::<Vec<_>>().into();
+                print(json, &value, |_| format!("{}\n\n{}", issued(&rotated), rotation.describe(&rotated.credential)))
             }
         },
         Manage::SigningKey(cmd) => match cmd {

@@ -17,10 +17,12 @@ use crate::http::{self, Read, Transport};
 use crate::{ClientOptions, Secret};
 
 mod credits;
+mod keys;
 mod usage;
 pub use credits::{
     CreditAdjustment, CreditBalance, CreditSource, CreditsChanged, CreditsConfig, Refill, RefillInterval,
 };
+pub use keys::{CredentialFields, Role, RoleDetail, unix_ms};
 pub use usage::{Granularity, UsageBucket, UsageQuery};
 
 /// The admin API's prefix.
@@ -107,6 +109,11 @@ pub struct Account {
     /// name.
     #[serde(default)]
     pub ratelimits: Vec<RateLimit>,
+    /// The networks its credentials may be used from (empty: anywhere), as the server writes
+    /// them (`203.0.113.0/24`, a single address as `203.0.113.7/32`); each credential's own
+    /// allowlist applies as well ([`AdminClient::set_account_ip_allowlist`]).
+    #[serde(default)]
+    pub ip_allowlist: Vec<String>,
     /// When it was created.
     pub created_at: i64,
     /// When it last changed.
@@ -202,6 +209,16 @@ pub struct SecretGeneration {
 ///     "liveGenerations":[{"generation":1}],"createdAt":1,"updatedAt":1}"#)?;
 /// assert_eq!(c.hint, "kgk_...Ab12");
 /// assert_eq!(c.last_used_at, None);
+/// // A server without key fields: enabled, no name, no restrictions.
+/// assert!(c.enabled && c.name.is_none() && c.permissions.is_empty() && c.expiry().is_none());
+///
+/// let c: keygate_client::Credential = serde_json::from_str(r#"{"clientId":"64db241f6d9e5c4bd136c188",
+///     "accountId":"64db241f6d9e5c4bd136c187","status":"active","generation":1,"hint":"kgk_...Ab12",
+///     "createdAt":1,"updatedAt":1,"name":"ci","meta":{"team":"web"},"expiresAt":4102444800000,
+///     "enabled":false,"permissions":["videos.*"],"roles":["reader"],"ipAllowlist":["10.0.0.0/8"]}"#)?;
+/// assert_eq!((c.name.as_deref(), c.enabled, c.roles.as_slice()), (Some("ci"), false, &["reader".to_owned()][..]));
+/// assert_eq!(c.meta.as_ref().and_then(|m| m.get("team")), Some(&serde_json::json!("web")));
+/// assert_eq!(c.expiry(), Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_800)));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +252,50 @@ pub struct Credential {
     /// (not the account's own, which apply as well).
     #[serde(default)]
     pub ratelimits: Vec<RateLimit>,
+    /// A name for people, sent upstream and in `/auth/verify`'s answer.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free-form metadata (a JSON object of up to 4 KB), sent upstream and in `/auth/verify`'s
+    /// answer.
+    #[serde(default)]
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When it and its tokens stop working (then `1101`); `None`: never. See
+    /// [`expiry`](Self::expiry).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// `false`: refused (`1101` "disabled") until enabled again.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Its own permissions (`videos.create`, `images.*`, `*`); its roles' apply as well.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// The [`Role`]s it holds: each grants the role's permissions as they are now.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The networks it may be used from (empty: anywhere), as the server writes them
+    /// (`10.0.0.0/8`, `::1/128`); its account's allowlist applies as well.
+    #[serde(default)]
+    pub ip_allowlist: Vec<String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Credential {
+    /// [`expires_at`](Self::expires_at) as a time.
+    ///
+    /// ```
+    /// let c: keygate_client::Credential = serde_json::from_str(r#"{"clientId":"64db241f6d9e5c4bd136c188",
+    ///     "accountId":"64db241f6d9e5c4bd136c187","status":"active","generation":1,"hint":"kgk_...Ab12",
+    ///     "createdAt":1,"updatedAt":1,"expiresAt":1500}"#)?;
+    /// assert_eq!(c.expiry(), Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1500)));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn expiry(&self) -> Option<std::time::SystemTime> {
+        let ms = u64::try_from(self.expires_at?).ok()?;
+        std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+    }
 }
 
 /// A credential, the rate limits its requests count against and its own credits balance: the
@@ -579,7 +640,8 @@ impl AccountQuery {
 /// A client of keygate's admin API, authenticated with the admin token. Cheap to clone.
 ///
 /// Reads and the calls that are safe to repeat (ban, unban, revoke, setting rate limits, a plan
-/// or credits, a credits change with an idempotency key, putting or deleting a plan) are retried
+/// or credits, a credits change with an idempotency key, putting or deleting a plan or a role,
+/// changing a credential's fields or an account's allowlist) are retried
 /// as the [`RetryPolicy`](crate::RetryPolicy) says; creations, rotations and credits added
 /// without an idempotency key are retried only when nothing was sent (a connection that could
 /// not be opened) or keygate answered `1503`, since repeating them would create a second

@@ -24,6 +24,10 @@ pub const VERIFY_PATH: &str = "/auth/verify";
 /// The request header that tells `/auth/verify` what a request costs in credits (default 1):
 /// what [`ApiKeyClient::verify_with_cost`] sends.
 pub const COST_HEADER: &str = "x-keygate-cost";
+/// The request header that tells `/auth/verify` which permissions a request requires, an
+/// expression (`videos.create AND (images.read OR admin)`): what
+/// [`ApiKeyClient::verify_requiring`] sends.
+pub const REQUIRE_HEADER: &str = "x-keygate-require";
 
 /// Who keygate says a credential belongs to: the answer of `/auth/verify`, with where each rate
 /// limit that applies stands after it and the credits left.
@@ -48,6 +52,16 @@ pub const COST_HEADER: &str = "x-keygate-cost";
 ///     "creditsRemaining":9990}"#,
 /// )?;
 /// assert_eq!(id.credits_remaining, Some(9990));
+/// assert!(id.name.is_none() && id.permissions.is_empty() && id.meta.is_none());
+///
+/// // A credential with a name, permissions (its own and its roles') and metadata.
+/// let id: keygate_client::Identity = serde_json::from_str(
+///     r#"{"accountId":"64db241f6d9e5c4bd136c187","uid":7,"clientId":"64db241f6d9e5c4bd136c188","method":"api_key",
+///     "name":"ci runner","permissions":["images.*","videos.read"],"meta":{"team":"web"}}"#,
+/// )?;
+/// assert_eq!(id.name.as_deref(), Some("ci runner"));
+/// assert_eq!(id.permissions, ["images.*", "videos.read"]);
+/// assert_eq!(id.meta.as_ref().and_then(|m| m.get("team")), Some(&serde_json::json!("web")));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +87,16 @@ pub struct Identity {
     /// does not cover a request, the answer is [`Error::InsufficientCredits`].
     #[serde(default)]
     pub credits_remaining: Option<i64>,
+    /// The credential's name, when it has one (the upstream gets it as `x-keygate-key-name`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The permissions the credential holds, its own and its roles', wildcards as granted
+    /// (`images.*`, `*`); empty when it holds none.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// The credential's metadata, when it has some (the upstream gets it as `x-keygate-meta`).
+    #[serde(default)]
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Where one rate limit stands after a request: an item of [`Identity::ratelimits`]. A request
@@ -267,6 +291,27 @@ impl ApiKeyClient {
     /// ```
     pub async fn verify_with_cost(&self, cost: u64) -> Result<Identity> {
         verify(self.get(VERIFY_PATH).header(COST_HEADER, cost)).await
+    }
+
+    /// `GET /auth/verify` with `x-keygate-require: requirement`: [`verify`](Self::verify), and
+    /// the credential must hold what the expression requires (`videos.create`,
+    /// `videos.create AND (images.read OR admin)`; a grant `images.*` or `*` covers the names
+    /// under it). When it does not, the answer is [`Error::PermissionDenied`] (`1009`, HTTP 403),
+    /// whose message names what was required, and nothing is charged; a malformed expression is
+    /// `1003` (HTTP 400).
+    ///
+    /// ```no_run
+    /// # async fn run(client: keygate_client::ApiKeyClient) -> keygate_client::Result<()> {
+    /// use keygate_client::Error;
+    /// match client.verify_requiring("videos.create").await {
+    ///     Ok(me) => println!("{:?} may create videos", me.name),
+    ///     Err(Error::PermissionDenied { msg, .. }) => println!("not allowed: {msg}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify_requiring(&self, requirement: &str) -> Result<Identity> {
+        verify(self.get(VERIFY_PATH).header(REQUIRE_HEADER, requirement)).await
     }
 
     /// Adds the `x-api-key` header to a `reqwest` request of your own (one sent with a streaming
@@ -563,6 +608,20 @@ impl TokenClient {
     /// ```
     pub async fn verify_with_cost(&self, cost: u64) -> Result<Identity> {
         verify(self.get(VERIFY_PATH).header(COST_HEADER, cost)).await
+    }
+
+    /// `GET /auth/verify` with the token and `x-keygate-require: requirement`: see
+    /// [`ApiKeyClient::verify_requiring`]. A token carries no permissions of its own: its
+    /// credential's, as they are now, apply.
+    ///
+    /// ```no_run
+    /// # async fn run(client: keygate_client::TokenClient) -> keygate_client::Result<()> {
+    /// let me = client.verify_requiring("images.read OR admin").await?;
+    /// println!("{:?}", me.permissions);
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify_requiring(&self, requirement: &str) -> Result<Identity> {
+        verify(self.get(VERIFY_PATH).header(REQUIRE_HEADER, requirement)).await
     }
 
     /// Adds `Authorization: Bearer {token}` to a `reqwest` request of your own (getting a token

@@ -26,7 +26,9 @@ pub enum Code {
     /// 1006: insufficient quota balance (HTTP 402): the credits left do not cover the request's
     /// cost. Such an answer is an [`Error::InsufficientCredits`], never an [`Error::Api`].
     QuotaExceeded,
-    /// 1009: permission denied (HTTP 403).
+    /// 1009: permission denied (HTTP 403): the credential does not hold the permissions the
+    /// request requires, or may not be used from the client's address. Such an answer is an
+    /// [`Error::PermissionDenied`], never an [`Error::Api`].
     PermissionDenied,
     /// 1101: invalid authorization, or the token has expired (HTTP 401).
     InvalidAuth,
@@ -117,7 +119,8 @@ impl fmt::Display for Code {
 ///
 /// A refusal by keygate is [`Error::Api`], with its business [`Code`], the HTTP status, the
 /// server's message and its `Retry-After`, but for a refusal for credits (`1006`), which is
-/// [`Error::InsufficientCredits`] with what is left; match on the code:
+/// [`Error::InsufficientCredits`] with what is left, and a refusal for permissions (`1009`),
+/// which is [`Error::PermissionDenied`]; match on the code:
 ///
 /// ```
 /// use std::time::Duration;
@@ -130,6 +133,7 @@ impl fmt::Display for Code {
 ///         Error::Api { code: Code::TooFrequent, retry_after: Some(d), .. } => format!("rate limited for {d:?}"),
 ///         Error::Api { code: Code::TooFrequent, retry_after: None, .. } => "a limit of 0 blocks it".into(),
 ///         Error::InsufficientCredits { remaining, .. } => format!("top up: {remaining:?} credits left"),
+///         Error::PermissionDenied { msg, .. } => format!("not allowed: {msg}"),
 ///         Error::Api { status, .. } if *status >= 500 => "keygate is in trouble".into(),
 ///         Error::Transport(_) => "keygate cannot be reached".into(),
 ///         _ => "something else".into(),
@@ -150,6 +154,9 @@ impl fmt::Display for Code {
 /// let e = Error::InsufficientCredits { status: 402, msg: "Insufficient quota balance".into(), remaining: Some(3) };
 /// assert_eq!(explain(&e), "top up: Some(3) credits left");
 /// assert_eq!((e.code(), e.status(), e.credits_remaining()), (Some(Code::QuotaExceeded), Some(402), Some(3)));
+/// let e = Error::PermissionDenied { status: 403, msg: "Permission denied: requires videos.create".into() };
+/// assert_eq!(explain(&e), "not allowed: Permission denied: requires videos.create");
+/// assert_eq!((e.code(), e.status()), (Some(Code::PermissionDenied), Some(403)));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -187,6 +194,24 @@ pub enum Error {
         /// sends it with every `1006`; `None` when the answer had none, e.g. from the API behind
         /// the gateway, or through a proxy that dropped it). 0 or more.
         remaining: Option<i64>,
+    },
+    /// The credential may not do this: an answer with code `1009` ([`Code::PermissionDenied`],
+    /// HTTP 403), from `/auth/verify` (a requirement it does not meet, see
+    /// [`ApiKeyClient::verify_requiring`](crate::ApiKeyClient::verify_requiring)), from the
+    /// gateway (a route's `permissions`), or from getToken and any of them when the credential or
+    /// its account has an IP allowlist the client's address is not on. keygate's message names
+    /// what was required, never what the credential holds.
+    ///
+    /// Retrying does not help until the credential's permissions, roles or allowlist change, so
+    /// the SDK never retries it, whatever the status a proxy in between gave it
+    /// ([`Error::is_retryable`] is `false`). [`code`](Error::code) is [`Code::PermissionDenied`].
+    #[error("permission denied (code 1009, HTTP {status}): {msg}")]
+    PermissionDenied {
+        /// The HTTP status (403; 200 when the server answers refusals with `always-200`; what a
+        /// proxy in between made of it).
+        status: u16,
+        /// The server's message.
+        msg: String,
     },
     /// An HTTP error status whose body is not the envelope (the API behind the gateway, or a
     /// proxy in between, answered by itself). `body` is its first kilobyte.
@@ -228,6 +253,7 @@ impl Error {
         match self {
             Self::Api { code, .. } => Some(*code),
             Self::InsufficientCredits { .. } => Some(Code::QuotaExceeded),
+            Self::PermissionDenied { .. } => Some(Code::PermissionDenied),
             _ => None,
         }
     }
@@ -282,6 +308,7 @@ impl Error {
         match self {
             Self::Api { status, .. }
             | Self::InsufficientCredits { status, .. }
+            | Self::PermissionDenied { status, .. }
             | Self::Status { status, .. }
             | Self::Decode { status, .. } => Some(*status),
             Self::Transport(e) => e.status().map(|s| s.as_u16()),
@@ -300,6 +327,8 @@ impl Error {
     ///   and whether to wait is the caller's decision);
     /// - a refusal for credits, [`Error::InsufficientCredits`] (`1006`): never, whatever its
     ///   status (only a top-up or a refill helps);
+    /// - a refusal for permissions, [`Error::PermissionDenied`] (`1009`): never, whatever its
+    ///   status (only a change of the credential's permissions, roles or allowlist helps);
     /// - anything else (every 4xx, 429 included): never.
     ///
     /// ```
@@ -315,11 +344,15 @@ impl Error {
     /// assert!(!limited.is_retryable(true));
     /// let broke = Error::InsufficientCredits { status: 500, msg: String::new(), remaining: Some(0) };
     /// assert!(!broke.is_retryable(true));
+    /// let denied = Error::PermissionDenied { status: 500, msg: String::new() };
+    /// assert!(!denied.is_retryable(true));
     /// ```
     pub fn is_retryable(&self, idempotent: bool) -> bool {
         match self {
             Self::Api { code: Code::Unavailable, .. } => true,
-            Self::Api { code: Code::TooFrequent, .. } | Self::InsufficientCredits { .. } => false,
+            Self::Api { code: Code::TooFrequent, .. }
+            | Self::InsufficientCredits { .. }
+            | Self::PermissionDenied { .. } => false,
             Self::Api { status, .. } | Self::Status { status, .. } => *status >= 500 && idempotent,
             Self::Transport(e) => e.is_connect() || (idempotent && !e.is_builder() && !e.is_decode()),
             _ => false,

@@ -208,10 +208,12 @@ fn head(bytes: &[u8]) -> Option<Head> {
 }
 
 /// The error of an envelope with a code other than 1000: [`Error::InsufficientCredits`] for a
-/// `1006` (with the credits left), else [`Error::Api`] (with its `Retry-After`).
+/// `1006` (with the credits left), [`Error::PermissionDenied`] for a `1009`, else [`Error::Api`]
+/// (with its `Retry-After`).
 fn refused(status: u16, h: Head, hints: Hints) -> Error {
     match Code::from_u32(h.code) {
         Code::QuotaExceeded => Error::InsufficientCredits { status, msg: h.msg, remaining: hints.credits_remaining },
+        Code::PermissionDenied => Error::PermissionDenied { status, msg: h.msg },
         code => Error::Api { code, status, msg: h.msg, retry_after: hints.retry_after },
     }
 }
@@ -310,6 +312,21 @@ mod tests {
         assert!(matches!(e, Error::InsufficientCredits { status: 200, remaining: None, .. }), "{e:?}");
         // A 402 that is not the envelope stays a status.
         assert!(matches!(error_of(402, b"pay up", left), Error::Status { status: 402, .. }));
+
+        // A refusal for permissions: its own variant, never retried (nginx's auth_request makes
+        // a 403 a 403, a proxy may make it anything).
+        let body = br#"{"code":1009,"msg":"Permission denied: requires videos.create"}"#;
+        for status in [403, 500] {
+            let e = error_of(status, body, Hints::default());
+            assert!(
+                matches!(e, Error::PermissionDenied { status: s, ref msg } if s == status && msg.contains("videos.create")),
+                "{e:?}"
+            );
+            assert_eq!(e.code(), Some(Code::PermissionDenied));
+            assert!(!e.is_retryable(true) && !e.is_retryable(false), "HTTP {status}");
+        }
+        let e = refusal(200, br#"{"code":1009,"msg":"Permission denied"}"#, Hints::default()).unwrap();
+        assert!(matches!(e, Error::PermissionDenied { status: 200, .. }), "{e:?}");
     }
 
     #[test]

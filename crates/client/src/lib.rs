@@ -7,8 +7,8 @@
 //!   `1101`), and sends `Authorization: Bearer`. Both call `/auth/verify` ([`ApiKeyClient::verify`])
 //!   and build authenticated requests to the API behind keygate ([`ApiKeyClient::request`]).
 //! - For the **platform's backend**: [`AdminClient`] covers the admin API under `/admin/v1`
-//!   (accounts, bans, credentials, rotation, usage, rate limits and plans, credits, signing
-//!   keys), with lists as streams.
+//!   (accounts, bans, credentials and what each may do and when, roles, IP allowlists, rotation,
+//!   usage, rate limits and plans, credits, signing keys), with lists as streams.
 //! - **Webhooks** in the vendor's scheme (SHA-1 signature, AES-CBC payload): [`webhook`].
 //!
 //! Every client retries connection failures, `1503` and (for requests that are safe to repeat)
@@ -16,7 +16,8 @@
 //! [`Error::Api`] with its business [`Code`], HTTP status and message. A rate limit's refusal,
 //! `1005` (HTTP 429), is never retried: it comes back at once with the server's `Retry-After`
 //! ([`Error::retry_after`]). Nor is a refusal for credits, `1006` (HTTP 402): it is an
-//! [`Error::InsufficientCredits`] with the credits left.
+//! [`Error::InsufficientCredits`] with the credits left; nor one for permissions, `1009` (HTTP
+//! 403): an [`Error::PermissionDenied`].
 //!
 //! # Quick start: an API key
 //!
@@ -119,6 +120,33 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Quick start: permissions, roles, expiry
+//!
+//! ```no_run
+//! # async fn run(admin: keygate_client::AdminClient) -> keygate_client::Result<()> {
+//! use std::time::{Duration, SystemTime};
+//! use keygate_client::{ApiKeyClient, CredentialFields, Error};
+//!
+//! admin.put_role("video-editor", &["videos.*", "images.read"]).await?;
+//! let fields = CredentialFields::new()
+//!     .name("render farm")
+//!     .roles(["video-editor"])
+//!     .ip_allowlist(["10.0.0.0/8"])
+//!     .expires_at(SystemTime::now() + Duration::from_secs(90 * 86_400));
+//! let issued = admin.create_credential_with("64db241f6d9e5c4bd136c187", &fields).await?;
+//!
+//! // The customer's side: who the key is, and a request that needs a permission.
+//! let client = ApiKeyClient::new("http://127.0.0.1:8080", issued.api_key.expose())?;
+//! match client.verify_requiring("videos.create").await {
+//!     Ok(me) => println!("{:?} holds {:?}", me.name, me.permissions),
+//!     Err(Error::PermissionDenied { msg, .. }) => println!("{msg}"),
+//!     Err(e) => return Err(e),
+//! }
+//! // Suspend it for a while (1101 "disabled"), reversibly.
+//! admin.update_credential(&issued.client_id, &CredentialFields::new().enabled(false)).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Quick start: a webhook receiver
 //!
 //! ```
@@ -149,11 +177,12 @@ pub use admin::{
     CredentialDetail, CredentialStatus, DailyUsage, EffectiveLimit, IssuedCredential, LimitSource, Page, Plan,
     PlanDetail, RateLimit, SecretGeneration, SigningKey,
 };
+pub use admin::{CredentialFields, Role, RoleDetail, unix_ms};
 pub use admin::{CreditAdjustment, CreditBalance, CreditSource, CreditsChanged, CreditsConfig, Refill, RefillInterval};
 pub use admin::{Granularity, UsageBucket, UsageQuery};
 pub use consumer::{
-    ApiKeyClient, AuthMethod, COST_HEADER, GET_TOKEN_PATH, Identity, LimitStatus, RequestBuilder, TokenClient,
-    VERIFY_PATH,
+    ApiKeyClient, AuthMethod, COST_HEADER, GET_TOKEN_PATH, Identity, LimitStatus, REQUIRE_HEADER, RequestBuilder,
+    TokenClient, VERIFY_PATH,
 };
 pub use error::{Code, Error, Result};
 pub use options::ClientOptions;

@@ -21,6 +21,7 @@ mod limits;
 mod nginx;
 mod openapi;
 mod operator;
+mod permissions;
 mod secrets;
 mod soak;
 mod systemd;

@@ -11,6 +11,9 @@
 //! - `credits`: balances on credentials, accounts and plans, spent through `/auth/verify` at a
 //!   cost and through the gateway, `1006` as `Error::InsufficientCredits` (never retried),
 //!   top-ups applied once per idempotency key, bad settings as typed `1003`s;
+//! - `keys`: a credential's name, metadata, expiry, enabled, permissions, roles and allowlist at
+//!   creation and in a change, roles, an account's allowlist, the identity's new fields, `1009` as
+//!   `Error::PermissionDenied` (never retried), bad fields as typed `1003`s;
 //! - `usage`: usage by outcome for a credential and an account (buckets, CSV, the older form);
 //! - `retry`: backoff on 5xx / 1503 / connection failures, never on 4xx, against a local server
 //!   scripted to fail (it stands in for a failing upstream or proxy, not for keygate).
@@ -19,6 +22,7 @@ mod admin;
 mod consumer;
 mod credits;
 mod gateway;
+mod keys;
 mod ratelimits;
 mod retry;
 mod support;
