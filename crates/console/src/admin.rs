@@ -3,7 +3,9 @@
 //! delete; their rate limits and credits refill), an account's plan and own rate limits, a
 //! credential's own rate limits; an account's and a credential's credits (a balance and its
 //! refill, removed, or adjusted: a top-up, a refund or a new balance, applied once per form
-//! thanks to an idempotency key made when the form is shown). Only operator accounts get in
+//! thanks to an idempotency key made when the form is shown); any credential's settings (name,
+//! expiry, enabled, permissions, roles among the existing ones, IP allowlist) and an account's
+//! IP allowlist. Ban, unban and revoke are applied once per form (`forms`). Only operator accounts get in
 //! (customers get 403); the actions go through the same [`keygate_ops::Ops`] as the admin API,
 //! with `console:<operator email>` as the actor in the account's history. A refused limit or
 //! credits form answers 400 (409 for a conflicting adjustment) with the form again, as it was
@@ -21,12 +23,14 @@ use keygate_core::model::{AccountStatus, CredentialStatus};
 use keygate_core::ratelimit::{self, EffectiveLimit};
 use keygate_core::{AccountId, ClientId};
 use keygate_ops::OpsError;
-use keygate_store::{AccountEvent, CreditScope};
+use keygate_store::{AccountEvent, CreditScope, now_ms};
 use serde::Deserialize;
 
 use super::credits::{self, CreditsBlock, Holder};
+use super::forms::{self, Applied, Before};
+use super::keys::{self, SettingsForm, SettingsView, Typed};
 use super::limits::{self, LimitRow, Reader};
-use super::pages::{CredentialRow, NoFields, RevokePage};
+use super::pages::{CredentialRow, KeyForm, NoFields, RevokePage};
 use super::session::{Operator, Post, User};
 use super::{ConsoleError, Nav, capitalise, fmt_time, render};
 use crate::ConsoleState;
@@ -44,8 +48,10 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/admin/accounts/{id}/credits", post(set_account_credits))
         .route("/admin/accounts/{id}/credits/remove", post(remove_account_credits))
         .route("/admin/accounts/{id}/credits/adjust", post(adjust_account_credits))
+        .route("/admin/accounts/{id}/allowlist", post(set_account_allowlist))
         .route("/admin/credentials/{client_id}/revoke", get(revoke_confirm).post(revoke))
         .route("/admin/credentials/{client_id}/limits", post(set_credential_limits))
+        .route("/admin/credentials/{client_id}/settings", post(set_credential_settings))
         .route("/admin/credentials/{client_id}/credits", post(set_credential_credits))
         .route("/admin/credentials/{client_id}/credits/remove", post(remove_credential_credits))
         .route("/admin/credentials/{client_id}/credits/adjust", post(adjust_credential_credits))
@@ -130,6 +136,9 @@ struct CredentialLimits {
     limits: Vec<LimitRow>,
     /// Its own credits and their forms.
     credits: CreditsBlock,
+    /// Its settings (name, expiry, enabled, permissions, roles, allowlist) and their form.
+    settings: SettingsView,
+    form: SettingsForm,
 }
 
 #[derive(Template)]
@@ -161,6 +170,16 @@ struct AccountPage {
     /// The account's credits (its own, or its plan's) and their forms.
     credits: CreditsBlock,
     refill_syntax: &'static str,
+    /// The networks the account's keys may be used from (empty: anywhere), the form's lines (or
+    /// as typed, after a refused form), why it was refused, whether it was just saved.
+    allowlist: Vec<String>,
+    allowlist_lines: String,
+    allowlist_error: Option<String>,
+    allowlist_saved: bool,
+    /// The ban and unban forms' keys.
+    form_key: String,
+    /// What a replayed ban, unban or revoke form did, when it had not finished or was refused.
+    replayed: Option<&'static str>,
 }
 
 /// A limit form that was refused: shown again as typed, with the reason.
@@ -175,6 +194,17 @@ enum Refused {
     /// A credential's form.
     Credential {
         client_id: ClientId,
+        lines: String,
+        error: String,
+    },
+    /// A credential's settings form, as typed.
+    Settings {
+        client_id: ClientId,
+        typed: Typed,
+        error: String,
+    },
+    /// The account's allowlist form.
+    Allowlist {
         lines: String,
         error: String,
     },
@@ -229,6 +259,19 @@ struct AccountQuery {
     credits: Option<CreditsDone>,
     /// Whose credits: "account" or a clientId of the account's.
     of: Option<String>,
+    /// What was saved: "allowlist", or a clientId (its settings).
+    saved: Option<String>,
+    /// A replayed form that had not finished ("pending") or was refused ("failed").
+    form: Option<String>,
+}
+
+/// What the previous form did, said on the account page.
+#[derive(Default)]
+struct Notice {
+    /// A credits form: what, and to whose credits ("account" or a clientId).
+    credits: Option<(CreditsDone, String)>,
+    saved: Option<String>,
+    replayed: Option<&'static str>,
 }
 
 fn account_id(id: &str) -> Result<AccountId, ConsoleError> {
@@ -242,19 +285,27 @@ async fn account(
     query: Result<Query<AccountQuery>, QueryRejection>,
 ) -> Result<Response, ConsoleError> {
     // A notice that cannot be read is left out: the page is what was asked for.
-    let done = query.ok().and_then(|Query(q)| Some((q.credits?, q.of?)));
-    account_page(&s, &user, account_id(&id)?, Refused::None, done).await
+    let notice = match query {
+        Ok(Query(q)) => Notice {
+            credits: q.credits.zip(q.of),
+            saved: q.saved,
+            replayed: super::pages::form_notice(q.form.as_deref().filter(|f| *f != "again")),
+        },
+        Err(_) => Notice::default(),
+    };
+    account_page(&s, &user, account_id(&id)?, Refused::None, notice).await
 }
 
-/// The account page; 400 with the refused form, if any, shown again; `done`: what the previous
-/// credits form did, and to whose credits ("account" or a clientId).
+/// The account page; 400 with the refused form, if any, shown again; `notice`: what the previous
+/// form did.
 async fn account_page(
     s: &ConsoleState,
     user: &User,
     id: AccountId,
     refused: Refused,
-    done: Option<(CreditsDone, String)>,
+    notice: Notice,
 ) -> Result<Response, ConsoleError> {
+    let done = notice.credits;
     let store = s.ops.store();
     let ca = store.console_account(id).await?;
     let events: Vec<AccountEvent> = store.account_events(id).await?;
@@ -266,6 +317,10 @@ async fn account_page(
     if let Some(p) = a.plan.as_ref().filter(|p| !plans.contains(p)) {
         plans.push(p.clone());
     }
+    let (allowlist_lines, allowlist_error) = match &refused {
+        Refused::Allowlist { lines, error } => (lines.clone(), Some(error.clone())),
+        _ => (keys::allowlist_lines(&a.ip_allowlist), None),
+    };
     let (picked, own_lines, limits_error) = match &refused {
         Refused::Account { plan, lines, error } => (plan.clone(), lines.clone(), Some(error.clone())),
         _ => (a.plan.clone().unwrap_or_default(), limits::to_lines(&a.ratelimits), None),
@@ -297,6 +352,8 @@ async fn account_page(
         account_balance.as_ref(),
         Holder::Account(a.plan.as_deref()),
     );
+    let roles = s.ops.list_roles().await?;
+    let now = now_ms();
     let mut credential_limits = Vec::new();
     for c in credentials.iter().filter(|c| c.status == CredentialStatus::Active) {
         let (lines, error) = match &refused {
@@ -307,7 +364,17 @@ async fn account_page(
         };
         let balance = s.ops.credit_balance(CreditScope::Credential(c.client_id)).await?;
         let client_id = c.client_id.to_hex();
+        let mut form =
+            SettingsForm::new(c, format!("/console/admin/credentials/{client_id}/settings"), Some(roles.as_slice()));
+        if let Refused::Settings { client_id: refused_id, typed, error } = &refused
+            && *refused_id == c.client_id
+        {
+            form = form.refused(typed, error.clone());
+        }
+        form.saved = notice.saved.as_deref() == Some(client_id.as_str());
         credential_limits.push(CredentialLimits {
+            settings: SettingsView::of(c, now),
+            form,
             credits: block(
                 CreditScope::Credential(c.client_id),
                 client_id.clone(),
@@ -334,7 +401,7 @@ async fn account_page(
         ban_reason: a.ban_reason.clone(),
         created: fmt_time(a.created_at),
         own: a.id == user.account.id,
-        credentials: credentials.iter().map(CredentialRow::of).collect(),
+        credentials: credentials.iter().map(|c| CredentialRow::of(c, a.status == AccountStatus::Banned)).collect(),
         events: events
             .into_iter()
             .rev()
@@ -349,6 +416,12 @@ async fn account_page(
         syntax: limits::SYNTAX,
         credits,
         refill_syntax: credits::REFILL_SYNTAX,
+        allowlist: SettingsView::allowlist_of(&a.ip_allowlist),
+        allowlist_lines,
+        allowlist_error,
+        allowlist_saved: notice.saved.as_deref() == Some("allowlist"),
+        form_key: forms::new_key(),
+        replayed: notice.replayed,
     };
     Ok(render(refused.status(), &page))
 }
@@ -361,6 +434,19 @@ fn actor(user: &User) -> String {
 struct ReasonForm {
     #[serde(default)]
     reason: String,
+    /// Made when the form was shown: sent twice, it is applied (and written in the history) once.
+    #[serde(default)]
+    form_key: String,
+}
+
+/// Back to the account page, with the notice of a replay that had not finished.
+fn to_account(id: AccountId, before: Option<Before>) -> Redirect {
+    let form = match before {
+        Some(Before::Pending) => "?form=pending",
+        Some(Before::Failed) => "?form=failed",
+        _ => "",
+    };
+    Redirect::to(&format!("/console/admin/accounts/{}{form}", id.to_hex()))
 }
 
 async fn ban(
@@ -377,9 +463,15 @@ async fn ban(
     if reason.is_empty() {
         return Err(ConsoleError::BadRequest("A ban needs a reason: it is kept in the account's history.".into()));
     }
-    s.ops.ban(id, Some(reason), &actor(&post.user)).await?;
+    let run = || async { Ok(s.ops.ban(id, Some(reason), &actor(&post.user)).await?) };
+    let action = format!("ban:{}", id.to_hex());
+    if let Applied::Before(b) =
+        forms::once(&s, post.user.account.id, &post.form.form_key, &action, run, |_| String::new()).await?
+    {
+        return Ok(to_account(id, Some(b)));
+    }
     tracing::info!(operator = %post.user.account.id, account = %id, "console: account banned");
-    Ok(Redirect::to(&format!("/console/admin/accounts/{}", id.to_hex())))
+    Ok(to_account(id, None))
 }
 
 async fn unban(
@@ -389,9 +481,16 @@ async fn unban(
 ) -> Result<Redirect, ConsoleError> {
     post.user.require_operator()?;
     let id = account_id(&id)?;
-    s.ops.unban(id, Some(post.form.reason.trim()), &actor(&post.user)).await?;
+    let reason = post.form.reason.trim();
+    let run = || async { Ok(s.ops.unban(id, Some(reason), &actor(&post.user)).await?) };
+    let action = format!("unban:{}", id.to_hex());
+    if let Applied::Before(b) =
+        forms::once(&s, post.user.account.id, &post.form.form_key, &action, run, |_| String::new()).await?
+    {
+        return Ok(to_account(id, Some(b)));
+    }
     tracing::info!(operator = %post.user.account.id, account = %id, "console: account unbanned");
-    Ok(Redirect::to(&format!("/console/admin/accounts/{}", id.to_hex())))
+    Ok(to_account(id, None))
 }
 
 async fn revoke_confirm(
@@ -408,10 +507,11 @@ async fn revoke_confirm(
     }
     let page = RevokePage {
         nav: Nav::of(&user, "accounts"),
-        c: CredentialRow::of(&c),
+        c: CredentialRow::of(&c, owner.status == AccountStatus::Banned),
         owner: Some(owner.email),
         action: format!("/console/admin/credentials/{}/revoke", id.to_hex()),
         cancel: back,
+        form_key: forms::new_key(),
     };
     Ok(render(StatusCode::OK, &page))
 }
@@ -419,13 +519,78 @@ async fn revoke_confirm(
 async fn revoke(
     State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
-    post: Post<NoFields>,
+    post: Post<KeyForm>,
 ) -> Result<Redirect, ConsoleError> {
     post.user.require_operator()?;
     let id: ClientId = client_id.parse().map_err(|_| ConsoleError::NotFound)?;
-    let c = s.ops.revoke_credential(id).await?;
+    let c = s.ops.get_credential(id).await?;
+    let back = |form: &str| Redirect::to(&format!("/console/admin/accounts/{}{form}", c.account_id.to_hex()));
+    if let Err(form) = super::pages::revoke_once(&s, &post.user, &c, &post.form.form_key).await? {
+        return Ok(back(&format!("?form={form}")));
+    }
     tracing::info!(operator = %post.user.account.id, client_id = %id, "console: credential revoked by an operator");
-    Ok(Redirect::to(&format!("/console/admin/accounts/{}", c.account_id.to_hex())))
+    Ok(back(""))
+}
+
+/// Changes a credential's name, expiry, enabled, permissions, roles and allowlist (one change:
+/// all or nothing).
+async fn set_credential_settings(
+    State(s): State<ConsoleState>,
+    Path(client_id): Path<String>,
+    post: Post<Vec<(String, String)>>,
+) -> Result<Response, ConsoleError> {
+    post.user.require_operator()?;
+    let id: ClientId = client_id.parse().map_err(|_| ConsoleError::NotFound)?;
+    let c = s.ops.get_credential(id).await?;
+    if c.status != CredentialStatus::Active {
+        return Err(ConsoleError::BadRequest("This credential is revoked: its settings no longer matter.".into()));
+    }
+    let typed = Typed::from_fields(&post.form);
+    let refused = |typed: Typed, m: String| Refused::Settings { client_id: id, typed, error: capitalise(&m) };
+    let change = match typed.change(&c, true, now_ms()) {
+        Ok(change) => change,
+        Err(m) => return account_page(&s, &post.user, c.account_id, refused(typed, m), Notice::default()).await,
+    };
+    match s.ops.update_credential(id, change).await {
+        Ok(_) => {}
+        Err(OpsError::Invalid(m)) => {
+            return account_page(&s, &post.user, c.account_id, refused(typed, m), Notice::default()).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(operator = %post.user.account.id, client_id = %id, "console: credential settings saved by an operator");
+    let to =
+        format!("/console/admin/accounts/{}?saved={}#settings-{}", c.account_id.to_hex(), id.to_hex(), id.to_hex());
+    Ok(Redirect::to(&to).into_response())
+}
+
+#[derive(Deserialize)]
+struct AllowlistForm {
+    #[serde(default)]
+    allowlist: String,
+}
+
+/// Replaces the networks an account's keys may be used from (empty: anywhere).
+async fn set_account_allowlist(
+    State(s): State<ConsoleState>,
+    Path(id): Path<String>,
+    post: Post<AllowlistForm>,
+) -> Result<Response, ConsoleError> {
+    post.user.require_operator()?;
+    let id = account_id(&id)?;
+    let refused = |m: String| Refused::Allowlist { lines: post.form.allowlist.clone(), error: capitalise(&m) };
+    let list = match keys::parse_allowlist(&post.form.allowlist) {
+        Ok(list) => list,
+        Err(m) => return account_page(&s, &post.user, id, refused(m), Notice::default()).await,
+    };
+    let n = list.len();
+    match s.ops.set_account_ip_allowlist(id, list).await {
+        Ok(_) => {}
+        Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, id, refused(m), Notice::default()).await,
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(operator = %post.user.account.id, account = %id, networks = n, "console: account allowlist set");
+    Ok(Redirect::to(&format!("/console/admin/accounts/{}?saved=allowlist#allowlist", id.to_hex())).into_response())
 }
 
 // ---- Rate limits and plans ----------------------------------------------------------------------
@@ -456,12 +621,12 @@ async fn set_account_limits(
     };
     let set = match limits::parse_lines(&post.form.ratelimits) {
         Ok(set) => set,
-        Err(m) => return account_page(&s, &post.user, id, refused(m), None).await,
+        Err(m) => return account_page(&s, &post.user, id, refused(m), Notice::default()).await,
     };
     let picked = (!plan.is_empty()).then_some(plan);
     match s.ops.update_account_limits(id, Some(&set), Some(picked)).await {
         Ok(_) => {}
-        Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, id, refused(m), None).await,
+        Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, id, refused(m), Notice::default()).await,
         Err(e) => return Err(e.into()),
     }
     tracing::info!(operator = %post.user.account.id, account = %id, plan = ?picked, limits = set.len(), "console: account rate limits set");
@@ -490,11 +655,13 @@ async fn set_credential_limits(
     };
     let set = match limits::parse_lines(&post.form.ratelimits) {
         Ok(set) => set,
-        Err(m) => return account_page(&s, &post.user, c.account_id, refused(m), None).await,
+        Err(m) => return account_page(&s, &post.user, c.account_id, refused(m), Notice::default()).await,
     };
     match s.ops.set_credential_ratelimits(id, &set).await {
         Ok(_) => {}
-        Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, c.account_id, refused(m), None).await,
+        Err(OpsError::Invalid(m)) => {
+            return account_page(&s, &post.user, c.account_id, refused(m), Notice::default()).await;
+        }
         Err(e) => return Err(e.into()),
     }
     tracing::info!(operator = %post.user.account.id, client_id = %id, limits = set.len(), "console: credential rate limits set");
@@ -588,11 +755,11 @@ async fn set_credits(s: &ConsoleState, scope: CreditScope, post: Post<CreditsFor
         .and_then(|remaining| Ok(CreditsConfig { remaining, refill: credits::parse_refill(&form.refill)? }))
     {
         Ok(c) => c,
-        Err(m) => return account_page(s, &post.user, account, refused(m), None).await,
+        Err(m) => return account_page(s, &post.user, account, refused(m), Notice::default()).await,
     };
     match s.ops.set_credits(scope, Some(&config)).await {
         Ok(()) => {}
-        Err(OpsError::Invalid(m)) => return account_page(s, &post.user, account, refused(m), None).await,
+        Err(OpsError::Invalid(m)) => return account_page(s, &post.user, account, refused(m), Notice::default()).await,
         Err(e) => return Err(e.into()),
     }
     tracing::info!(operator = %post.user.account.id, scope = ?scope, remaining = config.remaining, refill = ?config.refill, "console: credits set");
@@ -660,17 +827,19 @@ async fn adjust_credits(
     };
     let adjustment = match credits::parse_adjustment(form.op.trim(), &form.amount) {
         Ok(a) => a,
-        Err(m) => return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), None).await,
+        Err(m) => {
+            return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), Notice::default()).await;
+        }
     };
     let idempotency_key = form.idempotency_key.trim();
     if idempotency_key.is_empty() {
         let m = "this form has expired: check the balance, then send the form again".to_owned();
-        return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), None).await;
+        return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), Notice::default()).await;
     }
     let adjusted = match s.ops.adjust_credits(scope, adjustment, Some(idempotency_key)).await {
         Ok(a) => a,
         Err(OpsError::Invalid(m)) => {
-            return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), None).await;
+            return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), Notice::default()).await;
         }
         Err(OpsError::Conflict(m)) => {
             let m = if m.starts_with("idempotency key") {
@@ -682,7 +851,7 @@ async fn adjust_credits(
             } else {
                 m
             };
-            return account_page(s, &post.user, account, refused(m, StatusCode::CONFLICT), None).await;
+            return account_page(s, &post.user, account, refused(m, StatusCode::CONFLICT), Notice::default()).await;
         }
         Err(e) => return Err(e.into()),
     };

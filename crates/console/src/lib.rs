@@ -12,6 +12,8 @@
 //! - `pages` (customers, login, sign-up) and `admin` (operators): the handlers and their templates;
 //! - `limits`: rate limits as forms take them (`NAME=LIMIT/DURATION` per line) and pages show them;
 //! - `credits`: credits balances as pages show them and the operator's forms take them;
+//! - `keys`: a credential's name, expiry, permissions, roles, allowlist and status, shown and edited;
+//! - `forms`: forms applied once (generate, rotate, revoke, ban, unban), by a key made with the form;
 //! - `svg`: the usage chart.
 //!
 //! Every console answer carries a strict Content-Security-Policy (no inline script or style),
@@ -24,6 +26,8 @@
 mod admin;
 mod credits;
 mod csrf;
+mod forms;
+mod keys;
 mod limits;
 mod pages;
 mod session;

@@ -1,6 +1,8 @@
-//! Customer pages: sign-up, login, logout, and "API Credentials" (list, generate, usage,
-//! rotate, revoke, and the rate limits and credits that apply to each, read-only). A customer
-//! only ever reaches their own credentials: anyone else's answer 404, as if they did not exist.
+//! Customer pages: sign-up, login, logout, and "API Credentials" (list, generate with an optional
+//! name and expiry, usage, rotate, revoke, the status of each, its settings: name, expiry,
+//! permissions and IP allowlist, and the rate limits and credits that apply to it, read-only).
+//! Generate, rotate and revoke are applied once per form (`forms`). A customer only ever reaches
+//! their own credentials: anyone else's answer 404, as if they did not exist.
 
 use askama::Template;
 use axum::Router;
@@ -17,6 +19,8 @@ use keygate_store::{CreditScope, DAY_MS, Granularity, Role, UsageScope, now_ms};
 use serde::Deserialize;
 
 use super::credits::{BalanceView, Holder};
+use super::forms::{self, Applied, Before};
+use super::keys::{self, SettingsForm, SettingsView, Typed};
 use super::limits::{self, LimitRow, Reader};
 use super::session::{self, PRE_SESSION_COOKIE, Post, PublicPost, SESSION_COOKIE, User};
 use super::svg::{self, Chart};
@@ -32,6 +36,7 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/logout", post(logout))
         .route("/credentials", get(credentials).post(generate))
         .route("/credentials/{client_id}", get(credential))
+        .route("/credentials/{client_id}/settings", post(save_settings))
         .route("/credentials/{client_id}/rotate", post(rotate))
         .route("/credentials/{client_id}/revoke", get(revoke_confirm).post(revoke))
 }
@@ -259,8 +264,15 @@ async fn logout(State(s): State<ConsoleState>, post: Post<NoFields>) -> Result<R
 pub(super) struct CredentialRow {
     pub client_id: String,
     pub hint: String,
-    pub active: bool,
+    pub name: Option<String>,
+    /// Not revoked: it can still be changed, rotated or revoked.
+    pub live: bool,
+    /// What its requests get now: active, disabled, expired, revoked, "refused: account banned".
     pub status: &'static str,
+    /// Its `status-<class>`.
+    pub status_class: &'static str,
+    /// When it stops working (as shown, RFC 3339, passed).
+    pub expires: Option<(String, String, bool)>,
     pub created: String,
     pub created_iso: String,
     pub last_used: Option<String>,
@@ -274,13 +286,18 @@ pub(super) struct CredentialRow {
 }
 
 impl CredentialRow {
-    pub fn of(c: &Credential) -> Self {
+    /// `account_banned`: its account's keys are all refused.
+    pub fn of(c: &Credential, account_banned: bool) -> Self {
         let now = now_ms();
+        let (status, status_class) = keys::status(c, account_banned, now);
         Self {
             client_id: c.client_id.to_hex(),
             hint: c.hint.clone(),
-            active: c.status == CredentialStatus::Active,
-            status: c.status.as_str(),
+            name: c.name.clone(),
+            live: c.status == CredentialStatus::Active,
+            status,
+            status_class,
+            expires: c.expires_at.map(|t| (fmt_time(t), iso_time(t), t <= now)),
             created: fmt_time(c.created_at),
             created_iso: iso_time(c.created_at),
             last_used: c.last_used_at.map(fmt_time),
@@ -295,6 +312,10 @@ impl CredentialRow {
             credits: Vec::new(),
         }
     }
+}
+
+fn banned(a: &Account) -> bool {
+    a.status == AccountStatus::Banned
 }
 
 /// The credits an active credential's requests are charged to, for its owner: its own balance,
@@ -321,13 +342,43 @@ struct CredentialsPage {
     nav: Nav,
     rows: Vec<CredentialRow>,
     revoked: Option<String>,
+    /// The generate form had been sent before: the credential it made (not made again).
+    created_before: Option<String>,
+    /// What a replayed form applied once did (see [`form_notice`]).
+    form: Option<&'static str>,
     /// Some credential has credits: the list shows them.
     credits: bool,
+    /// The generate form: its key, the name and expiry as typed, why it was refused.
+    form_key: String,
+    name: String,
+    expires: String,
+    error: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Notice {
     revoked: Option<String>,
+    created: Option<String>,
+    form: Option<String>,
+}
+
+/// What a page says of a replayed form (`?form=`: "pending", "failed", or "again" for a rotation);
+/// other words are not echoed.
+pub(super) fn form_notice(form: Option<&str>) -> Option<&'static str> {
+    match form? {
+        "pending" => Some(
+            "This form had already been sent and is still being handled, or its handling was interrupted: \
+             nothing was done again. Check this page before sending it again.",
+        ),
+        "failed" => Some(
+            "This form had already been sent and was refused then: nothing was done. Send it again from this page.",
+        ),
+        "again" => Some(
+            "This form had already been sent: the key was rotated once, not again. The new key was shown once, \
+             in the answer to that form; if you did not store it, rotate the key again.",
+        ),
+        _ => None,
+    }
 }
 
 async fn credentials(
@@ -335,14 +386,35 @@ async fn credentials(
     State(s): State<ConsoleState>,
     notice: Result<Query<Notice>, QueryRejection>,
 ) -> Result<Response, ConsoleError> {
+    let notice = notice.ok().map(|Query(n)| n);
+    credentials_page(&s, &user, notice, None).await
+}
+
+/// The generate form as it was refused.
+struct Refused {
+    form_key: String,
+    name: String,
+    expires: String,
+    error: String,
+}
+
+async fn credentials_page(
+    s: &ConsoleState,
+    user: &User,
+    notice: Option<Notice>,
+    refused: Option<Refused>,
+) -> Result<Response, ConsoleError> {
     let list = s.ops.list_credentials(user.account.id).await?;
     // Only a well-formed clientId of one's own is echoed.
-    let revoked = notice
-        .ok()
-        .and_then(|Query(n)| n.revoked)
-        .and_then(|r| r.parse::<ClientId>().ok())
-        .filter(|id| list.iter().any(|c| c.client_id == *id))
-        .map(|id| id.to_hex());
+    let own_id = |r: Option<String>| {
+        r.and_then(|r| r.parse::<ClientId>().ok())
+            .filter(|id| list.iter().any(|c| c.client_id == *id))
+            .map(|id| id.to_hex())
+    };
+    let (revoked, created_before, form) = match notice {
+        Some(n) => (own_id(n.revoked), own_id(n.created), form_notice(n.form.as_deref())),
+        None => (None, None, None),
+    };
     // The account's limits once, combined with each credential's own.
     let shared = limits::shared(&s.ops.account_limits(&user.account).await?);
     let account_balance = s.ops.credit_balance(CreditScope::Account(user.account.id)).await?;
@@ -350,13 +422,29 @@ async fn credentials(
     for c in &list {
         rows.push(CredentialRow {
             limits: LimitRow::all(&EffectiveLimit::for_credential(&c.ratelimits, &shared), Reader::Customer),
-            credits: customer_credits(&s, c, &user.account, account_balance.as_ref()).await?,
-            ..CredentialRow::of(c)
+            credits: customer_credits(s, c, &user.account, account_balance.as_ref()).await?,
+            ..CredentialRow::of(c, banned(&user.account))
         });
     }
     let credits = rows.iter().any(|r| !r.credits.is_empty());
-    let page = CredentialsPage { nav: Nav::of(&user, "credentials"), rows, revoked, credits };
-    Ok(render(StatusCode::OK, &page))
+    let status = if refused.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let (form_key, name, expires, error) = match refused {
+        Some(r) => (r.form_key, r.name, r.expires, Some(r.error)),
+        None => (forms::new_key(), String::new(), String::new(), None),
+    };
+    let page = CredentialsPage {
+        nav: Nav::of(user, "credentials"),
+        rows,
+        revoked,
+        created_before,
+        form,
+        credits,
+        form_key,
+        name,
+        expires,
+        error,
+    };
+    Ok(render(status, &page))
 }
 
 /// The one page that shows a secret: the answer to the POST that made it. Not stored anywhere,
@@ -391,15 +479,51 @@ fn base_url(headers: &HeaderMap, s: &ConsoleState) -> String {
     format!("{scheme}://{host}")
 }
 
+#[derive(Deserialize)]
+struct GenerateForm {
+    /// Made when the form was shown: the same form sent again makes no second credential.
+    #[serde(default)]
+    form_key: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    expires: String,
+}
+
 async fn generate(
     State(s): State<ConsoleState>,
     headers: HeaderMap,
-    post: Post<NoFields>,
+    post: Post<GenerateForm>,
 ) -> Result<Response, ConsoleError> {
-    let issued = s.ops.create_credential(post.user.account.id).await?;
-    tracing::info!(account = %post.user.account.id, client_id = %issued.client_id, "console: credential created");
+    let Post { user, form } = post;
+    let change = match keys::creation(&form.name, &form.expires, now_ms()) {
+        Ok(c) => c,
+        Err(m) => {
+            let refused = Refused {
+                form_key: form.form_key,
+                name: form.name,
+                expires: form.expires,
+                error: super::capitalise(&m),
+            };
+            return credentials_page(&s, &user, None, Some(refused)).await;
+        }
+    };
+    let account = user.account.id;
+    let create = || async { Ok(s.ops.create_credential_with(account, change).await?) };
+    let issued = match forms::once(&s, account, &form.form_key, "generate", create, |i| i.client_id.to_hex()).await? {
+        Applied::Now(issued) => issued,
+        // Its API key was shown once, in the answer to the first sending: not again.
+        Applied::Before(Before::Done(id)) => {
+            return Ok(Redirect::to(&format!("/console/credentials?created={id}")).into_response());
+        }
+        Applied::Before(Before::Pending) => {
+            return Ok(Redirect::to("/console/credentials?form=pending").into_response());
+        }
+        Applied::Before(Before::Failed) => return Ok(Redirect::to("/console/credentials?form=failed").into_response()),
+    };
+    tracing::info!(account = %account, client_id = %issued.client_id, "console: credential created");
     let page = SecretPage {
-        nav: Nav::of(&post.user, "credentials"),
+        nav: Nav::of(&user, "credentials"),
         client_id: issued.client_id.to_hex(),
         api_key: issued.api_key,
         rotated: false,
@@ -426,33 +550,106 @@ struct CredentialPage {
     c: CredentialRow,
     generation: u32,
     chart: Chart,
+    settings: SettingsView,
+    /// Its settings form (a live credential's).
+    form: Option<SettingsForm>,
+    /// The networks the account's keys may be used from (set by the operators; empty: anywhere).
+    account_allowlist: Vec<String>,
+    /// The rotate form's key.
+    form_key: String,
+    /// What a replayed form did (see [`form_notice`]).
+    replayed: Option<&'static str>,
+}
+
+#[derive(Deserialize)]
+struct CredentialNotice {
+    saved: Option<String>,
+    form: Option<String>,
 }
 
 async fn credential(
     user: User,
     State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
+    notice: Result<Query<CredentialNotice>, QueryRejection>,
 ) -> Result<Response, ConsoleError> {
     let c = own(&s, &user, &client_id).await?;
+    let notice = notice.ok().map(|Query(n)| n);
+    let saved = notice.as_ref().is_some_and(|n| n.saved.is_some());
+    let replayed = notice.and_then(|n| form_notice(n.form.as_deref()));
+    credential_page(&s, &user, c, None, saved, replayed).await
+}
+
+/// A credential's page; 400 with its settings form as typed when `refused`.
+async fn credential_page(
+    s: &ConsoleState,
+    user: &User,
+    c: Credential,
+    refused: Option<(Typed, String)>,
+    saved: bool,
+    replayed: Option<&'static str>,
+) -> Result<Response, ConsoleError> {
     let today = now_ms().div_euclid(DAY_MS);
     let (from, to) = ((today - (svg::DAYS - 1)) * DAY_MS, (today + 1) * DAY_MS);
     let usage = s.ops.store().usage(UsageScope::Credential(c.client_id), from, to, Granularity::Day).await?;
     let limits = LimitRow::all(&s.ops.credential_limits(&c).await?, Reader::Customer);
     let account_balance = s.ops.credit_balance(CreditScope::Account(user.account.id)).await?;
-    let credits = customer_credits(&s, &c, &user.account, account_balance.as_ref()).await?;
+    let credits = customer_credits(s, &c, &user.account, account_balance.as_ref()).await?;
+    let status = if refused.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let form = (c.status == CredentialStatus::Active).then(|| {
+        let f = SettingsForm::new(&c, format!("/console/credentials/{}/settings", c.client_id.to_hex()), None);
+        let f = match &refused {
+            Some((typed, error)) => f.refused(typed, error.clone()),
+            None => f,
+        };
+        SettingsForm { saved, ..f }
+    });
     let page = CredentialPage {
-        nav: Nav::of(&user, "credentials"),
-        c: CredentialRow { limits, credits, ..CredentialRow::of(&c) },
+        nav: Nav::of(user, "credentials"),
+        c: CredentialRow { limits, credits, ..CredentialRow::of(&c, banned(&user.account)) },
         generation: c.generation,
         chart: svg::chart(&usage, today),
+        settings: SettingsView::of(&c, now_ms()),
+        form,
+        account_allowlist: SettingsView::allowlist_of(&user.account.ip_allowlist),
+        form_key: forms::new_key(),
+        replayed,
     };
-    Ok(render(StatusCode::OK, &page))
+    Ok(render(status, &page))
+}
+
+/// Saves a credential's name, expiry, permissions and allowlist (one change: all or nothing).
+async fn save_settings(
+    State(s): State<ConsoleState>,
+    Path(client_id): Path<String>,
+    post: Post<Vec<(String, String)>>,
+) -> Result<Response, ConsoleError> {
+    let c = own(&s, &post.user, &client_id).await?;
+    if c.status != CredentialStatus::Active {
+        return Err(ConsoleError::BadRequest("This credential is revoked: its settings no longer matter.".into()));
+    }
+    let typed = Typed::from_fields(&post.form);
+    let change = match typed.change(&c, false, now_ms()) {
+        Ok(change) => change,
+        Err(m) => return credential_page(&s, &post.user, c, Some((typed, super::capitalise(&m))), false, None).await,
+    };
+    match s.ops.update_credential(c.client_id, change).await {
+        Ok(_) => {}
+        Err(OpsError::Invalid(m)) => {
+            return credential_page(&s, &post.user, c, Some((typed, super::capitalise(&m))), false, None).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(account = %post.user.account.id, client_id = %c.client_id, "console: credential settings saved");
+    Ok(Redirect::to(&format!("/console/credentials/{}?saved=1#settings", c.client_id.to_hex())).into_response())
 }
 
 #[derive(Deserialize)]
 struct RotateForm {
     #[serde(default)]
     grace: String,
+    #[serde(default)]
+    form_key: String,
 }
 
 async fn rotate(
@@ -467,7 +664,25 @@ async fn rotate(
         g => humantime::parse_duration(g)
             .map_err(|_| ConsoleError::BadRequest("The grace period must be a duration like 1h or 7d.".into()))?,
     };
-    let issued = s.ops.rotate_credential(c.client_id, grace).await?;
+    let id = c.client_id.to_hex();
+    let action = format!("rotate:{id}");
+    let run = || async { Ok(s.ops.rotate_credential(c.client_id, grace).await?) };
+    let issued = match forms::once(&s, post.user.account.id, &post.form.form_key, &action, run, |i| {
+        i.credential.generation.to_string()
+    })
+    .await?
+    {
+        Applied::Now(issued) => issued,
+        // Rotated once, not again (a second rotation would end the key just shown).
+        Applied::Before(b) => {
+            let form = match b {
+                Before::Done(_) => "again",
+                Before::Pending => "pending",
+                Before::Failed => "failed",
+            };
+            return Ok(Redirect::to(&format!("/console/credentials/{id}?form={form}")).into_response());
+        }
+    };
     tracing::info!(account = %post.user.account.id, client_id = %c.client_id, "console: credential rotated");
     let page = SecretPage {
         nav: Nav::of(&post.user, "credentials"),
@@ -490,6 +705,8 @@ pub(super) struct RevokePage {
     pub owner: Option<String>,
     pub action: String,
     pub cancel: String,
+    /// The form's key: sent twice, it is applied once.
+    pub form_key: String,
 }
 
 async fn revoke_confirm(
@@ -504,21 +721,62 @@ async fn revoke_confirm(
     }
     let page = RevokePage {
         nav: Nav::of(&user, "credentials"),
-        c: CredentialRow::of(&c),
+        c: CredentialRow::of(&c, banned(&user.account)),
         owner: None,
         action: format!("/console/credentials/{id}/revoke"),
         cancel: format!("/console/credentials/{id}"),
+        form_key: forms::new_key(),
     };
     Ok(render(StatusCode::OK, &page))
+}
+
+/// A form with only its key (and the CSRF token).
+#[derive(Deserialize)]
+pub(super) struct KeyForm {
+    #[serde(default)]
+    pub form_key: String,
+}
+
+/// Revokes a credential once per form; a credential already revoked is not an error: the answer
+/// is the same as the first one's. `Err(notice)`: a replay of a form that did not finish (`pending`)
+/// or was refused (`failed`).
+pub(super) async fn revoke_once(
+    s: &ConsoleState,
+    user: &User,
+    c: &Credential,
+    form_key: &str,
+) -> Result<Result<(), &'static str>, ConsoleError> {
+    if c.status == CredentialStatus::Revoked {
+        return Ok(Ok(()));
+    }
+    let action = format!("revoke:{}", c.client_id.to_hex());
+    let run = || async {
+        match s.ops.revoke_credential(c.client_id).await {
+            Ok(_) => Ok(()),
+            // Revoked in the meantime (by another sending, or someone else): done all the same.
+            Err(OpsError::NotFound(_)) => match s.ops.get_credential(c.client_id).await?.status {
+                CredentialStatus::Revoked => Ok(()),
+                CredentialStatus::Active => Err(ConsoleError::NotFound),
+            },
+            Err(e) => Err(e.into()),
+        }
+    };
+    Ok(match forms::once(s, user.account.id, form_key, &action, run, |_| String::new()).await? {
+        Applied::Now(()) | Applied::Before(Before::Done(_)) => Ok(()),
+        Applied::Before(Before::Pending) => Err("pending"),
+        Applied::Before(Before::Failed) => Err("failed"),
+    })
 }
 
 async fn revoke(
     State(s): State<ConsoleState>,
     Path(client_id): Path<String>,
-    post: Post<NoFields>,
+    post: Post<KeyForm>,
 ) -> Result<Redirect, ConsoleError> {
     let c = own(&s, &post.user, &client_id).await?;
-    s.ops.revoke_credential(c.client_id).await?;
+    if let Err(form) = revoke_once(&s, &post.user, &c, &post.form.form_key).await? {
+        return Ok(Redirect::to(&format!("/console/credentials?form={form}")));
+    }
     tracing::info!(account = %post.user.account.id, client_id = %c.client_id, "console: credential revoked");
     Ok(Redirect::to(&format!("/console/credentials?revoked={}", c.client_id.to_hex())))
 }

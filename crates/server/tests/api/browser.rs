@@ -44,6 +44,12 @@ impl Page {
         between(&self.text, r#"name="csrf" value=""#, "\"").unwrap_or_else(|| panic!("no CSRF field in {}", self.text))
     }
 
+    /// The hidden `form_key` of the page's form that posts to `action` (a form applied once).
+    pub(crate) fn form_key(&self, action: &str) -> Option<String> {
+        let form = &self.text[self.text.find(&format!(r#"action="{action}""#))?..];
+        between(&form[..form.find("</form>")?], r#"name="form_key" value=""#, "\"")
+    }
+
     #[track_caller]
     pub(crate) fn expect(&self, status: u16) -> &Self {
         assert_eq!(self.status, status, "unexpected answer: {}\n{}", self.status, self.text);
@@ -160,11 +166,17 @@ impl<'a> Browser<'a> {
         format!("http://{}", self.app.addr)
     }
 
-    /// Opens `page`, then submits `fields` to `action` with the page's CSRF token, as a browser
-    /// on this site does (with its `Origin`).
+    /// Opens `page`, then submits `fields` to `action` with the page's CSRF token (and the
+    /// form's `form_key`, if it has one and `fields` none), as a browser on this site does (with
+    /// its `Origin`).
     pub(crate) async fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> Page {
-        let csrf = self.get(page).await.expect(200).csrf();
+        let shown = self.get(page).await;
+        let csrf = shown.expect(200).csrf();
+        let key = shown.form_key(action).filter(|_| !fields.iter().any(|(k, _)| *k == "form_key"));
         let mut all = vec![("csrf", csrf.as_str())];
+        if let Some(key) = &key {
+            all.push(("form_key", key.as_str()));
+        }
         all.extend_from_slice(fields);
         let origin = self.origin();
         self.post_with(action, &all, &[("origin", &origin), ("sec-fetch-site", "same-origin")]).await

@@ -141,7 +141,10 @@ async fn csrf_is_required_on_every_form() {
     assert!(refused.text.contains("1009"), "{}", refused.text);
     // Nothing was created by the refused forms; the right one, from this site, works.
     assert!(b.get("/console/credentials").await.text.contains("No credentials yet"));
-    b.post_with("/console/credentials", &[("csrf", &token)], &[("origin", &origin)]).await.expect(200);
+    let key = b.get("/console/credentials").await.form_key("/console/credentials").expect("a form key");
+    b.post_with("/console/credentials", &[("csrf", &token), ("form_key", &key)], &[("origin", &origin)])
+        .await
+        .expect(200);
     b.get("/console/credentials").await.expect(200);
     assert!(b.get("/console/credentials").await.text.contains("<table class=\"list\" id=\"credentials\">"));
 

@@ -22,6 +22,7 @@ mod browser;
 mod connections;
 mod console;
 mod console_credits;
+mod console_keys;
 mod console_limits;
 mod credits;
 mod feed;
