@@ -8,6 +8,7 @@
 
 use keygate_core::model::{Credential, CredentialChange, CredentialStatus, KeyRole, MAX_ALLOWLIST};
 use keygate_core::net::Cidr;
+use keygate_core::permission::Grants;
 
 use super::{fmt_time, iso_time};
 
@@ -254,10 +255,37 @@ impl Typed {
         if operator {
             change.enabled = Some(self.enabled);
             change.roles = Some(self.roles.clone());
+        } else if let Some(asked) = &change.permissions {
+            // A customer narrows what the operator gave the key, never widens it: each
+            // permission must be covered by the key's own ones (not its roles', which the
+            // operator may take away).
+            let own = Grants::new(&current.permissions).unwrap_or_default();
+            let beyond: Vec<&str> = asked.iter().map(String::as_str).filter(|g| !covers(&own, g)).collect();
+            if !beyond.is_empty() {
+                return Err(format!(
+                    "a key's permissions can only be narrowed here; ask your operator for {}",
+                    beyond.join(", ")
+                ));
+            }
         }
         // Checked here for the message; the operation checks again.
         change.clone().normalize()?;
         Ok(change)
+    }
+}
+
+/// Whether `grant` (a name, `prefix.*` or `*`) is within what `held` grants.
+fn covers(held: &Grants, grant: &str) -> bool {
+    if grant == "*" {
+        return held.iter().any(|h| h == "*");
+    }
+    match grant.strip_suffix(".*") {
+        Some(prefix) => held.iter().any(|h| {
+            h == "*"
+                || h.strip_suffix(".*")
+                    .is_some_and(|p| prefix == p || prefix.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
+        }),
+        None => held.allows(grant),
     }
 }
 
@@ -299,6 +327,13 @@ mod tests {
     #[test]
     fn lists() {
         assert_eq!(parse_permissions("videos.create\n images.*, a"), ["videos.create", "images.*", "a"]);
+        let held = Grants::new(["videos.*", "images.read"]).unwrap();
+        for inside in ["videos.create", "videos.a.b", "videos.*", "videos.x.*", "images.read"] {
+            assert!(covers(&held, inside), "{inside}");
+        }
+        for outside in ["*", "images.*", "images.write", "videosx.*", "admin"] {
+            assert!(!covers(&held, outside), "{outside}");
+        }
         let list = parse_allowlist("203.0.113.7\n10.0.0.0/8, ::1\n\n").unwrap();
         assert_eq!(allowlist_lines(&list), "203.0.113.7\n10.0.0.0/8\n::1");
         let e = parse_allowlist("10.0.0.0/8\n10.0.0.0/99").unwrap_err();

@@ -216,6 +216,16 @@ async fn customers_edit_their_own_keys_only() {
         .expect_no_text(r#"name="role""#)
         .expect_no_text(r#"name="enabled""#);
     let csrf = page.csrf();
+    // What the operator gave the key: the customer may narrow it, never widen it.
+    let granted =
+        CredentialChange { permissions: Some(vec!["videos.*".into(), "images.*".into()]), ..Default::default() };
+    app.state.ops.update_credential(client_id.parse().unwrap(), granted).await.unwrap();
+    let before = settings(&app, &client_id).await;
+    for widen in ["*", "admin", "videos.*\nbilling.read"] {
+        let refused = post(&b, &csrf, &action, &[("name", "wider"), ("permissions", widen), ("allowlist", "")]).await;
+        refused.expect(400).expect_text("can only be narrowed here");
+        assert_eq!(settings(&app, &client_id).await, before, "{widen}: nothing written");
+    }
     let fields = [
         ("name", " dashboard <read-only> "),
         ("expires", "2999-01-01 12:00"),
