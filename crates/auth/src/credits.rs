@@ -5,7 +5,10 @@
 //! a subtraction in memory. A balance running low (a quarter of its last lease left) is leased
 //! ahead by [`run_refiller`], which takes every balance running low in one transaction
 //! ([`Store::lease_credits_many`]); a request waits for a lease only when its balance ran out
-//! first. What was spent is reported every `flush` ([`Store::settle_credits`]),
+//! first (a balance it is the first to charge, or one given back idle), and then in the
+//! refiller's next batch, with every other balance that requests need meanwhile (one commit for
+//! them all: a node that starts, or whose keys come back after a pause, does not lease its
+//! balances one transaction each). What was spent is reported every `flush` ([`Store::settle_credits`]),
 //! which also keeps the lease alive; a lease idle for `idle_return` is given back, and so is every
 //! lease at shutdown. So:
 //! - **never overspent**: a process spends only credits the database handed it; a lease it has
@@ -28,6 +31,7 @@
 //! boundary itself), so after a `set` it may spend what it held for up to the feed's bound.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -202,13 +206,38 @@ enum Attempt {
     Lease(Vec<Arc<Balance>>),
 }
 
+/// What [`run_refiller`] leases in its next batch.
+#[derive(Default)]
+struct Refills {
+    /// Balances running low (each at most once: `Local::refilling`), and balances a request
+    /// waits for, with the credits it needs held (`Some`).
+    queue: Vec<(Arc<Balance>, Option<i64>)>,
+    /// The number of the batch that takes `queue` next.
+    next: u64,
+    /// A request waits for this batch: no waiting for more to gather.
+    urgent: bool,
+}
+
+/// The batches [`run_refiller`] has leased, for the requests waiting for one.
+#[derive(Debug, Clone, Default)]
+struct Batches {
+    /// Every batch up to this one is done (`u64::MAX`: the refiller stopped).
+    done: u64,
+    /// The last batch that failed, and why.
+    failed: Option<(u64, Arc<StoreError>)>,
+}
+
 /// Every balance this process charges.
 pub struct Credits {
     holder: String,
     settings: CreditSettings,
-    /// Balances running low, for [`run_refiller`] (each at most once: `Local::refilling`).
-    refills: Mutex<Vec<Arc<Balance>>>,
+    /// What [`run_refiller`] leases next.
+    refills: Mutex<Refills>,
     refill_wanted: tokio::sync::Notify,
+    /// Whether [`run_refiller`] runs: a request that needs a lease then waits for its next batch
+    /// (one transaction for every balance that needs one meanwhile) rather than leasing alone.
+    refiller: AtomicBool,
+    batches: watch::Sender<Batches>,
     shards: [Mutex<HashMap<CreditScope, Arc<Balance>, foldhash::fast::RandomState>>; SHARDS],
 }
 
@@ -237,6 +266,8 @@ impl Credits {
             settings,
             refills: Mutex::default(),
             refill_wanted: tokio::sync::Notify::new(),
+            refiller: AtomicBool::new(false),
+            batches: watch::Sender::new(Batches::default()),
             shards: std::array::from_fn(|_| Mutex::default()),
         }
     }
@@ -371,8 +402,42 @@ impl Credits {
 
     /// Queues balances running low for the background refiller ([`run_refiller`]).
     fn refill(&self, low: Vec<Arc<Balance>>) {
-        self.refills.lock().unwrap_or_else(|p| p.into_inner()).extend(low);
+        self.refills.lock().unwrap_or_else(|p| p.into_inner()).queue.extend(low.into_iter().map(|b| (b, None)));
         self.refill_wanted.notify_one();
+    }
+
+    /// Queues balances a request needs `want` credits of for the refiller's next batch, and
+    /// returns its number (`None`: no refiller runs).
+    fn queue_wanted(&self, lacking: Vec<Arc<Balance>>, want: i64) -> Option<u64> {
+        if !self.refiller.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut refills = self.refills.lock().unwrap_or_else(|p| p.into_inner());
+        refills.queue.extend(lacking.into_iter().map(|b| (b, Some(want))));
+        refills.urgent = true;
+        let batch = refills.next;
+        drop(refills);
+        self.refill_wanted.notify_one();
+        Some(batch)
+    }
+
+    /// Waits until the refiller has leased batch `batch`, or stopped (`Err`: the batch failed, or
+    /// took longer than `store_timeout`).
+    async fn wait_batch(&self, batch: u64) -> Result<(), CreditError> {
+        let mut done = self.batches.subscribe();
+        let waited = tokio::time::timeout(self.settings.store_timeout, done.wait_for(|b| b.done >= batch)).await;
+        match waited {
+            Ok(Ok(b)) => match &b.failed {
+                Some((failed, e)) if *failed == batch => Err(CreditError::Store(copy_error(e))),
+                _ => Ok(()),
+            },
+            // The sender lives as long as `self`.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(CreditError::Store(StoreError::Unavailable(format!(
+                "credits could not be leased within {:?}",
+                self.settings.store_timeout
+            )))),
+        }
     }
 
     /// Charges `cost` (0: a check that the balances are positive, charging nothing) to the
@@ -381,7 +446,7 @@ impl Credits {
         let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
         // Other requests may spend a lease before this one looks again: a few rounds, then the
         // balance is contended at its very end and the request is refused.
-        for _ in 0..8 {
+        for round in 0..8 {
             let lacking = match self.attempt(charged, cost_i, now_ms()) {
                 Attempt::Charged(remaining) => {
                     return Ok(Reserved { charged: charged.clone(), cost: cost_i, remaining });
@@ -389,6 +454,15 @@ impl Credits {
                 Attempt::Insufficient(remaining) => return Err(CreditError::Insufficient { remaining, cost }),
                 Attempt::Lease(lacking) => lacking,
             };
+            // First in the refiller's next batch, with every balance other requests need
+            // meanwhile (one transaction, one commit for them all); then (a balance whose lease
+            // was on its way elsewhere, or spent meanwhile) one lease at a time, as without it.
+            if round == 0
+                && let Some(batch) = self.queue_wanted(lacking.clone(), cost_i.max(1))
+            {
+                self.wait_batch(batch).await?;
+                continue;
+            }
             for b in lacking {
                 self.lease(store, &b, cost_i.max(1)).await?;
             }
@@ -557,61 +631,115 @@ fn apply_lease(settings: &CreditSettings, b: &Balance, lease: &CreditLease, need
 }
 
 /// Leases ahead for the balances running low, all of them in one transaction (one commit however
-/// many keys are busy), until `stop`. Requests never wait for it: a balance that runs out first
-/// is leased on the request's path, as without it.
+/// many keys are busy), until `stop`; also leases for the requests that found too little (the
+/// balances they need, all in the next batch). Requests never wait for what it leases ahead: a
+/// balance that runs out first is leased for the request that needs it, in the next batch.
 pub async fn run_refiller(credits: Arc<Credits>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    struct Running<'a>(&'a Credits);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            // Requests lease one by one again; those waiting for a batch look again.
+            self.0.refiller.store(false, Ordering::Release);
+            self.0.batches.send_modify(|b| b.done = u64::MAX);
+        }
+    }
+    credits.refiller.store(true, Ordering::Release);
+    let _running = Running(&credits);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = credits.refill_wanted.notified() => {}
         }
-        // Gather what runs low meanwhile into the same batch.
-        tokio::time::sleep(REFILL_BATCH).await;
-        let low = std::mem::take(&mut *credits.refills.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut batch = Vec::new();
-        for b in low {
-            // A balance whose lease is on its way (a request's) is left to it.
-            let Ok(guard) = b.leasing.clone().try_lock_owned() else {
-                b.lock().refilling = false;
-                continue;
-            };
-            let want = b.lock().available + 1;
-            match lease_size(&credits.settings, &b, want) {
-                Some((need, extra)) => batch.push((b, guard, need, extra)),
-                None => b.lock().refilling = false,
-            }
+        // Gather what runs low meanwhile into the same batch (unless a request waits for it:
+        // what comes meanwhile goes into the next batch, taken as soon as this one is done).
+        if !credits.refills.lock().unwrap_or_else(|p| p.into_inner()).urgent {
+            tokio::time::sleep(REFILL_BATCH).await;
         }
-        if batch.is_empty() {
+        let (queued, number) = {
+            let mut refills = credits.refills.lock().unwrap_or_else(|p| p.into_inner());
+            refills.urgent = false;
+            refills.next += 1;
+            (std::mem::take(&mut refills.queue), refills.next - 1)
+        };
+        let outcome = refill_batch(&credits, store.as_ref(), queued).await;
+        credits.batches.send_modify(|b| {
+            b.done = number;
+            if let Err(e) = outcome {
+                b.failed = Some((number, Arc::new(e)));
+            }
+        });
+    }
+}
+
+/// Leases for one batch of the refiller.
+async fn refill_batch(
+    credits: &Credits,
+    store: &dyn Store,
+    mut queued: Vec<(Arc<Balance>, Option<i64>)>,
+) -> Result<(), StoreError> {
+    // A balance queued more than once (running low, and needed by requests) is leased once, for
+    // the most any of them needs.
+    queued.sort_by_key(|(b, want)| (Arc::as_ptr(b) as usize, std::cmp::Reverse(*want)));
+    queued.dedup_by(|later, first| Arc::ptr_eq(&later.0, &first.0));
+    let mut batch = Vec::new();
+    for (b, wanted) in queued {
+        // A balance whose lease is on its way (a request's, or a give-back) is left to it.
+        let Ok(guard) = b.leasing.clone().try_lock_owned() else {
+            b.lock().refilling = false;
             continue;
+        };
+        let want = {
+            let l = b.lock();
+            wanted.map_or(l.available + 1, |w| w.max(l.available + 1))
+        };
+        match lease_size(&credits.settings, &b, want) {
+            Some((need, extra)) => batch.push((b, guard, need, extra)),
+            None => b.lock().refilling = false,
         }
-        let requests: Vec<CreditRequest> = batch
-            .iter()
-            .map(|(b, _, need, extra)| CreditRequest { scope: b.scope, need: *need, extra: *extra })
-            .collect();
-        let ttl = credits.settings.lease_ttl;
-        let sent = Instant::now();
-        let leased = tokio::time::timeout(
-            credits.settings.store_timeout,
-            store.lease_credits_many(&credits.holder, &requests, now_ms(), ttl.as_millis() as i64),
-        )
-        .await;
-        match leased {
-            Ok(Ok(leases)) => {
-                metrics::counter!("keygate_credit_leases_total").increment(batch.len() as u64);
-                for ((b, _guard, need, _), lease) in batch.iter().zip(leases) {
-                    if let Some(lease) = lease {
-                        apply_lease(&credits.settings, b, &lease, *need, sent);
-                    }
-                    b.lock().refilling = false;
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let requests: Vec<CreditRequest> =
+        batch.iter().map(|(b, _, need, extra)| CreditRequest { scope: b.scope, need: *need, extra: *extra }).collect();
+    let ttl = credits.settings.lease_ttl;
+    let sent = Instant::now();
+    let leased = tokio::time::timeout(
+        credits.settings.store_timeout,
+        store.lease_credits_many(&credits.holder, &requests, now_ms(), ttl.as_millis() as i64),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!("credits could not be leased within {:?}", credits.settings.store_timeout)))
+    });
+    match leased {
+        Ok(leases) => {
+            metrics::counter!("keygate_credit_leases_total").increment(batch.len() as u64);
+            for ((b, _guard, need, _), lease) in batch.iter().zip(leases) {
+                if let Some(lease) = lease {
+                    apply_lease(&credits.settings, b, &lease, *need, sent);
                 }
+                b.lock().refilling = false;
             }
-            failed => {
-                tracing::debug!(?failed, "leasing credits ahead failed; requests will lease when they need to");
-                for (b, ..) in &batch {
-                    b.lock().refilling = false;
-                }
-            }
+            Ok(())
         }
+        Err(e) => {
+            tracing::debug!(error = %e, "leasing credits failed");
+            for (b, ..) in &batch {
+                b.lock().refilling = false;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A copy of a store error, for every request that waited for the batch it ended.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::NotFound => StoreError::NotFound,
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Other(m) => StoreError::Other(m.clone()),
     }
 }
 

@@ -42,6 +42,17 @@ pub(crate) trait Dialect: Database {
     /// Begins a transaction that writes.
     fn begin_write(pool: &Pool<Self>) -> impl Future<Output = Result<Transaction<'static, Self>>> + Send;
 
+    /// Adds each report's `spent` to the lease `holder` holds of its balance under its epoch, in
+    /// place, and extends it to `expires_at` ([`sql::add_leases_spent`], in as few statements as
+    /// the backend can). `reports` has one report per (scope, epoch), in
+    /// [`CreditScope::key`] order, the order their rows are taken in.
+    fn add_spent<'a>(
+        conn: &'a mut Self::Connection,
+        holder: &'a str,
+        reports: &'a [CreditSettlement],
+        expires_at: i64,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+
     /// Appends to the change feed.
     fn record_change<'a>(
         conn: &'a mut Self::Connection,
@@ -156,14 +167,14 @@ fn invalid(what: impl std::fmt::Display) -> StoreError {
 
 impl CreditScope {
     /// How `credit_leases` and `credit_adjustments` name the kind of balance.
-    fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             Self::Credential(_) => "credential",
             Self::Account(_) => "account",
         }
     }
 
-    fn id_hex(self) -> String {
+    pub(crate) fn id_hex(self) -> String {
         match self {
             Self::Credential(id) => id.to_hex(),
             Self::Account(id) => id.to_hex(),
@@ -171,8 +182,16 @@ impl CreditScope {
     }
 
     /// The order transactions take several balances' rows in.
-    fn key(self) -> (&'static str, String) {
+    pub(crate) fn key(self) -> (&'static str, String) {
         (self.kind(), self.id_hex())
+    }
+
+    /// The same order as [`Self::key`] (an id's hex sorts as its bytes), without an allocation.
+    fn order(self) -> (&'static str, [u8; 12]) {
+        match self {
+            Self::Credential(id) => (self.kind(), *id.as_bytes()),
+            Self::Account(id) => (self.kind(), *id.as_bytes()),
+        }
     }
 
     fn statements(self) -> &'static BalanceStatements {
@@ -413,17 +432,28 @@ where
         if batch.is_empty() {
             return Ok(());
         }
-        // A report that gives nothing back touches its lease row alone, adding in place; the
-        // give-backs take their balance's row, once each, all in one order, before anything is
-        // written (settlements of one balance keep their order).
-        let (mut reports, releases): (Vec<&CreditSettlement>, Vec<&CreditSettlement>) =
+        // A report that gives nothing back touches its lease row alone, adding in place (all of
+        // them in a statement or a few); the give-backs take their balance's row, once each, all
+        // in one order, before anything is written (settlements of one balance keep their order).
+        let (reports, releases): (Vec<&CreditSettlement>, Vec<&CreditSettlement>) =
             batch.iter().partition(|s| !s.release);
         // Rows taken in one order (as the leases take them): two transactions cannot deadlock.
-        reports.sort_by_key(|s| s.scope.key());
+        // Reports of one lease (one balance, one epoch) are added up first: one row each.
+        let mut sorted: Vec<CreditSettlement> = reports.into_iter().copied().collect();
+        sorted.sort_by_key(|s| (s.scope.order(), s.epoch));
+        let mut reports: Vec<CreditSettlement> = Vec::with_capacity(sorted.len());
+        for s in sorted {
+            match reports.last_mut() {
+                Some(last) if (last.scope, last.epoch) == (s.scope, s.epoch) => {
+                    last.spent = checked(last.spent.checked_add(s.spent))?;
+                }
+                _ => reports.push(s),
+            }
+        }
         let mut tx = DB::begin_write(pool).await?;
         let expires_at = now.saturating_add(ttl);
-        for s in reports {
-            Self::add_to_lease(&mut tx, sql::ADD_LEASE_SPENT, s.scope, holder, s.epoch, s.spent, expires_at).await?;
+        if !reports.is_empty() {
+            DB::add_spent(&mut tx, holder, &reports, expires_at).await?;
         }
         let mut order: Vec<&CreditSettlement> = releases;
         order.sort_by_key(|s| s.scope.key());
@@ -573,7 +603,7 @@ where
             .map_err(DB::map_err)
     }
 
-    /// One of the in-place additions to a lease row ([`sql::ADD_LEASE_GRANT`], [`sql::ADD_LEASE_SPENT`]).
+    /// An in-place addition to a lease row ([`sql::ADD_LEASE_GRANT`]).
     async fn add_to_lease(
         conn: &mut DB::Connection,
         statement: &'static str,
@@ -634,6 +664,20 @@ mod tests {
 
     fn balance(remaining: Option<i64>, refill: Option<Refill>, own: bool, period_start: Option<i64>) -> Balance {
         Balance { remaining, refill, own, period_start, epoch: 3, leased: 7, changed: false }
+    }
+
+    #[test]
+    fn orders_scopes_as_their_keys_without_allocating() {
+        use keygate_core::{AccountId, ClientId};
+        let mut scopes: Vec<CreditScope> = (0..64u64)
+            .flat_map(|i| {
+                [CreditScope::Credential(ClientId::generate(i * 977)), CreditScope::Account(AccountId::generate(i))]
+            })
+            .collect();
+        scopes.sort_by_key(|s| s.order());
+        let mut by_key = scopes.clone();
+        by_key.sort_by_key(|s| s.key());
+        assert_eq!(scopes, by_key);
     }
 
     #[test]

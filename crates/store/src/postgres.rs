@@ -105,6 +105,53 @@ impl Dialect for Postgres {
         pool.begin().await.map_err(map_err)
     }
 
+    /// Two statements for the whole batch, in arrays: the lease rows locked in the reports'
+    /// order (one statement's rows are otherwise locked in whatever order its plan meets them),
+    /// then the additions.
+    async fn add_spent<'a>(
+        conn: &'a mut PgConnection,
+        holder: &'a str,
+        reports: &'a [CreditSettlement],
+        expires_at: i64,
+    ) -> Result<()> {
+        let n = reports.len();
+        let (mut scopes, mut ids, mut epochs, mut spent) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for r in reports {
+            scopes.push(r.scope.kind());
+            ids.push(r.scope.id_hex());
+            epochs.push(r.epoch);
+            spent.push(r.spent);
+        }
+        sqlx::query(
+            "SELECT 1 FROM credit_leases l JOIN UNNEST($1::text[], $2::text[]) AS b (scope, id) \
+             ON l.scope = b.scope AND l.id = b.id WHERE l.holder = $3 \
+             ORDER BY l.scope COLLATE \"C\", l.id COLLATE \"C\" FOR NO KEY UPDATE OF l",
+        )
+        .bind(&scopes)
+        .bind(&ids)
+        .bind(holder)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        static ADD: &str = concat!(
+            "WITH batch AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+             AS b (scope, id, epoch, spent)) ",
+            sql::add_leases_spent!("$5", "$6")
+        );
+        sqlx::query(ADD)
+            .bind(&scopes)
+            .bind(&ids)
+            .bind(&epochs)
+            .bind(&spent)
+            .bind(holder)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn record_change<'a>(conn: &'a mut PgConnection, entity: Entity, id: &'a str, now: i64) -> Result<()> {
         record_change(conn, entity, id, now).await
     }

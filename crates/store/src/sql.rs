@@ -185,9 +185,22 @@ pub(crate) const PUT_LEASE: &str = "INSERT INTO credit_leases (scope, id, holder
 /// adds to `spent` in place too, is kept).
 pub(crate) const ADD_LEASE_GRANT: &str = "UPDATE credit_leases SET granted = granted + $5, expires_at = $6 \
      WHERE scope = $1 AND id = $2 AND holder = $3 AND epoch = $4";
-/// A report of spent credits that gives nothing back: the lease row alone, in place.
-pub(crate) const ADD_LEASE_SPENT: &str = "UPDATE credit_leases SET spent = spent + $5, expires_at = $6 \
-     WHERE scope = $1 AND id = $2 AND holder = $3 AND epoch = $4";
+/// Reports of spent credits that give nothing back: their lease rows alone, in place, from a
+/// `batch (scope, id, epoch, spent)` each backend makes its own way (`Dialect::add_spent`), with
+/// `{holder}` and `{expires_at}` the placeholders of the holder and of the lease's new end.
+macro_rules! add_leases_spent {
+    ($holder:literal, $expires_at:literal) => {
+        concat!(
+            "UPDATE credit_leases SET spent = credit_leases.spent + batch.spent, expires_at = ",
+            $expires_at,
+            " FROM batch WHERE credit_leases.scope = batch.scope AND credit_leases.id = batch.id \
+             AND credit_leases.holder = ",
+            $holder,
+            " AND credit_leases.epoch = batch.epoch"
+        )
+    };
+}
+pub(crate) use add_leases_spent;
 pub(crate) const DELETE_LEASE: &str = "DELETE FROM credit_leases WHERE scope = $1 AND id = $2 AND holder = $3";
 /// Ends a balance's leases expired at `$3`, returning them.
 pub(crate) const TAKE_EXPIRED_LEASES: &str = "DELETE FROM credit_leases \

@@ -44,6 +44,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// SQLite's limit of 32,766 per statement, and one round trip to the connection's worker thread
 /// for many rows.
 const USAGE_CHUNK: usize = 500;
+/// Reports of spent credits per statement (4 parameters each).
+const LEASE_CHUNK: usize = 500;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -120,6 +122,28 @@ impl Dialect for Sqlite {
     /// collide upgrading (the busy timeout waits for the lock instead).
     async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
         pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+    }
+
+    /// One statement per [`LEASE_CHUNK`] reports, the batch in `VALUES`.
+    async fn add_spent<'a>(
+        conn: &'a mut SqliteConnection,
+        holder: &'a str,
+        reports: &'a [CreditSettlement],
+        expires_at: i64,
+    ) -> Result<()> {
+        for chunk in reports.chunks(LEASE_CHUNK) {
+            let mut add = QueryBuilder::<Sqlite>::new("WITH batch (scope, id, epoch, spent) AS (");
+            add.push_values(chunk, |mut row, r| {
+                row.push_bind(r.scope.kind()).push_bind(r.scope.id_hex()).push_bind(r.epoch).push_bind(r.spent);
+            });
+            add.push(") ").push(sql::add_leases_spent!("?", "?"));
+            // Placeholders in order: the batch's, then the new end, then the holder.
+            let mut add = add.build().bind(expires_at).bind(holder.to_owned());
+            // Full chunks share their statement, kept prepared; the tail may have any length.
+            add = add.persistent(chunk.len() == LEASE_CHUNK);
+            add.execute(&mut *conn).await.map_err(map_err)?;
+        }
+        Ok(())
     }
 
     async fn record_change<'a>(conn: &'a mut SqliteConnection, entity: Entity, id: &'a str, now: i64) -> Result<()> {

@@ -1116,6 +1116,83 @@ async fn lease_batch_suite(store: Arc<dyn Store>) {
     assert_eq!(store.lease_credits_many("node-b", &[], now, 30_000).await.unwrap(), []);
 }
 
+#[tokio::test]
+async fn sqlite_credit_reports_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/reports.db", dir.path().display());
+    settle_batch_suite(keygate_store::connect(&url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_credit_reports_in_one_batch() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    settle_batch_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+/// A node's report of many leases at once (more than one statement's worth), in any order: each
+/// lease gets what was reported for it under its epoch (reports of one lease add up), nothing
+/// under another epoch or without a lease of that holder; then the leases end with a release.
+async fn settle_batch_suite(store: Arc<dyn Store>) {
+    use keygate_core::credits::CreditsConfig;
+    use keygate_store::{CreditRequest, CreditScope, CreditSettlement};
+    const N: usize = 510;
+    let a = store.create_account(&new_account("reports@example.com")).await.unwrap();
+    let now = now_ms();
+    let cfg = |remaining| CreditsConfig { remaining, refill: None };
+    let acct = CreditScope::Account(a.id);
+    store.set_credits(acct, Some(&cfg(10_000)), now).await.unwrap();
+    let mut creds = Vec::new();
+    for i in 0..N {
+        let cid = ClientId::generate(1_000 + i as u64);
+        store.create_credential(a.id, cid, &hash(&format!("report-{i}")), "h").await.unwrap();
+        store.set_credits(CreditScope::Credential(cid), Some(&cfg(100)), now).await.unwrap();
+        creds.push(CreditScope::Credential(cid));
+    }
+    let mut requests: Vec<CreditRequest> =
+        creds.iter().map(|&scope| CreditRequest { scope, need: 10, extra: 0 }).collect();
+    requests.push(CreditRequest { scope: acct, need: 1_000, extra: 0 });
+    let leases = store.lease_credits_many("node-s", &requests, now, 30_000).await.unwrap();
+    let epochs: Vec<i64> = leases.iter().map(|l| l.unwrap().policy.unwrap().epoch).collect();
+    let (cred_epoch, acct_epoch) = (epochs[0], epochs[N]);
+    let report = |scope, epoch, spent| CreditSettlement { scope, epoch, spent, release: false };
+    let spent_of = |i: usize| (i % 7) as i64 + if i < 5 { 1 } else { 0 };
+    let mut batch = Vec::new();
+    for (i, &scope) in creds.iter().enumerate().rev() {
+        batch.push(report(scope, cred_epoch, (i % 7) as i64));
+        if i < 5 {
+            batch.push(report(scope, cred_epoch, 1));
+        }
+    }
+    batch.push(report(creds[0], cred_epoch + 1, 50));
+    batch.push(report(acct, acct_epoch, 60));
+    batch.push(report(acct, acct_epoch, 40));
+    store.settle_credits("node-s", &batch, now, 30_000).await.unwrap();
+    store.settle_credits("node-x", &[report(acct, acct_epoch, 5)], now, 30_000).await.unwrap();
+    let at = |scope| {
+        let store = store.clone();
+        async move {
+            let b = store.credit_balance(scope, now).await.unwrap().unwrap();
+            (b.remaining, b.leased)
+        }
+    };
+    for (i, &scope) in creds.iter().enumerate() {
+        assert_eq!(at(scope).await, (100 - spent_of(i), 10 - spent_of(i)), "credential {i}");
+    }
+    assert_eq!(at(acct).await, (9_900, 900));
+    // Released, with nothing more spent: the unspent part is back, the leases gone.
+    let mut releases: Vec<CreditSettlement> =
+        creds.iter().map(|&scope| CreditSettlement { scope, epoch: cred_epoch, spent: 0, release: true }).collect();
+    releases.push(CreditSettlement { scope: acct, epoch: acct_epoch, spent: 0, release: true });
+    store.settle_credits("node-s", &releases, now, 30_000).await.unwrap();
+    for (i, &scope) in creds.iter().enumerate() {
+        assert_eq!(at(scope).await, (100 - spent_of(i), 0), "credential {i}");
+    }
+    assert_eq!(at(acct).await, (9_900, 0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_credits_race() {
     let db = match keygate_testkit::TestDb::create().await {
