@@ -125,6 +125,14 @@ fn bench(c: &mut Criterion) {
             rt.block_on(auth.authorize(&restricted_headers[i], &access)).unwrap()
         })
     });
+    // The allowlist alone (no requirement): with the figure above, each check's share.
+    let from_only = keygate_auth::Access { cost: 1, require: None, client_ip: Some(from) };
+    g.bench_function("x_api_key_10_network_allowlist", |b| {
+        b.iter(|| {
+            i = (i + 1) % CREDENTIALS;
+            rt.block_on(auth.authorize(&restricted_headers[i], &from_only)).unwrap()
+        })
+    });
     // Credits: the request path charges in memory; leases are taken ahead by the refiller, a task
     // on a runtime thread of its own (as in the server), so they are off the measured path (on a
     // 2-core machine they still compete for the CPU).
