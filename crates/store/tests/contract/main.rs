@@ -1147,7 +1147,7 @@ async fn settle_batch_suite(store: Arc<dyn Store>) {
     let mut creds = Vec::new();
     for i in 0..N {
         let cid = ClientId::generate(1_000 + i as u64);
-        store.create_credential(a.id, cid, &hash(&format!("report-{i}")), "h").await.unwrap();
+        store.create_credential(a.id, cid, &hash(&format!("report-{i}")), "h", &Default::default()).await.unwrap();
         store.set_credits(CreditScope::Credential(cid), Some(&cfg(100)), now).await.unwrap();
         creds.push(CreditScope::Credential(cid));
     }
