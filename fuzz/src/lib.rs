@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use http::{HeaderMap, HeaderName, header};
 use keygate_auth::identity::{X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
 use keygate_auth::{AuthError, AuthSettings, Authenticator, Identity, secrets};
+use keygate_core::audit::Audit;
 use keygate_core::decide::{self, AuthFailure, Presented};
 use keygate_core::model::AuthMethod;
 use keygate_core::ratelimit::{MAX_LIMIT, RateLimit};
@@ -86,9 +87,9 @@ fn build() -> Fixture {
         let ops = Ops::new(store.clone(), &master, Some(auth.clone()));
 
         let account = |email: &str| NewAccount { email: email.into(), first_name: "Fuzz".into() };
-        let a = store.create_account(&account("a@fuzz.example")).await.expect("account a");
-        let b = store.create_account(&account("b@fuzz.example")).await.expect("account b");
-        let c = store.create_account(&account("c@fuzz.example")).await.expect("account c");
+        let a = store.create_account(&Audit::system(), &account("a@fuzz.example")).await.expect("account a");
+        let b = store.create_account(&Audit::system(), &account("b@fuzz.example")).await.expect("account b");
+        let c = store.create_account(&Audit::system(), &account("c@fuzz.example")).await.expect("account c");
         let specs: [(&'static str, u8, AccountId, &str, Expect); 7] = [
             ("good", 1, a.id, "FuzzGood", Expect::Pass),
             ("zero", 2, a.id, "FuzzZero", Expect::Limited),
@@ -103,7 +104,14 @@ fn build() -> Fixture {
             let key = fixed_key(tag);
             let client_id = fixed_client_id(n);
             store
-                .create_credential(account_id, client_id, &hasher.hash(&key), &key::hint_of(&key), &Default::default())
+                .create_credential(
+                    &Audit::system(),
+                    account_id,
+                    client_id,
+                    &hasher.hash(&key),
+                    &key::hint_of(&key),
+                    &Default::default(),
+                )
                 .await
                 .expect("cred");
             // Tokens first: issuing goes through the same checks (a limit of 0 would refuse it).
@@ -111,14 +119,20 @@ fn build() -> Fixture {
             known.push(Known { name, client_id, account_id, key, key_expect: expect, token, token_expect: expect });
         }
         let id = |name: &str| known.iter().find(|k| k.name == name).unwrap().client_id;
-        ops.set_credential_ratelimits(id("zero"), &[limit("requests", 0, "1s")]).await.expect("zero");
-        ops.revoke_credential(id("revoked")).await.expect("revoke");
-        ops.ban(b.id, Some("fuzz"), "fuzz").await.expect("ban");
-        ops.put_plan("pro", &[limit("daily", MAX_LIMIT, "1d")], None).await.expect("plan");
-        ops.update_account_limits(c.id, Some(&[limit("account", MAX_LIMIT, "1s")]), Some(Some("pro")))
-            .await
-            .expect("account limits");
+        ops.set_credential_ratelimits(&Audit::system(), id("zero"), &[limit("requests", 0, "1s")]).await.expect("zero");
+        ops.revoke_credential(&Audit::system(), id("revoked")).await.expect("revoke");
+        ops.ban(&Audit::system(), b.id, Some("fuzz")).await.expect("ban");
+        ops.put_plan(&Audit::system(), "pro", &[limit("daily", MAX_LIMIT, "1d")], None).await.expect("plan");
+        ops.update_account_limits(
+            &Audit::system(),
+            c.id,
+            Some(&[limit("account", MAX_LIMIT, "1s")]),
+            Some(Some("pro")),
+        )
+        .await
+        .expect("account limits");
         ops.set_credential_ratelimits(
+            &Audit::system(),
             id("limited"),
             &[limit("requests", MAX_LIMIT, "1s"), limit("daily", MAX_LIMIT, "1d")],
         )
@@ -127,7 +141,10 @@ fn build() -> Fixture {
         // Rotation without grace: the old key and its token stop; the new ones work.
         let rotated = id("rotated-old");
         let new_key = fixed_key("FuzzRotatedNew");
-        store.rotate_credential(rotated, &hasher.hash(&new_key), &key::hint_of(&new_key), None).await.expect("rotate");
+        store
+            .rotate_credential(&Audit::system(), rotated, &hasher.hash(&new_key), &key::hint_of(&new_key), None)
+            .await
+            .expect("rotate");
         auth.invalidate(Entity::Credential, &rotated.to_hex());
         let new_token = auth.issue_token(&rotated.to_hex(), &new_key).await.expect("token after rotation");
         known.push(Known {
@@ -162,7 +179,11 @@ fn build() -> Fixture {
 /// What an authentication produced, comparably.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Pass { client_id: ClientId, account_id: AccountId, method: AuthMethod },
+    Pass {
+        client_id: ClientId,
+        account_id: AccountId,
+        method: AuthMethod,
+    },
     Limited,
     Refused(AuthFailure),
     Store(String),

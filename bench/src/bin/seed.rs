@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use keygate_auth::{MasterKeySource, secrets};
+use keygate_core::audit::Audit;
 use keygate_core::ratelimit::RateLimit;
 use keygate_ops::Ops;
 use keygate_store::CreditScope;
@@ -63,25 +64,29 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     for i in 0..args.count {
         let account = ops
-            .create_account(&format!("bench{i}-{run}@example.com"), "Bench")
+            .create_account(&Audit::system(), &format!("bench{i}-{run}@example.com"), "Bench")
             .await
             .map_err(|e| anyhow::anyhow!("creating account {i}: {e:?}"))?;
-        let issued =
-            ops.create_credential(account.id).await.map_err(|e| anyhow::anyhow!("creating credential {i}: {e:?}"))?;
+        let issued = ops
+            .create_credential(&Audit::system(), account.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating credential {i}: {e:?}"))?;
         if !args.ratelimits.is_empty() {
-            ops.set_credential_ratelimits(issued.client_id, &args.ratelimits)
+            ops.set_credential_ratelimits(&Audit::system(), issued.client_id, &args.ratelimits)
                 .await
                 .map_err(|e| anyhow::anyhow!("limiting credential {i}: {e:?}"))?;
         }
         if !args.account_ratelimits.is_empty() {
-            ops.update_account_limits(account.id, Some(&args.account_ratelimits), None)
+            ops.update_account_limits(&Audit::system(), account.id, Some(&args.account_ratelimits), None)
                 .await
                 .map_err(|e| anyhow::anyhow!("limiting account {i}: {e:?}"))?;
         }
         if let Some(remaining) = args.credits {
             let config = keygate_core::credits::CreditsConfig { remaining, refill: None };
             for scope in [CreditScope::Credential(issued.client_id), CreditScope::Account(account.id)] {
-                ops.set_credits(scope, Some(&config)).await.map_err(|e| anyhow::anyhow!("credits {i}: {e:?}"))?;
+                ops.set_credits(&Audit::system(), scope, Some(&config))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("credits {i}: {e:?}"))?;
             }
         }
         writeln!(keys, "{}", issued.api_key)?;

@@ -15,6 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use keygate_auth::identity::X_API_KEY;
 use keygate_auth::{AuthLayer, AuthSettings, Authenticator, StatusMode, secrets};
+use keygate_core::audit::Audit;
 use keygate_core::credits::CreditsConfig;
 use keygate_core::ratelimit::{MAX_LIMIT, RateLimit};
 use keygate_core::{ApiKey, ClientId, MasterKey};
@@ -53,27 +54,40 @@ fn bench(c: &mut Criterion) {
         let plenty = CreditsConfig { remaining: keygate_core::credits::MAX_CREDITS, refill: None };
         for i in 0..4 * CREDENTIALS {
             let new = NewAccount { email: format!("u{i}@bench.example"), first_name: "b".into() };
-            let account = store.create_account(&new).await.unwrap();
+            let account = store.create_account(&Audit::system(), &new).await.unwrap();
             let key = ApiKey::generate();
             let client_id = ClientId::generate(i as u64);
             let change = if i >= 3 * CREDENTIALS { restrict.clone() } else { Default::default() };
             store
-                .create_credential(account.id, client_id, &hasher.hash(key.expose()), &key.hint(), &change)
+                .create_credential(
+                    &Audit::system(),
+                    account.id,
+                    client_id,
+                    &hasher.hash(key.expose()),
+                    &key.hint(),
+                    &change,
+                )
                 .await
                 .unwrap();
             if i < CREDENTIALS {
                 tokens.push(auth.issue_token(&client_id.to_hex(), key.expose()).await.unwrap());
                 keys.push(key.expose().to_owned());
             } else if i < 2 * CREDENTIALS {
-                store.set_credential_ratelimits(client_id, &high("requests")).await.unwrap();
-                store.update_account_limits(account.id, Some(&high("account")), None).await.unwrap();
+                store.set_credential_ratelimits(&Audit::system(), client_id, &high("requests")).await.unwrap();
+                store.update_account_limits(&Audit::system(), account.id, Some(&high("account")), None).await.unwrap();
                 limited.push(key.expose().to_owned());
             } else if i >= 3 * CREDENTIALS {
                 restricted.push(key.expose().to_owned());
             } else {
                 let now = keygate_store::now_ms();
-                store.set_credits(CreditScope::Credential(client_id), Some(&plenty), now).await.unwrap();
-                store.set_credits(CreditScope::Account(account.id), Some(&plenty), now).await.unwrap();
+                store
+                    .set_credits(&Audit::system(), CreditScope::Credential(client_id), Some(&plenty), now)
+                    .await
+                    .unwrap();
+                store
+                    .set_credits(&Audit::system(), CreditScope::Account(account.id), Some(&plenty), now)
+                    .await
+                    .unwrap();
                 credited.push(key.expose().to_owned());
             }
         }

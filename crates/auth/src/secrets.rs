@@ -197,10 +197,10 @@ pub async fn check_master_key(store: &dyn Store, master: &MasterKey) -> anyhow::
     Ok(())
 }
 
-/// Creates a first signing key id when none is live.
+/// Creates a first signing key id when none is live (recorded as keygate's own change).
 pub async fn ensure_signing_key(store: &dyn Store) -> Result<(), StoreError> {
     if !store.signing_keys().await?.iter().any(|k| k.retired_at.is_none()) {
-        store.add_signing_key(&new_kid()).await?;
+        store.add_signing_key(&keygate_core::audit::Audit::system(), &new_kid()).await?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use keygate_auth::{Auth, AuthSettings, Identity, MasterKeySource, StatusMode};
+use keygate_core::audit::Audit;
 use keygate_core::model::AccountStatus;
 use keygate_core::{ApiKey, ClientId};
 use keygate_store::{NewAccount, Store};
@@ -36,11 +37,14 @@ async fn fixture(mode: StatusMode) -> Fixture {
     // Keys are made as the CLI makes them: on another handle of the same database.
     let (store, master) = keygate_auth::secrets::open_store(&url, &master, false).await.unwrap();
     let new = NewAccount { email: "layer@example.com".into(), first_name: "L".into() };
-    let account = store.create_account(&new).await.unwrap();
+    let account = store.create_account(&Audit::system(), &new).await.unwrap();
     let key = ApiKey::generate();
     let client_id = ClientId::generate(1);
     let hash = master.api_key_hasher().hash(key.expose());
-    store.create_credential(account.id, client_id, &hash, &key.hint(), &Default::default()).await.unwrap();
+    store
+        .create_credential(&Audit::system(), account.id, client_id, &hash, &key.hint(), &Default::default())
+        .await
+        .unwrap();
     Fixture { _dir: dir, store, auth, account: account.id, client_id, key: key.expose().to_owned() }
 }
 
@@ -136,7 +140,7 @@ async fn a_ban_and_a_revoke_elsewhere_reach_the_layer_and_usage_is_written() {
     assert_eq!(call(&app, "/hello", Some(&f.key)).await.0, 200);
 
     // Written on the other handle (as the CLI would): the Layer learns of it from the feed.
-    f.store.set_account_status(f.account, AccountStatus::Banned, Some("test"), "test").await.unwrap();
+    f.store.set_account_status(&Audit::system(), f.account, AccountStatus::Banned, Some("test")).await.unwrap();
     let started = Instant::now();
     loop {
         let (status, _, body) = call(&app, "/hello", Some(&f.key)).await;
@@ -147,8 +151,8 @@ async fn a_ban_and_a_revoke_elsewhere_reach_the_layer_and_usage_is_written() {
         assert!(started.elapsed() < Duration::from_secs(2), "the ban did not reach the layer");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    f.store.set_account_status(f.account, AccountStatus::Active, None, "test").await.unwrap();
-    f.store.revoke_credential(f.client_id).await.unwrap();
+    f.store.set_account_status(&Audit::system(), f.account, AccountStatus::Active, None).await.unwrap();
+    f.store.revoke_credential(&Audit::system(), f.client_id).await.unwrap();
     let started = Instant::now();
     while call(&app, "/hello", Some(&f.key)).await.0 != StatusCode::UNAUTHORIZED {
         assert!(started.elapsed() < Duration::from_secs(2), "the revoke did not reach the layer");
@@ -166,7 +170,7 @@ async fn rate_limits_apply_in_the_layer_with_their_headers() {
     let f = fixture(StatusMode::Standard).await;
     let app = app(&f.auth);
     let limits = [keygate_core::ratelimit::RateLimit::new("requests", 1, "1h".parse().unwrap())];
-    f.store.set_credential_ratelimits(f.client_id, &limits).await.unwrap();
+    f.store.set_credential_ratelimits(&Audit::system(), f.client_id, &limits).await.unwrap();
     // The change reaches the Layer through the feed.
     let start = Instant::now();
     loop {
@@ -214,7 +218,7 @@ async fn permissions_and_allowlists_in_the_layer() {
     assert_eq!(call(&app, "/other", Some(&f.key)).await.0, 200, "no requirement outside the prefix");
 
     let grant = CredentialChange { permissions: Some(vec!["videos.*".into(), "admin".into()]), ..Default::default() };
-    f.store.update_credential(f.client_id, &grant).await.unwrap();
+    f.store.update_credential(&Audit::system(), f.client_id, &grant).await.unwrap();
     let start = Instant::now();
     while call(&app, "/videos", Some(&f.key)).await.0 != StatusCode::OK {
         assert!(start.elapsed() < Duration::from_secs(2), "the grant did not reach the layer");
@@ -228,7 +232,7 @@ async fn permissions_and_allowlists_in_the_layer() {
 
     // An allowlist: the address comes from a ClientIp extension; without one, refused.
     let only = CredentialChange { ip_allowlist: Some(vec!["10.0.0.0/8".parse().unwrap()]), ..Default::default() };
-    f.store.update_credential(f.client_id, &only).await.unwrap();
+    f.store.update_credential(&Audit::system(), f.client_id, &only).await.unwrap();
     let start = Instant::now();
     while call(&app, "/other", Some(&f.key)).await.0 != StatusCode::FORBIDDEN {
         assert!(start.elapsed() < Duration::from_secs(2), "the allowlist did not reach the layer");

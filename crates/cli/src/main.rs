@@ -21,6 +21,7 @@ use keygate_server::{Application, Config};
 use keygate_store::{CreditScope, Role};
 use serde::Serialize;
 
+mod audit;
 mod usage;
 
 #[global_allocator]
@@ -86,6 +87,10 @@ enum Command {
     /// Export usage (requests per day or hour and outcome, credits spent) for billing.
     #[command(subcommand)]
     Usage(usage::UsageCmd),
+    /// Read the audit log: every change to accounts, credentials, plans, roles, limits, credits,
+    /// signing keys and the admin token, by whom, from where.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Print a shell completion script, e.g. `keygate completions bash > /etc/bash_completion.d/keygate`.
     Completions {
         /// The shell to complete in.
@@ -725,6 +730,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(cmd) => admin(config, json, Manage::Plan(cmd)).await,
         Command::Role(cmd) => admin(config, json, Manage::Role(cmd)).await,
         Command::Usage(cmd) => admin(config, json, Manage::Usage(cmd)).await,
+        Command::Audit(cmd) => admin(config, json, Manage::Audit(cmd)).await,
     }
 }
 
@@ -765,6 +771,7 @@ enum Manage {
     SigningKey(SigningKeyCmd),
     AdminToken(AdminTokenCmd),
     Usage(usage::UsageCmd),
+    Audit(audit::AuditCmd),
 }
 
 fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
@@ -906,6 +913,13 @@ fn issued(i: &IssuedCredential) -> String {
     )
 }
 
+/// Who the command line is in the audit log: the OS user on this host.
+static WHO: std::sync::LazyLock<keygate_core::audit::Audit> = std::sync::LazyLock::new(|| {
+    let user = whoami::username().ok().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+    let host = whoami::hostname().unwrap_or_else(|_| "unknown".into());
+    keygate_core::audit::Audit::cli(&user, &host)
+});
+
 async fn admin(config: Config, json: bool, cmd: Manage) -> anyhow::Result<()> {
     init_logging(LogFormat::Text, "warn");
     config.validate()?;
@@ -930,14 +944,14 @@ async fn manage(
     match cmd {
         Manage::Account(cmd) => match cmd {
             AccountCmd::Create { email, first_name, operator: false, password_stdin: false } => {
-                print(json, &ops.create_account(&email, &first_name).await?, account_line)
+                print(json, &ops.create_account(&WHO, &email, &first_name).await?, account_line)
             }
             AccountCmd::Create { email, first_name, operator, password_stdin } => {
                 let password = if password_stdin { Some(read_password()?) } else { None };
                 let role = if operator { Role::Operator } else { Role::Customer };
                 let passwords = Passwords::new(master);
                 let account =
-                    ops.create_login_account(&email, &first_name, password.as_deref(), role, &passwords).await?;
+                    ops.create_login_account(&WHO, &email, &first_name, password.as_deref(), role, &passwords).await?;
                 let mut value = serde_json::to_value(&account)?;
                 value["role"] = role.as_str().into();
                 print(json, &value, |_| {
@@ -954,7 +968,7 @@ async fn manage(
             AccountCmd::SetPassword { id, password_stdin: _ } => {
                 let id = parse_account_id(&id)?;
                 let password = read_password()?;
-                ops.set_password(id, &password, &Passwords::new(master)).await?;
+                ops.set_password(&WHO, id, &password, &Passwords::new(master)).await?;
                 print(json, &serde_json::json!({"id": id, "passwordSet": true}), |_| {
                     format!("password set for {id}; its console sessions have ended")
                 })
@@ -999,16 +1013,16 @@ async fn manage(
                 })
             }
             AccountCmd::Ban { id, reason } => {
-                print(json, &ops.ban(parse_account_id(&id)?, reason.as_deref(), "cli").await?, account_line)
+                print(json, &ops.ban(&WHO, parse_account_id(&id)?, reason.as_deref()).await?, account_line)
             }
             AccountCmd::Unban { id } => {
-                print(json, &ops.unban(parse_account_id(&id)?, None, "cli").await?, account_line)
+                print(json, &ops.unban(&WHO, parse_account_id(&id)?, None).await?, account_line)
             }
             AccountCmd::Limits { id, set, plan, no_plan } => {
                 let id = parse_account_id(&id)?;
                 let plan = if no_plan { Some(None) } else { plan.as_deref().map(Some) };
                 let account = if set.set().is_some() || plan.is_some() {
-                    ops.update_account_limits(id, set.set(), plan).await?
+                    ops.update_account_limits(&WHO, id, set.set(), plan).await?
                 } else {
                     ops.get_account(id).await?.0
                 };
@@ -1025,7 +1039,7 @@ async fn manage(
             AccountCmd::Allowlist { id, networks, clear } => {
                 let id = parse_account_id(&id)?;
                 let account = if clear || !networks.is_empty() {
-                    ops.set_account_ip_allowlist(id, networks).await?
+                    ops.set_account_ip_allowlist(&WHO, id, networks).await?
                 } else {
                     ops.get_account(id).await?.0
                 };
@@ -1041,7 +1055,7 @@ async fn manage(
         },
         Manage::Role(cmd) => match cmd {
             RoleCmd::Put { name, permissions } => {
-                let (role, created) = ops.put_role(&name, permissions).await?;
+                let (role, created) = ops.put_role(&WHO, &name, permissions).await?;
                 print(json, &role, |r| {
                     let verb = if created { "created" } else { "replaced" };
                     format!("role {} {verb}\n{}", r.name, permission_line(&r.permissions))
@@ -1064,14 +1078,14 @@ async fn manage(
                 })
             }
             RoleCmd::Delete { name } => {
-                ops.delete_role(&name).await?;
+                ops.delete_role(&WHO, &name).await?;
                 print(json, &serde_json::json!({"name": name, "deleted": true}), |_| format!("role {name} deleted"))
             }
         },
         Manage::Plan(cmd) => match cmd {
             PlanCmd::Put { name, set, credits_refill } => {
                 let (plan, created) =
-                    ops.put_plan(&name, set.set().unwrap_or_default(), credits_refill.as_ref()).await?;
+                    ops.put_plan(&WHO, &name, set.set().unwrap_or_default(), credits_refill.as_ref()).await?;
                 print(json, &plan, |p| {
                     let verb = if created { "created" } else { "replaced" };
                     format!("plan {} {verb}\n{}", p.name, plan_limit_lines(&p.ratelimits))
@@ -1094,7 +1108,7 @@ async fn manage(
                 })
             }
             PlanCmd::Delete { name } => {
-                ops.delete_plan(&name).await?;
+                ops.delete_plan(&WHO, &name).await?;
                 print(json, &serde_json::json!({"name": name, "deleted": true}), |_| format!("plan {name} deleted"))
             }
         },
@@ -1103,7 +1117,7 @@ async fn manage(
                 let account = parse_account_id(&account)?;
                 let change = fields.change()?;
                 let plain = change.is_empty();
-                let issued = ops.create_credential_with(account, change).await?;
+                let issued = ops.create_credential_with(&WHO, account, change).await?;
                 print(json, &issued, |i| {
                     // What it was created with, when it was created with something.
                     if plain {
@@ -1115,7 +1129,7 @@ async fn manage(
             }
             CredentialCmd::Update { client_id, change } => {
                 let change = change.change()?;
-                print(json, &ops.update_credential(parse_client_id(&client_id)?, change).await?, credential_line)
+                print(json, &ops.update_credential(&WHO, parse_client_id(&client_id)?, change).await?, credential_line)
             }
             CredentialCmd::List { account } => {
                 print(json, &ops.list_credentials(parse_account_id(&account)?).await?, |v| {
@@ -1130,12 +1144,12 @@ async fn manage(
                 print(json, &ops.get_credential(parse_client_id(&client_id)?).await?, credential_line)
             }
             CredentialCmd::Revoke { client_id } => {
-                print(json, &ops.revoke_credential(parse_client_id(&client_id)?).await?, credential_line)
+                print(json, &ops.revoke_credential(&WHO, parse_client_id(&client_id)?).await?, credential_line)
             }
             CredentialCmd::Limits { client_id, set } => {
                 let id = parse_client_id(&client_id)?;
                 let credential = match set.set() {
-                    Some(limits) => ops.set_credential_ratelimits(id, limits).await?,
+                    Some(limits) => ops.set_credential_ratelimits(&WHO, id, limits).await?,
                     None => ops.get_credential(id).await?,
                 };
                 let effective = ops.credential_limits(&credential).await?;
@@ -1149,7 +1163,7 @@ async fn manage(
                 let id = parse_client_id(&client_id)?;
                 // What worked before, to say which older keys this rotation ended.
                 let before = ops.get_credential(id).await?;
-                let rotated = ops.rotate_credential(id, grace.unwrap_or_default()).await?;
+                let rotated = ops.rotate_credential(&WHO, id, grace.unwrap_or_default()).await?;
                 let rotation = Rotation::of(&before, &rotated.credential);
                 let mut value = serde_json::to_value(&rotated)?;
                 value["oldKeyExpiresAt"] = rotation.previous_until.into();
@@ -1173,15 +1187,16 @@ async fn manage(
                     .join("\n")
             }),
             SigningKeyCmd::Rotate => {
-                print(json, &ops.rotate_signing_key().await?, |k| format!("new signing key {}", k.kid))
+                print(json, &ops.rotate_signing_key(&WHO).await?, |k| format!("new signing key {}", k.kid))
             }
             SigningKeyCmd::Retire { kid } => {
-                print(json, &ops.retire_signing_key(&kid).await?, |k| format!("retired {}", k.kid))
+                print(json, &ops.retire_signing_key(&WHO, &kid).await?, |k| format!("retired {}", k.kid))
             }
         },
         Manage::Usage(cmd) => usage::run(ops, json, cmd).await,
+        Manage::Audit(cmd) => audit::run(ops, json, cmd).await,
         Manage::AdminToken(AdminTokenCmd::Reset) => {
-            let token = ops.reset_admin_token().await?;
+            let token = ops.reset_admin_token(&WHO).await?;
             print(json, &serde_json::json!({"adminToken": token}), |_| {
                 format!("{token}\n\nShown only now; the previous admin token no longer works.")
             })
@@ -1225,13 +1240,13 @@ async fn credits(ops: &Ops, scope: CreditScope, change: CreditFlags, json: bool)
     };
     let mut replayed = false;
     if let Some(a) = adjustment {
-        replayed = ops.adjust_credits(scope, a, change.idempotency_key.as_deref()).await?.replayed;
+        replayed = ops.adjust_credits(&WHO, scope, a, change.idempotency_key.as_deref()).await?.replayed;
     } else if change.idempotency_key.is_some() {
         anyhow::bail!("--idempotency-key goes with --add or --set");
     } else if let Some(remaining) = change.remaining {
-        ops.set_credits(scope, Some(&CreditsConfig { remaining, refill: change.refill })).await?;
+        ops.set_credits(&WHO, scope, Some(&CreditsConfig { remaining, refill: change.refill })).await?;
     } else if change.clear {
-        ops.set_credits(scope, None).await?;
+        ops.set_credits(&WHO, scope, None).await?;
     }
     let balance = ops.credit_balance(scope).await?;
     let value = serde_json::json!({"credits": balance, "replayed": replayed});
@@ -1256,7 +1271,7 @@ fn credit_line(b: &CreditBalance) -> String {
 
 async fn set_role(ops: &Ops, json: bool, id: &str, role: Role) -> anyhow::Result<()> {
     let id = parse_account_id(id)?;
-    ops.set_role(id, role).await?;
+    ops.set_role(&WHO, id, role).await?;
     print(json, &serde_json::json!({"id": id, "role": role}), |_| {
         format!("{id} is now a{} {}", if role == Role::Operator { "n" } else { "" }, role.as_str())
     })

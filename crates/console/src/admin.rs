@@ -426,10 +426,6 @@ async fn account_page(
     Ok(render(refused.status(), &page))
 }
 
-fn actor(user: &User) -> String {
-    format!("console:{}", user.account.email)
-}
-
 #[derive(Deserialize)]
 struct ReasonForm {
     #[serde(default)]
@@ -463,7 +459,7 @@ async fn ban(
     if reason.is_empty() {
         return Err(ConsoleError::BadRequest("A ban needs a reason: it is kept in the account's history.".into()));
     }
-    let run = || async { Ok(s.ops.ban(id, Some(reason), &actor(&post.user)).await?) };
+    let run = || async { Ok(s.ops.ban(&post.user.audit(), id, Some(reason)).await?) };
     let action = format!("ban:{}", id.to_hex());
     if let Applied::Before(b) =
         forms::once(&s, post.user.account.id, &post.form.form_key, &action, run, |_| String::new()).await?
@@ -482,7 +478,7 @@ async fn unban(
     post.user.require_operator()?;
     let id = account_id(&id)?;
     let reason = post.form.reason.trim();
-    let run = || async { Ok(s.ops.unban(id, Some(reason), &actor(&post.user)).await?) };
+    let run = || async { Ok(s.ops.unban(&post.user.audit(), id, Some(reason)).await?) };
     let action = format!("unban:{}", id.to_hex());
     if let Applied::Before(b) =
         forms::once(&s, post.user.account.id, &post.form.form_key, &action, run, |_| String::new()).await?
@@ -551,7 +547,7 @@ async fn set_credential_settings(
         Ok(change) => change,
         Err(m) => return account_page(&s, &post.user, c.account_id, refused(typed, m), Notice::default()).await,
     };
-    match s.ops.update_credential(id, change).await {
+    match s.ops.update_credential(&post.user.audit(), id, change).await {
         Ok(_) => {}
         Err(OpsError::Invalid(m)) => {
             return account_page(&s, &post.user, c.account_id, refused(typed, m), Notice::default()).await;
@@ -584,7 +580,7 @@ async fn set_account_allowlist(
         Err(m) => return account_page(&s, &post.user, id, refused(m), Notice::default()).await,
     };
     let n = list.len();
-    match s.ops.set_account_ip_allowlist(id, list).await {
+    match s.ops.set_account_ip_allowlist(&post.user.audit(), id, list).await {
         Ok(_) => {}
         Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, id, refused(m), Notice::default()).await,
         Err(e) => return Err(e.into()),
@@ -624,7 +620,7 @@ async fn set_account_limits(
         Err(m) => return account_page(&s, &post.user, id, refused(m), Notice::default()).await,
     };
     let picked = (!plan.is_empty()).then_some(plan);
-    match s.ops.update_account_limits(id, Some(&set), Some(picked)).await {
+    match s.ops.update_account_limits(&post.user.audit(), id, Some(&set), Some(picked)).await {
         Ok(_) => {}
         Err(OpsError::Invalid(m)) => return account_page(&s, &post.user, id, refused(m), Notice::default()).await,
         Err(e) => return Err(e.into()),
@@ -657,7 +653,7 @@ async fn set_credential_limits(
         Ok(set) => set,
         Err(m) => return account_page(&s, &post.user, c.account_id, refused(m), Notice::default()).await,
     };
-    match s.ops.set_credential_ratelimits(id, &set).await {
+    match s.ops.set_credential_ratelimits(&post.user.audit(), id, &set).await {
         Ok(_) => {}
         Err(OpsError::Invalid(m)) => {
             return account_page(&s, &post.user, c.account_id, refused(m), Notice::default()).await;
@@ -757,7 +753,7 @@ async fn set_credits(s: &ConsoleState, scope: CreditScope, post: Post<CreditsFor
         Ok(c) => c,
         Err(m) => return account_page(s, &post.user, account, refused(m), Notice::default()).await,
     };
-    match s.ops.set_credits(scope, Some(&config)).await {
+    match s.ops.set_credits(&post.user.audit(), scope, Some(&config)).await {
         Ok(()) => {}
         Err(OpsError::Invalid(m)) => return account_page(s, &post.user, account, refused(m), Notice::default()).await,
         Err(e) => return Err(e.into()),
@@ -788,7 +784,7 @@ async fn remove_credential_credits(
 /// any, applies again).
 async fn remove_credits(s: &ConsoleState, scope: CreditScope, user: &User) -> Result<Response, ConsoleError> {
     let (account, key) = credits_page(s, scope).await?;
-    s.ops.set_credits(scope, None).await?;
+    s.ops.set_credits(&user.audit(), scope, None).await?;
     tracing::info!(operator = %user.account.id, scope = ?scope, "console: credits removed");
     Ok(credits_done(account, &key, "removed"))
 }
@@ -836,7 +832,7 @@ async fn adjust_credits(
         let m = "this form has expired: check the balance, then send the form again".to_owned();
         return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), Notice::default()).await;
     }
-    let adjusted = match s.ops.adjust_credits(scope, adjustment, Some(idempotency_key)).await {
+    let adjusted = match s.ops.adjust_credits(&post.user.audit(), scope, adjustment, Some(idempotency_key)).await {
         Ok(a) => a,
         Err(OpsError::Invalid(m)) => {
             return account_page(s, &post.user, account, refused(m, StatusCode::BAD_REQUEST), Notice::default()).await;
@@ -986,7 +982,7 @@ async fn put_plan(State(s): State<ConsoleState>, post: Post<PlanForm>) -> Result
         },
         None => s.ops.store().get_plan(name).await.ok().and_then(|p| p.credits),
     };
-    let created = match s.ops.put_plan(name, &set, credits.as_ref()).await {
+    let created = match s.ops.put_plan(&post.user.audit(), name, &set, credits.as_ref()).await {
         Ok((_, created)) => created,
         Err(OpsError::Invalid(m)) => return again(m).await,
         Err(e) => return Err(e.into()),
@@ -1002,7 +998,7 @@ async fn delete_plan(
     post: Post<NoFields>,
 ) -> Result<Response, ConsoleError> {
     post.user.require_operator()?;
-    match s.ops.delete_plan(&name).await {
+    match s.ops.delete_plan(&post.user.audit(), &name).await {
         Ok(()) => {}
         Err(OpsError::Conflict(m)) => {
             let mut page = PlansPage::form(Nav::of(&post.user, "plans"), String::new(), String::new(), String::new());

@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use keygate_core::audit::Audit;
 use keygate_core::credits::CreditBalance;
 use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus};
 use keygate_core::ratelimit::EffectiveLimit;
@@ -129,7 +130,7 @@ async fn start_session(s: &ConsoleState, account: AccountId, secure: bool) -> Re
 }
 
 async fn login(State(s): State<ConsoleState>, post: PublicPost<LoginForm>) -> Result<Response, ConsoleError> {
-    let PublicPost { form, ip, secure, pre_session } = post;
+    let PublicPost { form, ip, secure, pre_session, .. } = post;
     let console = &s;
     let email = form.email.trim();
     // Refused before any password check: throttled attempts cost no Argon2 work.
@@ -215,7 +216,7 @@ async fn signup(State(s): State<ConsoleState>, post: PublicPost<SignupForm>) -> 
     if !console.signup {
         return Err(ConsoleError::SignupClosed);
     }
-    let PublicPost { form, ip, secure, pre_session } = post;
+    let PublicPost { form, ip, request_id, secure, pre_session } = post;
     console.throttle.check_signup(ip).map_err(ConsoleError::Throttled)?;
     console.throttle.signed_up(ip);
     let again = |error: String| {
@@ -234,7 +235,14 @@ async fn signup(State(s): State<ConsoleState>, post: PublicPost<SignupForm>) -> 
     }
     let account = match s
         .ops
-        .create_login_account(&form.email, &form.first_name, Some(&form.password), Role::Customer, &console.passwords)
+        .create_login_account(
+            &Audit::customer(form.email.trim()).from_request(ip, request_id.as_deref()),
+            &form.email,
+            &form.first_name,
+            Some(&form.password),
+            Role::Customer,
+            &console.passwords,
+        )
         .await
     {
         Ok(a) => a,
@@ -509,7 +517,8 @@ async fn generate(
         }
     };
     let account = user.account.id;
-    let create = || async { Ok(s.ops.create_credential_with(account, change).await?) };
+    let audit = user.audit();
+    let create = || async { Ok(s.ops.create_credential_with(&audit, account, change).await?) };
     let issued = match forms::once(&s, account, &form.form_key, "generate", create, |i| i.client_id.to_hex()).await? {
         Applied::Now(issued) => issued,
         // Its API key was shown once, in the answer to the first sending: not again.
@@ -633,7 +642,7 @@ async fn save_settings(
         Ok(change) => change,
         Err(m) => return credential_page(&s, &post.user, c, Some((typed, super::capitalise(&m))), false, None).await,
     };
-    match s.ops.update_credential(c.client_id, change).await {
+    match s.ops.update_credential(&post.user.audit(), c.client_id, change).await {
         Ok(_) => {}
         Err(OpsError::Invalid(m)) => {
             return credential_page(&s, &post.user, c, Some((typed, super::capitalise(&m))), false, None).await;
@@ -666,7 +675,7 @@ async fn rotate(
     };
     let id = c.client_id.to_hex();
     let action = format!("rotate:{id}");
-    let run = || async { Ok(s.ops.rotate_credential(c.client_id, grace).await?) };
+    let run = || async { Ok(s.ops.rotate_credential(&post.user.audit(), c.client_id, grace).await?) };
     let issued = match forms::once(&s, post.user.account.id, &post.form.form_key, &action, run, |i| {
         i.credential.generation.to_string()
     })
@@ -750,8 +759,9 @@ pub(super) async fn revoke_once(
         return Ok(Ok(()));
     }
     let action = format!("revoke:{}", c.client_id.to_hex());
+    let audit = user.audit();
     let run = || async {
-        match s.ops.revoke_credential(c.client_id).await {
+        match s.ops.revoke_credential(&audit, c.client_id).await {
             Ok(_) => Ok(()),
             // Revoked in the meantime (by another sending, or someone else): done all the same.
             Err(OpsError::NotFound(_)) => match s.ops.get_credential(c.client_id).await?.status {

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::SecretHash;
+use keygate_core::audit::Audit;
 use keygate_core::model::{Account, AccountStatus};
 use keygate_store::{Role, now_ms};
 use rand::RngCore;
@@ -93,6 +94,11 @@ pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical())
 }
 
+/// The request's id, as the server's observer set it (never the client's own).
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 /// The logged-in account of a console request.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -103,11 +109,24 @@ pub struct User {
     pub csrf: String,
     /// Whether cookies should carry `Secure` (for logout's clearing cookie).
     pub secure: bool,
+    /// The client's address and the request's id, for the audit log.
+    pub ip: Option<IpAddr>,
+    pub request_id: Option<String>,
 }
 
 impl User {
     pub fn is_operator(&self) -> bool {
         self.role == Role::Operator
+    }
+
+    /// Who this user is in the audit log: an operator or a customer, by email, from where.
+    pub fn audit(&self) -> Audit {
+        let who = if self.is_operator() {
+            Audit::operator(&self.account.email)
+        } else {
+            Audit::customer(&self.account.email)
+        };
+        who.from_request(self.ip, self.request_id.as_deref())
     }
 
     pub fn require_operator(&self) -> Result<(), ConsoleError> {
@@ -135,6 +154,8 @@ pub async fn current(headers: &HeaderMap, state: &ConsoleState) -> Result<Option
         role: session.role,
         token_hash,
         secure: secure(headers, console.secure_cookies),
+        ip: None,
+        request_id: request_id(headers),
     }))
 }
 
@@ -142,10 +163,12 @@ impl FromRequestParts<ConsoleState> for User {
     type Rejection = ConsoleError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ConsoleState) -> Result<Self, ConsoleError> {
-        current(&parts.headers, state).await?.ok_or(ConsoleError::LoginRequired {
+        let mut user = current(&parts.headers, state).await?.ok_or(ConsoleError::LoginRequired {
             had_cookie: cookie(&parts.headers, SESSION_COOKIE).is_some(),
             secure: secure(&parts.headers, state.secure_cookies),
-        })
+        })?;
+        user.ip = client_ip(parts);
+        Ok(user)
     }
 }
 
@@ -209,6 +232,7 @@ impl<T: DeserializeOwned> FromRequest<ConsoleState> for Post<T> {
 pub struct PublicPost<T> {
     pub form: T,
     pub ip: Option<IpAddr>,
+    pub request_id: Option<String>,
     pub secure: bool,
     /// The pre-session cookie, to re-render the form with the same token.
     pub pre_session: String,
@@ -233,6 +257,7 @@ impl<T: DeserializeOwned> FromRequest<ConsoleState> for PublicPost<T> {
         Ok(PublicPost {
             form: parse(&bytes)?,
             ip: client_ip(&parts),
+            request_id: request_id(&parts.headers),
             secure: secure(&parts.headers, state.secure_cookies),
             pre_session,
         })

@@ -6,6 +6,7 @@
 //! inputs, so it is tested with plain unit and property tests.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod code;
 pub mod credits;
 pub mod decide;

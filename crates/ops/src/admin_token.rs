@@ -1,6 +1,7 @@
 //! The admin API's token: generated at first start (or chosen by the operator), shown once, kept
 //! as an HMAC in the settings table.
 
+use keygate_core::audit::{Audit, action};
 use keygate_core::key::{self, ADMIN_TOKEN_PREFIX};
 use keygate_core::{MasterKey, SecretHash};
 use keygate_store::{Store, StoreError};
@@ -8,19 +9,21 @@ use keygate_store::{Store, StoreError};
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
 
 /// Makes sure an admin token exists; returns a newly generated one (to print once) if it made one.
-pub async fn ensure(store: &dyn Store, master: &MasterKey) -> Result<Option<String>, StoreError> {
+pub async fn ensure(store: &dyn Store, master: &MasterKey, audit: &Audit) -> Result<Option<String>, StoreError> {
     if store.get_setting(ADMIN_TOKEN_HASH).await?.is_some() {
         return Ok(None);
     }
     let token = key::generate(ADMIN_TOKEN_PREFIX);
     let hash = master.admin_token_hasher().hash(&token);
-    Ok(store.put_setting(ADMIN_TOKEN_HASH, hash.as_bytes(), true).await?.then_some(token))
+    let put = store.put_audited_setting(audit, action::ADMIN_TOKEN_CREATE, ADMIN_TOKEN_HASH, hash.as_bytes(), true);
+    Ok(put.await?.then_some(token))
 }
 
 /// Replaces the admin token; returns the new one (to print once).
-pub async fn reset(store: &dyn Store, master: &MasterKey) -> Result<String, StoreError> {
+pub async fn reset(store: &dyn Store, master: &MasterKey, audit: &Audit) -> Result<String, StoreError> {
     let token = key::generate(ADMIN_TOKEN_PREFIX);
-    store.put_setting(ADMIN_TOKEN_HASH, master.admin_token_hasher().hash(&token).as_bytes(), false).await?;
+    let hash = master.admin_token_hasher().hash(&token);
+    store.put_audited_setting(audit, action::ADMIN_TOKEN_RESET, ADMIN_TOKEN_HASH, hash.as_bytes(), false).await?;
     Ok(token)
 }
 

@@ -2,6 +2,7 @@
 //! reading a balance. Shared by the admin API, the CLI and the console.
 
 use keygate_auth::envelope::Resource;
+use keygate_core::audit::Audit;
 use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig, Refill};
 use keygate_store::{Adjusted, CreditScope, StoreError, now_ms};
 
@@ -20,11 +21,11 @@ fn not_found(scope: CreditScope) -> Resource {
 impl Ops {
     /// Sets a balance and its refill (`None`: removes the quota, so requests are not charged).
     /// Leases nodes hold are void: every node charges the new balance within the feed bound.
-    pub async fn set_credits(&self, scope: CreditScope, config: Option<&CreditsConfig>) -> Result<()> {
+    pub async fn set_credits(&self, audit: &Audit, scope: CreditScope, config: Option<&CreditsConfig>) -> Result<()> {
         if let Some(c) = config {
             c.validate().map_err(|e| OpsError::Invalid(e.to_string()))?;
         }
-        self.store.set_credits(scope, config, now_ms()).await.map_err(|e| match e {
+        self.store.set_credits(audit, scope, config, now_ms()).await.map_err(|e| match e {
             StoreError::NotFound => OpsError::NotFound(not_found(scope)),
             e => OpsError::Store(e),
         })?;
@@ -35,6 +36,7 @@ impl Ops {
     /// Adds to (a top-up; negative: a refund) or sets a balance, once per idempotency key.
     pub async fn adjust_credits(
         &self,
+        audit: &Audit,
         scope: CreditScope,
         adjustment: Adjustment,
         idempotency_key: Option<&str>,
@@ -48,12 +50,13 @@ impl Ops {
             )));
         }
         self.report_spent().await?;
-        let adjusted =
-            self.store.adjust_credits(scope, adjustment, idempotency_key, now_ms()).await.map_err(|e| match e {
+        let adjusted = self.store.adjust_credits(audit, scope, adjustment, idempotency_key, now_ms()).await.map_err(
+            |e| match e {
                 StoreError::NotFound => OpsError::NotFound(not_found(scope)),
                 StoreError::Conflict(m) => OpsError::Conflict(m),
                 e => OpsError::Store(e),
-            })?;
+            },
+        )?;
         if !adjusted.replayed {
             self.credits_changed(scope);
         }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_token;
+pub mod audit;
 pub mod credits;
 pub mod password;
 pub mod usage;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use keygate_auth::envelope::{ApiError, Resource};
 use keygate_auth::{Authenticator, secrets};
+use keygate_core::audit::Audit;
 use keygate_core::model::{
     Account, AccountStatus, Credential, CredentialChange, KeyRole, Plan, check_allowlist, check_permissions,
     check_role_name,
@@ -228,9 +230,9 @@ impl Ops {
         }
     }
 
-    pub async fn create_account(&self, email: &str, first_name: &str) -> Result<Account> {
+    pub async fn create_account(&self, audit: &Audit, email: &str, first_name: &str) -> Result<Account> {
         let new = NewAccount { email: validate_email(email)?, first_name: validate_name(first_name)? };
-        let account = self.store.create_account(&new).await?;
+        let account = self.store.create_account(audit, &new).await?;
         self.changed(Entity::Account, &account.id.to_hex());
         Ok(account)
     }
@@ -256,14 +258,14 @@ impl Ops {
 
     /// Bans an account: its keys and tokens are refused (1200) at once, everywhere, and its
     /// console sessions end. Banning a banned account is not an error.
-    pub async fn ban(&self, id: AccountId, reason: Option<&str>, actor: &str) -> Result<Account> {
-        let account = self.store.set_account_status(id, AccountStatus::Banned, checked_reason(reason)?, actor);
+    pub async fn ban(&self, audit: &Audit, id: AccountId, reason: Option<&str>) -> Result<Account> {
+        let account = self.store.set_account_status(audit, id, AccountStatus::Banned, checked_reason(reason)?);
         self.account_changed(id, account.await.or_not_found(Resource::Account)?)
     }
 
     /// Lifts a ban (the reason, if any, goes into the account's history).
-    pub async fn unban(&self, id: AccountId, reason: Option<&str>, actor: &str) -> Result<Account> {
-        let account = self.store.set_account_status(id, AccountStatus::Active, checked_reason(reason)?, actor);
+    pub async fn unban(&self, audit: &Audit, id: AccountId, reason: Option<&str>) -> Result<Account> {
+        let account = self.store.set_account_status(audit, id, AccountStatus::Active, checked_reason(reason)?);
         self.account_changed(id, account.await.or_not_found(Resource::Account)?)
     }
 
@@ -272,14 +274,15 @@ impl Ops {
         Ok(account)
     }
 
-    pub async fn create_credential(&self, account: AccountId) -> Result<IssuedCredential> {
-        self.create_credential_with(account, CredentialChange::default()).await
+    pub async fn create_credential(&self, audit: &Audit, account: AccountId) -> Result<IssuedCredential> {
+        self.create_credential_with(audit, account, CredentialChange::default()).await
     }
 
     /// A new credential with its name, meta, expiry, permissions, roles, allowlist and limits
     /// set in the same transaction (a key never exists without its restrictions).
     pub async fn create_credential_with(
         &self,
+        audit: &Audit,
         account: AccountId,
         mut change: CredentialChange,
     ) -> Result<IssuedCredential> {
@@ -288,7 +291,7 @@ impl Ops {
         let client_id = ClientId::generate((now_ms() / 1000) as u64);
         let credential = self
             .store
-            .create_credential(account, client_id, &self.hasher.hash(key.expose()), &key.hint(), &change)
+            .create_credential(audit, account, client_id, &self.hasher.hash(key.expose()), &key.hint(), &change)
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => OpsError::NotFound(Resource::Account),
@@ -327,15 +330,20 @@ impl Ops {
         self.store.get_credential(client_id).await.or_not_found(Resource::Credential)
     }
 
-    pub async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential> {
-        let c = self.store.revoke_credential(client_id).await.or_not_found(Resource::Credential)?;
+    pub async fn revoke_credential(&self, audit: &Audit, client_id: ClientId) -> Result<Credential> {
+        let c = self.store.revoke_credential(audit, client_id).await.or_not_found(Resource::Credential)?;
         self.changed(Entity::Credential, &client_id.to_hex());
         Ok(c)
     }
 
     /// New secret for the same clientId; the old one (and its tokens) keep working for `grace`
     /// (at most 90 days).
-    pub async fn rotate_credential(&self, client_id: ClientId, grace: Duration) -> Result<IssuedCredential> {
+    pub async fn rotate_credential(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        grace: Duration,
+    ) -> Result<IssuedCredential> {
         if grace > MAX_GRACE {
             return Err(OpsError::Invalid("grace must be at most 90 days".into()));
         }
@@ -343,7 +351,7 @@ impl Ops {
         let until = (!grace.is_zero()).then(|| now_ms() + grace.as_millis() as i64);
         let credential = self
             .store
-            .rotate_credential(client_id, &self.hasher.hash(key.expose()), &key.hint(), until)
+            .rotate_credential(audit, client_id, &self.hasher.hash(key.expose()), &key.hint(), until)
             .await
             .or_not_found(Resource::Credential)?;
         self.changed(Entity::Credential, &client_id.to_hex());
@@ -353,12 +361,17 @@ impl Ops {
     /// Changes a credential's name, meta, expiry, enabled, permissions, roles, allowlist and
     /// rate limits in one transaction; every node applies it within the feed bound (its live
     /// tokens too).
-    pub async fn update_credential(&self, client_id: ClientId, mut change: CredentialChange) -> Result<Credential> {
+    pub async fn update_credential(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        mut change: CredentialChange,
+    ) -> Result<Credential> {
         change.normalize().map_err(OpsError::Invalid)?;
         let c = if change.is_empty() {
             self.get_credential(client_id).await?
         } else {
-            self.store.update_credential(client_id, &change).await.map_err(|e| match e {
+            self.store.update_credential(audit, client_id, &change).await.map_err(|e| match e {
                 StoreError::NotFound => OpsError::NotFound(Resource::Credential),
                 StoreError::Conflict(m) => OpsError::Invalid(m),
                 e => OpsError::Store(e),
@@ -372,10 +385,10 @@ impl Ops {
 
     /// Creates or replaces a role; `true` when it was created. Every credential holding it has
     /// the new permissions within the feed bound.
-    pub async fn put_role(&self, name: &str, permissions: Vec<String>) -> Result<(KeyRole, bool)> {
+    pub async fn put_role(&self, audit: &Audit, name: &str, permissions: Vec<String>) -> Result<(KeyRole, bool)> {
         check_role_name(name).map_err(OpsError::Invalid)?;
         let permissions = check_permissions(permissions).map_err(OpsError::Invalid)?;
-        let put = self.store.put_role(name, &permissions).await?;
+        let put = self.store.put_role(audit, name, &permissions).await?;
         self.changed(Entity::Role, name);
         Ok(put)
     }
@@ -393,9 +406,9 @@ impl Ops {
     }
 
     /// Deletes a role; refused (409) while a credential holds it.
-    pub async fn delete_role(&self, name: &str) -> Result<()> {
+    pub async fn delete_role(&self, audit: &Audit, name: &str) -> Result<()> {
         check_role_name(name).map_err(|_| OpsError::NotFound(Resource::Role))?;
-        self.store.delete_role(name).await.map_err(|e| match e {
+        self.store.delete_role(audit, name).await.map_err(|e| match e {
             StoreError::NotFound => OpsError::NotFound(Resource::Role),
             StoreError::Conflict(m) => OpsError::Conflict(m),
             e => OpsError::Store(e),
@@ -405,18 +418,27 @@ impl Ops {
     }
 
     /// Replaces the networks an account's credentials may be used from (empty: anywhere).
-    pub async fn set_account_ip_allowlist(&self, id: AccountId, list: Vec<Cidr>) -> Result<Account> {
+    pub async fn set_account_ip_allowlist(&self, audit: &Audit, id: AccountId, list: Vec<Cidr>) -> Result<Account> {
         let list = check_allowlist(list).map_err(OpsError::Invalid)?;
-        let account = self.store.set_account_ip_allowlist(id, &list).await.or_not_found(Resource::Account)?;
+        let account = self.store.set_account_ip_allowlist(audit, id, &list).await.or_not_found(Resource::Account)?;
         self.account_changed(id, account)
     }
 
     // ---- Rate limits and plans ----------------------------------------------------------------
 
     /// Replaces a credential's own rate limits (the whole set; empty removes them).
-    pub async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential> {
+    pub async fn set_credential_ratelimits(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        ratelimits: &[RateLimit],
+    ) -> Result<Credential> {
         ratelimit::validate(ratelimits).map_err(OpsError::Invalid)?;
-        let c = self.store.set_credential_ratelimits(client_id, ratelimits).await.or_not_found(Resource::Credential)?;
+        let c = self
+            .store
+            .set_credential_ratelimits(audit, client_id, ratelimits)
+            .await
+            .or_not_found(Resource::Credential)?;
         self.changed(Entity::Credential, &client_id.to_hex());
         Ok(c)
     }
@@ -425,6 +447,7 @@ impl Ops {
     /// its plan (`Some(None)` removes it).
     pub async fn update_account_limits(
         &self,
+        audit: &Audit,
         id: AccountId,
         ratelimits: Option<&[RateLimit]>,
         plan: Option<Option<&str>>,
@@ -439,7 +462,7 @@ impl Ops {
                 e => OpsError::Store(e),
             })?;
         }
-        let account = self.store.update_account_limits(id, ratelimits, plan).await.map_err(|e| match e {
+        let account = self.store.update_account_limits(audit, id, ratelimits, plan).await.map_err(|e| match e {
             StoreError::NotFound => OpsError::NotFound(Resource::Account),
             // The plan went away meanwhile.
             StoreError::Conflict(m) => OpsError::Invalid(m),
@@ -453,6 +476,7 @@ impl Ops {
     /// the balance of its accounts that have no credits of their own.
     pub async fn put_plan(
         &self,
+        audit: &Audit,
         name: &str,
         ratelimits: &[RateLimit],
         credits: Option<&keygate_core::credits::Refill>,
@@ -460,7 +484,7 @@ impl Ops {
         check_plan_name(name)?;
         ratelimit::validate(ratelimits).map_err(OpsError::Invalid)?;
         credits::check_refill(credits)?;
-        let put = self.store.put_plan(name, ratelimits, credits).await?;
+        let put = self.store.put_plan(audit, name, ratelimits, credits).await?;
         self.changed(Entity::Plan, name);
         Ok(put)
     }
@@ -478,9 +502,9 @@ impl Ops {
     }
 
     /// Deletes a plan; refused (409) while accounts are on it.
-    pub async fn delete_plan(&self, name: &str) -> Result<()> {
+    pub async fn delete_plan(&self, audit: &Audit, name: &str) -> Result<()> {
         check_plan_name(name).map_err(|_| OpsError::NotFound(Resource::Plan))?;
-        self.store.delete_plan(name).await.map_err(|e| match e {
+        self.store.delete_plan(audit, name).await.map_err(|e| match e {
             StoreError::NotFound => OpsError::NotFound(Resource::Plan),
             StoreError::Conflict(m) => OpsError::Conflict(m),
             e => OpsError::Store(e),
@@ -523,14 +547,14 @@ impl Ops {
     }
 
     /// Adds a signing key: new tokens are signed with it, existing ones keep verifying.
-    pub async fn rotate_signing_key(&self) -> Result<SigningKey> {
-        let key = self.store.add_signing_key(&secrets::new_kid()).await?;
+    pub async fn rotate_signing_key(&self, audit: &Audit) -> Result<SigningKey> {
+        let key = self.store.add_signing_key(audit, &secrets::new_kid()).await?;
         self.reload_keyring().await?;
         Ok(key)
     }
 
     /// Retires a key id: tokens signed with it stop verifying. The last live key cannot go.
-    pub async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey> {
+    pub async fn retire_signing_key(&self, audit: &Audit, kid: &str) -> Result<SigningKey> {
         let keys = self.store.signing_keys().await?;
         let target = keys.iter().find(|k| k.kid == kid).ok_or(OpsError::NotFound(Resource::SigningKey))?;
         if target.retired_at.is_none() && keys.iter().filter(|k| k.retired_at.is_none()).count() <= 1 {
@@ -538,7 +562,7 @@ impl Ops {
                 "{kid} is the only live signing key: rotate the signing key first"
             )));
         }
-        let key = self.store.retire_signing_key(kid).await.or_not_found(Resource::SigningKey)?;
+        let key = self.store.retire_signing_key(audit, kid).await.or_not_found(Resource::SigningKey)?;
         self.reload_keyring().await?;
         Ok(key)
     }
@@ -553,8 +577,8 @@ impl Ops {
     // ---- The admin token --------------------------------------------------------------------
 
     /// Replaces the admin token; returns the new one (to show once).
-    pub async fn reset_admin_token(&self) -> Result<String> {
-        Ok(admin_token::reset(self.store.as_ref(), &self.master).await?)
+    pub async fn reset_admin_token(&self, audit: &Audit) -> Result<String> {
+        Ok(admin_token::reset(self.store.as_ref(), &self.master, audit).await?)
     }
 
     // ---- Console logins (web console sign-up and the CLI) ----------------------------------
@@ -562,6 +586,7 @@ impl Ops {
     /// Creates an account that can log in to the web console (with a password) as `role`.
     pub async fn create_login_account(
         &self,
+        audit: &Audit,
         email: &str,
         first_name: &str,
         password: Option<&str>,
@@ -573,20 +598,26 @@ impl Ops {
             Some(p) => Some(hash_password(passwords, p).await?),
             None => None,
         };
-        let account = self.store.create_console_account(&new, hash.as_deref(), role).await?;
+        let account = self.store.create_console_account(audit, &new, hash.as_deref(), role).await?;
         self.changed(Entity::Account, &account.id.to_hex());
         Ok(account)
     }
 
     /// Sets an account's console password; its console sessions end.
-    pub async fn set_password(&self, id: AccountId, password: &str, passwords: &Passwords) -> Result<()> {
+    pub async fn set_password(
+        &self,
+        audit: &Audit,
+        id: AccountId,
+        password: &str,
+        passwords: &Passwords,
+    ) -> Result<()> {
         let hash = hash_password(passwords, password).await?;
-        self.store.set_password_hash(id, Some(&hash)).await.or_not_found(Resource::Account)
+        self.store.set_password_hash(audit, id, Some(&hash)).await.or_not_found(Resource::Account)
     }
 
     /// Makes an account an operator of the web console, or a customer again.
-    pub async fn set_role(&self, id: AccountId, role: Role) -> Result<()> {
-        self.store.set_role(id, role).await.or_not_found(Resource::Account)
+    pub async fn set_role(&self, audit: &Audit, id: AccountId, role: Role) -> Result<()> {
+        self.store.set_role(audit, id, role).await.or_not_found(Resource::Account)
     }
 }
 

@@ -118,6 +118,9 @@ pub struct Config {
     /// How credits balances are leased and reported (`[credits]` in TOML).
     #[command(flatten)]
     pub credits: CreditSettings,
+    /// The audit log (`[audit]` in TOML).
+    #[command(flatten)]
+    pub audit: AuditSettings,
     /// Whether visitors may create accounts in the web console (/console) [default: true].
     #[arg(long, env = "KEYGATE_CONSOLE_SIGNUP", required = false, action = ArgAction::Set)]
     pub console_signup: bool,
@@ -189,6 +192,23 @@ impl Default for CreditSettings {
     fn default() -> Self {
         let d = keygate_auth::credits::CreditSettings::default();
         Self { flush: d.flush, lease_ttl: d.lease_ttl, idle_return: d.idle_return, max_prefetch: d.max_prefetch }
+    }
+}
+
+/// `[audit]`: how long the audit log keeps its entries.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Entries older than this are deleted (checked at start and every hour); 0s keeps them all
+    /// [default: 400d].
+    #[arg(long = "audit-retention", env = "KEYGATE_AUDIT_RETENTION", required = false, value_parser = duration("audit retention"))]
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self { retention: Duration::from_secs(400 * 86_400) }
     }
 }
 
@@ -278,6 +298,7 @@ impl Default for Config {
             gateway: GatewaySettings::default(),
             limits: LimitSettings::default(),
             credits: CreditSettings::default(),
+            audit: AuditSettings::default(),
             console_signup: true,
             console_session_ttl: Duration::from_secs(12 * 3600),
             console_secure_cookies: SecureCookies::Auto,

@@ -8,7 +8,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{admin, credits, health, keys, protocol, usage};
+use crate::routes::{admin, audit, credits, health, keys, protocol, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -56,6 +56,7 @@ use crate::routes::{admin, credits, health, keys, protocol, usage};
         admin::signing_keys,
         admin::rotate_signing_key,
         admin::retire_signing_key,
+        audit::list_audit,
     ),
     modifiers(&SecuritySchemes, &Links),
     tags(

@@ -26,6 +26,8 @@ pub struct Application {
     dispatch: Dispatch,
     workers: usize,
     limits: Limits,
+    /// How long audit entries are kept (zero: forever).
+    audit_retention: std::time::Duration,
     /// An admin token generated at this start, to be shown once by the caller.
     pub generated_admin_token: Option<String>,
 }
@@ -60,7 +62,9 @@ impl Application {
         let (store, master) = secrets::open_store(&config.database_url, &config.master_key_source()?, true).await?;
         let generated_admin_token = match config.admin_token {
             Some(_) => None,
-            None => keygate_ops::admin_token::ensure(store.as_ref(), &master).await?,
+            None => {
+                keygate_ops::admin_token::ensure(store.as_ref(), &master, &keygate_core::audit::Audit::system()).await?
+            }
         };
         // The recorder first: the metric handles made below (the gateway's, say) bind to it.
         let metrics = crate::observe::prometheus();
@@ -86,7 +90,15 @@ impl Application {
         });
         let observer = Observer { access_log: config.access_log, trusted_proxies: Arc::new(config.trusted_proxies()) };
         let dispatch = Dispatch::new(state.clone(), gateway, observer, config.max_body_bytes);
-        Ok(Self { listener, state, dispatch, workers: config.workers, limits: config.limits(), generated_admin_token })
+        Ok(Self {
+            listener,
+            state,
+            dispatch,
+            workers: config.workers,
+            limits: config.limits(),
+            audit_retention: config.audit.retention,
+            generated_admin_token,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -107,6 +119,8 @@ impl Application {
             max_connections = self.limits.max_connections,
             "keygate listening"
         );
+        let pruner = (!self.audit_retention.is_zero())
+            .then(|| tokio::spawn(prune_audit(auth.authenticator().store().clone(), self.audit_retention)));
         let dispatch = self.dispatch;
         let mut threads = crate::serve::Workers::start(
             move |req| dispatch.call(req),
@@ -115,9 +129,36 @@ impl Application {
             keygate_gateway::upstream::set_worker,
         )?;
         let result = threads.accept_until(self.listener, shutdown).await;
+        if let Some(p) = pruner {
+            p.abort();
+        }
         auth.shutdown().await;
         threads.finish().await;
         tracing::info!("keygate stopped");
         result
+    }
+}
+
+/// Deletes audit entries older than `retention`, now and every hour (in batches, so that a first
+/// pruning of a long history never holds the database for long).
+async fn prune_audit(store: Arc<dyn keygate_store::Store>, retention: std::time::Duration) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    loop {
+        let before = keygate_store::now_ms().saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
+        let mut pruned = 0;
+        loop {
+            match store.prune_audit(before).await {
+                Ok(0) => break,
+                Ok(n) => pruned += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the audit log failed");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, retention = %humantime::format_duration(retention), "audit log: old entries deleted");
+        }
+        tokio::time::sleep(EVERY).await;
     }
 }

@@ -17,11 +17,15 @@ use std::collections::btree_map::Entry;
 use std::future::Future;
 use std::marker::PhantomData;
 
+use keygate_core::audit::Audit;
 use keygate_core::credits::{
     Adjustment, CreditBalance, CreditSource, CreditsConfig, CreditsPolicy, MAX_CREDITS, Refill,
 };
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
+use serde_json::json;
+
+use crate::audit::{AuditLog, Target};
 use crate::rows::{AdjustmentRow, BalanceRow, LeaseRow, LeaseScopeRow};
 use crate::sql::{self, BalanceStatements};
 use crate::{Adjusted, CreditLease, CreditRequest, CreditScope, CreditSettlement, Entity, Result, StoreError};
@@ -132,6 +136,16 @@ impl Balance {
         Ok(())
     }
 
+    /// The balance as the audit log records it: `{"credits": {"remaining", "refill"}}`, or
+    /// `{"credits": null}` without a quota.
+    fn audit_view(&self, now: i64) -> serde_json::Value {
+        if !self.has_quota() {
+            return json!({ "credits": null });
+        }
+        let view = self.view(now);
+        json!({ "credits": { "remaining": view.remaining, "refill": view.refill } })
+    }
+
     /// The balance as the admin API shows it (of a scope with a quota).
     fn view(&self, now: i64) -> CreditBalance {
         CreditBalance {
@@ -166,6 +180,14 @@ fn invalid(what: impl std::fmt::Display) -> StoreError {
 }
 
 impl CreditScope {
+    /// The audit log's action for a change of this balance.
+    fn audit_action(self) -> &'static str {
+        match self {
+            Self::Credential(_) => keygate_core::audit::action::CREDENTIAL_CREDITS,
+            Self::Account(_) => keygate_core::audit::action::ACCOUNT_CREDITS,
+        }
+    }
+
     /// How `credit_leases` and `credit_adjustments` name the kind of balance.
     pub(crate) fn kind(self) -> &'static str {
         match self {
@@ -215,6 +237,7 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
     for<'r> BalanceRow: FromRow<'r, DB::Row>,
     for<'r> LeaseRow: FromRow<'r, DB::Row>,
     for<'r> LeaseScopeRow: FromRow<'r, DB::Row>,
@@ -223,6 +246,7 @@ where
     /// [`crate::Store::set_credits`].
     pub(crate) async fn set(
         pool: &Pool<DB>,
+        audit: &Audit,
         scope: CreditScope,
         config: Option<&CreditsConfig>,
         now: i64,
@@ -232,6 +256,10 @@ where
         }
         let refill = config.and_then(|c| c.refill);
         let mut tx = DB::begin_write(pool).await?;
+        let before = Self::read(&mut tx, scope).await?.map(|mut b| {
+            b.roll(now);
+            b.audit_view(now)
+        });
         // One statement, which takes the row (and moves the epoch): the leases are void as they are.
         let mut set = sqlx::query_scalar::<DB, i64>(scope.statements().configure)
             .bind(config.map(|c| c.remaining))
@@ -243,6 +271,20 @@ where
             set = set.bind(config.is_some());
         }
         set.fetch_optional(&mut *tx).await.map_err(DB::map_err)?.ok_or(StoreError::NotFound)?;
+        let after = match config {
+            Some(c) => json!({ "credits": { "remaining": c.remaining, "refill": c.refill } }),
+            None => json!({ "credits": null }),
+        };
+        AuditLog::<DB>::record_values(
+            &mut tx,
+            audit,
+            scope.audit_action(),
+            Target::Credits(scope),
+            before,
+            Some(after),
+            now,
+        )
+        .await?;
         Self::announce(&mut tx, scope, now).await?;
         tx.commit().await.map_err(DB::map_err)
     }
@@ -250,6 +292,7 @@ where
     /// [`crate::Store::adjust_credits`].
     pub(crate) async fn adjust(
         pool: &Pool<DB>,
+        audit: &Audit,
         scope: CreditScope,
         adjustment: Adjustment,
         idempotency_key: Option<&str>,
@@ -300,6 +343,7 @@ where
             }
         }
         balance.roll(now);
+        let before = balance.audit_view(now);
         match adjustment {
             Adjustment::Add(n) => {
                 let sum = checked(balance.unleased().checked_add(n))?;
@@ -318,6 +362,21 @@ where
             }
         }
         Self::write(&mut tx, scope, &balance).await?;
+        let mut after = balance.audit_view(now);
+        after["credits"][kind] = json!(amount);
+        if let Some(key) = idempotency_key {
+            after["credits"]["idempotencyKey"] = json!(key);
+        }
+        AuditLog::<DB>::record_values(
+            &mut tx,
+            audit,
+            scope.audit_action(),
+            Target::Credits(scope),
+            Some(before),
+            Some(after),
+            now,
+        )
+        .await?;
         Self::announce(&mut tx, scope, now).await?;
         tx.commit().await.map_err(DB::map_err)?;
         Ok(Adjusted { balance: balance.view(now), replayed: false })

@@ -13,6 +13,9 @@ use keygate_core::net::Cidr;
 use keygate_core::{AccountId, ClientId};
 use sqlx::{Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
+use keygate_core::audit::{Audit, action};
+
+use crate::audit::{AuditLog, Target, to_json};
 use crate::credits::Dialect;
 use crate::rows::{AccountRow, RoleRow};
 use crate::sql;
@@ -37,7 +40,7 @@ const UPDATE_CREDENTIAL: &str = "UPDATE credentials SET \
 const DELETE_CREDENTIAL_ROLES: &str = "DELETE FROM credential_roles WHERE client_id = $1";
 const INSERT_CREDENTIAL_ROLE: &str = "INSERT INTO credential_roles (client_id, role) VALUES ($1, $2)";
 const ROLE_EXISTS: &str = "SELECT 1 FROM roles WHERE name = $1";
-const ROLE: &str = "SELECT name, permissions, created_at, updated_at FROM roles WHERE name = $1";
+pub(crate) const ROLE: &str = "SELECT name, permissions, created_at, updated_at FROM roles WHERE name = $1";
 const ROLES: &str = "SELECT name, permissions, created_at, updated_at FROM roles";
 const INSERT_ROLE: &str = "INSERT INTO roles (name, permissions, created_at, updated_at) VALUES ($1, $2, $3, $3) \
      ON CONFLICT (name) DO NOTHING RETURNING name, permissions, created_at, updated_at";
@@ -145,12 +148,16 @@ where
     /// [`crate::Store::put_role`].
     pub(crate) async fn put_role(
         pool: &Pool<DB>,
+        audit: &Audit,
         name: &str,
         permissions: &[String],
         now: i64,
     ) -> Result<(KeyRole, bool)> {
         let text = permissions.join(" ");
         let mut tx = DB::begin_write(pool).await?;
+        let before: Option<RoleRow> =
+            sqlx::query_as(ROLE).bind(name).fetch_optional(&mut *tx).await.map_err(DB::map_err)?;
+        let before = before.map(|r| to_json(&r.into_role())).transpose()?;
         let inserted: Option<RoleRow> = sqlx::query_as(INSERT_ROLE)
             .bind(name)
             .bind(text.clone())
@@ -171,9 +178,13 @@ where
                 (row, false)
             }
         };
+        let role = row.into_role();
+        let action = if created { action::ROLE_CREATE } else { action::ROLE_UPDATE };
+        AuditLog::<DB>::record_values(&mut tx, audit, action, Target::Role(name), before, Some(to_json(&role)?), now)
+            .await?;
         DB::record_change(&mut tx, Entity::Role, name, now).await?;
         tx.commit().await.map_err(DB::map_err)?;
-        Ok((row.into_role(), created))
+        Ok((role, created))
     }
 
     pub(crate) async fn get_role(pool: &Pool<DB>, name: &str) -> Result<KeyRole> {
@@ -195,13 +206,11 @@ where
     }
 
     /// [`crate::Store::delete_role`].
-    pub(crate) async fn delete_role(pool: &Pool<DB>, name: &str, now: i64) -> Result<()> {
+    pub(crate) async fn delete_role(pool: &Pool<DB>, audit: &Audit, name: &str, now: i64) -> Result<()> {
         let mut tx = DB::begin_write(pool).await?;
-        let exists: Option<(i32,)> =
-            sqlx::query_as(ROLE_EXISTS).bind(name).fetch_optional(&mut *tx).await.map_err(DB::map_err)?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound);
-        }
+        let before: Option<RoleRow> =
+            sqlx::query_as(ROLE).bind(name).fetch_optional(&mut *tx).await.map_err(DB::map_err)?;
+        let before = to_json(&before.ok_or(StoreError::NotFound)?.into_role())?;
         let (holders,): (i64,) =
             sqlx::query_as(ROLE_HOLDERS).bind(name).fetch_one(&mut *tx).await.map_err(DB::map_err)?;
         if holders > 0 {
@@ -213,6 +222,8 @@ where
             .execute(&mut *tx)
             .await
             .map_err(|e| if sql::is_foreign_key_violation(&e) { role_in_use(name, None) } else { DB::map_err(e) })?;
+        AuditLog::<DB>::record_values(&mut tx, audit, action::ROLE_DELETE, Target::Role(name), Some(before), None, now)
+            .await?;
         DB::record_change(&mut tx, Entity::Role, name, now).await?;
         tx.commit().await.map_err(DB::map_err)
     }
@@ -220,11 +231,15 @@ where
     /// [`crate::Store::set_account_ip_allowlist`].
     pub(crate) async fn set_account_allowlist(
         pool: &Pool<DB>,
+        audit: &Audit,
         id: AccountId,
         list: &[Cidr],
         now: i64,
     ) -> Result<keygate_core::model::Account> {
         let mut tx = DB::begin_write(pool).await?;
+        let before: Option<AccountRow> =
+            sqlx::query_as(sql::ACCOUNT).bind(id.to_hex()).fetch_optional(&mut *tx).await.map_err(DB::map_err)?;
+        let before = to_json(&before.ok_or(StoreError::NotFound)?.into_account()?)?;
         let row: Option<AccountRow> = sqlx::query_as(SET_ACCOUNT_ALLOWLIST)
             .bind(words_text(list))
             .bind(now)
@@ -232,9 +247,20 @@ where
             .fetch_optional(&mut *tx)
             .await
             .map_err(DB::map_err)?;
-        let row = row.ok_or(StoreError::NotFound)?;
+        let account = row.ok_or(StoreError::NotFound)?.into_account()?;
+        let after = to_json(&account)?;
+        AuditLog::<DB>::record_values(
+            &mut tx,
+            audit,
+            action::ACCOUNT_UPDATE,
+            Target::Account(id),
+            Some(before),
+            Some(after),
+            now,
+        )
+        .await?;
         DB::record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(DB::map_err)?;
-        row.into_account()
+        Ok(account)
     }
 }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
+use keygate_core::audit::{Audit, AuditEntry};
 use keygate_core::credits::{Adjustment, CreditBalance, CreditsConfig, CreditsPolicy, Refill};
 use keygate_core::decide::{AccountState, CredentialState};
 use keygate_core::model::{Account, AccountStatus, Credential, CredentialChange, KeyRole, Plan};
@@ -22,6 +23,7 @@ use keygate_core::ratelimit::RateLimit;
 use keygate_core::{AccountId, ClientId, SecretHash};
 use serde::Serialize;
 
+mod audit;
 mod credits;
 mod keys;
 pub mod postgres;
@@ -30,6 +32,7 @@ mod sql;
 pub mod sqlite;
 mod usage;
 
+pub use audit::{AuditQuery, MAX_AUDIT_PAGE};
 pub use usage::{
     CredentialBucket, DAY_MS, Granularity, HOUR_MS, HOURLY_RETENTION_HOURS, UsageBucket, UsageDelta, UsageScope,
 };
@@ -254,23 +257,24 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     // Accounts.
-    async fn create_account(&self, new: &NewAccount) -> Result<Account>;
+    async fn create_account(&self, audit: &Audit, new: &NewAccount) -> Result<Account>;
     async fn get_account(&self, id: AccountId) -> Result<Account>;
     /// Accounts ordered by uid; `query` matches email or id substrings.
     async fn list_accounts(&self, query: Option<&str>, limit: u32, after_uid: Option<i64>) -> Result<Vec<Account>>;
     /// Sets the status and records an event. Banning a banned account is not an error.
     async fn set_account_status(
         &self,
+        audit: &Audit,
         id: AccountId,
         status: AccountStatus,
         reason: Option<&str>,
-        actor: &str,
     ) -> Result<Account>;
     async fn account_events(&self, id: AccountId) -> Result<Vec<AccountEvent>>;
 
     // Credentials.
     async fn create_credential(
         &self,
+        audit: &Audit,
         account: AccountId,
         client_id: ClientId,
         secret: &SecretHash,
@@ -279,14 +283,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Credential>;
     async fn get_credential(&self, client_id: ClientId) -> Result<Credential>;
     async fn list_credentials(&self, account: AccountId) -> Result<Vec<Credential>>;
-    async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential>;
+    async fn revoke_credential(&self, audit: &Audit, client_id: ClientId) -> Result<Credential>;
     /// Applies a change to a credential's name, meta, expiry, enabled, permissions, roles,
     /// allowlist and rate limits, in one transaction. A role that does not exist: `Conflict`.
-    async fn update_credential(&self, client_id: ClientId, change: &CredentialChange) -> Result<Credential>;
+    async fn update_credential(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        change: &CredentialChange,
+    ) -> Result<Credential>;
     /// New secret generation. The one it replaces stops at `old_expires_at` (now when `None`);
     /// any older one stops now: the current key and the one before it, at most.
     async fn rotate_credential(
         &self,
+        audit: &Audit,
         client_id: ClientId,
         secret: &SecretHash,
         hint: &str,
@@ -296,37 +306,49 @@ pub trait Store: Send + Sync + 'static {
     // Roles (named sets of permissions). Each write appends the role to the change feed: every
     // credential holding it is reloaded.
     /// Creates or replaces a role; `true` when it was created.
-    async fn put_role(&self, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)>;
+    async fn put_role(&self, audit: &Audit, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)>;
     async fn get_role(&self, name: &str) -> Result<KeyRole>;
     /// Every role, by name.
     async fn list_roles(&self) -> Result<Vec<KeyRole>>;
     /// Deletes a role; `Conflict` while a credential holds it.
-    async fn delete_role(&self, name: &str) -> Result<()>;
+    async fn delete_role(&self, audit: &Audit, name: &str) -> Result<()>;
     /// How many credentials hold a role.
     async fn role_holders(&self, name: &str) -> Result<u64>;
     /// Replaces an account's IP allowlist (empty: anywhere).
-    async fn set_account_ip_allowlist(&self, id: AccountId, list: &[Cidr]) -> Result<Account>;
+    async fn set_account_ip_allowlist(&self, audit: &Audit, id: AccountId, list: &[Cidr]) -> Result<Account>;
 
     // Rate limits and plans. Each write appends to the change feed: the credential, the account,
     // or the plan (whose accounts every process then reloads).
     /// Replaces a credential's own rate limits (empty: none).
-    async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential>;
+    async fn set_credential_ratelimits(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        ratelimits: &[RateLimit],
+    ) -> Result<Credential>;
     /// Replaces an account's own rate limits (`Some`; empty: none) and/or its plan (`Some(None)`
     /// removes it). A plan that does not exist is `Conflict`.
     async fn update_account_limits(
         &self,
+        audit: &Audit,
         id: AccountId,
         ratelimits: Option<&[RateLimit]>,
         plan: Option<Option<&str>>,
     ) -> Result<Account>;
     /// Creates or replaces a plan (its rate limits and the credits refill of its accounts that
     /// have no credits of their own); `true` when it was created.
-    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit], credits: Option<&Refill>) -> Result<(Plan, bool)>;
+    async fn put_plan(
+        &self,
+        audit: &Audit,
+        name: &str,
+        ratelimits: &[RateLimit],
+        credits: Option<&Refill>,
+    ) -> Result<(Plan, bool)>;
     async fn get_plan(&self, name: &str) -> Result<Plan>;
     /// Every plan, by name.
     async fn list_plans(&self) -> Result<Vec<Plan>>;
     /// Deletes a plan; `Conflict` while an account is on it.
-    async fn delete_plan(&self, name: &str) -> Result<()>;
+    async fn delete_plan(&self, audit: &Audit, name: &str) -> Result<()>;
     /// How many accounts are on a plan.
     async fn plan_accounts(&self, name: &str) -> Result<u64>;
 
@@ -335,13 +357,20 @@ pub trait Store: Send + Sync + 'static {
     // a decision appends to the change feed (the credential or the account).
     /// Sets a balance and its refill (`None`: removes the quota: requests are not charged). The
     /// epoch moves: leases taken before are void. `NotFound` for an unknown credential/account.
-    async fn set_credits(&self, scope: CreditScope, config: Option<&CreditsConfig>, now_ms: i64) -> Result<()>;
+    async fn set_credits(
+        &self,
+        audit: &Audit,
+        scope: CreditScope,
+        config: Option<&CreditsConfig>,
+        now_ms: i64,
+    ) -> Result<()>;
     /// Adds to or sets a balance (a due refill applied first). `Set` moves the epoch, `Add` does
     /// not (leases stay valid). With an idempotency key, a second call with the same key and
     /// adjustment applies nothing and says so; the same key with another adjustment is
     /// `Conflict`. No credits quota on the scope: `Conflict`. Unknown scope: `NotFound`.
     async fn adjust_credits(
         &self,
+        audit: &Audit,
         scope: CreditScope,
         adjustment: Adjustment,
         idempotency_key: Option<&str>,
@@ -450,19 +479,37 @@ pub trait Store: Send + Sync + 'static {
 
     // JWT signing key ids.
     async fn signing_keys(&self) -> Result<Vec<SigningKey>>;
-    async fn add_signing_key(&self, kid: &str) -> Result<SigningKey>;
-    async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey>;
+    async fn add_signing_key(&self, audit: &Audit, kid: &str) -> Result<SigningKey>;
+    async fn retire_signing_key(&self, audit: &Audit, kid: &str) -> Result<SigningKey>;
 
     // Settings (e.g. the admin token's hash).
     async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets a setting; with `only_if_absent`, returns false and changes nothing when it exists.
     async fn put_setting(&self, name: &str, value: &[u8], only_if_absent: bool) -> Result<bool>;
+    /// [`Store::put_setting`] of a setting the audit log records (the admin token's hash): the
+    /// entry says `action` on the admin token, never the value.
+    async fn put_audited_setting(
+        &self,
+        audit: &Audit,
+        action: &str,
+        name: &str,
+        value: &[u8],
+        only_if_absent: bool,
+    ) -> Result<bool>;
+
+    // The audit log (every write above that takes an `Audit` records its entry in its own
+    // transaction).
+    /// Entries matching the query, newest first.
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+    /// Deletes entries older than `before_ms` (at most 10,000 per call, the oldest); how many.
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64>;
 
     // Console: passwords, roles, sessions. None of these changes an API authentication decision,
     // so none appends to the change feed (creating an account does, as `create_account`).
     /// Creates an account with its console login (password hash, role) in one transaction.
     async fn create_console_account(
         &self,
+        audit: &Audit,
         new: &NewAccount,
         password_hash: Option<&str>,
         role: Role,
@@ -471,8 +518,8 @@ pub trait Store: Send + Sync + 'static {
     async fn console_account_by_email(&self, email: &str) -> Result<Option<ConsoleAccount>>;
     async fn console_account(&self, id: AccountId) -> Result<ConsoleAccount>;
     /// Sets (`None`: clears) the password hash and ends the account's console sessions.
-    async fn set_password_hash(&self, id: AccountId, password_hash: Option<&str>) -> Result<()>;
-    async fn set_role(&self, id: AccountId, role: Role) -> Result<()>;
+    async fn set_password_hash(&self, audit: &Audit, id: AccountId, password_hash: Option<&str>) -> Result<()>;
+    async fn set_role(&self, audit: &Audit, id: AccountId, role: Role) -> Result<()>;
     /// Stores a session by the hash of its token.
     async fn create_session(&self, token_hash: &SecretHash, account: AccountId, expires_at: i64) -> Result<()>;
     /// The session with this token hash, if it has not expired at `now`, with its account.

@@ -21,11 +21,15 @@ use keygate_core::{AccountId, ClientId, SecretHash};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, PgExecutor, Postgres, Transaction};
 
+use keygate_core::audit::{Audit, AuditEntry, action};
+use serde_json::{Value, json};
+
+use crate::audit::{AuditLog, AuditQuery, Target, password_change, password_state, to_json};
 use crate::credits::{Credits, Dialect};
 use crate::keys::Keys;
 use crate::rows::{
-    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRoleRow, CredentialRow, EventRow,
-    GenerationRow, PlanRow, SecretRow, SessionRow, SigningKeyRow, parse_id,
+    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, EventRow, PlanRow, SecretRow, SessionRow,
+    SigningKeyRow, parse_id,
 };
 use crate::sql::{
     self, account_columns, account_state_columns, credential_credits_columns, credential_lifecycle_columns,
@@ -37,6 +41,8 @@ use crate::{
     CreditSettlement, Entity, NewAccount, Result, Role, SigningKey, Store, StoreError, now_ms,
 };
 use crate::{CredentialBucket, Granularity, UsageBucket, UsageDelta, UsageScope};
+
+type Log = AuditLog<Postgres>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -159,27 +165,28 @@ impl Dialect for Postgres {
 
 /// A credential with its secret generations live at `now`.
 async fn credential_in(conn: &mut PgConnection, client_id: ClientId, now: i64) -> Result<Credential> {
-    let row: CredentialRow = sqlx::query_as(sql::CREDENTIAL)
-        .bind(client_id.to_hex())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound)?;
-    let live: Vec<GenerationRow> = sqlx::query_as(sql::LIVE_GENERATIONS)
-        .bind(client_id.to_hex())
-        .bind(now)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    let roles: Vec<CredentialRoleRow> =
-        sqlx::query_as(sql::CREDENTIAL_ROLES).bind(client_id.to_hex()).fetch_all(&mut *conn).await.map_err(map_err)?;
-    row.into_credential(live, roles)
+    crate::audit::credential_in::<Postgres>(conn, client_id, now).await
 }
 
-/// Ends a write to a credential: appends it to the feed, reads it back and commits.
-async fn commit_credential(mut tx: Transaction<'_, Postgres>, client_id: ClientId, now: i64) -> Result<Credential> {
-    record_change(&mut tx, Entity::Credential, &client_id.to_hex(), now).await?;
+/// The credential as it is before a write (its row taken), for its audit entry.
+async fn credential_before(conn: &mut PgConnection, client_id: ClientId, now: i64) -> Result<Option<Value>> {
+    Log::snapshot(conn, Target::Credential(client_id), now).await
+}
+
+/// Ends a write to a credential: records `action` by `audit` (the fields of `before` that
+/// changed), appends it to the feed, reads it back and commits.
+async fn commit_credential(
+    mut tx: Transaction<'_, Postgres>,
+    audit: &Audit,
+    action: &str,
+    before: Option<Value>,
+    client_id: ClientId,
+    now: i64,
+) -> Result<Credential> {
     let cred = credential_in(&mut tx, client_id, now).await?;
+    Log::record_values(&mut tx, audit, action, Target::Credential(client_id), before, Some(to_json(&cred)?), now)
+        .await?;
+    record_change(&mut tx, Entity::Credential, &client_id.to_hex(), now).await?;
     tx.commit().await.map_err(map_err)?;
     Ok(cred)
 }
@@ -294,6 +301,28 @@ impl PgStore {
         &self.pool
     }
 
+    /// Sets a setting; an audited one (the admin token's hash) records `action` with it.
+    async fn write_setting(
+        &self,
+        audit: Option<(&Audit, &str)>,
+        name: &str,
+        value: &[u8],
+        only_if_absent: bool,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let statement = if only_if_absent { sql::INSERT_SETTING } else { sql::PUT_SETTING };
+        let done = sqlx::query(statement).bind(name).bind(value).bind(now).execute(&mut *tx).await.map_err(map_err)?;
+        if done.rows_affected() > 0 {
+            if let Some((audit, action)) = audit {
+                Log::record_values(&mut tx, audit, action, Target::AdminToken, None, None, now).await?;
+            }
+            record_change(&mut tx, Entity::Setting, name, now).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn console_account_by(&self, statement: &'static str, key: &str) -> Result<Option<ConsoleAccount>> {
         let row: Option<ConsoleAccountRow> =
             sqlx::query_as(statement).bind(key).fetch_optional(&self.pool).await.map_err(map_err)?;
@@ -312,8 +341,8 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn create_account(&self, new: &NewAccount) -> Result<Account> {
-        self.create_console_account(new, None, Role::Customer).await
+    async fn create_account(&self, audit: &Audit, new: &NewAccount) -> Result<Account> {
+        self.create_console_account(audit, new, None, Role::Customer).await
     }
 
     async fn get_account(&self, id: AccountId) -> Result<Account> {
@@ -342,14 +371,15 @@ impl Store for PgStore {
 
     async fn set_account_status(
         &self,
+        audit: &Audit,
         id: AccountId,
         status: AccountStatus,
         reason: Option<&str>,
-        actor: &str,
     ) -> Result<Account> {
         let now = now_ms();
         let (ban_reason, kind) = sql::status_change(status, reason);
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let before = Log::snapshot(&mut tx, Target::Account(id), now).await?;
         let row: AccountRow = sqlx::query_as(sql::SET_ACCOUNT_STATUS)
             .bind(status.as_str())
             .bind(ban_reason)
@@ -363,7 +393,7 @@ impl Store for PgStore {
             .bind(id.to_hex())
             .bind(kind)
             .bind(reason)
-            .bind(actor)
+            .bind(audit.label())
             .bind(now)
             .execute(&mut *tx)
             .await
@@ -372,6 +402,8 @@ impl Store for PgStore {
             // A banned account's console sessions end with the ban.
             end_sessions(&mut *tx, id).await?;
         }
+        let action = if status == AccountStatus::Banned { action::ACCOUNT_BAN } else { action::ACCOUNT_UNBAN };
+        Log::record(&mut tx, audit, action, Target::Account(id), before, now).await?;
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
         row.into_account()
@@ -385,6 +417,7 @@ impl Store for PgStore {
 
     async fn create_credential(
         &self,
+        audit: &Audit,
         account: AccountId,
         client_id: ClientId,
         secret: &SecretHash,
@@ -413,7 +446,7 @@ impl Store for PgStore {
         if !change.is_empty() {
             Keys::<Postgres>::apply(&mut tx, client_id, change, now).await?;
         }
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_CREATE, None, client_id, now).await
     }
 
     async fn get_credential(&self, client_id: ClientId) -> Result<Credential> {
@@ -436,9 +469,10 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential> {
+    async fn revoke_credential(&self, audit: &Audit, client_id: ClientId) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let before = credential_before(&mut tx, client_id, now).await?;
         let done = sqlx::query(sql::REVOKE_CREDENTIAL)
             .bind(now)
             .bind(client_id.to_hex())
@@ -447,11 +481,12 @@ impl Store for PgStore {
             .map_err(map_err)?;
         sql::found(done.rows_affected())?;
         delete_secrets(&mut *tx, client_id).await?;
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_REVOKE, before, client_id, now).await
     }
 
     async fn rotate_credential(
         &self,
+        audit: &Audit,
         client_id: ClientId,
         secret: &SecretHash,
         hint: &str,
@@ -459,6 +494,7 @@ impl Store for PgStore {
     ) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let before = credential_before(&mut tx, client_id, now).await?;
         let (status, generation): (String, i32) =
             sqlx::query_as("SELECT status, generation FROM credentials WHERE client_id = $1 FOR UPDATE")
                 .bind(client_id.to_hex())
@@ -504,22 +540,28 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_ROTATE, before, client_id, now).await
     }
 
-    async fn update_credential(&self, client_id: ClientId, change: &CredentialChange) -> Result<Credential> {
+    async fn update_credential(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        change: &CredentialChange,
+    ) -> Result<Credential> {
         let now = now_ms();
         let mut tx = Postgres::begin_write(&self.pool).await?;
+        let before = credential_before(&mut tx, client_id, now).await?;
         Keys::<Postgres>::apply(&mut tx, client_id, change, now).await?;
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_UPDATE, before, client_id, now).await
     }
 
-    async fn set_account_ip_allowlist(&self, id: AccountId, list: &[Cidr]) -> Result<Account> {
-        Keys::<Postgres>::set_account_allowlist(&self.pool, id, list, now_ms()).await
+    async fn set_account_ip_allowlist(&self, audit: &Audit, id: AccountId, list: &[Cidr]) -> Result<Account> {
+        Keys::<Postgres>::set_account_allowlist(&self.pool, audit, id, list, now_ms()).await
     }
 
-    async fn put_role(&self, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)> {
-        Keys::<Postgres>::put_role(&self.pool, name, permissions, now_ms()).await
+    async fn put_role(&self, audit: &Audit, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)> {
+        Keys::<Postgres>::put_role(&self.pool, audit, name, permissions, now_ms()).await
     }
 
     async fn get_role(&self, name: &str) -> Result<KeyRole> {
@@ -530,18 +572,24 @@ impl Store for PgStore {
         Keys::<Postgres>::list_roles(&self.pool).await
     }
 
-    async fn delete_role(&self, name: &str) -> Result<()> {
-        Keys::<Postgres>::delete_role(&self.pool, name, now_ms()).await
+    async fn delete_role(&self, audit: &Audit, name: &str) -> Result<()> {
+        Keys::<Postgres>::delete_role(&self.pool, audit, name, now_ms()).await
     }
 
     async fn role_holders(&self, name: &str) -> Result<u64> {
         Keys::<Postgres>::role_holders(&self.pool, name).await
     }
 
-    async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential> {
+    async fn set_credential_ratelimits(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        ratelimits: &[RateLimit],
+    ) -> Result<Credential> {
         let now = now_ms();
         let json = sql::optional_ratelimits_json(ratelimits)?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let before = credential_before(&mut tx, client_id, now).await?;
         let done = sqlx::query(sql::SET_CREDENTIAL_LIMITS)
             .bind(json)
             .bind(now)
@@ -550,11 +598,12 @@ impl Store for PgStore {
             .await
             .map_err(map_err)?;
         sql::found(done.rows_affected())?;
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_UPDATE, before, client_id, now).await
     }
 
     async fn update_account_limits(
         &self,
+        audit: &Audit,
         id: AccountId,
         ratelimits: Option<&[RateLimit]>,
         plan: Option<Option<&str>>,
@@ -562,6 +611,7 @@ impl Store for PgStore {
         let now = now_ms();
         let json = ratelimits.map(sql::optional_ratelimits_json).transpose()?.flatten();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let before = Log::snapshot(&mut tx, Target::Account(id), now).await?;
         if let Some(Some(name)) = plan {
             // The key-share lock keeps the plan until commit (a delete waits, then sees the
             // account on it); the foreign key would refuse it anyway.
@@ -594,12 +644,28 @@ impl Store for PgStore {
             })?
             .ok_or(StoreError::NotFound)?;
         let account = row.into_account()?;
+        Log::record_values(
+            &mut tx,
+            audit,
+            action::ACCOUNT_UPDATE,
+            Target::Account(id),
+            before,
+            Some(to_json(&account)?),
+            now,
+        )
+        .await?;
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(account)
     }
 
-    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit], credits: Option<&Refill>) -> Result<(Plan, bool)> {
+    async fn put_plan(
+        &self,
+        audit: &Audit,
+        name: &str,
+        ratelimits: &[RateLimit],
+        credits: Option<&Refill>,
+    ) -> Result<(Plan, bool)> {
         let now = now_ms();
         let json = sql::ratelimits_json(ratelimits)?;
         let credits = sql::refill_json(credits)?;
@@ -607,7 +673,15 @@ impl Store for PgStore {
         // Insert, or else replace. An insert racing with ours makes ours do nothing (it waits for
         // that one to commit); a delete between our two statements makes us insert again.
         let mut attempts = 0;
-        let (row, created) = loop {
+        let (row, created, before) = loop {
+            // Taken with its row, so that the entry's "before" is what this write replaces.
+            let before: Option<PlanRow> =
+                sqlx::query_as(concat!("SELECT ", plan_columns!(), " FROM plans WHERE name = $1 FOR UPDATE"))
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            let before = before.map(|r| r.into_plan().and_then(|p| to_json(&p))).transpose()?;
             let inserted: Option<PlanRow> = sqlx::query_as(sql::INSERT_PLAN)
                 .bind(name)
                 .bind(&json)
@@ -617,7 +691,7 @@ impl Store for PgStore {
                 .await
                 .map_err(map_err)?;
             if let Some(row) = inserted {
-                break (row, true);
+                break (row, true, before);
             }
             let replaced: Option<PlanRow> = sqlx::query_as(sql::REPLACE_PLAN)
                 .bind(name)
@@ -628,7 +702,7 @@ impl Store for PgStore {
                 .await
                 .map_err(map_err)?;
             if let Some(row) = replaced {
-                break (row, false);
+                break (row, false, before);
             }
             attempts += 1;
             if attempts == 3 {
@@ -636,6 +710,8 @@ impl Store for PgStore {
             }
         };
         let plan = row.into_plan()?;
+        let action = if created { action::PLAN_CREATE } else { action::PLAN_UPDATE };
+        Log::record_values(&mut tx, audit, action, Target::Plan(name), before, Some(to_json(&plan)?), now).await?;
         record_change(&mut tx, Entity::Plan, name, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok((plan, created))
@@ -656,7 +732,7 @@ impl Store for PgStore {
         rows.into_iter().map(PlanRow::into_plan).collect()
     }
 
-    async fn delete_plan(&self, name: &str) -> Result<()> {
+    async fn delete_plan(&self, audit: &Audit, name: &str) -> Result<()> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         // The row lock waits for any transaction putting an account on the plan (it holds a
@@ -669,6 +745,7 @@ impl Store for PgStore {
         if exists.is_none() {
             return Err(StoreError::NotFound);
         }
+        let before = Log::snapshot(&mut tx, Target::Plan(name), now).await?.ok_or(StoreError::NotFound)?;
         let accounts: i64 =
             sqlx::query_scalar(sql::PLAN_ACCOUNTS).bind(name).fetch_one(&mut *tx).await.map_err(map_err)?;
         if accounts > 0 {
@@ -679,6 +756,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| if sql::is_foreign_key_violation(&e) { sql::plan_in_use(name, None) } else { map_err(e) })?;
+        Log::record_values(&mut tx, audit, action::PLAN_DELETE, Target::Plan(name), Some(before), None, now).await?;
         record_change(&mut tx, Entity::Plan, name, now).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -689,18 +767,25 @@ impl Store for PgStore {
         Ok(accounts as u64)
     }
 
-    async fn set_credits(&self, scope: CreditScope, config: Option<&CreditsConfig>, now_ms: i64) -> Result<()> {
-        Credits::<Postgres>::set(&self.pool, scope, config, now_ms).await
+    async fn set_credits(
+        &self,
+        audit: &Audit,
+        scope: CreditScope,
+        config: Option<&CreditsConfig>,
+        now_ms: i64,
+    ) -> Result<()> {
+        Credits::<Postgres>::set(&self.pool, audit, scope, config, now_ms).await
     }
 
     async fn adjust_credits(
         &self,
+        audit: &Audit,
         scope: CreditScope,
         adjustment: Adjustment,
         idempotency_key: Option<&str>,
         now_ms: i64,
     ) -> Result<Adjusted> {
-        Credits::<Postgres>::adjust(&self.pool, scope, adjustment, idempotency_key, now_ms).await
+        Credits::<Postgres>::adjust(&self.pool, audit, scope, adjustment, idempotency_key, now_ms).await
     }
 
     async fn credit_balance(&self, scope: CreditScope, now_ms: i64) -> Result<Option<CreditBalance>> {
@@ -899,16 +984,19 @@ impl Store for PgStore {
         Ok(rows.into_iter().map(SigningKeyRow::into_signing_key).collect())
     }
 
-    async fn add_signing_key(&self, kid: &str) -> Result<SigningKey> {
+    async fn add_signing_key(&self, audit: &Audit, kid: &str) -> Result<SigningKey> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         sqlx::query(sql::INSERT_SIGNING_KEY).bind(kid).bind(now).execute(&mut *tx).await.map_err(map_err)?;
+        let after = json!({ "kid": kid, "createdAt": now });
+        Log::record_values(&mut tx, audit, action::SIGNING_KEY_ADD, Target::SigningKey(kid), None, Some(after), now)
+            .await?;
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(SigningKey { kid: kid.to_owned(), created_at: now, retired_at: None })
     }
 
-    async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey> {
+    async fn retire_signing_key(&self, audit: &Audit, kid: &str) -> Result<SigningKey> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let row: SigningKeyRow = sqlx::query_as(sql::RETIRE_SIGNING_KEY)
@@ -918,9 +1006,20 @@ impl Store for PgStore {
             .await
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?;
+        let key = row.into_signing_key();
+        Log::record_values(
+            &mut tx,
+            audit,
+            action::SIGNING_KEY_RETIRE,
+            Target::SigningKey(kid),
+            Some(json!({ "retiredAt": null })),
+            Some(json!({ "retiredAt": key.retired_at })),
+            now,
+        )
+        .await?;
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(row.into_signing_key())
+        Ok(key)
     }
 
     async fn change_listener(&self) -> Result<Option<Box<dyn crate::ChangeListener>>> {
@@ -934,19 +1033,31 @@ impl Store for PgStore {
     }
 
     async fn put_setting(&self, name: &str, value: &[u8], only_if_absent: bool) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let statement = if only_if_absent { sql::INSERT_SETTING } else { sql::PUT_SETTING };
-        let done = sqlx::query(statement).bind(name).bind(value).bind(now).execute(&mut *tx).await.map_err(map_err)?;
-        if done.rows_affected() > 0 {
-            record_change(&mut tx, Entity::Setting, name, now).await?;
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        self.write_setting(None, name, value, only_if_absent).await
+    }
+
+    async fn put_audited_setting(
+        &self,
+        audit: &Audit,
+        action: &str,
+        name: &str,
+        value: &[u8],
+        only_if_absent: bool,
+    ) -> Result<bool> {
+        self.write_setting(Some((audit, action)), name, value, only_if_absent).await
+    }
+
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        Log::list(&self.pool, query).await
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64> {
+        Log::prune(&self.pool, before_ms, crate::audit::PRUNE_BATCH).await
     }
 
     async fn create_console_account(
         &self,
+        audit: &Audit,
         new: &NewAccount,
         password_hash: Option<&str>,
         role: Role,
@@ -965,6 +1076,10 @@ impl Store for PgStore {
             .await
             .map_err(|e| sql::email_taken(map_err(e)))?;
         let account = row.into_account()?;
+        let mut after = to_json(&account)?;
+        after["role"] = json!(role.as_str());
+        after["password"] = password_state(password_hash)["password"].clone();
+        Log::record_values(&mut tx, audit, action::ACCOUNT_CREATE, Target::Account(id), None, Some(after), now).await?;
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(account)
@@ -983,29 +1098,59 @@ impl Store for PgStore {
         self.console_account_by(sql::CONSOLE_ACCOUNT, &id.to_hex()).await?.ok_or(StoreError::NotFound)
     }
 
-    async fn set_password_hash(&self, id: AccountId, password_hash: Option<&str>) -> Result<()> {
+    async fn set_password_hash(&self, audit: &Audit, id: AccountId, password_hash: Option<&str>) -> Result<()> {
+        let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let had: Option<Option<String>> =
+            sqlx::query_scalar("SELECT password_hash FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(id.to_hex())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let had = had.ok_or(StoreError::NotFound)?;
         let done = sqlx::query(sql::SET_PASSWORD_HASH)
             .bind(password_hash)
-            .bind(now_ms())
+            .bind(now)
             .bind(id.to_hex())
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
         sql::found(done.rows_affected())?;
         end_sessions(&mut *tx, id).await?;
+        let (before, after) = password_change(had.as_deref(), password_hash);
+        Log::record_values(
+            &mut tx,
+            audit,
+            action::ACCOUNT_PASSWORD,
+            Target::Account(id),
+            Some(before),
+            Some(after),
+            now,
+        )
+        .await?;
         tx.commit().await.map_err(map_err)
     }
 
-    async fn set_role(&self, id: AccountId, role: Role) -> Result<()> {
-        let done = sqlx::query(sql::SET_ROLE)
-            .bind(role.as_str())
-            .bind(now_ms())
+    async fn set_role(&self, audit: &Audit, id: AccountId, role: Role) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let had: Option<String> = sqlx::query_scalar("SELECT role FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
             .bind(id.to_hex())
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;
-        sql::found(done.rows_affected())
+        let had = had.ok_or(StoreError::NotFound)?;
+        sqlx::query(sql::SET_ROLE)
+            .bind(role.as_str())
+            .bind(now)
+            .bind(id.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let (before, after) = (json!({ "role": had }), json!({ "role": role.as_str() }));
+        Log::record_values(&mut tx, audit, action::ACCOUNT_ROLE, Target::Account(id), Some(before), Some(after), now)
+            .await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn create_session(&self, token_hash: &SecretHash, account: AccountId, expires_at: i64) -> Result<()> {

@@ -518,3 +518,46 @@ impl SigningKeyRow {
         SigningKey { kid: self.kid, created_at: self.created_at, retired_at: self.retired_at }
     }
 }
+
+/// `audit_log`, the columns of `audit::audit_columns!`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    id: i64,
+    at: i64,
+    actor_kind: String,
+    actor: String,
+    action: String,
+    target_kind: String,
+    target: String,
+    account_id: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    source_ip: Option<String>,
+    request_id: Option<String>,
+}
+
+impl AuditRow {
+    pub(crate) fn into_entry(self) -> Result<keygate_core::audit::AuditEntry> {
+        use keygate_core::audit::{ActorKind, TargetKind};
+        let json = |text: Option<String>| -> Result<Option<serde_json::Value>> {
+            text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Other(format!("audit entry: {e}"))))
+                .transpose()
+        };
+        Ok(keygate_core::audit::AuditEntry {
+            id: self.id,
+            at: self.at,
+            actor_kind: ActorKind::parse(&self.actor_kind)
+                .ok_or_else(|| StoreError::Other(format!("unknown actor kind {:?}", self.actor_kind)))?,
+            actor: self.actor,
+            action: self.action,
+            target_kind: TargetKind::parse(&self.target_kind)
+                .ok_or_else(|| StoreError::Other(format!("unknown target kind {:?}", self.target_kind)))?,
+            target: self.target,
+            account_id: self.account_id,
+            before: json(self.before)?,
+            after: json(self.after)?,
+            source_ip: self.source_ip,
+            request_id: self.request_id,
+        })
+    }
+}

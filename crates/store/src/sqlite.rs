@@ -21,11 +21,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, Transaction};
 
+use keygate_core::audit::{Audit, AuditEntry, action};
+use serde_json::{Value, json};
+
+use crate::audit::{AuditLog, AuditQuery, Target, password_change, password_state, to_json};
 use crate::credits::{Credits, Dialect};
 use crate::keys::Keys;
 use crate::rows::{
-    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, CredentialRoleRow, CredentialRow, EventRow,
-    GenerationRow, PlanRow, SecretRow, SessionRow, SigningKeyRow, parse_id,
+    AccountRow, AccountStateRow, BundleRow, ChangeRow, ConsoleAccountRow, EventRow, PlanRow, SecretRow, SessionRow,
+    SigningKeyRow, parse_id,
 };
 use crate::sql::{
     self, account_columns, account_state_columns, credential_credits_columns, credential_lifecycle_columns,
@@ -37,6 +41,8 @@ use crate::{
     CreditSettlement, Entity, NewAccount, Result, Role, SigningKey, Store, StoreError, now_ms,
 };
 use crate::{CredentialBucket, Granularity, UsageBucket, UsageDelta, UsageScope};
+
+type Log = AuditLog<Sqlite>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -153,27 +159,28 @@ impl Dialect for Sqlite {
 
 /// A credential with its secret generations live at `now`.
 async fn credential_in(conn: &mut SqliteConnection, client_id: ClientId, now: i64) -> Result<Credential> {
-    let row: CredentialRow = sqlx::query_as(sql::CREDENTIAL)
-        .bind(client_id.to_hex())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound)?;
-    let live: Vec<GenerationRow> = sqlx::query_as(sql::LIVE_GENERATIONS)
-        .bind(client_id.to_hex())
-        .bind(now)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    let roles: Vec<CredentialRoleRow> =
-        sqlx::query_as(sql::CREDENTIAL_ROLES).bind(client_id.to_hex()).fetch_all(&mut *conn).await.map_err(map_err)?;
-    row.into_credential(live, roles)
+    crate::audit::credential_in::<Sqlite>(conn, client_id, now).await
 }
 
-/// Ends a write to a credential: appends it to the feed, reads it back and commits.
-async fn commit_credential(mut tx: Transaction<'_, Sqlite>, client_id: ClientId, now: i64) -> Result<Credential> {
+/// The credential as it is before a write, for its audit entry.
+async fn credential_before(conn: &mut SqliteConnection, client_id: ClientId, now: i64) -> Result<Option<Value>> {
+    Log::snapshot(conn, Target::Credential(client_id), now).await
+}
+
+/// Ends a write to a credential: records `action` by `audit` (the fields of `before` that
+/// changed), appends it to the feed, reads it back and commits.
+async fn commit_credential(
+    mut tx: Transaction<'_, Sqlite>,
+    audit: &Audit,
+    action: &str,
+    before: Option<Value>,
+    client_id: ClientId,
+    now: i64,
+) -> Result<Credential> {
     record_change(&mut tx, Entity::Credential, &client_id.to_hex(), now).await?;
     let cred = credential_in(&mut tx, client_id, now).await?;
+    Log::record_values(&mut tx, audit, action, Target::Credential(client_id), before, Some(to_json(&cred)?), now)
+        .await?;
     tx.commit().await.map_err(map_err)?;
     Ok(cred)
 }
@@ -292,6 +299,28 @@ impl SqliteStore {
         Sqlite::begin_write(&self.pool).await
     }
 
+    /// Sets a setting; an audited one (the admin token's hash) records `action` with it.
+    async fn write_setting(
+        &self,
+        audit: Option<(&Audit, &str)>,
+        name: &str,
+        value: &[u8],
+        only_if_absent: bool,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let statement = if only_if_absent { sql::INSERT_SETTING } else { sql::PUT_SETTING };
+        let done = sqlx::query(statement).bind(name).bind(value).bind(now).execute(&mut *tx).await.map_err(map_err)?;
+        if done.rows_affected() > 0 {
+            if let Some((audit, action)) = audit {
+                Log::record_values(&mut tx, audit, action, Target::AdminToken, None, None, now).await?;
+            }
+            record_change(&mut tx, Entity::Setting, name, now).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn console_account_by(&self, statement: &'static str, key: &str) -> Result<Option<ConsoleAccount>> {
         let row: Option<ConsoleAccountRow> =
             sqlx::query_as(statement).bind(key).fetch_optional(&self.pool).await.map_err(map_err)?;
@@ -310,8 +339,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_account(&self, new: &NewAccount) -> Result<Account> {
-        self.create_console_account(new, None, Role::Customer).await
+    async fn create_account(&self, audit: &Audit, new: &NewAccount) -> Result<Account> {
+        self.create_console_account(audit, new, None, Role::Customer).await
     }
 
     async fn get_account(&self, id: AccountId) -> Result<Account> {
@@ -342,14 +371,15 @@ impl Store for SqliteStore {
 
     async fn set_account_status(
         &self,
+        audit: &Audit,
         id: AccountId,
         status: AccountStatus,
         reason: Option<&str>,
-        actor: &str,
     ) -> Result<Account> {
         let now = now_ms();
         let (ban_reason, kind) = sql::status_change(status, reason);
         let mut tx = self.write_tx().await?;
+        let before = Log::snapshot(&mut tx, Target::Account(id), now).await?;
         let row: AccountRow = sqlx::query_as(sql::SET_ACCOUNT_STATUS)
             .bind(status.as_str())
             .bind(ban_reason)
@@ -363,7 +393,7 @@ impl Store for SqliteStore {
             .bind(id.to_hex())
             .bind(kind)
             .bind(reason)
-            .bind(actor)
+            .bind(audit.label())
             .bind(now)
             .execute(&mut *tx)
             .await
@@ -372,6 +402,8 @@ impl Store for SqliteStore {
             // A banned account's console sessions end with the ban.
             end_sessions(&mut *tx, id).await?;
         }
+        let action = if status == AccountStatus::Banned { action::ACCOUNT_BAN } else { action::ACCOUNT_UNBAN };
+        Log::record(&mut tx, audit, action, Target::Account(id), before, now).await?;
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
         row.into_account()
@@ -385,6 +417,7 @@ impl Store for SqliteStore {
 
     async fn create_credential(
         &self,
+        audit: &Audit,
         account: AccountId,
         client_id: ClientId,
         secret: &SecretHash,
@@ -413,7 +446,7 @@ impl Store for SqliteStore {
         if !change.is_empty() {
             Keys::<Sqlite>::apply(&mut tx, client_id, change, now).await?;
         }
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_CREATE, None, client_id, now).await
     }
 
     async fn get_credential(&self, client_id: ClientId) -> Result<Credential> {
@@ -436,9 +469,10 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn revoke_credential(&self, client_id: ClientId) -> Result<Credential> {
+    async fn revoke_credential(&self, audit: &Audit, client_id: ClientId) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        let before = credential_before(&mut tx, client_id, now).await?;
         let done = sqlx::query(sql::REVOKE_CREDENTIAL)
             .bind(now)
             .bind(client_id.to_hex())
@@ -448,11 +482,12 @@ impl Store for SqliteStore {
         sql::found(done.rows_affected())?;
         // A revoked credential keeps no secret: nothing left to match.
         delete_secrets(&mut *tx, client_id).await?;
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_REVOKE, before, client_id, now).await
     }
 
     async fn rotate_credential(
         &self,
+        audit: &Audit,
         client_id: ClientId,
         secret: &SecretHash,
         hint: &str,
@@ -461,6 +496,7 @@ impl Store for SqliteStore {
         let now = now_ms();
         // The write transaction already excludes every other writer: no row lock needed.
         let mut tx = self.write_tx().await?;
+        let before = credential_before(&mut tx, client_id, now).await?;
         let (status, generation): (String, i32) =
             sqlx::query_as("SELECT status, generation FROM credentials WHERE client_id = ?")
                 .bind(client_id.to_hex())
@@ -507,22 +543,28 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_ROTATE, before, client_id, now).await
     }
 
-    async fn update_credential(&self, client_id: ClientId, change: &CredentialChange) -> Result<Credential> {
+    async fn update_credential(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        change: &CredentialChange,
+    ) -> Result<Credential> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        let before = credential_before(&mut tx, client_id, now).await?;
         Keys::<Sqlite>::apply(&mut tx, client_id, change, now).await?;
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_UPDATE, before, client_id, now).await
     }
 
-    async fn set_account_ip_allowlist(&self, id: AccountId, list: &[Cidr]) -> Result<Account> {
-        Keys::<Sqlite>::set_account_allowlist(&self.pool, id, list, now_ms()).await
+    async fn set_account_ip_allowlist(&self, audit: &Audit, id: AccountId, list: &[Cidr]) -> Result<Account> {
+        Keys::<Sqlite>::set_account_allowlist(&self.pool, audit, id, list, now_ms()).await
     }
 
-    async fn put_role(&self, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)> {
-        Keys::<Sqlite>::put_role(&self.pool, name, permissions, now_ms()).await
+    async fn put_role(&self, audit: &Audit, name: &str, permissions: &[String]) -> Result<(KeyRole, bool)> {
+        Keys::<Sqlite>::put_role(&self.pool, audit, name, permissions, now_ms()).await
     }
 
     async fn get_role(&self, name: &str) -> Result<KeyRole> {
@@ -533,18 +575,24 @@ impl Store for SqliteStore {
         Keys::<Sqlite>::list_roles(&self.pool).await
     }
 
-    async fn delete_role(&self, name: &str) -> Result<()> {
-        Keys::<Sqlite>::delete_role(&self.pool, name, now_ms()).await
+    async fn delete_role(&self, audit: &Audit, name: &str) -> Result<()> {
+        Keys::<Sqlite>::delete_role(&self.pool, audit, name, now_ms()).await
     }
 
     async fn role_holders(&self, name: &str) -> Result<u64> {
         Keys::<Sqlite>::role_holders(&self.pool, name).await
     }
 
-    async fn set_credential_ratelimits(&self, client_id: ClientId, ratelimits: &[RateLimit]) -> Result<Credential> {
+    async fn set_credential_ratelimits(
+        &self,
+        audit: &Audit,
+        client_id: ClientId,
+        ratelimits: &[RateLimit],
+    ) -> Result<Credential> {
         let now = now_ms();
         let json = sql::optional_ratelimits_json(ratelimits)?;
         let mut tx = self.write_tx().await?;
+        let before = credential_before(&mut tx, client_id, now).await?;
         let done = sqlx::query(sql::SET_CREDENTIAL_LIMITS)
             .bind(json)
             .bind(now)
@@ -553,11 +601,12 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         sql::found(done.rows_affected())?;
-        commit_credential(tx, client_id, now).await
+        commit_credential(tx, audit, action::CREDENTIAL_UPDATE, before, client_id, now).await
     }
 
     async fn update_account_limits(
         &self,
+        audit: &Audit,
         id: AccountId,
         ratelimits: Option<&[RateLimit]>,
         plan: Option<Option<&str>>,
@@ -565,6 +614,7 @@ impl Store for SqliteStore {
         let now = now_ms();
         let json = ratelimits.map(sql::optional_ratelimits_json).transpose()?.flatten();
         let mut tx = self.write_tx().await?;
+        let before = Log::snapshot(&mut tx, Target::Account(id), now).await?;
         if let Some(Some(name)) = plan {
             let exists: Option<i32> =
                 sqlx::query_scalar(sql::PLAN_EXISTS).bind(name).fetch_optional(&mut *tx).await.map_err(map_err)?;
@@ -592,17 +642,34 @@ impl Store for SqliteStore {
             })?
             .ok_or(StoreError::NotFound)?;
         let account = row.into_account()?;
+        Log::record_values(
+            &mut tx,
+            audit,
+            action::ACCOUNT_UPDATE,
+            Target::Account(id),
+            before,
+            Some(to_json(&account)?),
+            now,
+        )
+        .await?;
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(account)
     }
 
-    async fn put_plan(&self, name: &str, ratelimits: &[RateLimit], credits: Option<&Refill>) -> Result<(Plan, bool)> {
+    async fn put_plan(
+        &self,
+        audit: &Audit,
+        name: &str,
+        ratelimits: &[RateLimit],
+        credits: Option<&Refill>,
+    ) -> Result<(Plan, bool)> {
         let now = now_ms();
         let json = sql::ratelimits_json(ratelimits)?;
         let credits = sql::refill_json(credits)?;
         // The write transaction excludes every other writer: the plan is there or not throughout.
         let mut tx = self.write_tx().await?;
+        let before = Log::snapshot(&mut tx, Target::Plan(name), now).await?;
         let inserted: Option<PlanRow> = sqlx::query_as(sql::INSERT_PLAN)
             .bind(name)
             .bind(&json)
@@ -626,6 +693,8 @@ impl Store for SqliteStore {
             }
         };
         let plan = row.into_plan()?;
+        let action = if created { action::PLAN_CREATE } else { action::PLAN_UPDATE };
+        Log::record_values(&mut tx, audit, action, Target::Plan(name), before, Some(to_json(&plan)?), now).await?;
         record_change(&mut tx, Entity::Plan, name, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok((plan, created))
@@ -646,15 +715,11 @@ impl Store for SqliteStore {
         rows.into_iter().map(PlanRow::into_plan).collect()
     }
 
-    async fn delete_plan(&self, name: &str) -> Result<()> {
+    async fn delete_plan(&self, audit: &Audit, name: &str) -> Result<()> {
         let now = now_ms();
         // The write transaction excludes every other writer: no account joins the plan meanwhile.
         let mut tx = self.write_tx().await?;
-        let exists: Option<i32> =
-            sqlx::query_scalar(sql::PLAN_EXISTS).bind(name).fetch_optional(&mut *tx).await.map_err(map_err)?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound);
-        }
+        let before = Log::snapshot(&mut tx, Target::Plan(name), now).await?.ok_or(StoreError::NotFound)?;
         let accounts: i64 =
             sqlx::query_scalar(sql::PLAN_ACCOUNTS).bind(name).fetch_one(&mut *tx).await.map_err(map_err)?;
         if accounts > 0 {
@@ -665,6 +730,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| if sql::is_foreign_key_violation(&e) { sql::plan_in_use(name, None) } else { map_err(e) })?;
+        Log::record_values(&mut tx, audit, action::PLAN_DELETE, Target::Plan(name), Some(before), None, now).await?;
         record_change(&mut tx, Entity::Plan, name, now).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -675,18 +741,25 @@ impl Store for SqliteStore {
         Ok(accounts as u64)
     }
 
-    async fn set_credits(&self, scope: CreditScope, config: Option<&CreditsConfig>, now_ms: i64) -> Result<()> {
-        Credits::<Sqlite>::set(&self.pool, scope, config, now_ms).await
+    async fn set_credits(
+        &self,
+        audit: &Audit,
+        scope: CreditScope,
+        config: Option<&CreditsConfig>,
+        now_ms: i64,
+    ) -> Result<()> {
+        Credits::<Sqlite>::set(&self.pool, audit, scope, config, now_ms).await
     }
 
     async fn adjust_credits(
         &self,
+        audit: &Audit,
         scope: CreditScope,
         adjustment: Adjustment,
         idempotency_key: Option<&str>,
         now_ms: i64,
     ) -> Result<Adjusted> {
-        Credits::<Sqlite>::adjust(&self.pool, scope, adjustment, idempotency_key, now_ms).await
+        Credits::<Sqlite>::adjust(&self.pool, audit, scope, adjustment, idempotency_key, now_ms).await
     }
 
     async fn credit_balance(&self, scope: CreditScope, now_ms: i64) -> Result<Option<CreditBalance>> {
@@ -877,16 +950,19 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(SigningKeyRow::into_signing_key).collect())
     }
 
-    async fn add_signing_key(&self, kid: &str) -> Result<SigningKey> {
+    async fn add_signing_key(&self, audit: &Audit, kid: &str) -> Result<SigningKey> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         sqlx::query(sql::INSERT_SIGNING_KEY).bind(kid).bind(now).execute(&mut *tx).await.map_err(map_err)?;
+        let after = json!({ "kid": kid, "createdAt": now });
+        Log::record_values(&mut tx, audit, action::SIGNING_KEY_ADD, Target::SigningKey(kid), None, Some(after), now)
+            .await?;
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(SigningKey { kid: kid.to_owned(), created_at: now, retired_at: None })
     }
 
-    async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey> {
+    async fn retire_signing_key(&self, audit: &Audit, kid: &str) -> Result<SigningKey> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let row: SigningKeyRow = sqlx::query_as(sql::RETIRE_SIGNING_KEY)
@@ -896,9 +972,20 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?;
+        let key = row.into_signing_key();
+        Log::record_values(
+            &mut tx,
+            audit,
+            action::SIGNING_KEY_RETIRE,
+            Target::SigningKey(kid),
+            Some(json!({ "retiredAt": null })),
+            Some(json!({ "retiredAt": key.retired_at })),
+            now,
+        )
+        .await?;
         record_change(&mut tx, Entity::SigningKey, kid, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(row.into_signing_key())
+        Ok(key)
     }
 
     async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -906,19 +993,31 @@ impl Store for SqliteStore {
     }
 
     async fn put_setting(&self, name: &str, value: &[u8], only_if_absent: bool) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        let statement = if only_if_absent { sql::INSERT_SETTING } else { sql::PUT_SETTING };
-        let done = sqlx::query(statement).bind(name).bind(value).bind(now).execute(&mut *tx).await.map_err(map_err)?;
-        if done.rows_affected() > 0 {
-            record_change(&mut tx, Entity::Setting, name, now).await?;
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        self.write_setting(None, name, value, only_if_absent).await
+    }
+
+    async fn put_audited_setting(
+        &self,
+        audit: &Audit,
+        action: &str,
+        name: &str,
+        value: &[u8],
+        only_if_absent: bool,
+    ) -> Result<bool> {
+        self.write_setting(Some((audit, action)), name, value, only_if_absent).await
+    }
+
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        Log::list(&self.pool, query).await
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64> {
+        Log::prune(&self.pool, before_ms, crate::audit::PRUNE_BATCH).await
     }
 
     async fn create_console_account(
         &self,
+        audit: &Audit,
         new: &NewAccount,
         password_hash: Option<&str>,
         role: Role,
@@ -937,6 +1036,10 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| sql::email_taken(map_err(e)))?;
         let account = row.into_account()?;
+        let mut after = to_json(&account)?;
+        after["role"] = json!(role.as_str());
+        after["password"] = password_state(password_hash)["password"].clone();
+        Log::record_values(&mut tx, audit, action::ACCOUNT_CREATE, Target::Account(id), None, Some(after), now).await?;
         record_change(&mut tx, Entity::Account, &id.to_hex(), now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(account)
@@ -955,9 +1058,15 @@ impl Store for SqliteStore {
         self.console_account_by(sql::CONSOLE_ACCOUNT, &id.to_hex()).await?.ok_or(StoreError::NotFound)
     }
 
-    async fn set_password_hash(&self, id: AccountId, password_hash: Option<&str>) -> Result<()> {
+    async fn set_password_hash(&self, audit: &Audit, id: AccountId, password_hash: Option<&str>) -> Result<()> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        let had: Option<Option<String>> = sqlx::query_scalar("SELECT password_hash FROM accounts WHERE id = ?")
+            .bind(id.to_hex())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let had = had.ok_or(StoreError::NotFound)?;
         let done = sqlx::query(sql::SET_PASSWORD_HASH)
             .bind(password_hash)
             .bind(now)
@@ -967,18 +1076,47 @@ impl Store for SqliteStore {
             .map_err(map_err)?;
         sql::found(done.rows_affected())?;
         end_sessions(&mut *tx, id).await?;
+        let (before, after) = password_change(had.as_deref(), password_hash);
+        Log::record_values(
+            &mut tx,
+            audit,
+            action::ACCOUNT_PASSWORD,
+            Target::Account(id),
+            Some(before),
+            Some(after),
+            now,
+        )
+        .await?;
         tx.commit().await.map_err(map_err)
     }
 
-    async fn set_role(&self, id: AccountId, role: Role) -> Result<()> {
-        let done = sqlx::query(sql::SET_ROLE)
-            .bind(role.as_str())
-            .bind(now_ms())
+    async fn set_role(&self, audit: &Audit, id: AccountId, role: Role) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let had: Option<String> = sqlx::query_scalar("SELECT role FROM accounts WHERE id = ?")
             .bind(id.to_hex())
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;
-        sql::found(done.rows_affected())
+        let had = had.ok_or(StoreError::NotFound)?;
+        sqlx::query(sql::SET_ROLE)
+            .bind(role.as_str())
+            .bind(now)
+            .bind(id.to_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        Log::record_values(
+            &mut tx,
+            audit,
+            action::ACCOUNT_ROLE,
+            Target::Account(id),
+            Some(json!({ "role": had })),
+            Some(json!({ "role": role.as_str() })),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn create_session(&self, token_hash: &SecretHash, account: AccountId, expires_at: i64) -> Result<()> {

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use keygate_client::{ApiKeyClient, AuthMethod, Code, Error, TokenClient};
+use keygate_core::audit::Audit;
 
 use crate::support::{Server, Tap, fast_retries, wait_until};
 
@@ -112,7 +113,7 @@ async fn a_dead_token_is_refreshed_once_then_the_error_is_returned() {
     let old = admin.signing_keys().await.unwrap();
     assert_eq!(old.len(), 1);
     admin.rotate_signing_key().await.unwrap();
-    server.state.ops.retire_signing_key(&old[0].kid).await.expect("the old key id retires");
+    server.state.ops.retire_signing_key(&Audit::system(), &old[0].kid).await.expect("the old key id retires");
 
     // The next call meets 1101, gets a new token (signed with the new key), and succeeds.
     let me = client.verify().await.expect("refreshed after 1101");

@@ -1,6 +1,7 @@
 //! Requests to an API behind keygate (`upstream`), authenticated by the SDK's request builder.
 
 use keygate_client::{Code, Error, RequestBuilder};
+use keygate_core::audit::Audit;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -98,7 +99,7 @@ async fn always_200_refusals_are_seen_in_the_body_and_a_dead_token_is_refreshed(
     let admin = server.admin();
     let old = admin.signing_keys().await.unwrap().remove(0).kid;
     admin.rotate_signing_key().await.unwrap();
-    server.state.ops.retire_signing_key(&old).await.unwrap();
+    server.state.ops.retire_signing_key(&Audit::system(), &old).await.unwrap();
     let echoed: Value = tokens.get("/v1/videos").send_json().await.expect("refreshed after a 200-with-1101");
     assert_eq!(echoed["headers"]["x-keygate-client-id"], c.client_id());
     assert_eq!((tap.get_tokens(), tap.refusals_1101()), (2, 1));

@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use keygate_auth::ApiError;
 use keygate_auth::envelope::{Envelope, Outcome, created_with, ok, page};
+use keygate_core::audit::Audit;
 use keygate_core::credits::{CreditBalance, CreditsConfig};
 use keygate_core::decide::{AuthFailure, InvalidReason};
 use keygate_core::model::{Account, Credential, CredentialChange, Plan};
@@ -38,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/credentials/{client_id}/usage", get(super::usage::credential_usage))
         .merge(super::credits::router())
         .merge(super::keys::router())
+        .merge(super::audit::router())
         .route("/plans", get(list_plans))
         .route("/plans/{name}", put(put_plan).get(get_plan).delete(delete_plan))
         .route("/signing-keys", get(signing_keys))
@@ -45,8 +47,9 @@ pub fn router() -> Router<AppState> {
         .route("/signing-keys/{kid}/retire", post(retire_signing_key))
 }
 
-/// Proof that the caller holds the admin token.
-pub(crate) struct Admin;
+/// Proof that the caller holds the admin token, and who it is for the audit log: the admin
+/// token, from the client's address (behind trusted proxies, the client's), with the request's id.
+pub(crate) struct Admin(pub(crate) Audit);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -62,12 +65,19 @@ impl FromRequestParts<AppState> for Admin {
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Auth(AuthFailure::Missing))?;
         if state.admin_token.matches(state.ops.store().as_ref(), presented).await? {
-            Ok(Admin)
+            Ok(Admin(request_audit(parts, Audit::admin_token())))
         } else {
             tracing::info!("admin API: invalid admin token");
             Err(ApiError::Auth(AuthFailure::Invalid(InvalidReason::UnknownKey)))
         }
     }
+}
+
+/// `audit` with the request's client address and id (set by the observer before any handler).
+pub(crate) fn request_audit(parts: &Parts, audit: Audit) -> Audit {
+    let ip = parts.extensions.get::<keygate_core::net::ClientAddr>().map(|c| c.ip);
+    let id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    audit.from_request(ip, id)
 }
 
 /// A new account.
@@ -97,11 +107,11 @@ pub(crate) struct CreateAccount {
     )
 )]
 pub(crate) async fn create_account(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     JsonBody(req): JsonBody<CreateAccount>,
 ) -> Result<Response, ApiError> {
-    Ok(created_with(StatusCode::CREATED, s.ops.create_account(&req.email, &req.first_name).await?))
+    Ok(created_with(StatusCode::CREATED, s.ops.create_account(&audit, &req.email, &req.first_name).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -232,7 +242,7 @@ pub(crate) struct AccountPatch {
     )
 )]
 pub(crate) async fn patch_account(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
     JsonBody(req): JsonBody<AccountPatch>,
@@ -245,13 +255,13 @@ pub(crate) async fn patch_account(
         keygate_core::model::check_allowlist(list.clone()).map_err(ApiError::BadRequest)?;
     }
     if let Some(list) = allowlist {
-        s.ops.set_account_ip_allowlist(id, list).await?;
+        s.ops.set_account_ip_allowlist(&audit, id, list).await?;
     }
     if req.ratelimits.is_some() || plan.is_some() {
-        s.ops.update_account_limits(id, req.ratelimits.as_deref(), plan).await?;
+        s.ops.update_account_limits(&audit, id, req.ratelimits.as_deref(), plan).await?;
     }
     if let Some(credits) = req.credits {
-        s.ops.set_credits(CreditScope::Account(id), credits.as_ref()).await?;
+        s.ops.set_credits(&audit, CreditScope::Account(id), credits.as_ref()).await?;
     }
     let (account, events) = s.ops.get_account(id).await?;
     Ok(ok(AccountDetail::of(&s, account, events).await?))
@@ -281,12 +291,12 @@ pub(crate) struct BanRequest {
     )
 )]
 pub(crate) async fn ban(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
     OptionalJson(req): OptionalJson<BanRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.ban(id, req.reason.as_deref(), "admin-api").await?))
+    Ok(ok(s.ops.ban(&audit, id, req.reason.as_deref()).await?))
 }
 #[utoipa::path(
     post,
@@ -304,12 +314,12 @@ pub(crate) async fn ban(
     )
 )]
 pub(crate) async fn unban(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
     OptionalJson(req): OptionalJson<BanRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.unban(id, req.reason.as_deref(), "admin-api").await?))
+    Ok(ok(s.ops.unban(&audit, id, req.reason.as_deref()).await?))
 }
 #[utoipa::path(
     post,
@@ -327,19 +337,19 @@ pub(crate) async fn unban(
     )
 )]
 pub(crate) async fn create_credential(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
     OptionalJson(req): OptionalJson<CredentialPatch>,
 ) -> Result<Response, ApiError> {
     check_credits(req.credits.as_ref())?;
     let credits = req.credits.flatten();
-    let mut issued = s.ops.create_credential_with(id, req.change()?).await?;
+    let mut issued = s.ops.create_credential_with(&audit, id, req.change()?).await?;
     if let Some(config) = credits {
         let scope = CreditScope::Credential(issued.client_id);
-        if let Err(e) = s.ops.set_credits(scope, Some(&config)).await {
+        if let Err(e) = s.ops.set_credits(&audit, scope, Some(&config)).await {
             // Nobody has seen the key: take it back rather than leave it without its quota.
-            let _ = s.ops.revoke_credential(issued.client_id).await;
+            let _ = s.ops.revoke_credential(&audit, issued.client_id).await;
             return Err(e.into());
         }
         issued.credential = s.ops.get_credential(issued.client_id).await?;
@@ -520,16 +530,16 @@ pub(crate) struct CredentialPatch {
     )
 )]
 pub(crate) async fn patch_credential(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<ClientId>,
     JsonBody(req): JsonBody<CredentialPatch>,
 ) -> Result<Response, ApiError> {
     check_credits(req.credits.as_ref())?;
     let change = req.change()?;
-    s.ops.update_credential(id, change).await?;
+    s.ops.update_credential(&audit, id, change).await?;
     if let Some(credits) = req.credits {
-        s.ops.set_credits(CreditScope::Credential(id), credits.as_ref()).await?;
+        s.ops.set_credits(&audit, CreditScope::Credential(id), credits.as_ref()).await?;
     }
     let credential = s.ops.get_credential(id).await?;
     Ok(ok(CredentialDetail::of(&s, credential).await?))
@@ -549,11 +559,11 @@ pub(crate) async fn patch_credential(
     )
 )]
 pub(crate) async fn revoke(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<ClientId>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.revoke_credential(id).await?))
+    Ok(ok(s.ops.revoke_credential(&audit, id).await?))
 }
 
 /// The body may be left out (no grace: the old key stops at once).
@@ -585,13 +595,13 @@ pub(crate) struct RotateRequest {
     )
 )]
 pub(crate) async fn rotate(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<ClientId>,
     OptionalJson(req): OptionalJson<RotateRequest>,
 ) -> Result<Response, ApiError> {
     let grace = keygate_ops::parse_grace(req.grace.as_deref().unwrap_or_default())?;
-    Ok(ok(s.ops.rotate_credential(id, grace).await?))
+    Ok(ok(s.ops.rotate_credential(&audit, id, grace).await?))
 }
 
 #[utoipa::path(
@@ -619,8 +629,8 @@ pub(crate) async fn signing_keys(_: Admin, State(s): State<AppState>) -> Result<
         (status = 503, description = "1503: the store could not answer", body = Outcome),
     )
 )]
-pub(crate) async fn rotate_signing_key(_: Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.rotate_signing_key().await?))
+pub(crate) async fn rotate_signing_key(Admin(audit): Admin, State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(ok(s.ops.rotate_signing_key(&audit).await?))
 }
 
 /// A signing key id in the path.
@@ -647,11 +657,11 @@ pub(crate) struct KidPath {
     )
 )]
 pub(crate) async fn retire_signing_key(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     axum::extract::Path(p): axum::extract::Path<KidPath>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(s.ops.retire_signing_key(&p.kid).await?))
+    Ok(ok(s.ops.retire_signing_key(&audit, &p.kid).await?))
 }
 
 /// A plan's name in the path.
@@ -714,12 +724,12 @@ pub(crate) async fn list_plans(_: Admin, State(s): State<AppState>) -> Result<Re
     )
 )]
 pub(crate) async fn put_plan(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     axum::extract::Path(p): axum::extract::Path<PlanPath>,
     JsonBody(req): JsonBody<PlanBody>,
 ) -> Result<Response, ApiError> {
-    let (plan, created) = s.ops.put_plan(&p.name, &req.ratelimits, req.credits.as_ref()).await?;
+    let (plan, created) = s.ops.put_plan(&audit, &p.name, &req.ratelimits, req.credits.as_ref()).await?;
     Ok(created_with(if created { StatusCode::CREATED } else { StatusCode::OK }, plan))
 }
 #[utoipa::path(
@@ -758,11 +768,11 @@ pub(crate) async fn get_plan(
     )
 )]
 pub(crate) async fn delete_plan(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     axum::extract::Path(p): axum::extract::Path<PlanPath>,
 ) -> Result<Response, ApiError> {
-    s.ops.delete_plan(&p.name).await?;
+    s.ops.delete_plan(&audit, &p.name).await?;
     let msg = keygate_core::BusinessCode::Success.default_msg();
     Ok(keygate_auth::envelope::json(StatusCode::OK, &Outcome { code: keygate_core::BusinessCode::Success, msg }))
 }

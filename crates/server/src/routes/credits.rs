@@ -8,6 +8,7 @@ use axum::response::Response;
 use axum::routing::post;
 use keygate_auth::ApiError;
 use keygate_auth::envelope::{Envelope, Outcome, ok};
+use keygate_core::audit::Audit;
 use keygate_core::credits::{Adjustment, CreditBalance};
 use keygate_core::{AccountId, ClientId};
 use keygate_store::CreditScope;
@@ -80,13 +81,13 @@ pub(crate) struct CreditsChanged {
     replayed: bool,
 }
 
-async fn adjust(s: &AppState, scope: CreditScope, req: CreditsChange) -> Result<Response, ApiError> {
+async fn adjust(s: &AppState, audit: &Audit, scope: CreditScope, req: CreditsChange) -> Result<Response, ApiError> {
     let adjustment = match (req.add, req.set) {
         (Some(n), None) => Adjustment::Add(n),
         (None, Some(n)) => Adjustment::Set(n),
         _ => return Err(ApiError::BadRequest("give exactly one of add and set".into())),
     };
-    let adjusted = s.ops.adjust_credits(scope, adjustment, req.idempotency_key.as_deref()).await?;
+    let adjusted = s.ops.adjust_credits(audit, scope, adjustment, req.idempotency_key.as_deref()).await?;
     Ok(ok(CreditsChanged { balance: adjusted.balance, replayed: adjusted.replayed }))
 }
 
@@ -115,12 +116,12 @@ async fn balance(s: &AppState, scope: CreditScope) -> Result<Response, ApiError>
     )
 )]
 pub(crate) async fn adjust_credential(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<ClientId>,
     JsonBody(req): JsonBody<CreditsChange>,
 ) -> Result<Response, ApiError> {
-    adjust(&s, CreditScope::Credential(id), req).await
+    adjust(&s, &audit, CreditScope::Credential(id), req).await
 }
 
 #[utoipa::path(
@@ -140,12 +141,12 @@ pub(crate) async fn adjust_credential(
     )
 )]
 pub(crate) async fn adjust_account(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     Path(id): Path<AccountId>,
     JsonBody(req): JsonBody<CreditsChange>,
 ) -> Result<Response, ApiError> {
-    adjust(&s, CreditScope::Account(id), req).await
+    adjust(&s, &audit, CreditScope::Account(id), req).await
 }
 
 #[utoipa::path(

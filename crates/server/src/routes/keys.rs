@@ -144,12 +144,12 @@ pub(crate) async fn list_roles(_: Admin, State(s): State<AppState>) -> Result<Re
     )
 )]
 pub(crate) async fn put_role(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     axum::extract::Path(p): axum::extract::Path<RolePath>,
     JsonBody(req): JsonBody<RoleBody>,
 ) -> Result<Response, ApiError> {
-    let (role, created) = s.ops.put_role(&p.name, req.permissions).await?;
+    let (role, created) = s.ops.put_role(&audit, &p.name, req.permissions).await?;
     Ok(created_with(if created { StatusCode::CREATED } else { StatusCode::OK }, role))
 }
 
@@ -190,11 +190,11 @@ pub(crate) async fn get_role(
     )
 )]
 pub(crate) async fn delete_role(
-    _: Admin,
+    Admin(audit): Admin,
     State(s): State<AppState>,
     axum::extract::Path(p): axum::extract::Path<RolePath>,
 ) -> Result<Response, ApiError> {
-    s.ops.delete_role(&p.name).await?;
+    s.ops.delete_role(&audit, &p.name).await?;
     let msg = keygate_core::BusinessCode::Success.default_msg();
     Ok(keygate_auth::envelope::json(StatusCode::OK, &Outcome { code: keygate_core::BusinessCode::Success, msg }))
 }

@@ -3,6 +3,7 @@
 //! ops/authenticator, map to a DTO.
 
 pub mod admin;
+pub mod audit;
 pub mod credits;
 pub mod extract;
 pub mod health;

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use keygate_console::SecureCookies;
+use keygate_core::audit::Audit;
 use keygate_server::Config;
 use keygate_store::Role;
 
@@ -20,7 +21,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 async fn operator(app: &TestApp) -> String {
     let email = unique_email();
     let s = &app.state;
-    s.ops.create_login_account(&email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords).await.unwrap();
+    s.ops
+        .create_login_account(&Audit::system(), &email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords)
+        .await
+        .unwrap();
     email
 }
 

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use keygate_core::audit::Audit;
 use keygate_core::credits::{CreditBalance, CreditSource, CreditsConfig, Interval, Refill};
 use keygate_store::{CreditScope, now_ms};
 
@@ -238,7 +239,11 @@ async fn console_bad_credits_forms_are_refused_and_change_nothing() {
     let credential_action = format!("/console/admin/credentials/{client_id}/credits");
     app.state
         .ops
-        .set_credits(account_scope(&account), Some(&CreditsConfig { remaining: 100, refill: Some(daily(100)) }))
+        .set_credits(
+            &Audit::system(),
+            account_scope(&account),
+            Some(&CreditsConfig { remaining: 100, refill: Some(daily(100)) }),
+        )
         .await
         .unwrap();
     let before = (balance(&app, account_scope(&account)).await, balance(&app, credential_scope(&client_id)).await);
@@ -327,7 +332,7 @@ async fn console_bad_credits_forms_are_refused_and_change_nothing() {
             .await
             .expect(404);
     }
-    app.state.ops.revoke_credential(client_id.parse().unwrap()).await.unwrap();
+    app.state.ops.revoke_credential(&Audit::system(), client_id.parse().unwrap()).await.unwrap();
     post(&op, &csrf, &credential_action, &[("remaining", "5"), ("refill", "")])
         .await
         .expect(400)
@@ -398,7 +403,7 @@ async fn console_customers_cannot_reach_the_credits_forms() {
     let (cust, account, client_id, _key) = customer(&app).await;
     let op = operator(&app).await;
     let config = CreditsConfig { remaining: 100, refill: None };
-    app.state.ops.set_credits(account_scope(&account), Some(&config)).await.unwrap();
+    app.state.ops.set_credits(&Audit::system(), account_scope(&account), Some(&config)).await.unwrap();
     let before = (balance(&app, account_scope(&account)).await, balance(&app, credential_scope(&client_id)).await);
 
     let csrf = cust.get("/console/credentials").await.expect(200).csrf();

@@ -5,6 +5,7 @@
 //! account's IP allowlist.
 
 use keygate_core::ClientId;
+use keygate_core::audit::Audit;
 use keygate_core::model::CredentialChange;
 use keygate_store::{Role, now_ms};
 
@@ -14,7 +15,10 @@ use crate::helpers::{TestApp, unique_email};
 async fn operator(app: &TestApp) -> (String, Browser<'_>) {
     let email = unique_email();
     let s = &app.state;
-    s.ops.create_login_account(&email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords).await.unwrap();
+    s.ops
+        .create_login_account(&Audit::system(), &email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords)
+        .await
+        .unwrap();
     let b = Browser::new(app);
     b.login(&email, PASSWORD).await.expect_redirect("/console/credentials");
     (email, b)
@@ -165,17 +169,22 @@ async fn statuses_say_what_requests_get() {
     let (revoked, _, _) = b.generate().await;
     let (active, _, _) = b.generate().await;
     let ops = &app.state.ops;
-    ops.update_credential(disabled.parse().unwrap(), CredentialChange { enabled: Some(false), ..Default::default() })
-        .await
-        .unwrap();
+    ops.update_credential(
+        &Audit::system(),
+        disabled.parse().unwrap(),
+        CredentialChange { enabled: Some(false), ..Default::default() },
+    )
+    .await
+    .unwrap();
     let past = now_ms() - 60_000;
     ops.update_credential(
+        &Audit::system(),
         expired.parse().unwrap(),
         CredentialChange { expires_at: Some(Some(past)), ..Default::default() },
     )
     .await
     .unwrap();
-    ops.revoke_credential(revoked.parse().unwrap()).await.unwrap();
+    ops.revoke_credential(&Audit::system(), revoked.parse().unwrap()).await.unwrap();
     app.verify_key(&disabled_key).await.expect(401, 1101);
 
     let status = |text: &str, id: &str| {
@@ -219,7 +228,7 @@ async fn customers_edit_their_own_keys_only() {
     // What the operator gave the key: the customer may narrow it, never widen it.
     let granted =
         CredentialChange { permissions: Some(vec!["videos.*".into(), "images.*".into()]), ..Default::default() };
-    app.state.ops.update_credential(client_id.parse().unwrap(), granted).await.unwrap();
+    app.state.ops.update_credential(&Audit::system(), client_id.parse().unwrap(), granted).await.unwrap();
     let before = settings(&app, &client_id).await;
     for widen in ["*", "admin", "videos.*\nbilling.read"] {
         let refused = post(&b, &csrf, &action, &[("name", "wider"), ("permissions", widen), ("allowlist", "")]).await;
@@ -285,7 +294,11 @@ async fn customers_edit_their_own_keys_only() {
     // An operator disabled it: the customer's form cannot enable it again.
     app.state
         .ops
-        .update_credential(c.client_id, CredentialChange { enabled: Some(false), ..Default::default() })
+        .update_credential(
+            &Audit::system(),
+            c.client_id,
+            CredentialChange { enabled: Some(false), ..Default::default() },
+        )
         .await
         .unwrap();
     post(&b, &csrf, &action, &[("name", "again"), ("enabled", "1")])
@@ -303,7 +316,7 @@ async fn operators_edit_any_key_and_an_accounts_allowlist() {
     let email = unique_email();
     b.signup(&email).await;
     let (client_id, api_key, _) = b.generate().await;
-    app.state.ops.put_role("reader", vec!["images.read".into()]).await.unwrap();
+    app.state.ops.put_role(&Audit::system(), "reader", vec!["images.read".into()]).await.unwrap();
     let (_, op) = operator(&app).await;
     let account = account_id(&app, &email).await;
     let page = format!("/console/admin/accounts/{account}");

@@ -5,6 +5,7 @@
 //! nothing; a used plan cannot be deleted; every form needs its CSRF token; a limit set in the
 //! console applies on `/auth/verify` at once (429, code 1005).
 
+use keygate_core::audit::Audit;
 use keygate_core::ratelimit::RateLimit;
 use keygate_store::Role;
 
@@ -15,7 +16,10 @@ use crate::helpers::{TestApp, unique_email};
 pub(crate) async fn operator(app: &TestApp) -> Browser<'_> {
     let email = unique_email();
     let s = &app.state;
-    s.ops.create_login_account(&email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords).await.unwrap();
+    s.ops
+        .create_login_account(&Audit::system(), &email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords)
+        .await
+        .unwrap();
     let b = Browser::new(app);
     b.login(&email, PASSWORD).await.expect_redirect("/console/credentials");
     b
@@ -298,7 +302,7 @@ async fn console_a_plan_in_use_cannot_be_deleted() {
 async fn console_customers_cannot_reach_the_limit_forms() {
     let app = TestApp::spawn().await;
     let (cust, account, client_id, key) = customer(&app).await;
-    app.state.ops.put_plan("free", &[lim("requests", 5, "1h")], None).await.unwrap();
+    app.state.ops.put_plan(&Audit::system(), "free", &[lim("requests", 5, "1h")], None).await.unwrap();
     let csrf = cust.get("/console/credentials").await.expect(200).expect_no_text(PLANS).csrf();
     cust.get(PLANS).await.expect(403).expect_text("Operators only");
     cust.get("/console/admin/plans?edit=free").await.expect(403);
@@ -331,7 +335,7 @@ async fn console_limit_forms_need_the_csrf_token() {
     let app = TestApp::spawn().await;
     let (other, account, client_id, _key) = customer(&app).await;
     let op = operator(&app).await;
-    app.state.ops.put_plan("free", &[lim("requests", 5, "1h")], None).await.unwrap();
+    app.state.ops.put_plan(&Audit::system(), "free", &[lim("requests", 5, "1h")], None).await.unwrap();
     let token = op.get(PLANS).await.csrf();
     let foreign = other.get("/console/credentials").await.csrf();
     let origin = op.origin();

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use keygate_core::audit::Audit;
 use keygate_core::model::AccountStatus;
 use keygate_core::{AccountId, ClientId};
 
@@ -21,7 +22,7 @@ async fn external_revocation_is_seen_within_a_second() {
     app.verify_bearer(&token).await.expect_identity(&c, "bearer");
 
     let store = app.external_store().await;
-    store.revoke_credential(ClientId::parse(&c.client_id).unwrap()).await.unwrap();
+    store.revoke_credential(&Audit::system(), ClientId::parse(&c.client_id).unwrap()).await.unwrap();
     let took = wait_until(WITHIN, "the external revocation refuses the key", || async {
         app.verify_key(&c.api_key).await.code() == Some(1101)
     })
@@ -42,7 +43,10 @@ async fn external_ban_and_unban_are_seen_within_a_second() {
     let account = AccountId::parse(&c.account_id).unwrap();
     let store = app.external_store().await;
 
-    store.set_account_status(account, AccountStatus::Banned, Some("cli ban"), "cli").await.unwrap();
+    store
+        .set_account_status(&Audit::cli("ops", "db-host"), account, AccountStatus::Banned, Some("cli ban"))
+        .await
+        .unwrap();
     let took = wait_until(WITHIN, "the external ban refuses the key", || async {
         app.verify_key(&c.api_key).await.code() == Some(1200)
     })
@@ -52,7 +56,7 @@ async fn external_ban_and_unban_are_seen_within_a_second() {
     app.verify_bearer(&token).await.expect_banned();
     app.get_token(&c.client_id, &c.api_key).await.expect_banned();
 
-    store.set_account_status(account, AccountStatus::Active, None, "cli").await.unwrap();
+    store.set_account_status(&Audit::cli("ops", "db-host"), account, AccountStatus::Active, None).await.unwrap();
     let took = wait_until(WITHIN, "the external unban lets the token in", || async {
         app.verify_bearer(&token).await.code() == Some(1000)
     })
@@ -64,7 +68,7 @@ async fn external_ban_and_unban_are_seen_within_a_second() {
     // The admin API shows the events the CLI recorded.
     let r = app.admin_get(&format!("/accounts/{}", c.account_id)).await;
     let events = r.data()["events"].as_array().unwrap();
-    assert_eq!(events[0]["actor"], "cli");
+    assert_eq!(events[0]["actor"], "cli:ops@db-host");
     assert_eq!(events[0]["reason"], "cli ban");
     assert_eq!(events[1]["kind"], "unbanned");
 }
@@ -79,7 +83,8 @@ async fn external_rotation_is_seen_within_a_second() {
 
     // As `keygate credential rotate` does it: the same operations, no authenticator to tell.
     let ops = app.external_ops().await;
-    let issued = ops.rotate_credential(ClientId::parse(&c.client_id).unwrap(), Duration::ZERO).await.unwrap();
+    let issued =
+        ops.rotate_credential(&Audit::system(), ClientId::parse(&c.client_id).unwrap(), Duration::ZERO).await.unwrap();
     let rotated = c.with_key(issued.api_key.as_str());
     let took = wait_until(WITHIN, "the external rotation refuses the old key", || async {
         app.verify_key(&c.api_key).await.code() == Some(1101)
@@ -92,8 +97,8 @@ async fn external_rotation_is_seen_within_a_second() {
     app.verify_bearer(&new_token).await.expect_identity(&rotated, "bearer");
 
     // Accounts and credentials created behind the server's back work at once.
-    let account = ops.create_account("made-by-cli@example.com", "Cli").await.unwrap();
-    let cred = ops.create_credential(account.id).await.unwrap();
+    let account = ops.create_account(&Audit::system(), "made-by-cli@example.com", "Cli").await.unwrap();
+    let cred = ops.create_credential(&Audit::system(), account.id).await.unwrap();
     let r = app.verify_key(&cred.api_key).await;
     r.expect(200, 1000);
     assert_eq!(r.data()["accountId"], account.id.to_hex().as_str());
@@ -107,7 +112,7 @@ async fn external_signing_key_rotation_is_seen_within_a_second() {
     let old_kid = jwt_json(&old_token).0["kid"].clone();
 
     let store = app.external_store().await;
-    let added = store.add_signing_key("kexternal0001").await.unwrap();
+    let added = store.add_signing_key(&Audit::system(), "kexternal0001").await.unwrap();
     assert_eq!(added.kid, "kexternal0001");
     let took = wait_until(WITHIN, "new tokens carry the new kid", || async {
         jwt_json(&app.token(&c).await).0["kid"] == "kexternal0001"
@@ -120,7 +125,7 @@ async fn external_signing_key_rotation_is_seen_within_a_second() {
     app.verify_bearer(&new_token).await.expect_identity(&c, "bearer");
 
     // Retiring the old key id (as `keygate signing-key retire` would) kills its tokens.
-    store.retire_signing_key(old_kid.as_str().unwrap()).await.unwrap();
+    store.retire_signing_key(&Audit::system(), old_kid.as_str().unwrap()).await.unwrap();
     let took = wait_until(WITHIN, "tokens of the retired kid are refused", || async {
         app.verify_bearer(&old_token).await.code() == Some(1101)
     })

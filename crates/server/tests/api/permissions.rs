@@ -2,6 +2,7 @@
 //! tokens), permissions and roles (1009 on `/auth/verify`; the gateway's routes are in
 //! `gateway`), IP allowlists behind a trusted proxy, and the rotation rule.
 
+use keygate_core::audit::Audit;
 use std::time::Duration;
 
 use serde_json::json;
@@ -158,7 +159,7 @@ async fn roles_grant_permissions_and_a_changed_role_reaches_live_tokens() {
     app.verify_with(&[bearer, require("videos.create")]).await.expect(200, 1000);
     // The same change written behind the server's back (the CLI) arrives through the feed.
     let ops = app.external_ops().await;
-    ops.put_role("video-editor", vec!["videos.*".into()]).await.unwrap();
+    ops.put_role(&Audit::system(), "video-editor", vec!["videos.*".into()]).await.unwrap();
     wait_until(Duration::from_secs(3), "the role change reaches the server", || async {
         app.verify_with(&[bearer, require("videos.delete")]).await.status == 200
     })

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use keygate_core::audit::Audit;
 use keygate_core::model::{AccountStatus, CredentialStatus};
 use keygate_core::{ClientId, MasterKey, SecretHash};
 use keygate_store::{Entity, NewAccount, Store, StoreError, now_ms};
 
+mod audit;
 mod keys;
 mod usage;
 
@@ -23,11 +25,14 @@ async fn suite(store: Arc<dyn Store>) {
     let start = store.last_change_seq().await.unwrap();
 
     // Accounts.
-    let a = store.create_account(&new_account("Alice@Example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("Alice@Example.com")).await.unwrap();
     assert_eq!(a.status, AccountStatus::Active);
     assert_eq!(store.get_account(a.id).await.unwrap(), a);
-    assert!(matches!(store.create_account(&new_account("alice@example.COM")).await, Err(StoreError::Conflict(_))));
-    let b = store.create_account(&new_account("bob_100%@example.com")).await.unwrap();
+    assert!(matches!(
+        store.create_account(&Audit::system(), &new_account("alice@example.COM")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let b = store.create_account(&Audit::system(), &new_account("bob_100%@example.com")).await.unwrap();
     assert!(b.uid > a.uid);
     assert!(matches!(store.get_account(keygate_core::AccountId::generate(1)).await, Err(StoreError::NotFound)));
     assert_eq!(store.list_accounts(None, 10, None).await.unwrap().len(), 2);
@@ -35,10 +40,10 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.list_accounts(Some("_"), 10, None).await.unwrap(), vec![b.clone()], "LIKE wildcards are escaped");
     assert_eq!(store.list_accounts(None, 10, Some(a.uid)).await.unwrap(), vec![b.clone()]);
 
-    let banned = store.set_account_status(a.id, AccountStatus::Banned, Some("fraud"), "test").await.unwrap();
+    let banned = store.set_account_status(&Audit::system(), a.id, AccountStatus::Banned, Some("fraud")).await.unwrap();
     assert_eq!((banned.status, banned.ban_reason.as_deref()), (AccountStatus::Banned, Some("fraud")));
     assert_eq!(store.account_state(a.id).await.unwrap().unwrap().status, AccountStatus::Banned);
-    let active = store.set_account_status(a.id, AccountStatus::Active, None, "test").await.unwrap();
+    let active = store.set_account_status(&Audit::system(), a.id, AccountStatus::Active, None).await.unwrap();
     assert_eq!((active.status, active.ban_reason), (AccountStatus::Active, None));
     let events = store.account_events(a.id).await.unwrap();
     assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["banned", "unbanned"]);
@@ -47,13 +52,25 @@ async fn suite(store: Arc<dyn Store>) {
     // Credentials.
     let cid = ClientId::generate(1);
     assert!(matches!(
-        store.create_credential(keygate_core::AccountId::generate(1), cid, &hash("x"), "h", &Default::default()).await,
+        store
+            .create_credential(
+                &Audit::system(),
+                keygate_core::AccountId::generate(1),
+                cid,
+                &hash("x"),
+                "h",
+                &Default::default()
+            )
+            .await,
         Err(StoreError::NotFound)
     ));
-    let c = store.create_credential(a.id, cid, &hash("k1"), "kgk_...k1", &Default::default()).await.unwrap();
+    let c = store
+        .create_credential(&Audit::system(), a.id, cid, &hash("k1"), "kgk_...k1", &Default::default())
+        .await
+        .unwrap();
     assert_eq!((c.generation, c.status, c.live_generations.len()), (1, CredentialStatus::Active, 1));
     assert!(matches!(
-        store.create_credential(a.id, cid, &hash("k1b"), "h", &Default::default()).await,
+        store.create_credential(&Audit::system(), a.id, cid, &hash("k1b"), "h", &Default::default()).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.find_secret(&hash("k1")).await.unwrap(), Some((cid, 1)));
@@ -61,7 +78,7 @@ async fn suite(store: Arc<dyn Store>) {
 
     // Rotation with grace: both generations live; the old one carries its expiry.
     let until = now_ms() + 60_000;
-    let r = store.rotate_credential(cid, &hash("k2"), "kgk_...k2", Some(until)).await.unwrap();
+    let r = store.rotate_credential(&Audit::system(), cid, &hash("k2"), "kgk_...k2", Some(until)).await.unwrap();
     assert_eq!(r.generation, 2);
     assert_eq!(r.hint, "kgk_...k2");
     let state = store.credential_state(cid).await.unwrap().unwrap();
@@ -69,13 +86,13 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(state.generations.iter().find(|g| g.generation == 1).unwrap().expires_at, Some(until));
     assert_eq!(store.find_secret(&hash("k2")).await.unwrap(), Some((cid, 2)));
     // Rotation without grace: only the newest is left.
-    let r = store.rotate_credential(cid, &hash("k3"), "kgk_...k3", None).await.unwrap();
+    let r = store.rotate_credential(&Audit::system(), cid, &hash("k3"), "kgk_...k3", None).await.unwrap();
     assert_eq!(r.live_generations.iter().map(|g| g.generation).collect::<Vec<_>>(), [3]);
     assert_eq!(store.find_secret(&hash("k1")).await.unwrap(), None);
     assert_eq!(store.find_secret(&hash("k2")).await.unwrap(), None);
     // A second credential for the same account.
     let cid2 = ClientId::generate(2);
-    store.create_credential(a.id, cid2, &hash("other"), "h", &Default::default()).await.unwrap();
+    store.create_credential(&Audit::system(), a.id, cid2, &hash("other"), "h", &Default::default()).await.unwrap();
     assert_eq!(store.list_credentials(a.id).await.unwrap().len(), 2);
     assert!(store.list_credentials(b.id).await.unwrap().is_empty());
 
@@ -96,12 +113,18 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.get_credential(cid).await.unwrap().last_used_at, Some(3_000));
 
     // Revocation removes the secrets and cannot be undone by rotation.
-    let rv = store.revoke_credential(cid).await.unwrap();
+    let rv = store.revoke_credential(&Audit::system(), cid).await.unwrap();
     assert_eq!(rv.status, CredentialStatus::Revoked);
     assert!(rv.revoked_at.is_some());
     assert_eq!(store.find_secret(&hash("k3")).await.unwrap(), None);
-    assert!(matches!(store.rotate_credential(cid, &hash("k4"), "h", None).await, Err(StoreError::Conflict(_))));
-    assert!(matches!(store.revoke_credential(ClientId::generate(3)).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.rotate_credential(&Audit::system(), cid, &hash("k4"), "h", None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.revoke_credential(&Audit::system(), ClientId::generate(3)).await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(store.credential_state(ClientId::generate(3)).await.unwrap(), None);
 
     // Every write above is in the feed, in order, naming its entity.
@@ -118,10 +141,10 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.last_change_seq().await.unwrap(), last, "pruning keeps the newest entry");
 
     // Signing keys and settings.
-    store.add_signing_key("k-a").await.unwrap();
-    store.add_signing_key("k-b").await.unwrap();
-    assert!(matches!(store.add_signing_key("k-a").await, Err(StoreError::Conflict(_))));
-    let retired = store.retire_signing_key("k-a").await.unwrap();
+    store.add_signing_key(&Audit::system(), "k-a").await.unwrap();
+    store.add_signing_key(&Audit::system(), "k-b").await.unwrap();
+    assert!(matches!(store.add_signing_key(&Audit::system(), "k-a").await, Err(StoreError::Conflict(_))));
+    let retired = store.retire_signing_key(&Audit::system(), "k-a").await.unwrap();
     assert!(retired.retired_at.is_some());
     let keys = store.signing_keys().await.unwrap();
     assert_eq!(keys.iter().filter(|k| k.retired_at.is_none()).count(), 1);
@@ -138,16 +161,24 @@ async fn console_suite(store: Arc<dyn Store>) {
     use keygate_store::Role;
     let start = store.last_change_seq().await.unwrap();
     let c = store
-        .create_console_account(&new_account("Carol@Example.com"), Some("$argon2id$fake"), Role::Customer)
+        .create_console_account(
+            &Audit::system(),
+            &new_account("Carol@Example.com"),
+            Some("$argon2id$fake"),
+            Role::Customer,
+        )
         .await
         .unwrap();
-    let op = store.create_console_account(&new_account("op@example.com"), None, Role::Operator).await.unwrap();
+    let op = store
+        .create_console_account(&Audit::system(), &new_account("op@example.com"), None, Role::Operator)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.create_console_account(&new_account("carol@example.com"), None, Role::Customer).await,
+        store.create_console_account(&Audit::system(), &new_account("carol@example.com"), None, Role::Customer).await,
         Err(StoreError::Conflict(_))
     ));
     // An account created the usual way is a customer without a password.
-    let plain = store.create_account(&new_account("plain@example.com")).await.unwrap();
+    let plain = store.create_account(&Audit::system(), &new_account("plain@example.com")).await.unwrap();
     let p = store.console_account(plain.id).await.unwrap();
     assert_eq!((p.role, p.password_hash), (Role::Customer, None));
     assert!(matches!(store.console_account(keygate_core::AccountId::generate(1)).await, Err(StoreError::NotFound)));
@@ -162,17 +193,17 @@ async fn console_suite(store: Arc<dyn Store>) {
 
     // Roles and passwords change; neither is an authentication decision for API keys, so the
     // feed only holds the three account creations.
-    store.set_role(c.id, Role::Operator).await.unwrap();
+    store.set_role(&Audit::system(), c.id, Role::Operator).await.unwrap();
     assert_eq!(store.console_account(c.id).await.unwrap().role, Role::Operator);
-    store.set_role(c.id, Role::Customer).await.unwrap();
-    store.set_password_hash(op.id, Some("$argon2id$op")).await.unwrap();
+    store.set_role(&Audit::system(), c.id, Role::Customer).await.unwrap();
+    store.set_password_hash(&Audit::system(), op.id, Some("$argon2id$op")).await.unwrap();
     assert_eq!(store.console_account(op.id).await.unwrap().password_hash.as_deref(), Some("$argon2id$op"));
     assert!(matches!(
-        store.set_role(keygate_core::AccountId::generate(1), Role::Operator).await,
+        store.set_role(&Audit::system(), keygate_core::AccountId::generate(1), Role::Operator).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.set_password_hash(keygate_core::AccountId::generate(1), None).await,
+        store.set_password_hash(&Audit::system(), keygate_core::AccountId::generate(1), None).await,
         Err(StoreError::NotFound)
     ));
     let changes = store.changes_since(start, 100).await.unwrap();
@@ -196,9 +227,9 @@ async fn console_suite(store: Arc<dyn Store>) {
     assert_eq!(store.session(&s3, now + 1_000).await.unwrap(), None, "expired at expires_at");
     assert_eq!(store.session(&hash("unknown"), now).await.unwrap(), None);
     // A role change shows on the next lookup.
-    store.set_role(c.id, Role::Operator).await.unwrap();
+    store.set_role(&Audit::system(), c.id, Role::Operator).await.unwrap();
     assert_eq!(store.session(&s1, now).await.unwrap().unwrap().role, Role::Operator);
-    store.set_role(c.id, Role::Customer).await.unwrap();
+    store.set_role(&Audit::system(), c.id, Role::Customer).await.unwrap();
 
     // Logout ends one session; pruning removes the expired ones.
     store.delete_session(&s2).await.unwrap();
@@ -211,15 +242,15 @@ async fn console_suite(store: Arc<dyn Store>) {
     // A ban ends every session of the account, in the same transaction; an unban does not revive them.
     store.create_session(&s2, c.id, now + 60_000).await.unwrap();
     store.create_session(&s3, op.id, now + 60_000).await.unwrap();
-    store.set_account_status(c.id, AccountStatus::Banned, Some("abuse"), "test").await.unwrap();
+    store.set_account_status(&Audit::system(), c.id, AccountStatus::Banned, Some("abuse")).await.unwrap();
     assert_eq!(store.session(&s1, now).await.unwrap(), None);
     assert_eq!(store.session(&s2, now).await.unwrap(), None);
     assert!(store.session(&s3, now).await.unwrap().is_some(), "other accounts keep theirs");
-    store.set_account_status(c.id, AccountStatus::Active, None, "test").await.unwrap();
+    store.set_account_status(&Audit::system(), c.id, AccountStatus::Active, None).await.unwrap();
     assert_eq!(store.session(&s1, now).await.unwrap(), None);
 
     // Setting a password ends the account's sessions (a reset logs every browser out).
-    store.set_password_hash(op.id, Some("$argon2id$new")).await.unwrap();
+    store.set_password_hash(&Audit::system(), op.id, Some("$argon2id$new")).await.unwrap();
     assert_eq!(store.session(&s3, now).await.unwrap(), None);
     store.create_session(&s3, op.id, now + 60_000).await.unwrap();
     assert_eq!(store.delete_sessions(op.id).await.unwrap(), 1);
@@ -250,11 +281,14 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
         }
     };
 
-    let a = store.create_account(&new_account("limits@example.com")).await.unwrap();
-    let b = store.create_account(&new_account("nolimits@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("limits@example.com")).await.unwrap();
+    let b = store.create_account(&Audit::system(), &new_account("nolimits@example.com")).await.unwrap();
     assert_eq!((a.plan.as_deref(), a.ratelimits.as_slice()), (None, &[][..]));
     let cid = ClientId::generate(41);
-    let c = store.create_credential(a.id, cid, &hash("limited-1"), "h", &Default::default()).await.unwrap();
+    let c = store
+        .create_credential(&Audit::system(), a.id, cid, &hash("limited-1"), "h", &Default::default())
+        .await
+        .unwrap();
     assert!(c.ratelimits.is_empty());
     let ghost_account = AccountId::generate(1);
     let ghost_credential = ClientId::generate(42);
@@ -262,17 +296,20 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     // A credential's own limits: set, read back by every load, replaced, cleared.
     let start = store.last_change_seq().await.unwrap();
     let own = vec![rl("requests", 10, "1s"), rl("daily", 1_000, "1d")];
-    let c = store.set_credential_ratelimits(cid, &own).await.unwrap();
+    let c = store.set_credential_ratelimits(&Audit::system(), cid, &own).await.unwrap();
     assert_eq!(c.ratelimits, own);
     assert!(c.updated_at >= c.created_at);
     assert_eq!(store.get_credential(cid).await.unwrap().ratelimits, own);
     assert_eq!(store.list_credentials(a.id).await.unwrap()[0].ratelimits, own);
     assert_eq!(store.credential_state(cid).await.unwrap().unwrap().ratelimits, own);
     assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())]);
-    assert!(store.set_credential_ratelimits(cid, &[]).await.unwrap().ratelimits.is_empty());
+    assert!(store.set_credential_ratelimits(&Audit::system(), cid, &[]).await.unwrap().ratelimits.is_empty());
     assert!(store.get_credential(cid).await.unwrap().ratelimits.is_empty());
-    store.set_credential_ratelimits(cid, &own).await.unwrap();
-    assert!(matches!(store.set_credential_ratelimits(ghost_credential, &own).await, Err(StoreError::NotFound)));
+    store.set_credential_ratelimits(&Audit::system(), cid, &own).await.unwrap();
+    assert!(matches!(
+        store.set_credential_ratelimits(&Audit::system(), ghost_credential, &own).await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(feed_since(start).await.len(), 3, "a failed write appends nothing");
 
     // Plans: created, read, listed by name, replaced (keeping created_at).
@@ -280,16 +317,16 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     assert!(store.list_plans().await.unwrap().is_empty());
     assert!(matches!(store.get_plan("pro").await, Err(StoreError::NotFound)));
     let pro = vec![rl("requests", 100, "1s"), rl("monthly", 1_000_000, "30d")];
-    let (p, created) = store.put_plan("pro", &pro, None).await.unwrap();
+    let (p, created) = store.put_plan(&Audit::system(), "pro", &pro, None).await.unwrap();
     assert!(created);
     assert_eq!((p.name.as_str(), &p.ratelimits, p.created_at), ("pro", &pro, p.updated_at));
     assert_eq!(store.get_plan("pro").await.unwrap(), p);
-    let (free, created) = store.put_plan("free", &[], None).await.unwrap();
+    let (free, created) = store.put_plan(&Audit::system(), "free", &[], None).await.unwrap();
     assert!(created);
     assert!(free.ratelimits.is_empty());
-    let (basic, _) = store.put_plan("pro-basic", &[rl("requests", 1, "1m")], None).await.unwrap();
+    let (basic, _) = store.put_plan(&Audit::system(), "pro-basic", &[rl("requests", 1, "1m")], None).await.unwrap();
     let pro = vec![rl("requests", 200, "1s"), rl("monthly", 2_000_000, "30d"), rl("burst", 50, "1s")];
-    let (p2, created) = store.put_plan("pro", &pro, None).await.unwrap();
+    let (p2, created) = store.put_plan(&Audit::system(), "pro", &pro, None).await.unwrap();
     assert!(!created);
     assert_eq!((p2.name.as_str(), &p2.ratelimits, p2.created_at), ("pro", &pro, p.created_at));
     assert!(p2.updated_at >= p.updated_at);
@@ -308,22 +345,25 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     // An account's plan and own limits: a missing plan is a conflict (and changes nothing), a
     // missing account is not found.
     let start = store.last_change_seq().await.unwrap();
-    conflict(store.update_account_limits(a.id, None, Some(Some("gold"))).await, "no plan named");
-    conflict(store.update_account_limits(a.id, Some(&own), Some(Some("gold"))).await, "gold");
+    conflict(store.update_account_limits(&Audit::system(), a.id, None, Some(Some("gold"))).await, "no plan named");
+    conflict(store.update_account_limits(&Audit::system(), a.id, Some(&own), Some(Some("gold"))).await, "gold");
     assert_eq!(store.get_account(a.id).await.unwrap(), a);
-    assert!(matches!(store.update_account_limits(ghost_account, Some(&own), None).await, Err(StoreError::NotFound)));
     assert!(matches!(
-        store.update_account_limits(ghost_account, None, Some(Some("pro"))).await,
+        store.update_account_limits(&Audit::system(), ghost_account, Some(&own), None).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.update_account_limits(ghost_account, None, Some(Some("gold"))).await,
+        store.update_account_limits(&Audit::system(), ghost_account, None, Some(Some("pro"))).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.update_account_limits(&Audit::system(), ghost_account, None, Some(Some("gold"))).await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(feed_since(start).await, [], "failed writes append nothing");
 
     let account_own = vec![rl("requests", 50, "1s"), rl("searches", 5, "1m")];
-    let a2 = store.update_account_limits(a.id, Some(&account_own), Some(Some("pro"))).await.unwrap();
+    let a2 = store.update_account_limits(&Audit::system(), a.id, Some(&account_own), Some(Some("pro"))).await.unwrap();
     assert_eq!((a2.plan.as_deref(), &a2.ratelimits), (Some("pro"), &account_own));
     assert!(a2.updated_at >= a.updated_at);
     assert_eq!((a2.id, a2.uid, &a2.email, a2.created_at), (a.id, a.uid, &a.email, a.created_at));
@@ -335,11 +375,11 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     store.create_session(&session, a.id, now_ms() + 60_000).await.unwrap();
     assert_eq!(store.session(&session, now_ms()).await.unwrap().unwrap().account, a2);
     // Only the plan: the own limits stay. Only the limits: the plan stays. Both at once.
-    let a3 = store.update_account_limits(a.id, None, Some(Some("free"))).await.unwrap();
+    let a3 = store.update_account_limits(&Audit::system(), a.id, None, Some(Some("free"))).await.unwrap();
     assert_eq!((a3.plan.as_deref(), &a3.ratelimits), (Some("free"), &account_own));
-    let a4 = store.update_account_limits(a.id, Some(&[]), None).await.unwrap();
+    let a4 = store.update_account_limits(&Audit::system(), a.id, Some(&[]), None).await.unwrap();
     assert_eq!((a4.plan.as_deref(), a4.ratelimits.as_slice()), (Some("free"), &[][..]));
-    let a5 = store.update_account_limits(a.id, Some(&account_own), Some(Some("pro"))).await.unwrap();
+    let a5 = store.update_account_limits(&Audit::system(), a.id, Some(&account_own), Some(Some("pro"))).await.unwrap();
     assert_eq!(store.get_account(a.id).await.unwrap(), a5);
     assert_eq!(
         feed_since(start).await,
@@ -379,10 +419,10 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     assert_eq!(bundle.account, state);
     // A plan's change shows at the next load of every account on it.
     let pro = vec![rl("requests", 300, "1s")];
-    store.put_plan("pro", &pro, None).await.unwrap();
+    store.put_plan(&Audit::system(), "pro", &pro, None).await.unwrap();
     let state = store.account_state(a.id).await.unwrap().unwrap();
     assert_eq!(state.ratelimits, [mine("requests", 50, "1s"), mine("searches", 5, "1m")]);
-    store.update_account_limits(a.id, Some(&[rl("searches", 6, "1m")]), None).await.unwrap();
+    store.update_account_limits(&Audit::system(), a.id, Some(&[rl("searches", 6, "1m")]), None).await.unwrap();
     let expected = [plan("requests", 300, "1s"), mine("searches", 6, "1m")];
     assert_eq!(store.account_state(a.id).await.unwrap().unwrap().ratelimits, expected);
     assert_eq!(store.auth_bundle(&hash("limited-1")).await.unwrap().unwrap().account.ratelimits, expected);
@@ -393,31 +433,34 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
     assert_eq!(store.account_state(ghost_account).await.unwrap(), None);
     // A plan with no limits and an account with only its own.
     let cid_b = ClientId::generate(43);
-    store.create_credential(b.id, cid_b, &hash("limited-b"), "h", &Default::default()).await.unwrap();
-    store.update_account_limits(b.id, Some(&[rl("requests", 7, "1h")]), Some(Some("free"))).await.unwrap();
+    store.create_credential(&Audit::system(), b.id, cid_b, &hash("limited-b"), "h", &Default::default()).await.unwrap();
+    store
+        .update_account_limits(&Audit::system(), b.id, Some(&[rl("requests", 7, "1h")]), Some(Some("free")))
+        .await
+        .unwrap();
     let bundle = store.auth_bundle(&hash("limited-b")).await.unwrap().unwrap();
     assert!(bundle.credential.ratelimits.is_empty());
     assert_eq!(bundle.account.ratelimits, [mine("requests", 7, "1h")]);
 
     // Deleting a plan: not while an account is on it; gone afterwards, and in the feed.
     let start = store.last_change_seq().await.unwrap();
-    conflict(store.delete_plan("pro").await, "is used by 1 account");
-    store.update_account_limits(b.id, None, Some(Some("pro"))).await.unwrap();
-    conflict(store.delete_plan("pro").await, "is used by 2 accounts");
-    assert!(matches!(store.delete_plan("gold").await, Err(StoreError::NotFound)));
+    conflict(store.delete_plan(&Audit::system(), "pro").await, "is used by 1 account");
+    store.update_account_limits(&Audit::system(), b.id, None, Some(Some("pro"))).await.unwrap();
+    conflict(store.delete_plan(&Audit::system(), "pro").await, "is used by 2 accounts");
+    assert!(matches!(store.delete_plan(&Audit::system(), "gold").await, Err(StoreError::NotFound)));
     assert_eq!(store.get_plan("pro").await.unwrap().ratelimits, pro);
     // Leaving the plan (`Some(None)`) keeps the own limits.
-    let left = store.update_account_limits(a.id, None, Some(None)).await.unwrap();
+    let left = store.update_account_limits(&Audit::system(), a.id, None, Some(None)).await.unwrap();
     assert_eq!((left.plan, left.ratelimits), (None, vec![rl("searches", 6, "1m")]));
     let state = store.account_state(a.id).await.unwrap().unwrap();
     assert_eq!(state.ratelimits, [mine("searches", 6, "1m")]);
-    store.update_account_limits(b.id, Some(&[]), Some(None)).await.unwrap();
+    store.update_account_limits(&Audit::system(), b.id, Some(&[]), Some(None)).await.unwrap();
     assert_eq!(store.plan_accounts("pro").await.unwrap(), 0);
-    store.delete_plan("pro").await.unwrap();
+    store.delete_plan(&Audit::system(), "pro").await.unwrap();
     assert!(matches!(store.get_plan("pro").await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_plan("pro").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_plan(&Audit::system(), "pro").await, Err(StoreError::NotFound)));
     assert_eq!(store.list_plans().await.unwrap(), [free.clone(), basic.clone()]);
-    conflict(store.update_account_limits(a.id, None, Some(Some("pro"))).await, "no plan named");
+    conflict(store.update_account_limits(&Audit::system(), a.id, None, Some(Some("pro"))).await, "no plan named");
     assert_eq!(
         feed_since(start).await,
         [
@@ -428,7 +471,7 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
         ]
     );
     // A plan deleted and put again is new.
-    assert!(store.put_plan("pro", &pro, None).await.unwrap().1);
+    assert!(store.put_plan(&Audit::system(), "pro", &pro, None).await.unwrap().1);
 }
 
 /// Accounts joining a plan while it is deleted: each write either succeeds or says it conflicts,
@@ -436,27 +479,29 @@ async fn ratelimits_suite(store: Arc<dyn Store>) {
 async fn plan_race_suite(store: Arc<dyn Store>) {
     let mut accounts = Vec::new();
     for i in 0..8 {
-        accounts.push(store.create_account(&new_account(&format!("race-{i}@example.com"))).await.unwrap().id);
+        accounts.push(
+            store.create_account(&Audit::system(), &new_account(&format!("race-{i}@example.com"))).await.unwrap().id,
+        );
     }
     for round in 0..10 {
         let name = format!("race-{round}");
-        store.put_plan(&name, &[], None).await.unwrap();
+        store.put_plan(&Audit::system(), &name, &[], None).await.unwrap();
         // The delete starts before, among or after the joins, a different place each round.
         let mut tasks = Vec::new();
         let mut deleter = None;
         for (k, &id) in accounts.iter().enumerate() {
             if k == round % (accounts.len() + 1) {
                 let (store, name) = (store.clone(), name.clone());
-                deleter = Some(tokio::spawn(async move { store.delete_plan(&name).await }));
+                deleter = Some(tokio::spawn(async move { store.delete_plan(&Audit::system(), &name).await }));
             }
             let (store, name) = (store.clone(), name.clone());
             tasks.push(tokio::spawn(async move {
-                store.update_account_limits(id, None, Some(Some(&name))).await.map(|_| ())
+                store.update_account_limits(&Audit::system(), id, None, Some(Some(&name))).await.map(|_| ())
             }));
         }
         let deleter = deleter.unwrap_or_else(|| {
             let (store, name) = (store.clone(), name.clone());
-            tokio::spawn(async move { store.delete_plan(&name).await })
+            tokio::spawn(async move { store.delete_plan(&Audit::system(), &name).await })
         });
         let mut joined = 0;
         for t in tasks {
@@ -480,7 +525,7 @@ async fn plan_race_suite(store: Arc<dyn Store>) {
         // Whichever comes first wins outright: joins before the delete refuse it, joins after it fail.
         assert_eq!(deleted, joined == 0, "round {round}: deleted {deleted} with {joined} accounts joined");
         for &id in &accounts {
-            store.update_account_limits(id, None, Some(None)).await.unwrap();
+            store.update_account_limits(&Audit::system(), id, None, Some(None)).await.unwrap();
         }
     }
 }
@@ -492,11 +537,11 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let a = store.create_account(&new_account("malformed@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("malformed@example.com")).await.unwrap();
     let cid = ClientId::generate(51);
-    store.create_credential(a.id, cid, &hash("malformed"), "h", &Default::default()).await.unwrap();
-    store.put_plan("broken", &[], None).await.unwrap();
-    store.update_account_limits(a.id, None, Some(Some("broken"))).await.unwrap();
+    store.create_credential(&Audit::system(), a.id, cid, &hash("malformed"), "h", &Default::default()).await.unwrap();
+    store.put_plan(&Audit::system(), "broken", &[], None).await.unwrap();
+    store.update_account_limits(&Audit::system(), a.id, None, Some(Some("broken"))).await.unwrap();
     let other = |r: Result<(), StoreError>, what: &str| match r {
         Err(StoreError::Other(msg)) => assert!(msg.contains("malformed rate limits"), "{what}: {msg}"),
         r => panic!("{what}: {r:?}"),
@@ -571,9 +616,9 @@ async fn credits_suite(store: Arc<dyn Store>) {
         async move { store.get_credential(cid).await.unwrap().credits }
     };
 
-    let a = store.create_account(&new_account("credits@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("credits@example.com")).await.unwrap();
     let cid = ClientId::generate(61);
-    store.create_credential(a.id, cid, &hash("credits-1"), "h", &Default::default()).await.unwrap();
+    store.create_credential(&Audit::system(), a.id, cid, &hash("credits-1"), "h", &Default::default()).await.unwrap();
     let (cred, acct) = (CreditScope::Credential(cid), CreditScope::Account(a.id));
 
     // No quota: nothing to read, nothing charged, nothing to adjust; unknown ids are not found.
@@ -584,21 +629,27 @@ async fn credits_suite(store: Arc<dyn Store>) {
     assert_eq!((account.credits, account.credits_epoch), (None, 0));
     for ghost in [CreditScope::Credential(ClientId::generate(62)), CreditScope::Account(AccountId::generate(1))] {
         assert!(matches!(store.credit_balance(ghost, T).await, Err(StoreError::NotFound)));
-        assert!(matches!(store.set_credits(ghost, Some(&own(1)), T).await, Err(StoreError::NotFound)));
-        assert!(matches!(store.set_credits(ghost, None, T).await, Err(StoreError::NotFound)));
-        assert!(matches!(store.adjust_credits(ghost, Adjustment::Add(1), None, T).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.set_credits(&Audit::system(), ghost, Some(&own(1)), T).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(store.set_credits(&Audit::system(), ghost, None, T).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.adjust_credits(&Audit::system(), ghost, Adjustment::Add(1), None, T).await,
+            Err(StoreError::NotFound)
+        ));
         assert!(matches!(store.lease_credits("n1", ghost, 1, 0, T, TTL).await, Err(StoreError::NotFound)));
         store.settle_credits("n1", &[settle(ghost, 0, 1, true)], T, TTL).await.unwrap();
     }
-    conflict(store.adjust_credits(cred, Adjustment::Add(1), None, T).await, "no credits quota");
-    conflict(store.adjust_credits(acct, Adjustment::Set(1), Some("k"), T).await, "no credits quota");
+    conflict(store.adjust_credits(&Audit::system(), cred, Adjustment::Add(1), None, T).await, "no credits quota");
+    conflict(store.adjust_credits(&Audit::system(), acct, Adjustment::Set(1), Some("k"), T).await, "no credits quota");
     assert_eq!(lease("n1", cred, 1, 0, T).await, CreditLease { granted: 0, policy: None, unleased: 0 });
     store.settle_credits("n1", &[settle(cred, 0, 1, true)], T, TTL).await.unwrap();
     store.settle_credits("n1", &[], T, TTL).await.unwrap();
 
     // An own balance: set, read back by every load with its epoch, in the feed.
     let start = store.last_change_seq().await.unwrap();
-    store.set_credits(cred, Some(&own(100)), T).await.unwrap();
+    store.set_credits(&Audit::system(), cred, Some(&own(100)), T).await.unwrap();
     assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())]);
     let own_balance = |remaining, leased| CreditBalance {
         remaining,
@@ -652,19 +703,19 @@ async fn credits_suite(store: Arc<dyn Store>) {
 
     // Setting a balance voids the leases taken before: their unspent part is not given back.
     assert_eq!(lease("n1", cred, 10, 0, T).await.unleased, 63);
-    let set = store.adjust_credits(cred, Adjustment::Set(50), None, T).await.unwrap();
+    let set = store.adjust_credits(&Audit::system(), cred, Adjustment::Set(50), None, T).await.unwrap();
     assert_eq!((set.balance, set.replayed), (own_balance(50, 0), false));
     assert_eq!(epoch_of(cid).await, policy(2));
     store.settle_credits("n1", &[settle(cred, 1, 4, true)], T, TTL).await.unwrap();
     assert_eq!(at(cred, T).await, Some((50, 0)));
     assert_eq!(lease("n2", cred, 5, 0, T).await, CreditLease { granted: 5, policy: policy(2), unleased: 45 });
-    store.set_credits(cred, Some(&own(30)), T).await.unwrap();
+    store.set_credits(&Audit::system(), cred, Some(&own(30)), T).await.unwrap();
     assert_eq!(epoch_of(cid).await, policy(3));
     store.settle_credits("n2", &[settle(cred, 2, 0, true)], T, TTL).await.unwrap();
     assert_eq!(at(cred, T).await, Some((30, 0)));
     // A holder's lease of an older epoch is replaced by its next one.
     assert_eq!(lease("n3", cred, 2, 0, T).await.unleased, 28);
-    store.adjust_credits(cred, Adjustment::Set(20), None, T).await.unwrap();
+    store.adjust_credits(&Audit::system(), cred, Adjustment::Set(20), None, T).await.unwrap();
     assert_eq!(lease("n3", cred, 1, 0, T).await, CreditLease { granted: 1, policy: policy(4), unleased: 19 });
     assert_eq!(at(cred, T).await, Some((20, 1)));
     store.settle_credits("n3", &[settle(cred, 4, 0, true)], T, TTL).await.unwrap();
@@ -672,16 +723,19 @@ async fn credits_suite(store: Arc<dyn Store>) {
     // Adjustments: an addition keeps the epoch (leases stay valid), a refund may go below zero.
     let start = store.last_change_seq().await.unwrap();
     assert_eq!(lease("n1", cred, 4, 0, T).await.unleased, 16);
-    let added = store.adjust_credits(cred, Adjustment::Add(5), None, T).await.unwrap();
+    let added = store.adjust_credits(&Audit::system(), cred, Adjustment::Add(5), None, T).await.unwrap();
     assert_eq!((added.balance, added.replayed), (own_balance(25, 4), false));
     assert_eq!(store.credit_balance(cred, T).await.unwrap(), Some(added.balance));
     assert_eq!(epoch_of(cid).await, policy(4));
-    let refunded = store.adjust_credits(cred, Adjustment::Add(-30), None, T).await.unwrap();
+    let refunded = store.adjust_credits(&Audit::system(), cred, Adjustment::Add(-30), None, T).await.unwrap();
     assert_eq!(refunded.balance, own_balance(-5, 4));
     assert_eq!(lease("n2", cred, 1, 0, T).await, CreditLease { granted: 0, policy: policy(4), unleased: -9 });
     store.settle_credits("n1", &[settle(cred, 4, 0, true)], T, TTL).await.unwrap();
     assert_eq!(at(cred, T).await, Some((-5, 0)));
-    assert_eq!(store.adjust_credits(cred, Adjustment::Set(8), None, T).await.unwrap().balance, own_balance(8, 0));
+    assert_eq!(
+        store.adjust_credits(&Audit::system(), cred, Adjustment::Set(8), None, T).await.unwrap().balance,
+        own_balance(8, 0)
+    );
     assert_eq!(epoch_of(cid).await, policy(5));
     assert_eq!(
         feed_since(start).await,
@@ -690,25 +744,25 @@ async fn credits_suite(store: Arc<dyn Store>) {
     );
     // With an idempotency key: once; the same key for another adjustment is refused.
     let start = store.last_change_seq().await.unwrap();
-    let first = store.adjust_credits(cred, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
+    let first = store.adjust_credits(&Audit::system(), cred, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
     assert_eq!((first.balance.remaining, first.replayed), (11, false));
-    let again = store.adjust_credits(cred, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
+    let again = store.adjust_credits(&Audit::system(), cred, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
     assert_eq!((again.balance, again.replayed), (first.balance, true));
     conflict(
-        store.adjust_credits(cred, Adjustment::Add(4), Some("top-up-1"), T).await,
+        store.adjust_credits(&Audit::system(), cred, Adjustment::Add(4), Some("top-up-1"), T).await,
         "was used for another adjustment",
     );
-    conflict(store.adjust_credits(cred, Adjustment::Set(3), Some("top-up-1"), T).await, "top-up-1");
+    conflict(store.adjust_credits(&Audit::system(), cred, Adjustment::Set(3), Some("top-up-1"), T).await, "top-up-1");
     assert_eq!(at(cred, T).await, Some((11, 0)));
     assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())], "a replay appends nothing");
-    conflict(store.adjust_credits(cred, Adjustment::Add(MAX_CREDITS), None, T).await, "range");
-    assert!(store.adjust_credits(cred, Adjustment::Set(-1), None, T).await.is_err());
-    assert!(store.set_credits(cred, Some(&own(-1)), T).await.is_err());
+    conflict(store.adjust_credits(&Audit::system(), cred, Adjustment::Add(MAX_CREDITS), None, T).await, "range");
+    assert!(store.adjust_credits(&Audit::system(), cred, Adjustment::Set(-1), None, T).await.is_err());
+    assert!(store.set_credits(&Audit::system(), cred, Some(&own(-1)), T).await.is_err());
     assert!(store.lease_credits("n1", cred, 0, 0, T, TTL).await.is_err());
     assert_eq!(at(cred, T).await, Some((11, 0)), "refused writes change nothing");
 
     // A give-back that ends an exhausted balance is in the feed (nodes that refused look again).
-    store.adjust_credits(cred, Adjustment::Set(4), None, T).await.unwrap();
+    store.adjust_credits(&Audit::system(), cred, Adjustment::Set(4), None, T).await.unwrap();
     assert_eq!(lease("n1", cred, 4, 0, T).await.unleased, 0);
     let start = store.last_change_seq().await.unwrap();
     assert_eq!(lease("n2", cred, 1, 0, T).await.granted, 0);
@@ -725,7 +779,10 @@ async fn credits_suite(store: Arc<dyn Store>) {
     // A daily refill: the balance is set to the amount once per UTC day, under a new epoch each
     // time. Read, a due refill counts as done; the next lease or adjustment applies it.
     let refill = daily(10);
-    store.set_credits(cred, Some(&CreditsConfig { remaining: 10, refill: Some(refill) }), T).await.unwrap();
+    store
+        .set_credits(&Audit::system(), cred, Some(&CreditsConfig { remaining: 10, refill: Some(refill) }), T)
+        .await
+        .unwrap();
     let refilling = |epoch| Some(CreditsPolicy { refill: Some(refill), epoch });
     let balance = |remaining, leased, next| CreditBalance {
         remaining,
@@ -755,12 +812,12 @@ async fn credits_suite(store: Arc<dyn Store>) {
     let (x, y) = tokio::join!(lease("n4", cred, 1, 0, day_after), lease("n5", cred, 1, 0, day_after));
     assert_eq!((x.policy, y.policy, x.unleased.min(y.unleased)), (refilling(9), refilling(9), 8));
     assert_eq!(at(cred, day_after).await, Some((10, 2)));
-    let adjusted = store.adjust_credits(cred, Adjustment::Add(5), None, T + 3 * DAY).await.unwrap();
+    let adjusted = store.adjust_credits(&Audit::system(), cred, Adjustment::Add(5), None, T + 3 * DAY).await.unwrap();
     assert_eq!(adjusted.balance, balance(15, 0, day_start + 4 * DAY), "refilled, then added to");
     assert_eq!(epoch_of(cid).await, refilling(10));
     // Removing the quota: not charged any more.
     let start = store.last_change_seq().await.unwrap();
-    store.set_credits(cred, None, T + 3 * DAY).await.unwrap();
+    store.set_credits(&Audit::system(), cred, None, T + 3 * DAY).await.unwrap();
     assert_eq!(feed_since(start).await, [(Entity::Credential, cid.to_hex())]);
     assert_eq!((store.credit_balance(cred, T).await.unwrap(), epoch_of(cid).await), (None, None));
     assert_eq!(lease("n1", cred, 1, 0, T + 3 * DAY).await.policy, None);
@@ -771,11 +828,16 @@ async fn credits_suite(store: Arc<dyn Store>) {
     const FEB_1: i64 = 1_769_904_000_000;
     const FEB_28: i64 = 1_772_236_800_000;
     let cid2 = ClientId::generate(63);
-    store.create_credential(a.id, cid2, &hash("credits-2"), "h", &Default::default()).await.unwrap();
+    store.create_credential(&Audit::system(), a.id, cid2, &hash("credits-2"), "h", &Default::default()).await.unwrap();
     let monthly = Refill { interval: Interval::Monthly, amount: 100, refill_day: Some(15) };
     let c2 = CreditScope::Credential(cid2);
     store
-        .set_credits(c2, Some(&CreditsConfig { remaining: 30, refill: Some(monthly) }), JAN_15 - 5 * DAY)
+        .set_credits(
+            &Audit::system(),
+            c2,
+            Some(&CreditsConfig { remaining: 30, refill: Some(monthly) }),
+            JAN_15 - 5 * DAY,
+        )
         .await
         .unwrap();
     let read = store.credit_balance(c2, JAN_15 - 5 * DAY).await.unwrap().unwrap();
@@ -786,7 +848,10 @@ async fn credits_suite(store: Arc<dyn Store>) {
     let read = store.credit_balance(c2, JAN_15).await.unwrap().unwrap();
     assert_eq!((read.remaining, read.leased, read.next_refill_at), (100, 1, Some(JAN_15 + 31 * DAY)));
     let month_end = Refill { refill_day: Some(31), ..monthly };
-    store.set_credits(c2, Some(&CreditsConfig { remaining: 5, refill: Some(month_end) }), FEB_1).await.unwrap();
+    store
+        .set_credits(&Audit::system(), c2, Some(&CreditsConfig { remaining: 5, refill: Some(month_end) }), FEB_1)
+        .await
+        .unwrap();
     assert_eq!(store.credit_balance(c2, FEB_1).await.unwrap().unwrap().next_refill_at, Some(FEB_28));
     assert_eq!(at(c2, FEB_28 - 1).await, Some((5, 0)));
     assert_eq!(at(c2, FEB_28).await, Some((100, 0)));
@@ -794,13 +859,13 @@ async fn credits_suite(store: Arc<dyn Store>) {
     // An account on a plan with credits: its balance follows the plan's refill, stored at its
     // first use, shared by the account's credentials.
     let start = store.last_change_seq().await.unwrap();
-    let (metered, created) = store.put_plan("metered", &[], Some(&daily(50))).await.unwrap();
+    let (metered, created) = store.put_plan(&Audit::system(), "metered", &[], Some(&daily(50))).await.unwrap();
     assert!(created);
     assert_eq!(metered.credits, Some(daily(50)));
     assert_eq!(store.get_plan("metered").await.unwrap(), metered);
     assert_eq!(store.list_plans().await.unwrap(), std::slice::from_ref(&metered));
     assert_eq!(feed_since(start).await, [(Entity::Plan, "metered".into())]);
-    let account = store.update_account_limits(a.id, None, Some(Some("metered"))).await.unwrap();
+    let account = store.update_account_limits(&Audit::system(), a.id, None, Some(Some("metered"))).await.unwrap();
     assert_eq!((account.credits, account.credits_epoch), (None, 1));
     let follows = |amount, epoch| Some(CreditsPolicy { refill: Some(daily(amount)), epoch });
     let state = store.account_state(a.id).await.unwrap().unwrap();
@@ -835,8 +900,8 @@ async fn credits_suite(store: Arc<dyn Store>) {
     assert_eq!((at(acct, T).await, at(c2, T).await), (Some((47, 0)), Some((98, 0))));
     // Another plan: the balance starts again at its amount (leases of the old one are void).
     assert_eq!(lease("n1", acct, 7, 0, T).await.unleased, 40);
-    store.put_plan("metered-plus", &[], Some(&daily(20))).await.unwrap();
-    let account = store.update_account_limits(a.id, None, Some(Some("metered-plus"))).await.unwrap();
+    store.put_plan(&Audit::system(), "metered-plus", &[], Some(&daily(20))).await.unwrap();
+    let account = store.update_account_limits(&Audit::system(), a.id, None, Some(Some("metered-plus"))).await.unwrap();
     assert_eq!((account.credits, account.credits_epoch), (None, 2));
     assert_eq!(store.account_state(a.id).await.unwrap().unwrap().credits, follows(20, 2));
     assert_eq!(at(acct, T).await, Some((20, 0)));
@@ -844,42 +909,42 @@ async fn credits_suite(store: Arc<dyn Store>) {
     assert_eq!(at(acct, T).await, Some((20, 0)));
     // The same plan again, or other limits: the balance stays.
     assert_eq!(lease("n1", acct, 5, 0, T).await, CreditLease { granted: 5, policy: follows(20, 2), unleased: 15 });
-    store.update_account_limits(a.id, None, Some(Some("metered-plus"))).await.unwrap();
-    assert_eq!(store.update_account_limits(a.id, Some(&[]), None).await.unwrap().credits_epoch, 2);
+    store.update_account_limits(&Audit::system(), a.id, None, Some(Some("metered-plus"))).await.unwrap();
+    assert_eq!(store.update_account_limits(&Audit::system(), a.id, Some(&[]), None).await.unwrap().credits_epoch, 2);
     assert_eq!(at(acct, T).await, Some((20, 5)));
     // The plan's refill changes: it applies from the next refill.
-    store.put_plan("metered-plus", &[], Some(&daily(30))).await.unwrap();
+    store.put_plan(&Audit::system(), "metered-plus", &[], Some(&daily(30))).await.unwrap();
     let read = store.credit_balance(acct, T).await.unwrap().unwrap();
     assert_eq!((read.remaining, read.leased, read.refill), (20, 5, Some(daily(30))));
     assert_eq!(at(acct, T + DAY).await, Some((30, 0)));
     // Adjusting it; an idempotency key is per balance.
-    let topped = store.adjust_credits(acct, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
+    let topped = store.adjust_credits(&Audit::system(), acct, Adjustment::Add(3), Some("top-up-1"), T).await.unwrap();
     assert_eq!((topped.balance.remaining, topped.balance.source, topped.replayed), (23, CreditSource::Plan, false));
     // An own quota wins over the plan's, and a plan change leaves it alone.
     let start = store.last_change_seq().await.unwrap();
-    store.set_credits(acct, Some(&own(7)), T).await.unwrap();
+    store.set_credits(&Audit::system(), acct, Some(&own(7)), T).await.unwrap();
     assert_eq!(feed_since(start).await, [(Entity::Account, a.id.to_hex())]);
     let account = store.get_account(a.id).await.unwrap();
     assert_eq!((account.credits, account.credits_epoch), (policy(3), 3));
     assert_eq!(store.account_state(a.id).await.unwrap().unwrap().credits, policy(3));
     assert_eq!(store.auth_bundle(&hash("credits-2")).await.unwrap().unwrap().account.credits, policy(3));
     assert_eq!(store.credit_balance(acct, T).await.unwrap(), Some(own_balance(7, 0)));
-    store.update_account_limits(a.id, None, Some(Some("metered"))).await.unwrap();
+    store.update_account_limits(&Audit::system(), a.id, None, Some(Some("metered"))).await.unwrap();
     assert_eq!(store.credit_balance(acct, T).await.unwrap(), Some(own_balance(7, 0)));
     assert_eq!(store.get_account(a.id).await.unwrap().credits, policy(3));
     // Without its own quota, it follows the plan again, from the plan's amount.
-    store.set_credits(acct, None, T).await.unwrap();
+    store.set_credits(&Audit::system(), acct, None, T).await.unwrap();
     let account = store.get_account(a.id).await.unwrap();
     assert_eq!((account.credits, account.credits_epoch), (None, 4));
     assert_eq!(store.account_state(a.id).await.unwrap().unwrap().credits, follows(50, 4));
     let read = store.credit_balance(acct, T).await.unwrap().unwrap();
     assert_eq!((read.remaining, read.source), (50, CreditSource::Plan));
     // Off the plan: no quota.
-    store.update_account_limits(a.id, None, Some(None)).await.unwrap();
+    store.update_account_limits(&Audit::system(), a.id, None, Some(None)).await.unwrap();
     assert_eq!(store.credit_balance(acct, T).await.unwrap(), None);
     assert_eq!(store.account_state(a.id).await.unwrap().unwrap().credits, None);
     assert_eq!(lease("n1", acct, 1, 0, T).await.policy, None);
-    conflict(store.adjust_credits(acct, Adjustment::Add(1), None, T).await, "no credits quota");
+    conflict(store.adjust_credits(&Audit::system(), acct, Adjustment::Add(1), None, T).await, "no credits quota");
 }
 
 /// Nodes leasing from two balances at once (a credential's own and its account's, which follows
@@ -893,14 +958,20 @@ async fn credits_race(stores: [Arc<dyn Store>; 2]) {
     const NOW: i64 = 1_773_100_800_000;
     const TTL: i64 = 30_000;
     let store = &stores[0];
-    let a = store.create_account(&new_account("credits-race@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("credits-race@example.com")).await.unwrap();
     let cid = ClientId::generate(71);
-    store.create_credential(a.id, cid, &hash("credits-race"), "h", &Default::default()).await.unwrap();
+    store
+        .create_credential(&Audit::system(), a.id, cid, &hash("credits-race"), "h", &Default::default())
+        .await
+        .unwrap();
     let refill = Refill { interval: Interval::Daily, amount: 1_000, refill_day: None };
-    store.put_plan("race", &[], Some(&refill)).await.unwrap();
-    store.update_account_limits(a.id, None, Some(Some("race"))).await.unwrap();
+    store.put_plan(&Audit::system(), "race", &[], Some(&refill)).await.unwrap();
+    store.update_account_limits(&Audit::system(), a.id, None, Some(Some("race"))).await.unwrap();
     let (cred, acct) = (CreditScope::Credential(cid), CreditScope::Account(a.id));
-    store.set_credits(cred, Some(&CreditsConfig { remaining: 1_000, refill: None }), NOW).await.unwrap();
+    store
+        .set_credits(&Audit::system(), cred, Some(&CreditsConfig { remaining: 1_000, refill: None }), NOW)
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = stores[i % 2].clone();
@@ -1013,10 +1084,18 @@ async fn sqlite_concurrent_writers_from_two_handles() {
     for (i, s) in [s1.clone(), s2.clone()].into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             for j in 0..50 {
-                let a = s.create_account(&new_account(&format!("w{i}-{j}@example.com"))).await.unwrap();
-                s.create_credential(a.id, ClientId::generate(j), &hash(&format!("{i}-{j}")), "h", &Default::default())
-                    .await
-                    .unwrap();
+                let a =
+                    s.create_account(&Audit::system(), &new_account(&format!("w{i}-{j}@example.com"))).await.unwrap();
+                s.create_credential(
+                    &Audit::system(),
+                    a.id,
+                    ClientId::generate(j),
+                    &hash(&format!("{i}-{j}")),
+                    "h",
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
             }
         }));
     }
@@ -1078,15 +1157,15 @@ async fn postgres_credit_leases_in_one_batch() {
 async fn lease_batch_suite(store: Arc<dyn Store>) {
     use keygate_core::credits::CreditsConfig;
     use keygate_store::{CreditRequest, CreditScope};
-    let a = store.create_account(&new_account("batch@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("batch@example.com")).await.unwrap();
     let (c1, c2) = (ClientId::generate(31), ClientId::generate(32));
-    store.create_credential(a.id, c1, &hash("b1"), "h", &Default::default()).await.unwrap();
-    store.create_credential(a.id, c2, &hash("b2"), "h", &Default::default()).await.unwrap();
+    store.create_credential(&Audit::system(), a.id, c1, &hash("b1"), "h", &Default::default()).await.unwrap();
+    store.create_credential(&Audit::system(), a.id, c2, &hash("b2"), "h", &Default::default()).await.unwrap();
     let now = now_ms();
     let cfg = |remaining| CreditsConfig { remaining, refill: None };
-    store.set_credits(CreditScope::Credential(c1), Some(&cfg(100)), now).await.unwrap();
-    store.set_credits(CreditScope::Credential(c2), Some(&cfg(3)), now).await.unwrap();
-    store.set_credits(CreditScope::Account(a.id), Some(&cfg(1_000)), now).await.unwrap();
+    store.set_credits(&Audit::system(), CreditScope::Credential(c1), Some(&cfg(100)), now).await.unwrap();
+    store.set_credits(&Audit::system(), CreditScope::Credential(c2), Some(&cfg(3)), now).await.unwrap();
+    store.set_credits(&Audit::system(), CreditScope::Account(a.id), Some(&cfg(1_000)), now).await.unwrap();
     let req = |scope, need, extra| CreditRequest { scope, need, extra };
     let batch = [
         req(CreditScope::Credential(c2), 5, 0),
@@ -1139,16 +1218,19 @@ async fn settle_batch_suite(store: Arc<dyn Store>) {
     use keygate_core::credits::CreditsConfig;
     use keygate_store::{CreditRequest, CreditScope, CreditSettlement};
     const N: usize = 510;
-    let a = store.create_account(&new_account("reports@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("reports@example.com")).await.unwrap();
     let now = now_ms();
     let cfg = |remaining| CreditsConfig { remaining, refill: None };
     let acct = CreditScope::Account(a.id);
-    store.set_credits(acct, Some(&cfg(10_000)), now).await.unwrap();
+    store.set_credits(&Audit::system(), acct, Some(&cfg(10_000)), now).await.unwrap();
     let mut creds = Vec::new();
     for i in 0..N {
         let cid = ClientId::generate(1_000 + i as u64);
-        store.create_credential(a.id, cid, &hash(&format!("report-{i}")), "h", &Default::default()).await.unwrap();
-        store.set_credits(CreditScope::Credential(cid), Some(&cfg(100)), now).await.unwrap();
+        store
+            .create_credential(&Audit::system(), a.id, cid, &hash(&format!("report-{i}")), "h", &Default::default())
+            .await
+            .unwrap();
+        store.set_credits(&Audit::system(), CreditScope::Credential(cid), Some(&cfg(100)), now).await.unwrap();
         creds.push(CreditScope::Credential(cid));
     }
     let mut requests: Vec<CreditRequest> =
@@ -1268,7 +1350,7 @@ async fn postgres_concurrent_migrations_and_feed_order() {
     for (i, s) in stores.iter().cloned().enumerate() {
         writers.push(tokio::spawn(async move {
             for j in 0..30 {
-                s.create_account(&new_account(&format!("n{i}-{j}@example.com"))).await.unwrap();
+                s.create_account(&Audit::system(), &new_account(&format!("n{i}-{j}@example.com"))).await.unwrap();
             }
         }));
     }
@@ -1362,4 +1444,39 @@ async fn postgres_keys_contract() {
         Err(why) => keygate_testkit::skip_or_fail!("{why}"),
     };
     keys::keys_suite(keygate_store::connect(&db.url, true).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_audit_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/audit.db", dir.path().display());
+    let store = keygate_store::connect(&url, true).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    audit::audit_suite(store, |sql| {
+        let pool = pool.clone();
+        async move {
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.map_err(|e| e.to_string())?;
+            Ok(done.rows_affected())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_audit_contract() {
+    let db = match keygate_testkit::TestDb::create().await {
+        Ok(db) => db,
+        Err(why) => keygate_testkit::skip_or_fail!("{why}"),
+    };
+    let store = keygate_store::connect(&db.url, true).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    audit::audit_suite(store, |sql| {
+        let pool = pool.clone();
+        async move {
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.map_err(|e| e.to_string())?;
+            Ok(done.rows_affected())
+        }
+    })
+    .await;
+    pool.close().await;
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use keygate_core::audit::Audit;
 use keygate_core::{AccountId, ClientId};
 use keygate_store::{
     CredentialBucket, DAY_MS, Granularity, HOUR_MS, Store, StoreError, UsageBucket, UsageDelta, UsageScope,
@@ -38,12 +39,12 @@ async fn read(store: &dyn Store, scope: UsageScope, (from, to): (i64, i64), g: G
 /// are taken when their start is in `[from, to)`; pruning drops old hours and keeps the days.
 async fn outcomes_suite(store: Arc<dyn Store>) {
     let s = store.as_ref();
-    let a = store.create_account(&new_account("outcomes@example.com")).await.unwrap();
-    let other = store.create_account(&new_account("other@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("outcomes@example.com")).await.unwrap();
+    let other = store.create_account(&Audit::system(), &new_account("other@example.com")).await.unwrap();
     let (c1, c2, c3) = (ClientId::generate(1), ClientId::generate(2), ClientId::generate(3));
-    store.create_credential(a.id, c1, &hash("o1"), "h", &Default::default()).await.unwrap();
-    store.create_credential(a.id, c2, &hash("o2"), "h", &Default::default()).await.unwrap();
-    store.create_credential(other.id, c3, &hash("o3"), "h", &Default::default()).await.unwrap();
+    store.create_credential(&Audit::system(), a.id, c1, &hash("o1"), "h", &Default::default()).await.unwrap();
+    store.create_credential(&Audit::system(), a.id, c2, &hash("o2"), "h", &Default::default()).await.unwrap();
+    store.create_credential(&Audit::system(), other.id, c3, &hash("o3"), "h", &Default::default()).await.unwrap();
     let ghost = ClientId::generate(9);
 
     store
@@ -149,11 +150,14 @@ async fn outcomes_suite(store: Arc<dyn Store>) {
 async fn big_batch_suite(store: Arc<dyn Store>) {
     const HOURS: i64 = 60;
     let s = store.as_ref();
-    let a = store.create_account(&new_account("usage@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("usage@example.com")).await.unwrap();
     let mut cids = Vec::new();
     for i in 0..12 {
         let cid = ClientId::generate(i);
-        store.create_credential(a.id, cid, &hash(&format!("usage-{i}")), "h", &Default::default()).await.unwrap();
+        store
+            .create_credential(&Audit::system(), a.id, cid, &hash(&format!("usage-{i}")), "h", &Default::default())
+            .await
+            .unwrap();
         cids.push(cid);
     }
     let ghost = ClientId::generate(99);
@@ -352,7 +356,7 @@ async fn postgres_migration_keeps_old_usage() {
 /// `cargo test -p keygate-store --test contract -- --ignored --nocapture usage_flush_timing`.
 async fn usage_flush_timing(backend: &str, store: Arc<dyn Store>) {
     const N: usize = 10_000;
-    let a = store.create_account(&new_account("timing@example.com")).await.unwrap();
+    let a = store.create_account(&Audit::system(), &new_account("timing@example.com")).await.unwrap();
     let setup = std::time::Instant::now();
     let mut tasks = Vec::new();
     for t in 0..8 {
@@ -362,7 +366,14 @@ async fn usage_flush_timing(backend: &str, store: Arc<dyn Store>) {
             for i in (t..N).step_by(8) {
                 let cid = ClientId::generate(i as u64);
                 store
-                    .create_credential(a.id, cid, &hash(&format!("timing-{i}")), "h", &Default::default())
+                    .create_credential(
+                        &Audit::system(),
+                        a.id,
+                        cid,
+                        &hash(&format!("timing-{i}")),
+                        "h",
+                        &Default::default(),
+                    )
                     .await
                     .unwrap();
                 cids.push(cid);
