@@ -693,12 +693,13 @@ mod example_file {
             (fields::<GatewaySettings>(), Some("gateway")),
             (fields::<LimitSettings>(), Some("limits")),
             (fields::<CreditSettings>(), Some("credits")),
+            (fields::<AuditSettings>(), Some("audit")),
         ];
         for (names, section) in sections {
             assert!(!names.is_empty(), "recorded {names:?}");
             let written = keys(section);
             for name in names {
-                if ["gateway", "limits", "credits"].contains(name) {
+                if ["gateway", "limits", "credits", "audit"].contains(name) {
                     assert!(EXAMPLE.contains(&format!("\n[{name}]\n")), "examples/keygate.toml has no [{name}]");
                     continue;
                 }

@@ -177,7 +177,7 @@ mod tests {
             std::fs::write(path, super::document()).unwrap();
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 24, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
         // The grace pattern in the document is the one the server parses by.
         let grace = &doc["components"]["schemas"]["RotateRequest"]["properties"]["grace"]["pattern"];
         assert_eq!(grace, keygate_ops::GRACE_PATTERN);

@@ -18,6 +18,7 @@
 //!   502/504, WebSocket, cancellation, metrics).
 
 mod admin;
+mod audit;
 mod browser;
 mod connections;
 mod console;
