@@ -29,6 +29,8 @@
 #      (compare with a)
 #   j  keygate gateway, x-api-key, every key with two credits balances (its own and its account's,
 #      10^15 each: charged per request, leased from the database) -> upstream nginx (compare with a)
+#   k  keygate gateway, x-api-key, every key holding 20 permissions, the route requiring a 3-term
+#      expression ("videos.create AND (images.read OR admin)") -> upstream nginx (compare with a)
 # Raw wrk outputs, configurations and the table go to bench/results/<timestamp>/.
 set -euo pipefail
 
@@ -40,7 +42,7 @@ WARMUP=${WARMUP:-3s}
 CREDENTIALS=${CREDENTIALS:-10000}
 SPREAD=${SPREAD:-$CREDENTIALS}
 TOKENS=${TOKENS:-1000}
-SCENARIOS=${SCENARIOS:-a b c d e f g h i j}
+SCENARIOS=${SCENARIOS:-a b c d e f g h i j k}
 QUIET_WAIT=${QUIET_WAIT:-120}
 ROUNDS=${ROUNDS:-1}
 WORKERS=${WORKERS:-1}
@@ -143,6 +145,7 @@ HS=$(free_port) # (g) hyper_floor static
 KL=$(free_port) # (h) keygate, rate limits on the node
 KR=$(free_port) # (i) keygate, rate limits through Redis
 KC=$(free_port) # (j) keygate, credits
+KK=$(free_port) # (k) keygate, permissions
 
 nginx_common() { # NAME WORKERS
   cat <<EOF
@@ -273,6 +276,35 @@ if wants j && ((has_upstream)); then
   }
   head -n "$SPREAD" "$work/credited-keys.txt" >"$work/credited-spread.txt"
   credited=1
+fi
+
+permitted=0
+if wants k && ((has_upstream)); then
+  log "seeding $CREDENTIALS customers holding 20 permissions into a fourth database"
+  pdb="sqlite://$work/permitted.db"
+  perms=()
+  for p_ in admin.audit billing.read billing.write images.create images.delete images.read images.update \
+    jobs.cancel jobs.read jobs.submit keys.read models.list speech.create speech.read usage.read \
+    videos.create videos.delete videos.read videos.update webhooks.manage; do
+    perms+=(--permission "$p_")
+  done
+  "$SEED" --database-url "$pdb" --count "$CREDENTIALS" --keys-out "$work/permitted-keys.txt" \
+    --clients-out "$work/permitted-clients.tsv" "${perms[@]}" 2>"$work/seed-permitted.log" || {
+    cat "$work/seed-permitted.log" >&2
+    die "seeding the customers with permissions failed"
+  }
+  head -n "$SPREAD" "$work/permitted-keys.txt" >"$work/permitted-spread.txt"
+  # One more customer, without permissions: the route must refuse it (1009), so the requirement
+  # is really decided on every request.
+  "$SEED" --database-url "$pdb" --count 1 --keys-out "$work/unpermitted-key.txt" \
+    --clients-out "$work/unpermitted-client.tsv" 2>>"$work/seed-permitted.log" || die "seeding a customer without permissions failed"
+  cat >"$work/permitted.toml" <<EOF
+[[gateway.routes]]
+prefix = "/"
+upstream = "http://127.0.0.1:$UP"
+permissions = "videos.create AND (images.read OR admin)"
+EOF
+  permitted=1
 fi
 
 # --- servers -----------------------------------------------------------------------------------
@@ -503,6 +535,21 @@ if ((credited)); then
   ckey1=$(head -n 1 "$work/credited-keys.txt")
   probe j "http://127.0.0.1:$KC$PROXY_PATH" x-api-key "$ckey1" 200 401
 fi
+if ((permitted)); then
+  # The route (in the config file) instead of --upstream: the same upstream, with a requirement.
+  k_args=(serve --config "$work/permitted.toml" --listen "127.0.0.1:$KK" "${kg_proxy_flags[@]}")
+  "$KG" serve --help | grep -q -- '--workers' && k_args+=(--workers "$WORKERS")
+  KEYGATE_ADMIN_TOKEN=$admin_token "$KG" --database-url "$pdb" "${k_args[@]}" >"$work/keygate-permissions.log" 2>&1 &
+  kk_pid=$!
+  pids+=("$kk_pid")
+  wait_http "http://127.0.0.1:$KK/healthz" "$work/keygate-permissions.log" "$kk_pid"
+  pkey1=$(head -n 1 "$work/permitted-keys.txt")
+  probe k "http://127.0.0.1:$KK$PROXY_PATH" x-api-key "$pkey1" 200 401
+  nokey=$(head -n 1 "$work/unpermitted-key.txt")
+  refused=$(curl -s -o "$work/probe.body" -w '%{http_code}' -H "x-api-key: $nokey" "http://127.0.0.1:$KK$PROXY_PATH")
+  [[ $refused == 403 ]] && grep -q '"code":1009' "$work/probe.body" ||
+    die "k: a key without the permissions answered $refused, not 403/1009: $(head -c 300 "$work/probe.body")"
+fi
 lkey1=$( ((limited)) && head -n 1 "$work/limited-keys.txt" || true)
 for s_ in h i; do
   wants $s_ && ((limited)) || continue
@@ -548,6 +595,10 @@ for round in $(seq 1 "$ROUNDS"); do
   if ((credited)); then
     measure j-keygate-credits "http://127.0.0.1:$KC$PROXY_PATH" "$work/credited-spread.txt" x-api-key "" \
       "$kc_pid" "$up_pid"
+  fi
+  if ((permitted)); then
+    measure k-keygate-permissions "http://127.0.0.1:$KK$PROXY_PATH" "$work/permitted-spread.txt" x-api-key "" \
+      "$kk_pid" "$up_pid"
   fi
 done
 
@@ -668,6 +719,8 @@ verdict() { # VALUE OP TARGET
   printf '%-44s %6s   %s\n' "i/a  two rate limits via Redis / none" "$ia" ">= 0.9: $(verdict "$ia" '>=' 0.9)"
   ja=$(ratio j-keygate-credits a-keygate-x-api-key)
   printf '%-44s %6s   %s\n' "j/a  two credits balances / none (keygate)" "$ja" ">= 0.95: $(verdict "$ja" '>=' 0.95)"
+  ka=$(ratio k-keygate-permissions a-keygate-x-api-key)
+  printf '%-44s %6s   %s\n' "k/a  20 permissions, 3-term requirement / none" "$ka" ">= 0.95: $(verdict "$ka" '>=' 0.95)"
   printf '%-44s %6s\n' "CPU per request a/c (keygate key / nginx map)" "$(usvs a-keygate-x-api-key c-nginx-key-map)"
   printf '%-44s %6s\n' "CPU per request b/c" "$(usvs b-keygate-bearer c-nginx-key-map)"
   printf '%-44s %6s\n' "CPU per request e (keygate verify / static)" "$(usvs e-keygate-verify e-nginx-static)"

@@ -44,6 +44,9 @@ struct Args {
     /// A credits balance on every credential and on every account (both charged per request).
     #[arg(long)]
     credits: Option<i64>,
+    /// A permission every credential holds (repeat the flag for several), set at its creation.
+    #[arg(long = "permission")]
+    permissions: Vec<String>,
 }
 
 fn create(path: &PathBuf) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
@@ -67,8 +70,12 @@ async fn main() -> anyhow::Result<()> {
             .create_account(&Audit::system(), &format!("bench{i}-{run}@example.com"), "Bench")
             .await
             .map_err(|e| anyhow::anyhow!("creating account {i}: {e:?}"))?;
+        let fields = keygate_core::model::CredentialChange {
+            permissions: (!args.permissions.is_empty()).then(|| args.permissions.clone()),
+            ..Default::default()
+        };
         let issued = ops
-            .create_credential(&Audit::system(), account.id)
+            .create_credential_with(&Audit::system(), account.id, fields)
             .await
             .map_err(|e| anyhow::anyhow!("creating credential {i}: {e:?}"))?;
         if !args.ratelimits.is_empty() {

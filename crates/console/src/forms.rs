@@ -10,9 +10,11 @@
 //! The claims are rows of the store's settings table (`console.form.<key>`), whose value names
 //! the account, the action and its outcome; a key sent by another account, or for another
 //! action, counts as an expired form. Rows are only written for valid forms about to act, one
-//! per action done (like the account history's rows).
+//! per action done, and deleted once their form can no longer be sent (two session lifetimes,
+//! at least a day: a form is only accepted within the session that showed it).
 
 use keygate_core::AccountId;
+use keygate_store::now_ms;
 
 use super::ConsoleError;
 use crate::ConsoleState;
@@ -49,8 +51,11 @@ fn valid_key(key: &str) -> bool {
     key.strip_prefix("console-").is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The settings' names of form claims start with this.
+const PREFIX: &str = "console.form.";
+
 fn setting(key: &str) -> String {
-    format!("console.form.{key}")
+    format!("{PREFIX}{key}")
 }
 
 fn value(account: AccountId, action: &str, state: &str) -> Vec<u8> {
@@ -79,6 +84,12 @@ where
     }
     debug_assert!(!action.contains(' '), "{action}");
     let store = s.ops.store();
+    // A claim is needed as long as its form can be sent: a form is only accepted within the
+    // session that showed it, so claims older than two session lifetimes (at least a day) go.
+    let kept = s.session_ttl.saturating_mul(2).max(std::time::Duration::from_secs(86_400));
+    if let Err(e) = store.prune_settings(PREFIX, now_ms().saturating_sub(kept.as_millis() as i64)).await {
+        tracing::warn!(error = %e, "console: pruning old form claims failed");
+    }
     let name = setting(key);
     if !store.put_setting(&name, &value(account, action, "pending"), true).await? {
         let stored = store.get_setting(&name).await?.unwrap_or_default();

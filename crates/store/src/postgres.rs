@@ -1036,6 +1036,18 @@ impl Store for PgStore {
         self.write_setting(None, name, value, only_if_absent).await
     }
 
+    async fn prune_settings(&self, prefix: &str, before_ms: i64) -> Result<u64> {
+        let end = sql::prefix_end(prefix).ok_or_else(|| StoreError::Other("an empty settings prefix".into()))?;
+        let done = sqlx::query(sql::PRUNE_SETTINGS)
+            .bind(prefix)
+            .bind(end)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
     async fn put_audited_setting(
         &self,
         audit: &Audit,

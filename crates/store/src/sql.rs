@@ -234,6 +234,17 @@ pub(crate) const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys (kid, crea
 pub(crate) const RETIRE_SIGNING_KEY: &str = "UPDATE signing_keys SET retired_at = COALESCE(retired_at, $1) \
      WHERE kid = $2 RETURNING kid, created_at, retired_at";
 pub(crate) const SETTING: &str = "SELECT value FROM settings WHERE name = $1";
+/// Settings with a name in [$1, $2) (a prefix's range, by the primary key) written before $3.
+pub(crate) const PRUNE_SETTINGS: &str = "DELETE FROM settings WHERE name >= $1 AND name < $2 AND updated_at < $3";
+
+/// The end of the range of names starting with `prefix` (its last character moved one up), for
+/// [`PRUNE_SETTINGS`]; `None` for an empty prefix or one ending in the last character.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    let last = chars.pop()?;
+    chars.push(char::from_u32(last as u32 + 1)?);
+    Some(chars.into_iter().collect())
+}
 pub(crate) const INSERT_SETTING: &str =
     "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
 pub(crate) const PUT_SETTING: &str = "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \

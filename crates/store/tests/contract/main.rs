@@ -154,6 +154,15 @@ async fn suite(store: Arc<dyn Store>) {
     assert!(store.put_setting("s", b"3", false).await.unwrap());
     assert_eq!(store.get_setting("s").await.unwrap().as_deref(), Some(&b"3"[..]));
     assert_eq!(store.get_setting("absent").await.unwrap(), None);
+    // Pruning by prefix and age: only names with the prefix, only the old ones.
+    store.put_setting("claim.a", b"1", false).await.unwrap();
+    store.put_setting("claim.b", b"1", false).await.unwrap();
+    store.put_setting("claimx", b"1", false).await.unwrap();
+    assert_eq!(store.prune_settings("claim.", now_ms() - 60_000).await.unwrap(), 0, "none is old yet");
+    assert_eq!(store.prune_settings("claim.", now_ms() + 1).await.unwrap(), 2);
+    assert_eq!(store.get_setting("claim.a").await.unwrap(), None);
+    assert!(store.get_setting("claimx").await.unwrap().is_some(), "outside the prefix");
+    assert!(store.get_setting("s").await.unwrap().is_some(), "outside the prefix");
 }
 
 /// The console's part of the contract: logins, roles, sessions.
