@@ -391,6 +391,8 @@ impl Authenticator {
                 self.credits.touched_all();
             }
             Entity::SigningKey | Entity::Setting => {}
+            // Written by a newer keygate: what it affects is not known here, so everything goes.
+            Entity::Unknown => self.invalidate_all(),
         }
     }
 

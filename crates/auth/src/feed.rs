@@ -99,7 +99,7 @@ impl FeedFollower {
             let mut keys_changed = false;
             for c in &changes {
                 self.auth.invalidate(c.entity, &c.entity_id);
-                keys_changed |= c.entity == Entity::SigningKey;
+                keys_changed |= matches!(c.entity, Entity::SigningKey | Entity::Unknown);
             }
             if keys_changed {
                 self.auth.set_keyring(secrets::load_keyring(self.store.as_ref(), &self.master).await?);

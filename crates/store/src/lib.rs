@@ -65,6 +65,10 @@ pub enum Entity {
     /// A role's permissions changed, or it was deleted (`entity_id` is its name): every
     /// credential holding it is affected.
     Role,
+    /// An entry a newer keygate wrote, of a kind this build does not know: a follower drops its
+    /// whole cache (never wrong, only slower), so that nodes of two versions can share a
+    /// database during a rolling upgrade instead of this one stopping at the entry.
+    Unknown,
 }
 
 impl Entity {
@@ -76,6 +80,7 @@ impl Entity {
             Self::Setting => "setting",
             Self::Plan => "plan",
             Self::Role => "role",
+            Self::Unknown => "unknown",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

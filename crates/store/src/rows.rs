@@ -500,7 +500,7 @@ impl ChangeRow {
     pub(crate) fn into_change(self) -> Result<Change> {
         Ok(Change {
             seq: self.seq,
-            entity: Entity::parse(&self.entity).ok_or_else(|| StoreError::Other("bad change entity".into()))?,
+            entity: Entity::parse(&self.entity).unwrap_or(Entity::Unknown),
             entity_id: self.entity_id,
         })
     }

@@ -134,3 +134,28 @@ async fn external_signing_key_rotation_is_seen_within_a_second() {
     app.verify_bearer(&old_token).await.expect_invalid();
     app.verify_bearer(&new_token).await.expect_identity(&c, "bearer");
 }
+
+/// A change-feed entry of a kind this build does not know (written by a newer keygate sharing
+/// the database in a rolling upgrade) does not stop the follower: it drops its cache, and what
+/// comes after still arrives.
+#[tokio::test]
+async fn an_unknown_feed_entry_does_not_stop_the_follower() {
+    let app = TestApp::spawn().await;
+    let c = app.customer().await;
+    app.verify_key(&c.api_key).await.expect_identity(&c, "api_key");
+
+    let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+    sqlx::query("INSERT INTO changes (entity, entity_id, at) VALUES ('feature_from_the_future', 'x', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let store = app.external_store().await;
+    store.revoke_credential(&Audit::system(), ClientId::parse(&c.client_id).unwrap()).await.unwrap();
+    wait_until(WITHIN, "the revocation after the unknown entry refuses the key", || async {
+        app.verify_key(&c.api_key).await.code() == Some(1101)
+    })
+    .await;
+    let ready = app.send(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(ready.status, 200, "the node still follows the feed: {}", ready.text);
+}
