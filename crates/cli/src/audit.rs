@@ -9,7 +9,8 @@ use keygate_ops::audit::AuditFilter;
 #[derive(Subcommand)]
 pub enum AuditCmd {
     /// Print audit entries, newest first: when, who, what on which target, and the fields that
-    /// changed. With --json, the admin API's page: `{"items": [...], "next": CURSOR}`.
+    /// changed. With --json, the page as `{"items": [...], "next": CURSOR}` (the admin API's
+    /// `data` and `next`; `next` is null on the last page).
     List(ListArgs),
 }
 

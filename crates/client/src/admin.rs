@@ -16,9 +16,11 @@ use crate::error::{Error, Result};
 use crate::http::{self, Read, Transport};
 use crate::{ClientOptions, Secret};
 
+mod audit;
 mod credits;
 mod keys;
 mod usage;
+pub use audit::{ActorKind, AuditEntry, AuditFilter, TargetKind};
 pub use credits::{
     CreditAdjustment, CreditBalance, CreditSource, CreditsChanged, CreditsConfig, Refill, RefillInterval,
 };
@@ -576,7 +578,8 @@ pub struct SigningKey {
 pub struct Page<T> {
     /// The items of this page.
     pub items: Vec<T>,
-    /// Pass it as `after` for the next page.
+    /// Pass it as `after` for the next page (the audit log's: as
+    /// [`AuditFilter::cursor`]).
     pub next: Option<String>,
 }
 

@@ -8,7 +8,7 @@
 //!   and build authenticated requests to the API behind keygate ([`ApiKeyClient::request`]).
 //! - For the **platform's backend**: [`AdminClient`] covers the admin API under `/admin/v1`
 //!   (accounts, bans, credentials and what each may do and when, roles, IP allowlists, rotation,
-//!   usage, rate limits and plans, credits, signing keys), with lists as streams.
+//!   usage, rate limits and plans, credits, signing keys, the audit log), with lists as streams.
 //! - **Webhooks** in the vendor's scheme (SHA-1 signature, AES-CBC payload): [`webhook`].
 //!
 //! Every client retries connection failures, `1503` and (for requests that are safe to repeat)
@@ -177,6 +177,7 @@ pub use admin::{
     CredentialDetail, CredentialStatus, DailyUsage, EffectiveLimit, IssuedCredential, LimitSource, Page, Plan,
     PlanDetail, RateLimit, SecretGeneration, SigningKey,
 };
+pub use admin::{ActorKind, AuditEntry, AuditFilter, TargetKind};
 pub use admin::{CredentialFields, Role, RoleDetail, unix_ms};
 pub use admin::{CreditAdjustment, CreditBalance, CreditSource, CreditsChanged, CreditsConfig, Refill, RefillInterval};
 pub use admin::{Granularity, UsageBucket, UsageQuery};

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod audit;
 mod caddy;
 mod cli;
 mod config;

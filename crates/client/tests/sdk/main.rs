@@ -14,11 +14,14 @@
 //! - `keys`: a credential's name, metadata, expiry, enabled, permissions, roles and allowlist at
 //!   creation and in a change, roles, an account's allowlist, the identity's new fields, `1009` as
 //!   `Error::PermissionDenied` (never retried), bad fields as typed `1003`s;
+//! - `audit`: the audit log of the changes made with the SDK, by target, account, action, actor
+//!   and time, who made them, the fields changed, paging as a stream, a bad filter as a `1003`;
 //! - `usage`: usage by outcome for a credential and an account (buckets, CSV, the older form);
 //! - `retry`: backoff on 5xx / 1503 / connection failures, never on 4xx, against a local server
 //!   scripted to fail (it stands in for a failing upstream or proxy, not for keygate).
 
 mod admin;
+mod audit;
 mod consumer;
 mod credits;
 mod gateway;
