@@ -96,4 +96,27 @@ async fn key_changes_reach_every_node_within_the_bound() {
         }
     }
     report("disable, expire, permission, allowlist, role", samples);
+
+    // Every change made on node 0 is in the one audit log, read from any node (PostgreSQL).
+    let res =
+        c.get(format!("http://{}/admin/v1/audit?action=role.update&limit=1000", nodes[2].addr)).bearer_auth(ADMIN);
+    let page: Value = res.send().await.unwrap().json().await.unwrap();
+    let entries = page["data"].as_array().expect("entries");
+    // Five rounds of the role case, each changing the role and changing it back.
+    assert_eq!(entries.len(), 10, "{page}");
+    for e in entries {
+        assert_eq!(
+            (e["actorKind"].as_str(), e["target"].as_str()),
+            (Some("admin_token"), Some("cluster-reader")),
+            "{e}"
+        );
+        assert!(e["requestId"].as_str().is_some_and(|id| !id.is_empty()), "{e}");
+    }
+    assert_eq!(entries[0]["after"], json!({"permissions": ["reports.read"]}));
+    assert_eq!(entries[1]["after"], json!({"permissions": ["reports.list"]}));
+    let res = c.get(format!("http://{}/admin/v1/audit?action=credential.update&limit=1000", nodes[1].addr));
+    let page: Value = res.bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    // Per customer: the grant, then the change (for the role case, the key's own permission
+    // removal: its change is the role's).
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(25 * 2), "{page}");
 }
