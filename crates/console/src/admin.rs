@@ -1,5 +1,5 @@
 //! Operator pages, `/console/admin/...`: search and list accounts, an account's credentials and
-//! history, ban and unban with a reason, revoke any credential; plans (list, create or replace,
+//! history (its bans, and its latest audit log entries; the audit page is `audit`'s), ban and unban with a reason, revoke any credential; plans (list, create or replace,
 //! delete; their rate limits and credits refill), an account's plan and own rate limits, a
 //! credential's own rate limits; an account's and a credential's credits (a balance and its
 //! refill, removed, or adjusted: a top-up, a refund or a new balance, applied once per form
@@ -26,6 +26,7 @@ use keygate_ops::OpsError;
 use keygate_store::{AccountEvent, CreditScope, now_ms};
 use serde::Deserialize;
 
+use super::audit::{self, AuditRow};
 use super::credits::{self, CreditsBlock, Holder};
 use super::forms::{self, Applied, Before};
 use super::keys::{self, SettingsForm, SettingsView, Typed};
@@ -157,6 +158,10 @@ struct AccountPage {
     own: bool,
     credentials: Vec<CredentialRow>,
     events: Vec<EventRow>,
+    /// The latest entries of the audit log about the account and its credentials, newest first.
+    history: Vec<AuditRow>,
+    /// Whether older entries exist (the full log, filtered by the account, has them).
+    history_more: bool,
     /// The plan the account is on.
     plan: Option<String>,
     /// What the account's requests count against, and where from.
@@ -309,6 +314,10 @@ async fn account_page(
     let store = s.ops.store();
     let ca = store.console_account(id).await?;
     let events: Vec<AccountEvent> = store.account_events(id).await?;
+    // One more than shown: whether the full log has older entries.
+    let mut history = s.ops.account_history(id, audit::PAGE + 1).await?;
+    let history_more = history.len() > audit::PAGE as usize;
+    history.truncate(audit::PAGE as usize);
     let credentials = s.ops.list_credentials(id).await?;
     let a = &ca.account;
     let effective = s.ops.account_limits(a).await?;
@@ -407,6 +416,8 @@ async fn account_page(
             .rev()
             .map(|e| EventRow { kind: e.kind, reason: e.reason, actor: e.actor, at: fmt_time(e.at) })
             .collect(),
+        history: audit::rows(&history, Reader::Operator),
+        history_more,
         plan: a.plan.clone(),
         limits: LimitRow::all(&effective, Reader::Operator),
         plans: plans.into_iter().map(|name| PlanOption { selected: name == picked, name }).collect(),

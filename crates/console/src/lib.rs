@@ -10,6 +10,8 @@
 //! - `csrf`: `Origin` / `Sec-Fetch-Site` checks and the derived CSRF tokens;
 //! - `throttle`: failed logins per account and per IP;
 //! - `pages` (customers, login, sign-up) and `admin` (operators): the handlers and their templates;
+//! - `audit`: the audit log as pages show it (the operators' page, an account's history, a
+//!   customer's own activity);
 //! - `limits`: rate limits as forms take them (`NAME=LIMIT/DURATION` per line) and pages show them;
 //! - `credits`: credits balances as pages show them and the operator's forms take them;
 //! - `keys`: a credential's name, expiry, permissions, roles, allowlist and status, shown and edited;
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit;
 mod credits;
 mod csrf;
 mod forms;
@@ -137,6 +140,7 @@ pub fn router<S>(console: Arc<Console>) -> Router<S> {
     Router::new()
         .merge(pages::routes())
         .merge(admin::routes())
+        .merge(audit::routes())
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
         .route("/static/favicon.svg", get(favicon))
@@ -212,7 +216,7 @@ pub(crate) struct Nav {
     pub operator: bool,
     /// For the logout form.
     pub csrf: String,
-    /// Which entry is current: "credentials", "accounts", "plans" or "".
+    /// Which entry is current: "credentials", "accounts", "plans", "audit" or "".
     pub current: &'static str,
 }
 

@@ -1,6 +1,7 @@
 //! Customer pages: sign-up, login, logout, and "API Credentials" (list, generate with an optional
 //! name and expiry, usage, rotate, revoke, the status of each, its settings: name, expiry,
-//! permissions and IP allowlist, and the rate limits and credits that apply to it, read-only).
+//! permissions and IP allowlist, and the rate limits and credits that apply to it, read-only),
+//! with the account's own activity from the audit log (its entries and its credentials' only).
 //! Generate, rotate and revoke are applied once per form (`forms`). A customer only ever reaches
 //! their own credentials: anyone else's answer 404, as if they did not exist.
 
@@ -19,6 +20,7 @@ use keygate_core::{AccountId, BusinessCode, ClientId};
 use keygate_store::{CreditScope, DAY_MS, Granularity, Role, UsageScope, now_ms};
 use serde::Deserialize;
 
+use super::audit::{self, AuditRow};
 use super::credits::{BalanceView, Holder};
 use super::forms::{self, Applied, Before};
 use super::keys::{self, SettingsForm, SettingsView, Typed};
@@ -361,6 +363,8 @@ struct CredentialsPage {
     name: String,
     expires: String,
     error: Option<String>,
+    /// The latest entries of the audit log about the account and its credentials.
+    activity: Vec<AuditRow>,
 }
 
 #[derive(Deserialize)]
@@ -435,6 +439,8 @@ async fn credentials_page(
         });
     }
     let credits = rows.iter().any(|r| !r.credits.is_empty());
+    // The customer's own account only.
+    let activity = s.ops.account_history(user.account.id, audit::PAGE).await?;
     let status = if refused.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let (form_key, name, expires, error) = match refused {
         Some(r) => (r.form_key, r.name, r.expires, Some(r.error)),
@@ -451,6 +457,7 @@ async fn credentials_page(
         name,
         expires,
         error,
+        activity: audit::rows(&activity, Reader::Customer),
     };
     Ok(render(status, &page))
 }

@@ -9,6 +9,8 @@
 //! - `feed`: writes made behind the server's back (as the CLI makes them) reach its cache;
 //! - `console`: the web console's security (cookies, CSRF, throttling, sessions, ownership,
 //!   the operator area, headers, secrets shown once);
+//! - `console_audit`: the audit log in the console (the operators' page, its filters and paging,
+//!   an account's history, a customer's own activity, escaping);
 //! - `console_limits`: the console's plans and limits pages (operators edit, customers read);
 //! - `console_credits`: credits in the console (operators set, adjust once per form and remove
 //!   balances and plans' refills; customers read what is left and the next refill);
@@ -22,6 +24,7 @@ mod audit;
 mod browser;
 mod connections;
 mod console;
+mod console_audit;
 mod console_credits;
 mod console_keys;
 mod console_limits;
