@@ -9,6 +9,10 @@ use keygate_store::AuditQuery;
 use crate::usage::parse_time;
 use crate::{Ops, OpsError, Page, Result, page_limit};
 
+/// The longest actor or target a filter may name (no actor or target is longer: see
+/// `keygate_core::audit::MAX_ACTOR`).
+pub const MAX_NAME: usize = keygate_core::audit::MAX_ACTOR;
+
 /// A listing's filter as the admin API and the CLI take it (strings, checked here).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -26,6 +30,11 @@ impl AuditFilter {
     /// The store's query, or what is wrong with the filter.
     pub fn query(&self) -> Result<AuditQuery> {
         let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        for (name, value) in [("actor", &self.actor), ("target", &self.target)] {
+            if value.as_ref().is_some_and(|v| v.chars().count() > MAX_NAME) {
+                return Err(OpsError::Invalid(format!("{name} must be at most {MAX_NAME} characters")));
+            }
+        }
         let action = text(&self.action);
         if let Some(a) = &action
             && !action::ALL.contains(&a.as_str())
@@ -107,6 +116,8 @@ mod tests {
             AuditFilter { from: Some("2026-02-01".into()), to: Some("2026-01-01".into()), ..AuditFilter::default() },
             AuditFilter { account: Some("nope".into()), ..AuditFilter::default() },
             AuditFilter { limit: Some(0), ..AuditFilter::default() },
+            AuditFilter { target: Some("0".repeat(321)), ..AuditFilter::default() },
+            AuditFilter { actor: Some("é".repeat(321)), ..AuditFilter::default() },
         ] {
             assert!(matches!(bad.query(), Err(OpsError::Invalid(_))), "{bad:?}");
         }

@@ -106,6 +106,7 @@ async fn admin_api_writes_are_audited_with_their_address_and_request_id() {
 #[tokio::test]
 async fn bad_filters_are_refused_in_the_envelope() {
     let app = TestApp::spawn().await;
+    let long_target = format!("?target={}", "0".repeat(321));
     for (query, needle) in [
         ("?action=credential.delete", "action must be one of"),
         ("?from=yesterday", "from must be"),
@@ -114,6 +115,7 @@ async fn bad_filters_are_refused_in_the_envelope() {
         ("?account=nope", "account must be an accountId"),
         ("?limit=0", "limit must be between 1 and 1000"),
         ("?limit=x", "query must be"),
+        (long_target.as_str(), "target must be at most 320 characters"),
     ] {
         let r = app.admin_get(&format!("/audit{query}")).await;
         r.expect(400, 1003);
