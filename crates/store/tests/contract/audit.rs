@@ -140,7 +140,7 @@ where
 
     // Plans and roles: created, changed, deleted (a refused delete records nothing).
     let limit = keygate_core::ratelimit::RateLimit::new("requests", 10, "1m".parse().unwrap());
-    s.put_plan(&admin, "pro", &[limit.clone()], None).await.unwrap();
+    s.put_plan(&admin, "pro", std::slice::from_ref(&limit), None).await.unwrap();
     let e = one_more(s, &mut count).await;
     assert_eq!(
         (e.action.as_str(), e.target_kind, e.target.as_str(), e.account_id.as_deref()),
