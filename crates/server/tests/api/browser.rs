@@ -224,3 +224,28 @@ pub(crate) fn serde_urlencoded_like(fields: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+/// An operator of the console (a new login account) and a browser logged in as it.
+pub(crate) async fn operator_browser(app: &TestApp) -> (String, Browser<'_>) {
+    let email = crate::helpers::unique_email();
+    let s = &app.state;
+    s.ops
+        .create_login_account(
+            &keygate_core::audit::Audit::system(),
+            &email,
+            "Op",
+            Some(PASSWORD),
+            keygate_store::Role::Operator,
+            &s.console.passwords,
+        )
+        .await
+        .unwrap();
+    let b = Browser::new(app);
+    b.login(&email, PASSWORD).await.expect_redirect("/console/credentials");
+    (email, b)
+}
+
+/// The id of the account with this email.
+pub(crate) async fn account_id(app: &TestApp, email: &str) -> String {
+    app.state.ops.store().console_account_by_email(email).await.unwrap().unwrap().account.id.to_hex()
+}

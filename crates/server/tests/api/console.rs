@@ -11,6 +11,7 @@ use keygate_core::audit::Audit;
 use keygate_server::Config;
 use keygate_store::Role;
 
+use crate::browser::account_id;
 use crate::browser::{Browser, PASSWORD, between};
 use crate::helpers::{TestApp, unique_email, wait_until};
 
@@ -26,10 +27,6 @@ async fn operator(app: &TestApp) -> String {
         .await
         .unwrap();
     email
-}
-
-async fn account_id(app: &TestApp, email: &str) -> String {
-    app.state.ops.store().console_account_by_email(email).await.unwrap().unwrap().account.id.to_hex()
 }
 
 #[tokio::test]

@@ -4,27 +4,10 @@
 //! account's entries only, never the operators' names). Values are escaped.
 
 use keygate_core::audit::Audit;
-use keygate_store::Role;
 use serde_json::Value;
 
-use crate::browser::{Browser, PASSWORD, between, html};
+use crate::browser::{Browser, account_id, between, html, operator_browser as operator};
 use crate::helpers::{TestApp, unique_email};
-
-async fn operator(app: &TestApp) -> (String, Browser<'_>) {
-    let email = unique_email();
-    let s = &app.state;
-    s.ops
-        .create_login_account(&Audit::system(), &email, "Op", Some(PASSWORD), Role::Operator, &s.console.passwords)
-        .await
-        .unwrap();
-    let b = Browser::new(app);
-    b.login(&email, PASSWORD).await.expect_redirect("/console/credentials");
-    (email, b)
-}
-
-async fn account_id(app: &TestApp, email: &str) -> String {
-    app.state.ops.store().console_account_by_email(email).await.unwrap().unwrap().account.id.to_hex()
-}
 
 /// The table row (`<tr>…</tr>`) of `text` holding `needle`.
 #[track_caller]
