@@ -15,8 +15,9 @@
 //!   not renewed for `lease_ttl` (a process that died, or lost its database) is reclaimed by the
 //!   database, and the process stops using it a third of that earlier;
 //! - **never lost**: a process that dies (`kill -9`) leaves its leases to expire; the database
-//!   gives their unspent part back, counting what was reported spent, so at most the credits
-//!   spent in its last `flush` interval come back (the bound; 1 s by default);
+//!   gives their unspent part back, counting what was reported spent, so the credits spent since
+//!   its last report come back (the bound: one `flush` of its traffic, 1 s by default, plus the
+//!   time that report took to commit);
 //! - **a refusal is exact**: 1006 only when the database itself could not cover the cost (the
 //!   process holds less and the lease found less). While other processes hold leases, a balance
 //!   may look exhausted here until they give them back (idle, at most `idle_return` after their
@@ -259,8 +260,9 @@ impl Credits {
     /// Balances leased on the request path when a request finds too little, and ahead of it
     /// by [`run_refiller`] (when one runs) when what a balance holds runs low.
     pub fn new(settings: CreditSettings) -> Self {
-        // Who holds a lease in the database: this process, until it exits.
-        let holder = format!("{}-{:016x}", hostname(), rand::random::<u64>());
+        // Who holds a lease in the database: this process, until it exits (host and pid first,
+        // so that an operator looking at `credit_leases` can tell which process holds what).
+        let holder = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
         Self {
             holder,
             settings,
@@ -764,14 +766,18 @@ fn hostname() -> String {
 }
 
 /// Settles every `flush` until `stop`, then gives every lease back; reclaims the expired leases
-/// of processes that died every 10 flushes.
+/// of processes that died every 10 flushes. Reports start every `flush` however long each takes
+/// (a report that takes longer delays the next, never adds a `flush` to it): what a process
+/// killed with `kill -9` spent unreported is what it spent since its last report started.
 pub async fn run_settler(credits: Arc<Credits>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     let flush = credits.settings.flush;
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + flush, flush);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
     loop {
         let stopping = tokio::select! {
             _ = stop.wait_for(|s| *s) => true,
-            _ = tokio::time::sleep(flush) => false,
+            _ = every.tick() => false,
         };
         if let Err(e) = credits.settle(store.as_ref(), stopping).await {
             tracing::warn!(error = %e, "reporting spent credits failed; kept for the next report");

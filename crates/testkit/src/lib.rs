@@ -56,6 +56,23 @@ impl TestDb {
         let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
         Ok(TestDb { url: format!("{base}/{name}"), name, admin_url })
     }
+
+    /// Runs a query whose columns are all `BIGINT` and returns its rows (for a test that looks at
+    /// what the server wrote, e.g. `credit_leases`).
+    pub async fn rows_i64(&self, sql: &str) -> Result<Vec<Vec<i64>>, String> {
+        use sqlx::Row;
+        let mut conn =
+            PgConnection::connect(&self.url).await.map_err(|e| format!("connecting to {}: {e}", self.name))?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len()).map(|i| r.try_get::<i64, _>(i).map_err(|e| format!("{sql}: column {i}: {e}"))).collect()
+            })
+            .collect()
+    }
 }
 
 impl Drop for TestDb {
