@@ -699,7 +699,7 @@ impl Authenticator {
         };
         let v = Verified { identity, generation, account: account.clone(), expires_at: cred.expires_at };
         let reserved = match (&r.credits, charge) {
-            (Some(charged), true) => match self.credits.try_reserve(charged, access.cost) {
+            (Some(charged), true) => match self.credits.try_reserve(charged, access.cost, now) {
                 Some(Ok(reserved)) => Some(reserved),
                 Some(Err(e)) => return Decided::Done(Err(self.not_charged(cid, e, now))),
                 None => {

@@ -46,8 +46,61 @@ const SHARDS: usize = 16;
 /// How long the refiller waits for more balances running low before it leases for them all.
 const REFILL_BATCH: Duration = Duration::from_millis(5);
 
+/// How much of a balance's recent spend a lease takes ahead.
+const LEASE_AHEAD: Duration = Duration::from_secs(2);
+/// The same while the balance holds a hundred times as much (see `lease_size`).
+const LEASE_AHEAD_PLENTY: Duration = Duration::from_secs(20);
+
 /// The fewest credits a lease takes ahead (unless `max_prefetch` is lower, or less is left).
 pub const MIN_PREFETCH: i64 = 256;
+
+/// A moment on this process's monotonic clock, in milliseconds since its first use: 8 bytes where
+/// an `Instant` takes 16, so that what a request touches of a balance fits in two cache lines (a
+/// quiet key's request finds its balance out of cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Mono(std::num::NonZeroU64);
+
+impl Mono {
+    /// From milliseconds since the base (stored plus one: `Option<(Mono, i64)>` takes 16 bytes).
+    fn at(ms: u64) -> Mono {
+        Mono(std::num::NonZeroU64::MIN.saturating_add(ms))
+    }
+
+    fn ms(self) -> u64 {
+        self.0.get() - 1
+    }
+
+    /// Now: the base is a day before the first use, so that a moment a while ago is still one.
+    fn now() -> Mono {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        Mono::at(BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 86_400_000)
+    }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    fn since(self, earlier: Mono) -> Duration {
+        Duration::from_millis(self.ms().saturating_sub(earlier.ms()))
+    }
+}
+
+impl std::ops::Add<Duration> for Mono {
+    type Output = Mono;
+    fn add(self, d: Duration) -> Mono {
+        Mono::at(self.ms().saturating_add(d.as_millis() as u64))
+    }
+}
+
+impl std::ops::Sub<Duration> for Mono {
+    type Output = Mono;
+    fn sub(self, d: Duration) -> Mono {
+        Mono::at(self.ms().saturating_sub(d.as_millis() as u64))
+    }
+}
+
+/// The refill period a moment belongs to (`None`: no refill), in 4 bytes (days or months since
+/// 1970 fit in an `i32` for millions of years).
+fn period_of(refill: Option<Refill>, now_ms: i64) -> Option<i32> {
+    refill.map(|r| i32::try_from(r.period(now_ms)).unwrap_or(i32::MAX))
+}
 
 /// How balances are leased and reported.
 #[derive(Debug, Clone, Copy)]
@@ -60,9 +113,9 @@ pub struct CreditSettings {
     /// A lease unused this long is given back.
     pub idle_return: Duration,
     /// The most a lease takes ahead of the request that needs it (it also takes at most half of
-    /// what is left beyond that request, and about two seconds of the balance's recent spend, at
-    /// least [`MIN_PREFETCH`], so that a busy key takes a lease every two seconds or so and a
-    /// quiet one not on every request).
+    /// what is left beyond that request, and about two seconds of the balance's recent spend,
+    /// twenty while plenty is left, at least [`MIN_PREFETCH`], so that a busy key takes a lease
+    /// every few seconds and a quiet one not on every request).
     pub max_prefetch: i64,
     /// How long a lease may take before the request fails with 1503.
     pub store_timeout: Duration,
@@ -80,11 +133,13 @@ impl Default for CreditSettings {
     }
 }
 
-/// One balance as this process holds it.
+/// One balance as this process holds it: what requests touch (the lock and [`Local`], 128 bytes)
+/// first, on cache-line boundaries.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Balance {
-    scope: CreditScope,
     local: Mutex<Local>,
+    scope: CreditScope,
     /// One lease at a time per balance: requests that need one wait for it, then look again.
     /// A give-back holds it too: a lease taken while the give-back is on its way would add to
     /// the very row the give-back ends, and be given back with it while this process spends it.
@@ -97,7 +152,7 @@ struct Local {
     epoch: i64,
     refill: Option<Refill>,
     /// The refill period the lease belongs to (`None`: no refill).
-    period: Option<i64>,
+    period: Option<i32>,
     /// Leased and not spent.
     available: i64,
     /// The database says the quota is gone: requests are not charged until the credential or
@@ -112,9 +167,9 @@ struct Local {
     /// The database could not give this many more credits: a request that would need as many
     /// from it is refused without asking until the feed says the balance changed, the period
     /// turns, or the instant passes (a request that needs fewer still asks).
-    exhausted: Option<(Instant, i64)>,
+    exhausted: Option<(Mono, i64)>,
     /// Past this, what is held is not used (it may have been reclaimed).
-    valid_until: Instant,
+    valid_until: Mono,
     /// The balance's row changed (a top-up, a refund, a give-back elsewhere): give the lease back
     /// at the next report, so that a refund or a correction applies to what this process holds
     /// too (until then, at most one flush interval, it spends from its lease as before).
@@ -122,10 +177,10 @@ struct Local {
     /// What the last lease left it holding, and whether a background lease is on its way.
     last_grant: i64,
     refilling: bool,
-    last_spend: Instant,
+    last_spend: Mono,
     /// Spend since the last lease, for the next lease's size.
     spent_since_lease: i64,
-    leased_at: Instant,
+    leased_at: Mono,
 }
 
 impl Balance {
@@ -141,15 +196,15 @@ impl Local {
     }
 
     /// Whether the database was found unable to give `more` credits (or fewer) a moment ago.
-    fn exhausted_for(&self, more: i64, now: Instant) -> bool {
+    fn exhausted_for(&self, more: i64, now: Mono) -> bool {
         self.exhausted.is_some_and(|(until, short)| now < until && more >= short)
     }
 
     /// Voids what is held when the period has turned or the epoch moved past it (what was spent
     /// under the old epoch is void too: the balance was set anew), or when the lease may have
     /// been reclaimed (what was spent is still reported).
-    fn refresh(&mut self, policy_epoch: i64, now_ms: i64, now: Instant) {
-        let period = self.refill.map(|r| r.period(now_ms));
+    fn refresh(&mut self, policy_epoch: i64, now_ms: i64, now: Mono) {
+        let period = period_of(self.refill, now_ms);
         if policy_epoch > self.epoch || period != self.period {
             self.epoch = self.epoch.max(policy_epoch);
             self.period = period;
@@ -288,13 +343,13 @@ impl Credits {
         shard
             .entry(scope)
             .or_insert_with(|| {
-                let now = Instant::now();
+                let now = Mono::now();
                 Arc::new(Balance {
                     scope,
                     local: Mutex::new(Local {
                         epoch: policy.epoch,
                         refill: policy.refill,
-                        period: policy.refill.map(|r| r.period(now_ms())),
+                        period: period_of(policy.refill, now_ms()),
                         available: 0,
                         unlimited: false,
                         spent: 0,
@@ -350,19 +405,23 @@ impl Credits {
     }
 
     /// Charges `cost` to every balance in memory if they all cover it, or says which need a lease.
-    fn attempt(&self, charged: &Charged, cost: i64, now_ms: i64) -> Attempt {
-        let now = Instant::now();
-        let mut guards: Vec<(MutexGuard<'_, Local>, &Arc<Balance>)> = Vec::with_capacity(2);
-        for (b, epoch) in charged.balances() {
-            let mut l = b.lock();
-            l.refresh(*epoch, now_ms, now);
-            guards.push((l, b));
-        }
+    fn attempt<'a>(&self, charged: &'a Charged, cost: i64, now_ms: i64) -> Attempt {
+        let now = Mono::now();
+        // Locked in order (the credential's first), on the stack: this is every charged request.
+        let lock = |held: &'a Option<(Arc<Balance>, i64)>| {
+            held.as_ref().map(|(b, epoch)| {
+                let mut l = b.lock();
+                l.refresh(*epoch, now_ms, now);
+                (l, b)
+            })
+        };
+        let mut guards: [Option<(MutexGuard<'a, Local>, &'a Arc<Balance>)>; 2] =
+            [lock(&charged.credential), lock(&charged.account)];
         // A cost of 0 checks that the balance is positive (`keygate_core::credits::covers`).
         let need = cost.max(1);
         let mut lacking = Vec::new();
         let mut refused = None;
-        for (l, b) in &guards {
+        for (l, b) in guards.iter().flatten() {
             if l.unlimited || l.available >= need {
                 continue;
             }
@@ -380,7 +439,7 @@ impl Credits {
         }
         let mut remaining = i64::MAX;
         let mut low = None;
-        for (l, b) in &mut guards {
+        for (l, b) in guards.iter_mut().flatten() {
             if l.unlimited {
                 continue;
             }
@@ -473,9 +532,10 @@ impl Credits {
     }
 
     /// The fast path: charges from what is held, without waiting (`None`: a lease is needed).
-    pub fn try_reserve(&self, charged: &Arc<Charged>, cost: u64) -> Option<Result<Reserved, CreditError>> {
+    /// `now_ms` is the request's time (Unix ms), as the caller read it.
+    pub fn try_reserve(&self, charged: &Arc<Charged>, cost: u64, now_ms: i64) -> Option<Result<Reserved, CreditError>> {
         let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
-        match self.attempt(charged, cost_i, now_ms()) {
+        match self.attempt(charged, cost_i, now_ms) {
             Attempt::Charged(remaining) => Some(Ok(Reserved { charged: charged.clone(), cost: cost_i, remaining })),
             Attempt::Insufficient(remaining) => Some(Err(CreditError::Insufficient { remaining, cost })),
             Attempt::Lease(_) => None,
@@ -499,7 +559,7 @@ impl Credits {
     /// Reports what was spent, renews the leases still in use and gives back idle ones (all of
     /// them with `release_all`, at shutdown). A failed report keeps its counts for the next one.
     pub async fn settle(&self, store: &dyn Store, release_all: bool) -> Result<usize, StoreError> {
-        let now = Instant::now();
+        let now = Mono::now();
         let mut batch = Vec::new();
         let mut held = Vec::new();
         for shard in &self.shards {
@@ -510,7 +570,7 @@ impl Credits {
                     // Nothing in the database: forget it unless a cached credential still uses it.
                     return Arc::strong_count(b) > 1;
                 }
-                let idle = release_all || l.give_back || now.duration_since(l.last_spend) >= self.settings.idle_return;
+                let idle = release_all || l.give_back || now.since(l.last_spend) >= self.settings.idle_return;
                 // Nothing spent and not giving back: renew only once a third of the TTL has gone.
                 if !idle && l.spent == 0 && now + self.settings.lease_ttl / 3 < l.valid_until {
                     return true;
@@ -570,7 +630,7 @@ async fn lease_balance(
     let _one = b.leasing.lock().await;
     let Some((need, extra)) = lease_size(settings, b, want) else { return Ok(()) };
     let ttl = settings.lease_ttl;
-    let sent = Instant::now();
+    let sent = Mono::now();
     let lease = tokio::time::timeout(
         settings.store_timeout,
         store.lease_credits(holder, b.scope, need, extra, now_ms(), ttl.as_millis() as i64),
@@ -589,23 +649,30 @@ async fn lease_balance(
 }
 
 /// What a lease for `b` asks (`None`: none is needed): what `want` lacks, and ahead of it about
-/// two seconds of the balance's recent spend (at least [`MIN_PREFETCH`], at most `max_prefetch`).
+/// two seconds of the balance's recent spend ([`LEASE_AHEAD`]), or twenty ([`LEASE_AHEAD_PLENTY`])
+/// while the database held more than a hundred times that besides leases when it last leased
+/// (at least [`MIN_PREFETCH`], at most `max_prefetch`). Near a balance's end leases stay small, so
+/// that what one node holds unused is little of what is left; far from it, a key spending fast
+/// takes a lease a tenth as often (each a write to the database).
 fn lease_size(settings: &CreditSettings, b: &Balance, want: i64) -> Option<(i64, i64)> {
     let mut l = b.lock();
     let epoch = l.epoch;
-    l.refresh(epoch, now_ms(), Instant::now());
-    if l.unlimited || l.available >= want || l.exhausted_for(want - l.available, Instant::now()) {
+    l.refresh(epoch, now_ms(), Mono::now());
+    if l.unlimited || l.available >= want || l.exhausted_for(want - l.available, Mono::now()) {
         return None;
     }
     let need = want - l.available;
-    let elapsed = l.leased_at.elapsed().as_secs_f64().max(0.001);
+    let elapsed = Mono::now().since(l.leased_at).as_secs_f64().max(0.001);
     let rate = l.spent_since_lease.max(0) as f64 / elapsed;
-    let extra = ((rate * 2.0) as i64).max(MIN_PREFETCH).min(settings.max_prefetch);
+    let ahead =
+        |horizon: Duration| ((rate * horizon.as_secs_f64()) as i64).max(MIN_PREFETCH).min(settings.max_prefetch);
+    let plenty = ahead(LEASE_AHEAD_PLENTY);
+    let extra = if l.unleased / 100 > plenty { plenty } else { ahead(LEASE_AHEAD) };
     Some((need, extra))
 }
 
 /// Takes what the database granted into `b` (asked for `need`, sent at `sent`).
-fn apply_lease(settings: &CreditSettings, b: &Balance, lease: &CreditLease, need: i64, sent: Instant) {
+fn apply_lease(settings: &CreditSettings, b: &Balance, lease: &CreditLease, need: i64, sent: Mono) {
     let ttl = settings.lease_ttl;
     let mut l = b.lock();
     let Some(policy) = lease.policy else {
@@ -620,16 +687,16 @@ fn apply_lease(settings: &CreditSettings, b: &Balance, lease: &CreditLease, need
         l.available = 0;
         l.spent = 0;
     }
-    l.period = policy.refill.map(|r| r.period(now_ms()));
+    l.period = period_of(policy.refill, now_ms());
     l.available += lease.granted;
     l.last_grant = l.available;
     l.unleased = lease.unleased;
     l.leased |= lease.granted > 0;
     l.spent_since_lease = 0;
-    l.leased_at = Instant::now();
+    l.leased_at = Mono::now();
     // Used only while the database cannot have reclaimed it: a third of the TTL early.
     l.valid_until = sent + ttl - ttl / 3;
-    l.exhausted = (lease.granted == 0).then(|| (Instant::now() + settings.idle_return, need));
+    l.exhausted = (lease.granted == 0).then(|| (Mono::now() + settings.idle_return, need));
 }
 
 /// Leases ahead for the balances running low, all of them in one transaction (one commit however
@@ -705,7 +772,7 @@ async fn refill_batch(
     let requests: Vec<CreditRequest> =
         batch.iter().map(|(b, _, need, extra)| CreditRequest { scope: b.scope, need: *need, extra: *extra }).collect();
     let ttl = credits.settings.lease_ttl;
-    let sent = Instant::now();
+    let sent = Mono::now();
     let leased = tokio::time::timeout(
         credits.settings.store_timeout,
         store.lease_credits_many(&credits.holder, &requests, now_ms(), ttl.as_millis() as i64),
@@ -791,5 +858,62 @@ pub async fn run_settler(credits: Arc<Credits>, store: Arc<dyn Store>, mut stop:
         if stopping {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_request_touches_of_a_balance_is_two_cache_lines() {
+        assert!(size_of::<Mutex<Local>>() <= 128, "{} bytes", size_of::<Mutex<Local>>());
+        assert_eq!(std::mem::offset_of!(Balance, local), 0);
+        assert_eq!(align_of::<Balance>(), 64);
+    }
+
+    #[test]
+    fn leases_take_more_ahead_while_plenty_is_left() {
+        let credits = Credits::new(CreditSettings::default());
+        let scope = CreditScope::Credential(keygate_core::ids::ClientId::generate(1));
+        let b = credits.balance(scope, &CreditsPolicy { refill: None, epoch: 0 });
+        // 1,000 credits a second since the last lease (spent 1,000 over the last second).
+        let ahead = |unleased: i64| {
+            let mut l = b.lock();
+            l.unleased = unleased;
+            l.spent_since_lease = 1_000;
+            l.leased_at = Mono::now() - Duration::from_secs(1);
+            l.exhausted = None;
+            drop(l);
+            lease_size(credits.settings(), &b, 1).map(|(_, extra)| extra)
+        };
+        // Two seconds of spend near the end (at most what is left is the database's to say).
+        assert!(matches!(ahead(0), Some(1_990..=2_010)), "{:?}", ahead(0));
+        // Twenty (capped by max_prefetch) once the database holds more than a hundred times that.
+        assert!(matches!(ahead(900_000), Some(1_990..=2_010)), "{:?}", ahead(900_000));
+        assert_eq!(ahead(1_100_000), Some(10_000));
+        let small = Credits::new(CreditSettings { max_prefetch: 1_000_000, ..CreditSettings::default() });
+        let b2 = small.balance(scope, &CreditsPolicy { refill: None, epoch: 0 });
+        {
+            let mut l = b2.lock();
+            l.unleased = 10_000_000;
+            l.spent_since_lease = 1_000;
+            l.leased_at = Mono::now() - Duration::from_secs(1);
+        }
+        assert!(matches!(lease_size(small.settings(), &b2, 1), Some((1, 19_900..=20_100))));
+        // A quiet key still takes the least lease.
+        b2.lock().spent_since_lease = 1;
+        assert_eq!(lease_size(small.settings(), &b2, 1), Some((1, MIN_PREFETCH)));
+    }
+
+    #[test]
+    fn the_monotonic_clock_in_milliseconds() {
+        let t = Mono::at(1_000);
+        assert_eq!((t + Duration::from_millis(250)).ms(), 1_250);
+        assert_eq!((t - Duration::from_secs(5)).ms(), 0, "saturates at the base");
+        assert_eq!((t + Duration::from_secs(2)).since(t), Duration::from_secs(2));
+        assert_eq!(t.since(t + Duration::from_secs(2)), Duration::ZERO);
+        assert!(Mono::now() <= Mono::now());
+        assert_eq!(size_of::<Option<(Mono, i64)>>(), 16);
     }
 }
