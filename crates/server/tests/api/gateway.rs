@@ -73,6 +73,8 @@ struct Shared {
     slow_started: AtomicUsize,
     /// `/slow` handlers dropped before they answered (their connection was closed).
     slow_cancelled: AtomicUsize,
+    /// Request bodies that ended in an error (cut off before their length) rather than complete.
+    body_errors: AtomicUsize,
 }
 
 /// A real HTTP/1.1 server on 127.0.0.1:0. Behaviour by the last path segment:
@@ -190,7 +192,10 @@ async fn handle(state: Arc<Shared>, mut req: hyper::Request<Incoming>) -> Result
     while let Some(frame) = req.body_mut().frame().await {
         match frame {
             Ok(f) => seen.body_len += f.data_ref().map_or(0, |d| d.len() as u64),
-            Err(_) => break,
+            Err(_) => {
+                state.body_errors.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
         }
     }
     let body_len = seen.body_len;
@@ -1045,6 +1050,18 @@ async fn a_client_that_hangs_up_mid_upload_is_not_an_upstream_failure() {
     .await;
     let outcomes = outcomes_of_root(&app).await;
     assert!(!outcomes.iter().any(|l| l.contains(r#"outcome="1502""#)), "counted as upstream failures: {outcomes:?}");
+    // The upstream got what was sent so far, then its connection cut (as from nginx with
+    // `proxy_request_buffering off`): each body ends in an error there, none looks complete.
+    wait_until(Duration::from_secs(5), "the upstream sees each cut-off body end in an error", || async {
+        up.shared.body_errors.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    let seen = up.shared.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|s| s.body_len < 100_000),
+        "a cut-off upload reached the upstream whole: {:?}",
+        seen.iter().map(|s| s.body_len).collect::<Vec<_>>()
+    );
 }
 
 // ---- Rate limits ----------------------------------------------------------------------------
