@@ -2,7 +2,8 @@
 # Fuzzes everything in keygate that parses untrusted bytes (the cargo-fuzz project in fuzz/: API
 # keys, tokens, credential headers, the real authenticator on an in-memory SQLite store, rate
 # limits, networks and X-Forwarded-For, the configuration file, getToken's and the admin API's
-# bodies), each target for SECONDS_PER_TARGET seconds of libFuzzer (default 20).
+# bodies, the console's cookies and forms), each target for SECONDS_PER_TARGET seconds of libFuzzer
+# (default 20).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (no TARGET: every target)
 #

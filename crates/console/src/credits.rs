@@ -35,7 +35,7 @@ pub(crate) fn amount(n: i64) -> String {
 }
 
 /// A refill in words: "500 every day", "500 every month on day 1".
-pub(crate) fn refill_words(r: &Refill) -> String {
+pub fn refill_words(r: &Refill) -> String {
     match r.interval {
         Interval::Daily => format!("{} every day", amount(r.amount)),
         Interval::Monthly => {
@@ -47,7 +47,7 @@ pub(crate) fn refill_words(r: &Refill) -> String {
 }
 
 /// Reads a refill line; empty: no refill. The error is safe to show (askama escapes it).
-pub(crate) fn parse_refill(text: &str) -> Result<Option<Refill>, String> {
+pub fn parse_refill(text: &str) -> Result<Option<Refill>, String> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -60,12 +60,12 @@ pub(crate) fn parse_refill(text: &str) -> Result<Option<Refill>, String> {
 }
 
 /// Reads a balance: a whole number (the range is the operation's to check, with its message).
-pub(crate) fn parse_balance(text: &str) -> Result<i64, String> {
+pub fn parse_balance(text: &str) -> Result<i64, String> {
     text.trim().parse().map_err(|_| format!("the balance must be a whole number of credits from 0 to {MAX_CREDITS}"))
 }
 
 /// Reads an adjustment: `op` is "add" or "set", `amount` a whole number (negative: a refund).
-pub(crate) fn parse_adjustment(op: &str, text: &str) -> Result<Adjustment, String> {
+pub fn parse_adjustment(op: &str, text: &str) -> Result<Adjustment, String> {
     let n: Option<i64> = text.trim().strip_prefix('+').unwrap_or(text.trim()).parse().ok();
     match (op, n) {
         ("add", Some(n)) => Ok(Adjustment::Add(n)),

@@ -28,13 +28,13 @@ pub(crate) fn status(c: &Credential, account_banned: bool, now: i64) -> (&'stati
 }
 
 /// An expiry as the forms show it: `2026-12-31 23:59` (UTC).
-pub(crate) fn expiry_input(ms: i64) -> String {
+pub fn expiry_input(ms: i64) -> String {
     iso_time(ms)[..16].replace('T', " ")
 }
 
 /// Reads an expiry typed in UTC: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` (or with `T`), with an
 /// optional `Z` or ` UTC`; empty: none. The error is safe to show.
-pub(crate) fn parse_expiry(text: &str) -> Result<Option<i64>, String> {
+pub fn parse_expiry(text: &str) -> Result<Option<i64>, String> {
     let t = text.trim();
     if t.is_empty() {
         return Ok(None);
@@ -55,12 +55,12 @@ pub(crate) fn parse_expiry(text: &str) -> Result<Option<i64>, String> {
 }
 
 /// Reads permissions: separated by lines, spaces or commas (the grammar is checked when saved).
-pub(crate) fn parse_permissions(text: &str) -> Vec<String> {
+pub fn parse_permissions(text: &str) -> Vec<String> {
     text.split(|c: char| c.is_whitespace() || c == ',').filter(|p| !p.is_empty()).map(str::to_owned).collect()
 }
 
 /// Reads an allowlist: one address or network per line (commas and spaces separate them too).
-pub(crate) fn parse_allowlist(text: &str) -> Result<Vec<Cidr>, String> {
+pub fn parse_allowlist(text: &str) -> Result<Vec<Cidr>, String> {
     let mut list = Vec::new();
     for (i, line) in text.lines().enumerate() {
         for item in line.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty()) {
@@ -79,7 +79,7 @@ pub(crate) fn parse_allowlist(text: &str) -> Result<Vec<Cidr>, String> {
 
 /// An allowlist in the form [`parse_allowlist`] reads, one per line (a single address without
 /// its `/32` or `/128`).
-pub(crate) fn allowlist_lines(list: &[Cidr]) -> String {
+pub fn allowlist_lines(list: &[Cidr]) -> String {
     list.iter().map(short_cidr).collect::<Vec<_>>().join("\n")
 }
 
@@ -290,7 +290,7 @@ fn covers(held: &Grants, grant: &str) -> bool {
 }
 
 /// The optional name and expiry of a new credential.
-pub(crate) fn creation(name: &str, expires: &str, now: i64) -> Result<CredentialChange, String> {
+pub fn creation(name: &str, expires: &str, now: i64) -> Result<CredentialChange, String> {
     let name = name.trim();
     let expires_at = parse_expiry(expires)?;
     if expires_at.is_some_and(|t| t <= now) {

@@ -54,6 +54,17 @@ use keygate_store::StoreError;
 
 pub use throttle::Limits;
 
+/// The console's parsers of untrusted text (cookies, origins, form fields), for the fuzz target
+/// `console_forms` (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::credits::{parse_adjustment, parse_balance, parse_refill, refill_words};
+    pub use crate::csrf::{matches, same_origin};
+    pub use crate::keys::{allowlist_lines, creation, expiry_input, parse_allowlist, parse_expiry, parse_permissions};
+    pub use crate::limits::{parse_lines as parse_limits, to_lines as limits_lines};
+    pub use crate::session::{cookie, secure};
+}
+
 /// What the console is configured with.
 #[derive(Debug, Clone)]
 pub struct ConsoleSettings {

@@ -10,7 +10,7 @@ pub(crate) const SYNTAX: &str = "NAME=LIMIT/DURATION, e.g. requests=10/1s";
 
 /// Reads a set of limits: one per line (commas separate them too), blank lines ignored. The
 /// error names the line and is safe to show (askama escapes it).
-pub(crate) fn parse_lines(text: &str) -> Result<Vec<RateLimit>, String> {
+pub fn parse_lines(text: &str) -> Result<Vec<RateLimit>, String> {
     let mut set = Vec::new();
     for (i, line) in text.lines().enumerate() {
         for item in line.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -44,7 +44,7 @@ fn parse_one(item: &str) -> Result<RateLimit, String> {
 }
 
 /// A set of limits in the form [`parse_lines`] reads, one per line.
-pub(crate) fn to_lines(set: &[RateLimit]) -> String {
+pub fn to_lines(set: &[RateLimit]) -> String {
     set.iter().map(|l| format!("{}={}/{}", l.name, l.limit, l.duration)).collect::<Vec<_>>().join("\n")
 }
 
