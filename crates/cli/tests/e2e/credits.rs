@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Sandbox, Server, admin_token, client};
+use crate::support::{Sandbox, Server, admin_token, client, now_ms};
 
 const MASTER: &str = "6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d";
 const FLUSH_MS: u64 = 200;
@@ -57,7 +57,7 @@ fn spend(
                 while !stop.load(Ordering::Relaxed) {
                     match http.get(&url).header("x-api-key", &key).send().await {
                         Ok(r) if r.status() == 200 => {
-                            admitted.push(unix_ms());
+                            admitted.push(now_ms());
                             count.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(r) if r.status() == 402 && until_refused => break,
@@ -76,10 +76,6 @@ fn spend(
         }
         admitted
     })
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
 }
 
 #[tokio::test]
@@ -120,7 +116,7 @@ async fn a_node_killed_mid_run_loses_no_credit_beyond_one_flush() {
     }
     let victim_pid = nodes[2].pid();
     nodes[2].kill9();
-    let killed_at = unix_ms();
+    let killed_at = now_ms();
     killed_stop.store(true, Ordering::Relaxed);
     let victim_times = victim.await.unwrap();
     let victim_admitted = victim_times.len() as u64;

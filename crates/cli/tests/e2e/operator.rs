@@ -4,7 +4,7 @@
 
 use std::process::Output;
 
-use crate::support::{Sandbox, text};
+use crate::support::{Sandbox, now_ms, text};
 
 /// Every admin command group, with arguments that would be valid on a real database.
 const ADMIN_COMMANDS: &[&[&str]] = &[
@@ -178,7 +178,7 @@ fn rotate_says_until_when_the_old_key_works() {
     let sb = Sandbox::with_database();
     let account = sb.create_account("rotate@example.com");
     let (client, _) = sb.create_credential(&account);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = now_ms();
 
     let rotated = sb.json(&["credential", "rotate", &client, "--grace", "24h"]);
     let until = rotated["oldKeyExpiresAt"].as_i64().unwrap_or_else(|| panic!("{rotated}"));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Reply, Sandbox, Server, send, text};
+use crate::support::{Reply, Sandbox, Server, now_ms, send, text};
 
 /// Runs `keygate ARGS`, asserts success, and returns stdout.
 fn human(sb: &Sandbox, args: &[&str]) -> String {
@@ -246,10 +246,6 @@ fn rotate_says_until_when_each_old_key_works() {
     sb.json(&["credential", "update", &client, "--expires", &(now_ms() + 600_000).to_string()]);
     let said = human(&sb, &["credential", "rotate", &client, "--grace", "1h"]);
     assert!(said.contains("The credential itself expires at"), "{said}");
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[test]

@@ -41,6 +41,11 @@ pub fn free_port() -> u16 {
 }
 
 /// A string unique to this test run, usable as a secret that must not show up anywhere.
+/// The wall clock in Unix milliseconds, as the server stamps times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("a clock after 1970").as_millis() as i64
+}
+
 pub fn unique(prefix: &str, len: usize) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Sandbox, text};
+use crate::support::{Sandbox, now_ms, text};
 
 /// `keygate usage export ARGS`: its standard output, asserting success.
 fn export(sb: &Sandbox, args: &[&str]) -> String {
@@ -88,7 +88,7 @@ async fn cli_usage_export() {
     }
 
     // Periods: RFC 3339, dates and Unix ms; an empty one has only the header.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = now_ms();
     let from = (now - 86_400_000).to_string();
     assert_eq!(rows(&export(&sb, &["--credential", &limited, "--from", &from])), rows(&csv));
     let header = "start,client_id,outcome,requests,credits\n";
