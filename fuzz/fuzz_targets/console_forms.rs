@@ -133,8 +133,12 @@ fn text_parsers(text: &str, which: Option<&str>) {
     for op in ["add", "set"] {
         if on(op) {
             match f::parse_adjustment(op, text) {
-                Ok(Adjustment::Add(n)) => assert_eq!(f::parse_adjustment("add", &n.to_string()), Ok(Adjustment::Add(n))),
-                Ok(Adjustment::Set(n)) => assert_eq!(f::parse_adjustment("set", &n.to_string()), Ok(Adjustment::Set(n))),
+                Ok(Adjustment::Add(n)) => {
+                    assert_eq!(f::parse_adjustment("add", &n.to_string()), Ok(Adjustment::Add(n)))
+                }
+                Ok(Adjustment::Set(n)) => {
+                    assert_eq!(f::parse_adjustment("set", &n.to_string()), Ok(Adjustment::Set(n)))
+                }
                 Err(e) => short(&e),
             }
         }
