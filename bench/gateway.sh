@@ -47,6 +47,9 @@ QUIET_WAIT=${QUIET_WAIT:-120}
 ROUNDS=${ROUNDS:-1}
 WORKERS=${WORKERS:-1}
 [[ $WORKERS == auto ]] && WORKERS=$(nproc)
+# on: keygate and the front nginx each write an access log, as deployed (keygate its default
+# line per request to its log file, nginx `combined` with `buffer=64k flush=1s`); off: neither.
+ACCESS_LOG=${ACCESS_LOG:-off}
 PROXY_PATH=/v1/items
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -55,6 +58,8 @@ die() {
   exit 1
 }
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+[[ $ACCESS_LOG == on || $ACCESS_LOG == off ]] || die "ACCESS_LOG must be on or off, not $ACCESS_LOG"
 
 ((SPREAD <= CREDENTIALS)) || die "SPREAD ($SPREAD) is larger than CREDENTIALS ($CREDENTIALS)"
 ((TOKENS <= CREDENTIALS)) || die "TOKENS ($TOKENS) is larger than CREDENTIALS ($CREDENTIALS)"
@@ -85,7 +90,9 @@ kg_proxy_flags=()
 has_upstream=0
 if grep -q -- '--upstream' <<<"$serve_help"; then
   has_upstream=1
-  grep -q -- '--access-log' <<<"$serve_help" && kg_proxy_flags+=(--access-log false)
+  if grep -q -- '--access-log' <<<"$serve_help"; then
+    if [[ $ACCESS_LOG == on ]]; then kg_proxy_flags+=(--access-log true); else kg_proxy_flags+=(--access-log false); fi
+  fi
 elif wants a || wants b; then
   log "WARNING: this keygate has no 'serve --upstream' (gateway mode): scenarios a and b will be skipped"
 fi
@@ -156,8 +163,13 @@ events { worker_connections 8192; }
 EOF
 }
 nginx_http_common() { # NAME
+  # The upstream never logs: it stands for the API behind both.
+  if [[ $ACCESS_LOG == on && $1 != upstream ]]; then
+    echo "  access_log $work/$1.access.log combined buffer=64k flush=1s;"
+  else
+    echo "  access_log off;"
+  fi
   cat <<EOF
-  access_log off;
   client_body_temp_path $work/tmp/$1-body;
   proxy_temp_path $work/tmp/$1-proxy;
   fastcgi_temp_path $work/tmp/$1-fastcgi;
@@ -626,7 +638,8 @@ done
 
 # --- report ------------------------------------------------------------------------------------
 cp "$work/upstream.conf" "$work/front.conf" "$results/"
-cp "$work/keygate.log" "$results/keygate.log"
+# Its last lines only: with ACCESS_LOG=on it holds a line per request.
+tail -n 2000 "$work/keygate.log" >"$results/keygate.log"
 ratio() { # A B: A's requests/s over B's
   if [[ -n ${RPS[$1]:-} && -n ${RPS[$2]:-} && ${STATUS[$1]} != FAILED* && ${STATUS[$2]} != FAILED* ]]; then
     awk -v a="${RPS[$1]}" -v b="${RPS[$2]}" 'BEGIN { printf "%.2f", a / b }'
@@ -660,7 +673,7 @@ verdict() { # VALUE OP TARGET
   echo "keygate gateway benchmark $stamp"
   echo "git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty)')"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2); $("$NGINX" -v 2>&1 | cut -d' ' -f3)"
-  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency (after ${WARMUP} warm-up), script bench/gateway.lua; $ROUNDS round(s)"
+  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency (after ${WARMUP} warm-up), script bench/gateway.lua; $ROUNDS round(s); access logs $ACCESS_LOG"
   echo "credentials: $CREDENTIALS in keygate (SQLite) and in nginx's map, seeded in ${seed_s}s; spread: $SPREAD keys, $TOKENS tokens (b)"
   echo "machine busy before the runs (servers idle): ${idle_busy}% of a core"
   echo "workers: $WORKERS (nginx front worker_processes, keygate and hyper_floor --workers); upstream nginx: worker_processes 1, keepalive"
