@@ -7,6 +7,7 @@
 //! `serve` runs any handler and knows none of them.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod app;
 pub mod config;
 pub mod observe;

@@ -21,6 +21,7 @@ use keygate_gateway::RouteLabel;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::RngCore;
 
+use crate::access_log::{AccessLog, Entry};
 use crate::app::AppState;
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in the process).
@@ -58,6 +59,11 @@ fn describe_metrics() {
         "Authentication decisions, by method (api_key, bearer, client_secret; - when no credential was presented) \
          and result (the business code: 1000 accepted, 1005 rate limited, 1006 insufficient credits, 1101 invalid, \
          1102 missing, 1200 banned, 1503 store unavailable)"
+    );
+    describe_counter!(
+        "keygate_access_log_dropped_total",
+        "Access-log lines dropped because the log's output (standard error) did not keep up; a request never waits \
+         for it"
     );
     describe_counter!(
         "keygate_ratelimit_refusals_total",
@@ -140,8 +146,8 @@ pub async fn middleware(State(observer): State<Observer>, req: Request, next: Ne
 /// request's extensions for the gateway and the console).
 #[derive(Debug, Clone)]
 pub struct Observer {
-    /// One log line per request (target `keygate::access`).
-    pub access_log: bool,
+    /// One log line per request (target `keygate::access`), if on.
+    pub access_log: Option<Arc<AccessLog>>,
     /// Whose forwarding headers are believed.
     pub trusted_proxies: Arc<TrustedProxies>,
 }
@@ -173,16 +179,16 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let access_log = observer.access_log;
-    let started = access_log.then(Instant::now);
+    let started = observer.access_log.as_ref().map(|_| Instant::now());
     let client = client_addr(&req, &observer.trusted_proxies);
     if let Some(c) = client {
         req.extensions_mut().insert(c);
     }
     let id = request_id(&req, client);
     req.headers_mut().insert(&X_REQUEST_ID, id.clone());
-    // Only what the access log needs is copied, and only when it is on.
-    let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
+    // Only what the access log needs is kept (the method and the URI are shared, not copied),
+    // and only when it is on.
+    let logged = observer.access_log.as_ref().map(|log| (log, req.method().clone(), req.uri().clone()));
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let mut res = inner(req).await;
     res.headers_mut().insert(&X_REQUEST_ID, id.clone());
@@ -206,19 +212,18 @@ where
         None => BusinessCode::Success.as_str(),
     };
     count_request(route, outcome);
-    if let Some((method, path)) = logged {
-        let identity = res.extensions().get::<Identity>();
-        tracing::info!(
-            target: "keygate::access",
-            request_id = id.to_str().unwrap_or_default(),
-            method = %method,
-            path = %path,
-            route = %route,
-            status = res.status().as_u16(),
-            outcome = %outcome,
-            client_id = identity.map(|i| i.client_id.to_hex()).unwrap_or_default(),
-            latency_us = started.map_or(0, |t| t.elapsed().as_micros() as u64),
-        );
+    if let Some((log, method, uri)) = logged {
+        let client_id = res.extensions().get::<Identity>().map(|i| i.client_id.hex_bytes());
+        log.record(&Entry {
+            request_id: id.to_str().unwrap_or_default(),
+            method: method.as_str(),
+            path: uri.path(),
+            route,
+            status: res.status().as_u16(),
+            outcome,
+            client_id: client_id.as_ref().map_or(&[][..], |c| &c[..]),
+            latency_us: started.map_or(0, |t| t.elapsed().as_micros() as u64),
+        });
     }
     res
 }

@@ -13,6 +13,7 @@ use keygate_gateway::Gateway;
 use keygate_ops::Ops;
 use tokio::net::TcpListener;
 
+use crate::access_log::{AccessLog, Settings as AccessLogSettings};
 use crate::app::{AppState, AppStateInner};
 use crate::config::Config;
 use crate::observe::Observer;
@@ -28,6 +29,8 @@ pub struct Application {
     limits: Limits,
     /// How long audit entries are kept (zero: forever).
     audit_retention: std::time::Duration,
+    /// Written out after the last request, at the end of [`Application::run_until`].
+    access_log: Option<Arc<AccessLog>>,
     /// An admin token generated at this start, to be shown once by the caller.
     pub generated_admin_token: Option<String>,
 }
@@ -88,7 +91,16 @@ impl Application {
             metrics,
             console,
         });
-        let observer = Observer { access_log: config.access_log, trusted_proxies: Arc::new(config.trusted_proxies()) };
+        // The access log is on unless switched off, in the settings or by RUST_LOG (for example
+        // `keygate::access=off`), which is asked once here.
+        let access_log = (config.access_log && tracing::enabled!(target: "keygate::access", tracing::Level::INFO))
+            .then(|| {
+                let settings = AccessLogSettings { format: config.log_format, ..AccessLogSettings::default() };
+                AccessLog::start(settings, std::io::stderr()).context("starting the access log's writer")
+            })
+            .transpose()?
+            .map(Arc::new);
+        let observer = Observer { access_log: access_log.clone(), trusted_proxies: Arc::new(config.trusted_proxies()) };
         let dispatch = Dispatch::new(state.clone(), gateway, observer, config.max_body_bytes);
         Ok(Self {
             listener,
@@ -97,6 +109,7 @@ impl Application {
             workers: config.workers,
             limits: config.limits(),
             audit_retention: config.audit.retention,
+            access_log,
             generated_admin_token,
         })
     }
@@ -134,6 +147,10 @@ impl Application {
         }
         auth.shutdown().await;
         threads.finish().await;
+        if let Some(log) = self.access_log {
+            // Every request has been answered: its lines are the last.
+            tokio::task::spawn_blocking(move || log.close()).await.ok();
+        }
         tracing::info!("keygate stopped");
         result
     }

@@ -127,3 +127,65 @@ fn concurrent_first_use_of_a_fresh_directory() {
         assert_eq!(sb.json(&["account", "list"]).as_array().unwrap().len(), 4);
     }
 }
+
+/// The access log is written off the request's way, in blocks: by the time a graceful shutdown
+/// has ended, every answered request's line is there, once, whole, in the chosen format, and
+/// `RUST_LOG=keygate::access=off` turns it off.
+#[tokio::test]
+async fn every_answered_request_is_in_the_access_log_after_sigterm() {
+    for format in ["text", "json"] {
+        let sb = Sandbox::with_database();
+        let account = sb.create_account("log@example.com");
+        let (client_id, key) = sb.create_credential(&account);
+        let mut server = sb.start(&["--log-format", format], &[]).await;
+        let mut ids = Vec::new();
+        for batch in 0..25 {
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..16 {
+                // A refused request is logged as well as an accepted one.
+                let key = if (batch + i) % 5 == 0 { "kg_not-a-key".to_owned() } else { key.clone() };
+                let req = server.http.post(server.url("/auth/verify")).header("x-api-key", key).body("{}");
+                calls.spawn(async move { req.send().await.expect("HTTP request") });
+            }
+            while let Some(res) = calls.join_next().await {
+                let res = res.unwrap();
+                let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+                ids.push((id, res.status().as_u16()));
+            }
+        }
+        server.stop();
+        let stderr = server.stderr_text();
+        let access: Vec<&str> =
+            stderr.lines().filter(|l| l.contains("keygate::access") && l.contains("/auth/verify")).collect();
+        assert_eq!(access.len(), ids.len(), "one line per request ({format}):\n{stderr}");
+        for (id, status) in &ids {
+            let mine: Vec<&&str> = access.iter().filter(|l| l.contains(id.as_str())).collect();
+            assert_eq!(mine.len(), 1, "request {id} logged once ({format})");
+            let line = mine[0];
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                let f = &v["fields"];
+                assert_eq!(f["request_id"], id.as_str());
+                assert_eq!(f["status"].as_u64(), Some(u64::from(*status)));
+                assert_eq!(f["path"], "/auth/verify");
+                assert_eq!(f["method"], "POST");
+                let expected_client = if *status == 200 { client_id.as_str() } else { "" };
+                assert_eq!(f["client_id"], expected_client);
+                assert!(f["latency_us"].as_u64().is_some());
+            } else {
+                assert!(line.contains(&format!("status={status} ")), "{line}");
+                assert!(line.contains(" INFO keygate::access: request_id=\""), "{line}");
+                assert!(!line.contains("kg_not-a-key") && !line.contains(key.as_str()), "no key in the log: {line}");
+            }
+        }
+    }
+
+    // Switched off through RUST_LOG as any other log target.
+    let sb = Sandbox::with_database();
+    let account = sb.create_account("quiet@example.com");
+    let (_, key) = sb.create_credential(&account);
+    let mut server = sb.start(&[], &[("RUST_LOG", "info,keygate::access=off")]).await;
+    assert_eq!(server.verify_key(&key).await.code(), 1000);
+    server.stop();
+    assert!(!server.stderr_text().contains("keygate::access"), "{}", server.stderr_text());
+}
