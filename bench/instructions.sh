@@ -7,11 +7,16 @@
 #   bench/instructions.sh                                  # this build
 #   KEYGATE_BIN=/path/to/other/keygate bench/instructions.sh   # another build, to compare
 #   N1=1000 N2=4000 bench/instructions.sh
+#   KEEP=1 bench/instructions.sh                           # keeps the callgrind outputs (callgrind_annotate)
 #   LIMITS=1 bench/instructions.sh                         # the key with two rate limits (its own and
 #                                                          # its account's), never reached
 #   CREDITS=1 bench/instructions.sh                        # the key with two credits balances (its own
 #                                                          # and its account's, 10^15 each): the leases
 #                                                          # taken from the database are counted too
+#   PERMISSIONS=1 bench/instructions.sh                    # the key holding 20 permissions (2 wildcards)
+#                                                          # and a 10-network allowlist (the client's
+#                                                          # last), each request requiring
+#                                                          # `videos.create AND (images.read OR admin)`
 #
 # Needs valgrind and python3 (installed with apt-get if missing).
 set -euo pipefail
@@ -27,11 +32,14 @@ if [[ -z ${KEYGATE_BIN:-} ]]; then
 fi
 KG=${KEYGATE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/keygate}
 work=$(mktemp -d "${TMPDIR:-/tmp}/keygate-instructions.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+[[ ${KEEP:-0} == 1 ]] || trap 'rm -rf "$work"' EXIT
 
 cat >"$work/client.py" <<'EOF'
 import http.client, sys, time
 port, key, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+headers = {"x-api-key": key}
+if len(sys.argv) > 4:
+    headers["x-keygate-require"] = sys.argv[4]
 for _ in range(300):
     try:
         c = http.client.HTTPConnection("127.0.0.1", port); c.request("GET", "/healthz"); c.getresponse().read(); break
@@ -39,7 +47,7 @@ for _ in range(300):
         time.sleep(0.1)
 c = http.client.HTTPConnection("127.0.0.1", port)
 for _ in range(n):
-    c.request("GET", "/auth/verify", headers={"x-api-key": key}); r = c.getresponse(); r.read()
+    c.request("GET", "/auth/verify", headers=headers); r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 EOF
 
@@ -51,7 +59,16 @@ count() {
   (cd "$dir" && "$KG" migrate >/dev/null 2>&1 || true)
   account=$(cd "$dir" && "$KG" --json account create --email bench@example.com | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   local issued
-  issued=$(cd "$dir" && "$KG" --json credential create --account "$account")
+  local fields=() require=()
+  if [[ ${PERMISSIONS:-0} == 1 ]]; then
+    local p
+    for p in $(seq 0 17); do fields+=(--permission "service$p.action"); done
+    fields+=(--permission 'videos.*' --permission images.read)
+    for p in $(seq 0 8); do fields+=(--allow-ip "10.$p.0.0/16"); done
+    fields+=(--allow-ip 127.0.0.0/8)
+    require=('videos.create AND (images.read OR admin)')
+  fi
+  issued=$(cd "$dir" && "$KG" --json credential create --account "$account" "${fields[@]}")
   key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])' <<<"$issued")
   if [[ ${LIMITS:-0} == 1 ]]; then
     local client
@@ -69,7 +86,7 @@ count() {
   (cd "$dir" && exec valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
     "$KG" serve --listen "127.0.0.1:$port" --workers 1 --access-log false >"$dir/serve.log" 2>&1) &
   local pid=$!
-  python3 "$work/client.py" "$port" "$key" "$n"
+  python3 "$work/client.py" "$port" "$key" "$n" "${require[@]}"
   kill -TERM "$pid"
   wait "$pid" || true
   # Start-up work that depends on timing (quanta's clock calibration) is left out.
@@ -86,4 +103,5 @@ print(total)'
 a=$(count "$N1")
 b=$(count "$N2")
 echo "keygate: $KG"
-echo "instructions per /auth/verify request: $(((b - a) / (N2 - N1)))  (runs of $N1 and $N2 requests$([[ ${LIMITS:-0} == 1 ]] && echo ', two rate limits')$([[ ${CREDITS:-0} == 1 ]] && echo ', two credits balances'))"
+[[ ${KEEP:-0} == 1 ]] && echo "callgrind outputs: $work/run-*/cg.out"
+echo "instructions per /auth/verify request: $(((b - a) / (N2 - N1)))  (runs of $N1 and $N2 requests$([[ ${LIMITS:-0} == 1 ]] && echo ', two rate limits')$([[ ${CREDITS:-0} == 1 ]] && echo ', two credits balances')$([[ ${PERMISSIONS:-0} == 1 ]] && echo ', 20 permissions, a 3-term requirement, a 10-network allowlist'))"

@@ -35,7 +35,7 @@ pub struct Identity {
 /// What a credential says about itself to the upstream and in `/auth/verify`'s answer: its name,
 /// the permissions it holds (its own and its roles', wildcards as granted) and its metadata. Made
 /// once when the credential is loaded, with its header values.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
@@ -49,6 +49,47 @@ pub struct Profile {
     #[serde(skip)]
     #[cfg_attr(feature = "openapi", schema(ignore))]
     headers: ProfileHeaders,
+    /// `permissions` and `meta` as JSON text, made once: a request's answer copies them.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    json: ProfileJson,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProfileJson {
+    permissions: Option<Box<serde_json::value::RawValue>>,
+    meta: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Made from the same fields, so the same whenever they are.
+impl PartialEq for ProfileJson {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for ProfileJson {}
+
+/// As a derived one would (`name`, `permissions`, `meta`, each only when present), with the
+/// permissions and the metadata written from their JSON made once.
+impl Serialize for Profile {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(name) = &self.name {
+            map.serialize_entry("name", name)?;
+        }
+        match &self.json.permissions {
+            Some(raw) => map.serialize_entry("permissions", raw)?,
+            None if !self.permissions.is_empty() => map.serialize_entry("permissions", &self.permissions)?,
+            None => {}
+        }
+        match (&self.json.meta, &self.meta) {
+            (Some(raw), _) => map.serialize_entry("meta", raw)?,
+            (None, Some(meta)) => map.serialize_entry("meta", meta)?,
+            (None, None) => {}
+        }
+        map.end()
+    }
 }
 
 /// The profile's identity headers, made once.
@@ -70,7 +111,13 @@ impl Profile {
                 .flatten(),
             meta: c.meta.as_deref().and_then(|m| HeaderValue::from_str(&ascii_json(m)).ok()),
         };
-        Self { name: c.name.clone(), permissions, meta, headers }
+        let json = ProfileJson {
+            permissions: (!permissions.is_empty())
+                .then(|| serde_json::value::to_raw_value(&permissions).ok())
+                .flatten(),
+            meta: meta.as_ref().and_then(|m| serde_json::value::to_raw_value(m).ok()),
+        };
+        Self { name: c.name.clone(), permissions, meta, headers, json }
     }
 }
 
@@ -165,10 +212,25 @@ pub struct Require(pub Arc<keygate_core::permission::Requirement>);
 pub struct ClientIp(pub std::net::IpAddr);
 
 /// The requirement `/auth/verify`'s caller sets in `x-keygate-require` (absent or empty: none).
+///
+/// A proxy sends the same few requirements (one per location) over and over, and parsing one
+/// costs more than the rest of the decision, so each thread keeps the last [`PARSED_KEPT`] it
+/// parsed, by their exact text (a value not among them is parsed and replaces the oldest; a
+/// malformed one is parsed every time, never kept).
 pub fn require_header(
     h: &HeaderMap,
-) -> Result<Option<keygate_core::permission::Requirement>, crate::envelope::ApiError> {
+) -> Result<Option<Arc<keygate_core::permission::Requirement>>, crate::envelope::ApiError> {
+    use keygate_core::permission::Requirement;
+    /// The requirements parsed last, by their text, oldest first.
+    type Kept = std::collections::VecDeque<(Box<[u8]>, Arc<Requirement>)>;
+    thread_local! {
+        static PARSED: std::cell::RefCell<Kept> = const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+    }
     let Some(v) = h.get(&X_KEYGATE_REQUIRE) else { return Ok(None) };
+    let kept = PARSED.with_borrow(|p| p.iter().find(|(text, _)| **text == *v.as_bytes()).map(|(_, r)| r.clone()));
+    if kept.is_some() {
+        return Ok(kept);
+    }
     let text = v.to_str().map_err(|_| {
         crate::envelope::ApiError::BadRequest("x-keygate-require must be a permission expression in ASCII".into())
     })?;
@@ -177,10 +239,20 @@ pub fn require_header(
     if text.trim().is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|e: keygate_core::permission::PermissionError| {
+    let parsed: Arc<Requirement> = Arc::new(text.parse().map_err(|e: keygate_core::permission::PermissionError| {
         crate::envelope::ApiError::BadRequest(format!("x-keygate-require: {e}"))
-    })
+    })?);
+    PARSED.with_borrow_mut(|p| {
+        if p.len() == PARSED_KEPT {
+            p.pop_front();
+        }
+        p.push_back((text.as_bytes().into(), parsed.clone()));
+    });
+    Ok(Some(parsed))
 }
+
+/// How many parsed `x-keygate-require` values each thread keeps (see [`require_header`]).
+pub const PARSED_KEPT: usize = 16;
 
 impl Identity {
     /// Sets the `x-keygate-*` identity headers: on `/auth/verify` answers, and on requests the
@@ -204,5 +276,94 @@ impl Identity {
     /// Sets `RateLimit-Policy` and `RateLimit` for the limits that apply (none: nothing).
     pub fn set_ratelimit_headers(&self, h: &mut HeaderMap) {
         crate::ratelimit::set_headers(&self.ratelimits, h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_require(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(&X_KEYGATE_REQUIRE, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_requirement_sent_again_is_parsed_once_per_thread() {
+        let h = with_require("videos.create AND (images.read OR admin)");
+        let first = require_header(&h).unwrap().unwrap();
+        let again = require_header(&h).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second is the kept one");
+        assert_eq!(*first, "videos.create AND (images.read OR admin)".parse().unwrap());
+        // Another text is another requirement, even one that means the same.
+        let other = require_header(&with_require("(images.read OR admin) AND videos.create")).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+    }
+
+    #[test]
+    fn more_requirements_than_are_kept_are_each_still_what_they_say() {
+        let texts: Vec<String> = (0..PARSED_KEPT * 3).map(|i| format!("svc{i}.read OR admin")).collect();
+        for _ in 0..2 {
+            for t in &texts {
+                let got = require_header(&with_require(t)).unwrap().unwrap();
+                assert_eq!(*got, t.parse().unwrap(), "{t}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_and_empty_requirements_are_never_kept() {
+        for _ in 0..3 {
+            assert!(require_header(&with_require("videos.create AND")).is_err());
+            assert!(require_header(&with_require("  ")).unwrap().is_none());
+        }
+        assert!(require_header(&HeaderMap::new()).unwrap().is_none());
+        let mut h = HeaderMap::new();
+        h.insert(&X_KEYGATE_REQUIRE, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert!(require_header(&h).is_err(), "not ASCII");
+    }
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+    use keygate_core::decide::CredentialState;
+
+    /// The answer's JSON is what the fields say, whether written from the JSON made once or not.
+    #[test]
+    fn a_profile_serializes_as_its_fields() {
+        let mut c = CredentialState {
+            client_id: ClientId::generate(1),
+            account_id: AccountId::generate(1),
+            status: keygate_core::model::CredentialStatus::Active,
+            generations: Vec::new(),
+            ratelimits: Vec::new(),
+            credits: None,
+            enabled: true,
+            expires_at: None,
+            grants: Default::default(),
+            ip_allowlist: Vec::new(),
+            name: None,
+            meta: None,
+        };
+        assert_eq!(serde_json::to_value(Profile::of(&c)).unwrap(), serde_json::json!({}));
+        c.name = Some("ci \"bot\" é".into());
+        c.meta = Some(r#"{"team":"vidéo","n":[1,2]}"#.into());
+        c.grants = keygate_core::permission::Grants::new(["videos.*", "images.read"].map(String::from)).unwrap();
+        let p = Profile::of(&c);
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "name": "ci \"bot\" é",
+                "permissions": p.permissions,
+                "meta": {"team": "vidéo", "n": [1, 2]},
+            })
+        );
+        assert_eq!(p.permissions.len(), 2);
+        // And back, as the SDK reads it.
+        let back: Profile = serde_json::from_value(v).unwrap();
+        assert_eq!((back.name, back.permissions, back.meta), (p.name.clone(), p.permissions.clone(), p.meta.clone()));
     }
 }

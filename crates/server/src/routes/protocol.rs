@@ -205,7 +205,7 @@ async fn authenticate(state: AppState, req: axum::extract::Request) -> Result<Re
     let cost = keygate_auth::identity::cost_header(req.headers())?;
     let required = keygate_auth::identity::require_header(req.headers())?;
     let client_ip = req.extensions().get::<ClientAddr>().map(|c| c.ip);
-    let access = Access { cost, require: required.as_ref(), client_ip };
+    let access = Access { cost, require: required.as_deref(), client_ip };
     match state.auth.authenticator().authorize(req.headers(), &access).await {
         Ok(identity) => {
             let mut res = ok(&identity);
