@@ -50,6 +50,10 @@ WORKERS=${WORKERS:-1}
 # on: keygate and the front nginx each write an access log, as deployed (keygate its default
 # line per request to its log file, nginx `combined` with `buffer=64k flush=1s`); off: neither.
 ACCESS_LOG=${ACCESS_LOG:-off}
+# Where the access logs are written (keygate's and the front nginx's): by default /dev/shm, in
+# memory, so that the disk's writeback of ~5 MB/s of log lines (kernel threads on the same 2
+# cores, and a shared, noisy disk on a VM) stays out of the figures; LOG_DIR=DIR for a disk.
+LOG_DIR=${LOG_DIR:-}
 PROXY_PATH=/v1/items
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -100,6 +104,13 @@ fi
 # --- working directory, processes, clean-up ------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/keygate-gateway.XXXXXX")
 mkdir -p "$work/tmp"
+if [[ -n $LOG_DIR ]]; then
+  logs=$(mktemp -d "$LOG_DIR/keygate-gateway-logs.XXXXXX")
+elif [[ -d /dev/shm && -w /dev/shm ]]; then
+  logs=$(mktemp -d /dev/shm/keygate-gateway-logs.XXXXXX)
+else
+  logs=$work
+fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=$root/bench/results/$stamp
 mkdir -p "$results"
@@ -110,7 +121,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   [[ -z ${redis_dir:-} ]] || "$root/scripts/private-redis.sh" stop "$redis_dir" >/dev/null 2>&1 || true
-  if [[ ${KEEP:-0} == 1 ]]; then log "kept $work"; else rm -rf "$work"; fi
+  if [[ ${KEEP:-0} == 1 ]]; then log "kept $work $logs"; else rm -rf "$work" "$logs"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -165,7 +176,7 @@ EOF
 nginx_http_common() { # NAME
   # The upstream never logs: it stands for the API behind both.
   if [[ $ACCESS_LOG == on && $1 != upstream ]]; then
-    echo "  access_log $work/$1.access.log combined buffer=64k flush=1s;"
+    echo "  access_log $logs/$1.access.log combined buffer=64k flush=1s;"
   else
     echo "  access_log off;"
   fi
@@ -330,10 +341,10 @@ kg_args=(serve --listen "127.0.0.1:$KP")
 "$KG" serve --help | grep -q -- '--workers' && kg_args+=(--workers "$WORKERS")
 ((has_upstream)) && kg_args+=(--upstream "http://127.0.0.1:$UP" "${kg_proxy_flags[@]}")
 # The admin token goes through the environment rather than --admin-token: flags show in `ps`.
-KEYGATE_ADMIN_TOKEN=$admin_token "$KG" --database-url "$db" "${kg_args[@]}" >"$work/keygate.log" 2>&1 &
+KEYGATE_ADMIN_TOKEN=$admin_token "$KG" --database-url "$db" "${kg_args[@]}" >"$logs/keygate.log" 2>&1 &
 kg_pid=$!
 pids+=("$kg_pid")
-wait_http "http://127.0.0.1:$KP/healthz" "$work/keygate.log" "$kg_pid"
+wait_http "http://127.0.0.1:$KP/healthz" "$logs/keygate.log" "$kg_pid"
 
 # (h), (i): the same gateway on the rate-limited customers, counting on the node and in Redis.
 start_keygate() { # NAME PORT [--db URL] EXTRA_ARGS...; sets $started
@@ -639,7 +650,7 @@ done
 # --- report ------------------------------------------------------------------------------------
 cp "$work/upstream.conf" "$work/front.conf" "$results/"
 # Its last lines only: with ACCESS_LOG=on it holds a line per request.
-tail -n 2000 "$work/keygate.log" >"$results/keygate.log"
+tail -n 2000 "$logs/keygate.log" >"$results/keygate.log"
 ratio() { # A B: A's requests/s over B's
   if [[ -n ${RPS[$1]:-} && -n ${RPS[$2]:-} && ${STATUS[$1]} != FAILED* && ${STATUS[$2]} != FAILED* ]]; then
     awk -v a="${RPS[$1]}" -v b="${RPS[$2]}" 'BEGIN { printf "%.2f", a / b }'
@@ -673,7 +684,7 @@ verdict() { # VALUE OP TARGET
   echo "keygate gateway benchmark $stamp"
   echo "git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty)')"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2); $("$NGINX" -v 2>&1 | cut -d' ' -f3)"
-  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency (after ${WARMUP} warm-up), script bench/gateway.lua; $ROUNDS round(s); access logs $ACCESS_LOG"
+  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency (after ${WARMUP} warm-up), script bench/gateway.lua; $ROUNDS round(s); access logs $ACCESS_LOG$([[ $ACCESS_LOG == on ]] && echo " (in $logs)")"
   echo "credentials: $CREDENTIALS in keygate (SQLite) and in nginx's map, seeded in ${seed_s}s; spread: $SPREAD keys, $TOKENS tokens (b)"
   echo "machine busy before the runs (servers idle): ${idle_busy}% of a core"
   echo "workers: $WORKERS (nginx front worker_processes, keygate and hyper_floor --workers); upstream nginx: worker_processes 1, keepalive"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per request of keygate's /auth/verify (warm cache, one kept-alive connection, one
-# worker, access log off), counted by valgrind's callgrind: repeatable on a noisy machine, where
+# worker, access log off unless ACCESS_LOG=1), counted by valgrind's callgrind: repeatable on a noisy machine, where
 # wrk's requests/s move by 10-30% from run to run. Two runs of N1 and N2 requests; the difference
 # divided by N2 - N1 leaves start-up and shutdown out.
 #
@@ -13,6 +13,7 @@
 #   CREDITS=1 bench/instructions.sh                        # the key with two credits balances (its own
 #                                                          # and its account's, 10^15 each): the leases
 #                                                          # taken from the database are counted too
+#   ACCESS_LOG=1 bench/instructions.sh                     # with the access log on (to a file), as deployed
 #   PERMISSIONS=1 bench/instructions.sh                    # the key holding 20 permissions (2 wildcards)
 #                                                          # and a 10-network allowlist (the client's
 #                                                          # last), each request requiring
@@ -30,6 +31,8 @@ fi
 if [[ -z ${KEYGATE_BIN:-} ]]; then
   (cd "$root" && cargo build --release -q -p keygate)
 fi
+access_log=false
+[[ ${ACCESS_LOG:-0} == 1 ]] && access_log=true
 KG=${KEYGATE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/keygate}
 work=$(mktemp -d "${TMPDIR:-/tmp}/keygate-instructions.XXXXXX")
 [[ ${KEEP:-0} == 1 ]] || trap 'rm -rf "$work"' EXIT
@@ -84,7 +87,7 @@ count() {
   fi
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   (cd "$dir" && exec valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
-    "$KG" serve --listen "127.0.0.1:$port" --workers 1 --access-log false >"$dir/serve.log" 2>&1) &
+    "$KG" serve --listen "127.0.0.1:$port" --workers 1 --access-log "$access_log" >"$dir/serve.log" 2>&1) &
   local pid=$!
   python3 "$work/client.py" "$port" "$key" "$n" "${require[@]}"
   kill -TERM "$pid"
@@ -104,4 +107,4 @@ a=$(count "$N1")
 b=$(count "$N2")
 echo "keygate: $KG"
 [[ ${KEEP:-0} == 1 ]] && echo "callgrind outputs: $work/run-*/cg.out"
-echo "instructions per /auth/verify request: $(((b - a) / (N2 - N1)))  (runs of $N1 and $N2 requests$([[ ${LIMITS:-0} == 1 ]] && echo ', two rate limits')$([[ ${CREDITS:-0} == 1 ]] && echo ', two credits balances')$([[ ${PERMISSIONS:-0} == 1 ]] && echo ', 20 permissions, a 3-term requirement, a 10-network allowlist'))"
+echo "instructions per /auth/verify request: $(((b - a) / (N2 - N1)))  (runs of $N1 and $N2 requests$([[ ${LIMITS:-0} == 1 ]] && echo ', two rate limits')$([[ ${CREDITS:-0} == 1 ]] && echo ', two credits balances')$([[ ${PERMISSIONS:-0} == 1 ]] && echo ', 20 permissions, a 3-term requirement, a 10-network allowlist')$([[ $access_log == true ]] && echo ', access log on'))"

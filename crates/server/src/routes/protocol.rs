@@ -209,6 +209,9 @@ async fn authenticate(state: AppState, req: axum::extract::Request) -> Result<Re
     match state.auth.authenticator().authorize(req.headers(), &access).await {
         Ok(identity) => {
             let mut res = ok(&identity);
+            // Room for the identity, rate-limit and request-id headers at once (the map would
+            // otherwise grow, and rehash, as they are added).
+            res.headers_mut().reserve(16);
             identity.set_headers(res.headers_mut());
             identity.set_ratelimit_headers(res.headers_mut());
             res.extensions_mut().insert(identity);
