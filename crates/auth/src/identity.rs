@@ -333,20 +333,7 @@ mod profile_tests {
     /// The answer's JSON is what the fields say, whether written from the JSON made once or not.
     #[test]
     fn a_profile_serializes_as_its_fields() {
-        let mut c = CredentialState {
-            client_id: ClientId::generate(1),
-            account_id: AccountId::generate(1),
-            status: keygate_core::model::CredentialStatus::Active,
-            generations: Vec::new(),
-            ratelimits: Vec::new(),
-            credits: None,
-            enabled: true,
-            expires_at: None,
-            grants: Default::default(),
-            ip_allowlist: Vec::new(),
-            name: None,
-            meta: None,
-        };
+        let mut c = CredentialState::new(ClientId::generate(1), AccountId::generate(1));
         assert_eq!(serde_json::to_value(Profile::of(&c)).unwrap(), serde_json::json!({}));
         c.name = Some("ci \"bot\" é".into());
         c.meta = Some(r#"{"team":"vidéo","n":[1,2]}"#.into());

@@ -594,7 +594,7 @@ pub fn now_ns() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use keygate_core::model::{AccountStatus, CredentialStatus};
+    use keygate_core::model::AccountStatus;
     use keygate_core::ratelimit::AccountLimit;
 
     use super::*;
@@ -623,20 +623,7 @@ mod tests {
 
     fn states(own: Vec<RateLimit>, account: Vec<AccountLimit>) -> (CredentialState, AccountState) {
         let a = AccountId::generate(1);
-        let cred = CredentialState {
-            client_id: ClientId::generate(2),
-            account_id: a,
-            status: CredentialStatus::Active,
-            generations: Vec::new(),
-            ratelimits: own,
-            credits: None,
-            enabled: true,
-            expires_at: None,
-            grants: Default::default(),
-            ip_allowlist: Vec::new(),
-            name: None,
-            meta: None,
-        };
+        let cred = CredentialState { ratelimits: own, ..CredentialState::new(ClientId::generate(2), a) };
         let account = AccountState {
             id: a,
             uid: 1,

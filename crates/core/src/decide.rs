@@ -154,6 +154,27 @@ pub struct CredentialState {
     pub meta: Option<String>,
 }
 
+impl CredentialState {
+    /// An active, enabled credential of `account_id` with no key generations, limits, credits,
+    /// permissions, allowlist, name or metadata yet (the caller sets what it needs).
+    pub fn new(client_id: ClientId, account_id: AccountId) -> Self {
+        Self {
+            client_id,
+            account_id,
+            status: CredentialStatus::Active,
+            generations: Vec::new(),
+            ratelimits: Vec::new(),
+            credits: None,
+            enabled: true,
+            expires_at: None,
+            grants: Grants::default(),
+            ip_allowlist: Vec::new(),
+            name: None,
+            meta: None,
+        }
+    }
+}
+
 /// What the server knows about an account, as cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountState {
@@ -318,21 +339,11 @@ mod tests {
             ip_allowlist: Vec::new(),
         };
         let cred = CredentialState {
-            client_id: ClientId::generate(1),
-            account_id: account.id,
-            status: CredentialStatus::Active,
             generations: vec![
                 SecretGeneration { generation: 2, expires_at: None },
                 SecretGeneration { generation: 1, expires_at: Some(1_000) },
             ],
-            ratelimits: Vec::new(),
-            credits: None,
-            enabled: true,
-            expires_at: None,
-            grants: Grants::default(),
-            ip_allowlist: Vec::new(),
-            name: None,
-            meta: None,
+            ..CredentialState::new(ClientId::generate(1), account.id)
         };
         (cred, account)
     }
