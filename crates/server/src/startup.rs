@@ -61,6 +61,12 @@ fn share_rate_limits(config: &Config, auth: &Auth) -> anyhow::Result<()> {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_access_log(config, Box::new(std::io::stderr())).await
+    }
+
+    /// [`Application::build`] with the access log (when on) written to `out` instead of
+    /// standard error: a file of the embedding application's, or a test's captured output.
+    pub async fn build_with_access_log(config: Config, out: Box<dyn std::io::Write + Send>) -> anyhow::Result<Self> {
         config.validate()?;
         let (store, master) = secrets::open_store(&config.database_url, &config.master_key_source()?, true).await?;
         let generated_admin_token = match config.admin_token {
@@ -96,7 +102,7 @@ impl Application {
         let access_log = (config.access_log && tracing::enabled!(target: "keygate::access", tracing::Level::INFO))
             .then(|| {
                 let settings = AccessLogSettings { format: config.log_format, ..AccessLogSettings::default() };
-                AccessLog::start(settings, std::io::stderr()).context("starting the access log's writer")
+                AccessLog::start(settings, out).context("starting the access log's writer")
             })
             .transpose()?
             .map(Arc::new);

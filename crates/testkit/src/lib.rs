@@ -195,3 +195,20 @@ impl Drop for PrivateRedis {
         let _ = private_redis("stop", &self.dir);
     }
 }
+
+/// Standard error through libtest's output capture (`eprint!`), which threads a test starts
+/// inherit: a server's access log written here shows with a failing test only, as the rest of
+/// its log does (`keygate_server::startup::Application::build_with_access_log`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CapturedStderr;
+
+impl std::io::Write for CapturedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        eprint!("{}", String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -184,7 +184,9 @@ impl TestApp {
             ..Config::default()
         };
         configure(&mut config);
-        let app = Application::build(config).await.expect("the application builds");
+        let app = Application::build_with_access_log(config, Box::new(keygate_testkit::CapturedStderr))
+            .await
+            .expect("the application builds");
         let addr = app.local_addr();
         let state = app.state().clone();
         let (tx, rx) = oneshot::channel::<()>();

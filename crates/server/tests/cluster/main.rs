@@ -51,7 +51,7 @@ async fn start_node_with(url: &str, configure: impl FnOnce(&mut Config)) -> Node
         ..Config::default()
     };
     configure(&mut config);
-    let app = Application::build(config).await.unwrap();
+    let app = Application::build_with_access_log(config, Box::new(keygate_testkit::CapturedStderr)).await.unwrap();
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
