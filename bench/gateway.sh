@@ -689,7 +689,7 @@ verdict() { # VALUE OP TARGET
   echo "machine busy before the runs (servers idle): ${idle_busy}% of a core"
   echo "workers: $WORKERS (nginx front worker_processes, keygate and hyper_floor --workers); upstream nginx: worker_processes 1, keepalive"
   echo "CPU columns: % of one core over the measured run: front = the process under test (keygate, nginx or hyper_floor),"
-  echo "  upstr = upstream nginx, wrk = the load generator, other = the rest of the machine ($(nproc) cores = $(($(nproc) * 100))%);"
+  echo "  upstr = upstream nginx, wrk = the load generator, other = the rest of the machine, with the time a VM lost to other guests (steal) ($(nproc) cores = $(($(nproc) * 100))%);"
   echo "  us/req = CPU microseconds the process under test spent per request"
   echo
   printf '%-22s %11s %8s %8s %6s %6s %6s %6s %8s %5s  %s\n' scenario "requests/s" "p50 ms" "p99 ms" front upstr wrk other \
