@@ -8,8 +8,10 @@
 //! - `session`: session cookies and the request extractors (`User`, `Operator`, `Post`,
 //!   `PublicPost`: same-site check, CSRF token, session);
 //! - `csrf`: `Origin` / `Sec-Fetch-Site` checks and the derived CSRF tokens;
-//! - `throttle`: failed logins per account and per IP;
-//! - `pages` (customers, login, sign-up) and `admin` (operators): the handlers and their templates;
+//! - `throttle`: failed logins per account and per IP, sign-ups per IP, mails per address;
+//! - `pages` (customers, login), `signup` and `admin` (operators): the handlers and their
+//!   templates;
+//! - `mail`: the mails of sign-up (over SMTP, in the background), when `[email]` is set;
 //! - `audit`: the audit log as pages show it (the operators' page, an account's history, a
 //!   customer's own activity);
 //! - `limits`: rate limits as forms take them (`NAME=LIMIT/DURATION` per line) and pages show them;
@@ -32,8 +34,10 @@ mod csrf;
 mod forms;
 mod keys;
 mod limits;
+mod mail;
 mod pages;
 mod session;
+mod signup;
 mod svg;
 mod throttle;
 
@@ -52,6 +56,7 @@ use keygate_core::{BusinessCode, MasterKey, SecretHasher};
 use keygate_ops::{Ops, OpsError, Passwords};
 use keygate_store::StoreError;
 
+pub use mail::{MailSettings, Mailer};
 pub use throttle::Limits;
 
 /// The console's parsers of untrusted text (cookies, origins, form fields), for the fuzz target
@@ -75,6 +80,8 @@ pub struct ConsoleSettings {
     pub secure_cookies: SecureCookies,
     /// Failed-login throttling.
     pub limits: Limits,
+    /// Sign-up confirmed by an emailed link (`None`: accounts are made at once).
+    pub mail: Option<MailSettings>,
 }
 
 /// When console cookies carry `Secure`.
@@ -124,6 +131,7 @@ pub struct Console {
     session_hasher: SecretHasher,
     csrf_hasher: SecretHasher,
     signup: bool,
+    mailer: Option<Mailer>,
     session_ttl: Duration,
     secure_cookies: SecureCookies,
 }
@@ -131,17 +139,20 @@ pub struct Console {
 pub(crate) type ConsoleState = Arc<Console>;
 
 impl Console {
-    pub fn new(settings: ConsoleSettings, master: &MasterKey, ops: Ops) -> Self {
-        Self {
+    /// Fails when the mail settings cannot be used ([`MailSettings::check`]).
+    pub fn new(settings: ConsoleSettings, master: &MasterKey, ops: Ops) -> anyhow::Result<Self> {
+        let mailer = settings.mail.as_ref().map(Mailer::new).transpose().map_err(anyhow::Error::msg)?;
+        Ok(Self {
             ops,
             passwords: Passwords::new(master),
             throttle: throttle::Throttle::new(settings.limits),
             session_hasher: master.console_session_hasher(),
             csrf_hasher: master.console_csrf_hasher(),
             signup: settings.signup,
+            mailer,
             session_ttl: settings.session_ttl,
             secure_cookies: settings.secure_cookies,
-        }
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! Customer pages: sign-up, login, logout, and "API Credentials" (list, generate with an optional
+//! Customer pages: login, logout (sign-up is `signup`), and "API Credentials" (list, generate with an optional
 //! name and expiry, usage, rotate, revoke, the status of each, its settings: name, expiry,
 //! permissions and IP allowlist, and the rate limits and credits that apply to it, read-only),
 //! with the account's own activity from the audit log (its entries and its credentials' only).
@@ -12,12 +12,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use keygate_core::audit::Audit;
 use keygate_core::credits::CreditBalance;
 use keygate_core::model::{Account, AccountStatus, Credential, CredentialStatus};
 use keygate_core::ratelimit::EffectiveLimit;
 use keygate_core::{AccountId, BusinessCode, ClientId};
-use keygate_store::{CreditScope, DAY_MS, Granularity, Role, UsageScope, now_ms};
+use keygate_store::{CreditScope, DAY_MS, Granularity, UsageScope, now_ms};
 use serde::Deserialize;
 
 use super::audit::{self, AuditRow};
@@ -26,6 +25,7 @@ use super::forms::{self, Applied, Before};
 use super::keys::{self, SettingsForm, SettingsView, Typed};
 use super::limits::{self, LimitRow, Reader};
 use super::session::{self, PRE_SESSION_COOKIE, Post, PublicPost, SESSION_COOKIE, User};
+use super::signup;
 use super::svg::{self, Chart};
 use super::{ConsoleError, Nav, csrf, fmt_time, iso_time, render};
 use crate::ConsoleState;
@@ -35,7 +35,8 @@ pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_form).post(login))
-        .route("/signup", get(signup_form).post(signup))
+        .route("/signup", get(signup::signup_form).post(signup::signup))
+        .route("/signup/confirm", get(signup::confirm_form).post(signup::confirm))
         .route("/logout", post(logout))
         .route("/credentials", get(credentials).post(generate))
         .route("/credentials/{client_id}", get(credential))
@@ -67,17 +68,6 @@ struct LoginPage {
     signup: bool,
 }
 
-#[derive(Template)]
-#[template(path = "signup.html")]
-struct SignupPage {
-    nav: Nav,
-    csrf: String,
-    email: String,
-    first_name: String,
-    error: Option<String>,
-    min_len: usize,
-}
-
 /// The pre-session cookie a request has, or a new one to set.
 fn pre_session(headers: &HeaderMap) -> (String, bool) {
     match session::cookie(headers, PRE_SESSION_COOKIE) {
@@ -86,9 +76,15 @@ fn pre_session(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
-fn with_pre_session_cookie(mut res: Response, value: &str, secure: bool) -> Response {
-    let c = session::set_cookie(PRE_SESSION_COOKIE, value, None, secure);
-    res.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&c).expect("a cookie is a header value"));
+/// A page with a public form (login, sign-up, its confirmation), made by `page` from the CSRF token
+/// of the visitor's pre-session cookie; the cookie is set when the visitor had none.
+pub(super) fn public_form(s: &ConsoleState, headers: &HeaderMap, page: impl FnOnce(String) -> Response) -> Response {
+    let (cookie, new) = pre_session(headers);
+    let mut res = page(csrf::for_pre_session(&s.csrf_hasher, &cookie));
+    if new {
+        let c = session::set_cookie(PRE_SESSION_COOKIE, &cookie, None, session::secure(headers, s.secure_cookies));
+        res.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&c).expect("a cookie is a header value"));
+    }
     res
 }
 
@@ -96,17 +92,10 @@ async fn login_form(State(s): State<ConsoleState>, headers: HeaderMap) -> Result
     if session::current(&headers, &s).await?.is_some() {
         return Ok(Redirect::to("/console/credentials").into_response());
     }
-    let (cookie, new) = pre_session(&headers);
-    let page = LoginPage {
-        nav: Nav::anonymous(),
-        csrf: csrf::for_pre_session(&s.csrf_hasher, &cookie),
-        email: String::new(),
-        error: None,
-        signup: s.signup,
-    };
-    let res = render(StatusCode::OK, &page);
-    let secure = session::secure(&headers, s.secure_cookies);
-    Ok(if new { with_pre_session_cookie(res, &cookie, secure) } else { res })
+    Ok(public_form(&s, &headers, |csrf| {
+        let page = LoginPage { nav: Nav::anonymous(), csrf, email: String::new(), error: None, signup: s.signup };
+        render(StatusCode::OK, &page)
+    }))
 }
 
 #[derive(Deserialize)]
@@ -116,7 +105,11 @@ struct LoginForm {
 }
 
 /// Creates a session for `account` and answers with its cookie and a redirect to the console.
-async fn start_session(s: &ConsoleState, account: AccountId, secure: bool) -> Result<Response, ConsoleError> {
+pub(super) async fn start_session(
+    s: &ConsoleState,
+    account: AccountId,
+    secure: bool,
+) -> Result<Response, ConsoleError> {
     let token = session::new_token();
     let ttl = s.session_ttl;
     let store = s.ops.store();
@@ -181,83 +174,6 @@ async fn login(State(s): State<ConsoleState>, post: PublicPost<LoginForm>) -> Re
     console.throttle.succeed(email, ip);
     tracing::info!(account = %account.account.id, "console: login");
     start_session(&s, account.account.id, secure).await
-}
-
-async fn signup_form(State(s): State<ConsoleState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
-    if !s.signup {
-        return Err(ConsoleError::SignupClosed);
-    }
-    if session::current(&headers, &s).await?.is_some() {
-        return Ok(Redirect::to("/console/credentials").into_response());
-    }
-    let (cookie, new) = pre_session(&headers);
-    let page = SignupPage {
-        nav: Nav::anonymous(),
-        csrf: csrf::for_pre_session(&s.csrf_hasher, &cookie),
-        email: String::new(),
-        first_name: String::new(),
-        error: None,
-        min_len: keygate_ops::password::MIN_LEN,
-    };
-    let res = render(StatusCode::OK, &page);
-    let secure = session::secure(&headers, s.secure_cookies);
-    Ok(if new { with_pre_session_cookie(res, &cookie, secure) } else { res })
-}
-
-#[derive(Deserialize)]
-struct SignupForm {
-    email: String,
-    #[serde(default)]
-    first_name: String,
-    password: String,
-    password_confirm: String,
-}
-
-async fn signup(State(s): State<ConsoleState>, post: PublicPost<SignupForm>) -> Result<Response, ConsoleError> {
-    let console = &s;
-    if !console.signup {
-        return Err(ConsoleError::SignupClosed);
-    }
-    let PublicPost { form, ip, request_id, secure, pre_session } = post;
-    console.throttle.check_signup(ip).map_err(ConsoleError::Throttled)?;
-    console.throttle.signed_up(ip);
-    let again = |error: String| {
-        let page = SignupPage {
-            nav: Nav::anonymous(),
-            csrf: csrf::for_pre_session(&console.csrf_hasher, &pre_session),
-            email: form.email.trim().to_owned(),
-            first_name: form.first_name.trim().to_owned(),
-            error: Some(error),
-            min_len: keygate_ops::password::MIN_LEN,
-        };
-        Ok(render(StatusCode::BAD_REQUEST, &page))
-    };
-    if form.password != form.password_confirm {
-        return again("The two passwords differ.".into());
-    }
-    let account = match s
-        .ops
-        .create_login_account(
-            &Audit::customer(form.email.trim()).from_request(ip, request_id.as_deref()),
-            &form.email,
-            &form.first_name,
-            Some(&form.password),
-            Role::Customer,
-            &console.passwords,
-        )
-        .await
-    {
-        Ok(a) => a,
-        Err(OpsError::Store(keygate_store::StoreError::Conflict(_))) => {
-            // Counts against the IP: sign-up must not become a fast way to test which emails exist.
-            console.throttle.fail(None, ip);
-            return again("An account with this email already exists. Sign in instead.".into());
-        }
-        Err(OpsError::Invalid(m)) => return again(super::capitalise(&m)),
-        Err(e) => return Err(e.into()),
-    };
-    tracing::info!(account = %account.id, "console: sign-up");
-    start_session(&s, account.id, secure).await
 }
 
 async fn logout(State(s): State<ConsoleState>, post: Post<NoFields>) -> Result<Response, ConsoleError> {

@@ -6,7 +6,9 @@
 //! - failed logins per account from every address together, at a much higher limit: a guesser
 //!   spread over many addresses is slowed too (locking an account out takes that many addresses);
 //! - failed logins per client address, whatever the account;
-//! - sign-up attempts per client address.
+//! - sign-up attempts per client address;
+//! - mails to one address (sign-up links, "you have an account already"), so that sign-up cannot
+//!   flood someone's mailbox.
 //!
 //! Past a limit, attempts are refused before any password check (HTTP 429, code 1005) until the
 //! oldest failure leaves the window. A successful login forgets its account's failures.
@@ -31,6 +33,8 @@ pub struct Limits {
     pub per_ip: usize,
     /// Sign-up attempts per address.
     pub signups_per_ip: usize,
+    /// Mails to one email address.
+    pub mails_per_address: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +45,7 @@ impl Default for Limits {
             per_account_any_ip: 100,
             per_ip: 20,
             signups_per_ip: 10,
+            mails_per_address: 3,
         }
     }
 }
@@ -78,6 +83,10 @@ fn ip_key(ip: Option<IpAddr>) -> String {
 
 fn signup_key(ip: Option<IpAddr>) -> String {
     format!("s:{}", ip_of(ip))
+}
+
+fn mail_key(email: &str) -> String {
+    format!("m:{}", email_of(email))
 }
 
 impl Throttle {
@@ -140,6 +149,18 @@ impl Throttle {
         self.record(vec![signup_key(ip)]);
     }
 
+    /// Whether a mail may go to `email` now; if so, it is counted.
+    pub fn may_mail(&self, email: &str) -> bool {
+        let key = mail_key(email);
+        let mut map = self.map();
+        let (n, _) = self.recent(&map, &key, Instant::now());
+        if n >= self.limits.mails_per_address {
+            return false;
+        }
+        self.record_in(&mut map, vec![key]);
+        true
+    }
+
     /// Records a failed attempt for the IP and, when given, the account (from this IP, and from
     /// anywhere).
     pub fn fail(&self, email: Option<&str>, ip: Option<IpAddr>) {
@@ -152,11 +173,15 @@ impl Throttle {
     }
 
     fn record(&self, keys: Vec<String>) {
+        self.record_in(&mut self.map(), keys);
+    }
+
+    fn record_in(&self, map: &mut HashMap<String, VecDeque<Instant>>, keys: Vec<String>) {
         let now = Instant::now();
         let window = self.limits.window;
         let l = &self.limits;
-        let keep = l.per_ip.max(l.per_account).max(l.per_account_any_ip).max(l.signups_per_ip) + 1;
-        let mut map = self.map();
+        let keep =
+            l.per_ip.max(l.per_account).max(l.per_account_any_ip).max(l.signups_per_ip).max(l.mails_per_address) + 1;
         if map.len() >= MAX_KEYS {
             map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
             if map.len() >= MAX_KEYS {
@@ -200,6 +225,7 @@ mod tests {
             per_account_any_ip: 4,
             per_ip: 3,
             signups_per_ip: 2,
+            mails_per_address: 2,
         };
         let t = Throttle::new(limits);
         let (a, b) = (Some("127.0.0.1".parse().unwrap()), Some("10.0.0.1".parse().unwrap()));
@@ -233,6 +259,12 @@ mod tests {
         t.signed_up(a);
         assert!(t.check_signup(a).is_err());
         assert!(t.check_signup(b).is_ok());
+        // Mails per address, whatever the case.
+        let t = Throttle::new(limits);
+        assert!(t.may_mail("m@example.com"));
+        assert!(t.may_mail("M@example.com "));
+        assert!(!t.may_mail("m@example.com"));
+        assert!(t.may_mail("n@example.com"));
         let t = Throttle::new(limits);
         std::thread::sleep(Duration::from_millis(250));
         assert!(t.check(Some("w@example.com"), a).is_ok(), "failures leave the window");

@@ -593,12 +593,36 @@ impl Ops {
         role: Role,
         passwords: &Passwords,
     ) -> Result<Account> {
-        let new = NewAccount { email: validate_email(email)?, first_name: validate_name(first_name)? };
+        let new = check_new_login(email, first_name)?;
         let hash = match password {
-            Some(p) => Some(hash_password(passwords, p).await?),
+            Some(p) => Some(hash_new_password(passwords, p).await?),
             None => None,
         };
-        let account = self.store.create_console_account(audit, &new, hash.as_deref(), role).await?;
+        self.create_account_with_login(audit, &new, hash.as_deref(), role).await
+    }
+
+    /// [`Ops::create_login_account`] with a password hashed before ([`hash_new_password`]), e.g.
+    /// at a sign-up confirmed later by email.
+    pub async fn create_login_account_hashed(
+        &self,
+        audit: &Audit,
+        email: &str,
+        first_name: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<Account> {
+        let new = check_new_login(email, first_name)?;
+        self.create_account_with_login(audit, &new, Some(password_hash), role).await
+    }
+
+    async fn create_account_with_login(
+        &self,
+        audit: &Audit,
+        new: &NewAccount,
+        password_hash: Option<&str>,
+        role: Role,
+    ) -> Result<Account> {
+        let account = self.store.create_console_account(audit, new, password_hash, role).await?;
         self.changed(Entity::Account, &account.id.to_hex());
         Ok(account)
     }
@@ -611,7 +635,7 @@ impl Ops {
         password: &str,
         passwords: &Passwords,
     ) -> Result<()> {
-        let hash = hash_password(passwords, password).await?;
+        let hash = hash_new_password(passwords, password).await?;
         self.store.set_password_hash(audit, id, Some(&hash)).await.or_not_found(Resource::Account)
     }
 
@@ -621,7 +645,13 @@ impl Ops {
     }
 }
 
-async fn hash_password(passwords: &Passwords, password: &str) -> Result<String> {
+/// The email and first name of a new console login, checked and trimmed.
+pub fn check_new_login(email: &str, first_name: &str) -> Result<NewAccount> {
+    Ok(NewAccount { email: validate_email(email)?, first_name: validate_name(first_name)? })
+}
+
+/// A new password checked against the policy, and its hash.
+pub async fn hash_new_password(passwords: &Passwords, password: &str) -> Result<String> {
     password::check_policy(password).map_err(OpsError::Invalid)?;
     passwords.hash(password).await.map_err(|e| OpsError::Internal(format!("hashing a password: {e}")))
 }

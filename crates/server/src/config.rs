@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::ArgAction;
 use keygate_auth::ratelimit::FailMode;
 use keygate_auth::{AuthSettings, MasterKeySource, StatusMode};
-use keygate_console::{ConsoleSettings, SecureCookies};
+use keygate_console::{ConsoleSettings, MailSettings, SecureCookies};
 use keygate_core::Secret;
 use keygate_core::net::{Cidr, TrustedProxies};
 use keygate_gateway::{GatewayConfig, Route, Upstream};
@@ -121,6 +121,9 @@ pub struct Config {
     /// The audit log (`[audit]` in TOML).
     #[command(flatten)]
     pub audit: AuditSettings,
+    /// Email the console sends (`[email]` in TOML): with it, sign-up is confirmed by a link.
+    #[command(flatten)]
+    pub email: EmailSettings,
     /// Whether visitors may create accounts in the web console (/console) [default: true].
     #[arg(long, env = "KEYGATE_CONSOLE_SIGNUP", required = false, action = ArgAction::Set)]
     pub console_signup: bool,
@@ -212,6 +215,59 @@ impl Default for AuditSettings {
     }
 }
 
+/// `[email]`: the SMTP relay the console sends its mails through. With `smtp_url` set, a sign-up
+/// makes its account only when its owner opens the link mailed to them, and the sign-up page
+/// answers the same whether or not an email is registered.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailSettings {
+    /// The relay: smtps://[USER:PASS@]HOST[:465] (TLS), smtp://[USER:PASS@]HOST:587?tls=required
+    /// (STARTTLS), smtp://HOST:PORT (plain: a relay on this host) [default: none: sign-up makes
+    /// accounts at once].
+    #[arg(long = "smtp-url", value_name = "URL", env = "KEYGATE_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+    /// The sender of the console's mails, `Name <address>` (needed with smtp_url).
+    #[arg(long = "email-from", value_name = "MAILBOX", env = "KEYGATE_EMAIL_FROM")]
+    pub from: Option<String>,
+    /// The console's public address, which mailed links point to, e.g.
+    /// https://api.example.com/console (needed with smtp_url; never taken from a request).
+    #[arg(long = "console-url", value_name = "URL", env = "KEYGATE_CONSOLE_URL")]
+    pub console_url: Option<String>,
+    /// How long a sign-up link stays valid [default: 24h].
+    #[arg(long = "signup-link-ttl", env = "KEYGATE_SIGNUP_LINK_TTL", required = false, value_parser = duration("signup_link_ttl"))]
+    #[serde(with = "humantime_serde")]
+    pub signup_link_ttl: Duration,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        Self { smtp_url: None, from: None, console_url: None, signup_link_ttl: Duration::from_secs(86_400) }
+    }
+}
+
+impl EmailSettings {
+    /// The console's mail settings, `None` without `smtp_url`.
+    pub fn mail(&self) -> anyhow::Result<Option<MailSettings>> {
+        let Some(smtp_url) = &self.smtp_url else {
+            if self.from.is_some() || self.console_url.is_some() {
+                bail!("email from and console_url are used only with email smtp_url (KEYGATE_SMTP_URL)");
+            }
+            return Ok(None);
+        };
+        let (Some(from), Some(console_url)) = (&self.from, &self.console_url) else {
+            bail!("email smtp_url needs email from and console_url too (KEYGATE_EMAIL_FROM, KEYGATE_CONSOLE_URL)");
+        };
+        let mail = MailSettings {
+            smtp_url: smtp_url.clone(),
+            from: from.clone(),
+            console_url: console_url.clone(),
+            signup_link_ttl: self.signup_link_ttl,
+        };
+        mail.check().map_err(anyhow::Error::msg)?;
+        Ok(Some(mail))
+    }
+}
+
 /// `[limits]`: how rate limits are counted when several nodes serve the same credentials.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
@@ -299,6 +355,7 @@ impl Default for Config {
             limits: LimitSettings::default(),
             credits: CreditSettings::default(),
             audit: AuditSettings::default(),
+            email: EmailSettings::default(),
             console_signup: true,
             console_session_ttl: Duration::from_secs(12 * 3600),
             console_secure_cookies: SecureCookies::Auto,
@@ -427,6 +484,7 @@ impl Config {
         }
         self.gateway()?;
         self.master_key_source()?;
+        self.email.mail()?;
         Ok(())
     }
 
@@ -492,13 +550,14 @@ impl Config {
     }
 
     /// What the console needs.
-    pub fn console_settings(&self) -> ConsoleSettings {
-        ConsoleSettings {
+    pub fn console_settings(&self) -> anyhow::Result<ConsoleSettings> {
+        Ok(ConsoleSettings {
             signup: self.console_signup,
             session_ttl: self.console_session_ttl,
             secure_cookies: self.console_secure_cookies,
             limits: Default::default(),
-        }
+            mail: self.email.mail()?,
+        })
     }
 }
 
@@ -601,6 +660,43 @@ mod tests {
     }
 
     #[test]
+    fn email_settings() {
+        assert!(Config::default().console_settings().unwrap().mail.is_none());
+        let toml = "[email]\nsmtp_url = \"smtps://u:hunter2@mail.example.com\"\nfrom = \"Example <no-reply@example.com>\"\n\
+                    console_url = \"https://api.example.com/console\"\nsignup_link_ttl = \"2h\"\n";
+        let c: Config = toml::from_str(toml).unwrap();
+        c.validate().unwrap();
+        let mail = c.console_settings().unwrap().mail.unwrap();
+        assert_eq!(mail.signup_link_ttl, Duration::from_secs(7200));
+        assert!(!format!("{c:?}").contains("hunter2"), "the relay's password is never printed");
+        // Flags and the environment's names.
+        let c = with_flags(
+            Config::default(),
+            &[
+                "--smtp-url",
+                "smtp://127.0.0.1:2525",
+                "--email-from",
+                "a@example.com",
+                "--console-url",
+                "http://x/console",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.email.signup_link_ttl, Duration::from_secs(86_400));
+        // Half-configured or wrong: refused at start, saying what is missing, never the password.
+        for bad in [
+            "[email]\nsmtp_url = \"smtp://u:hunter2@x\"\n",
+            "[email]\nfrom = \"a@example.com\"\n",
+            "[email]\nsmtp_url = \"smtp://u:hunter2@x\"\nfrom = \"nobody\"\nconsole_url = \"https://x/console\"\n",
+            "[email]\nsmtp_url = \"smtp://u:hunter2@x\"\nfrom = \"a@example.com\"\nconsole_url = \"/console\"\n",
+            "[email]\nsmtp_url = \"imap://u:hunter2@x\"\nfrom = \"a@example.com\"\nconsole_url = \"https://x/console\"\n",
+        ] {
+            let e = toml::from_str::<Config>(bad).unwrap().validate().unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
     fn status_mode_in_the_file() {
         let c: Config = toml::from_str("http_status = \"always-200\"").unwrap();
         assert_eq!(c.http_status, StatusMode::Always200);
@@ -694,12 +790,13 @@ mod example_file {
             (fields::<LimitSettings>(), Some("limits")),
             (fields::<CreditSettings>(), Some("credits")),
             (fields::<AuditSettings>(), Some("audit")),
+            (fields::<EmailSettings>(), Some("email")),
         ];
         for (names, section) in sections {
             assert!(!names.is_empty(), "recorded {names:?}");
             let written = keys(section);
             for name in names {
-                if ["gateway", "limits", "credits", "audit"].contains(name) {
+                if ["gateway", "limits", "credits", "audit", "email"].contains(name) {
                     assert!(EXAMPLE.contains(&format!("\n[{name}]\n")), "examples/keygate.toml has no [{name}]");
                     continue;
                 }

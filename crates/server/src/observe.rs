@@ -66,6 +66,12 @@ fn describe_metrics() {
          for it"
     );
     describe_counter!(
+        "keygate_console_emails_total",
+        "Mails the console sent or tried to send, by kind (signup_link, already_registered) and outcome (sent; \
+         failed: the relay refused or could not be reached; throttled: the address had its share; dropped: too \
+         many sends under way)"
+    );
+    describe_counter!(
         "keygate_ratelimit_refusals_total",
         "Requests refused with 1005, by the rate limit that refused them (a request refused by two counts for both)"
     );

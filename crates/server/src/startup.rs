@@ -80,7 +80,7 @@ impl Application {
         let auth = Arc::new(Auth::builder().settings(config.auth_settings()).start(store.clone(), &master).await?);
         share_rate_limits(&config, &auth)?;
         let ops = Ops::new(store, &master, Some(auth.authenticator().clone()));
-        let console = Arc::new(Console::new(config.console_settings(), &master, ops.clone()));
+        let console = Arc::new(Console::new(config.console_settings()?, &master, ops.clone())?);
         let gateway = config
             .gateway()?
             .map(|g| Arc::new(Gateway::new(g, auth.authenticator().clone(), config.http_status, config.workers)));

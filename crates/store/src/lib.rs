@@ -491,6 +491,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets a setting; with `only_if_absent`, returns false and changes nothing when it exists.
     async fn put_setting(&self, name: &str, value: &[u8], only_if_absent: bool) -> Result<bool>;
+    /// Deletes a setting and returns its value (`None`: there was none): of several takers at
+    /// once, one gets it (a single-use claim, e.g. a sign-up link).
+    async fn take_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Deletes the settings whose name starts with `prefix` written before `before_ms` (claims
     /// that have served their purpose, e.g. the console's forms applied once); how many.
     async fn prune_settings(&self, prefix: &str, before_ms: i64) -> Result<u64>;

@@ -1036,6 +1036,10 @@ impl Store for PgStore {
         self.write_setting(None, name, value, only_if_absent).await
     }
 
+    async fn take_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        sqlx::query_scalar(sql::TAKE_SETTING).bind(name).fetch_optional(&self.pool).await.map_err(map_err)
+    }
+
     async fn prune_settings(&self, prefix: &str, before_ms: i64) -> Result<u64> {
         let end = sql::prefix_end(prefix).ok_or_else(|| StoreError::Other("an empty settings prefix".into()))?;
         let done = sqlx::query(sql::PRUNE_SETTINGS)

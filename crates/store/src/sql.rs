@@ -234,6 +234,8 @@ pub(crate) const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys (kid, crea
 pub(crate) const RETIRE_SIGNING_KEY: &str = "UPDATE signing_keys SET retired_at = COALESCE(retired_at, $1) \
      WHERE kid = $2 RETURNING kid, created_at, retired_at";
 pub(crate) const SETTING: &str = "SELECT value FROM settings WHERE name = $1";
+/// Deletes a setting and returns its value: whoever gets the value took it, once.
+pub(crate) const TAKE_SETTING: &str = "DELETE FROM settings WHERE name = $1 RETURNING value";
 /// Settings with a name in [$1, $2) (a prefix's range, by the primary key) written before $3.
 pub(crate) const PRUNE_SETTINGS: &str = "DELETE FROM settings WHERE name >= $1 AND name < $2 AND updated_at < $3";
 

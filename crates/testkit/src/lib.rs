@@ -5,6 +5,9 @@
 //! (set by CI), in which case it fails: nothing is silently skipped in CI.
 #![forbid(unsafe_code)]
 
+mod smtp;
+pub use smtp::{Mail, SmtpSink};
+
 use rand::RngCore;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;

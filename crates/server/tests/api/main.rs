@@ -11,6 +11,9 @@
 //!   the operator area, headers, secrets shown once);
 //! - `console_audit`: the audit log in the console (the operators' page, its filters and paging,
 //!   an account's history, a customer's own activity, escaping);
+//! - `console_signup`: sign-up confirmed by email (`[email]`) through a real SMTP conversation
+//!   with an in-test sink: accounts only by their link, a taken email not told, link expiry,
+//!   mails per address, a relay that is down;
 //! - `console_limits`: the console's plans and limits pages (operators edit, customers read);
 //! - `console_credits`: credits in the console (operators set, adjust once per form and remove
 //!   balances and plans' refills; customers read what is left and the next refill);
@@ -28,6 +31,7 @@ mod console_audit;
 mod console_credits;
 mod console_keys;
 mod console_limits;
+mod console_signup;
 mod credits;
 mod feed;
 mod gateway;

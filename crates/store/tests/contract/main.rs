@@ -154,6 +154,25 @@ async fn suite(store: Arc<dyn Store>) {
     assert!(store.put_setting("s", b"3", false).await.unwrap());
     assert_eq!(store.get_setting("s").await.unwrap().as_deref(), Some(&b"3"[..]));
     assert_eq!(store.get_setting("absent").await.unwrap(), None);
+    // Taken once: the value, then nothing.
+    store.put_setting("once", b"v", true).await.unwrap();
+    assert_eq!(store.take_setting("once").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(store.take_setting("once").await.unwrap(), None);
+    assert_eq!(store.get_setting("once").await.unwrap(), None);
+    assert_eq!(store.take_setting("absent").await.unwrap(), None);
+    // Of eight takers at once, one gets it.
+    store.put_setting("raced", b"v", true).await.unwrap();
+    let takers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_setting("raced").await.unwrap() })
+        })
+        .collect();
+    let mut got = 0;
+    for t in takers {
+        got += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(got, 1, "a setting is taken once");
     // Pruning by prefix and age: only names with the prefix, only the old ones.
     store.put_setting("claim.a", b"1", false).await.unwrap();
     store.put_setting("claim.b", b"1", false).await.unwrap();
