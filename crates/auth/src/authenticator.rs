@@ -25,7 +25,7 @@ use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, Den
 use keygate_core::model::AuthMethod;
 use keygate_core::permission::Requirement;
 use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
-use keygate_core::{AccountId, ApiKey, ClientId, SecretHash, SecretHasher};
+use keygate_core::{AccountId, ClientId, SecretHash, SecretHasher};
 use keygate_store::{Entity, Store, StoreError, now_ms};
 use subtle::ConstantTimeEq;
 
@@ -150,6 +150,35 @@ impl Stripe for AccountId {
     fn stripe(&self) -> usize {
         self.as_bytes()[11] as usize % STRIPES
     }
+}
+
+/// The credential a request presents ([`decide::presented`] over its headers). Each header is
+/// looked up once, and a later one only when the earlier ones are not used. A header that is
+/// present but not visible ASCII is not a credential we could have issued: an `Authorization`
+/// one, or an `x-api-key` one without `Authorization`, answers malformed.
+fn presented(headers: &HeaderMap) -> Result<Presented<'_>, AuthFailure> {
+    let malformed = || AuthFailure::Invalid(InvalidReason::MalformedKey);
+    let used = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
+    let authorization = match headers.get(header::AUTHORIZATION) {
+        Some(v) => Some(v.to_str().map_err(|_| malformed())?),
+        None => None,
+    };
+    let x_api_key = if used(authorization) {
+        None
+    } else {
+        match headers.get(&X_API_KEY).map(|v| v.to_str()) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) if authorization.is_none() => return Err(malformed()),
+            _ => None,
+        }
+    };
+    let (client_id, client_secret) = if used(authorization) || used(x_api_key) {
+        (None, None)
+    } else {
+        let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        (get(&X_CLIENT_ID), get(&X_CLIENT_SECRET))
+    };
+    decide::presented(authorization, x_api_key, client_id, client_secret)
 }
 
 /// `keygate_auth_decisions_total{method, result}` handles, made once: counting a decision on the
@@ -352,7 +381,12 @@ impl Authenticator {
 
     /// Whether cached state may still be used (the fail-static window has not run out).
     pub fn cache_trusted(&self) -> bool {
-        self.feed_age_ms() <= self.settings.fail_static.as_millis() as i64
+        self.trusted_at(now_ms())
+    }
+
+    /// [`Self::cache_trusted`] at `now_ms` (a request reads the clock once).
+    fn trusted_at(&self, now_ms: i64) -> bool {
+        now_ms - self.feed_ok_ms.load(Ordering::SeqCst) <= self.settings.fail_static.as_millis() as i64
     }
 
     /// Drops what the cache holds about one entity. Called after this process's own writes and
@@ -533,14 +567,7 @@ impl Authenticator {
     }
 
     async fn authenticate_inner(&self, headers: &HeaderMap, access: &Access<'_>) -> Result<Identity, AuthError> {
-        let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-        // A header that is present but not visible ASCII is not a credential we could have issued.
-        let garbled = |name: &HeaderName| headers.get(name).is_some_and(|v| v.to_str().is_err());
-        if garbled(&header::AUTHORIZATION) || (headers.get(&header::AUTHORIZATION).is_none() && garbled(&X_API_KEY)) {
-            return Err(AuthFailure::Invalid(InvalidReason::MalformedKey).into());
-        }
-        let presented =
-            decide::presented(get(&header::AUTHORIZATION), get(&X_API_KEY), get(&X_CLIENT_ID), get(&X_CLIENT_SECRET))?;
+        let presented = presented(headers)?;
         match presented {
             Presented::ApiKey(key) => {
                 self.by_key(key, None, AuthMethod::ApiKey, access, true).await.map(|v| v.identity)
@@ -563,14 +590,18 @@ impl Authenticator {
         charge: bool,
     ) -> Result<Verified, AuthError> {
         let invalid = |r| AuthError::Refused(AuthFailure::Invalid(r));
-        ApiKey::parse(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
+        // Checked in place: no copy of the key is made.
+        keygate_core::key::check(keygate_core::key::API_KEY_PREFIX, key)
+            .map_err(|_| invalid(InvalidReason::MalformedKey))?;
         let hash = self.hasher.hash(key);
-        if self.cache_trusted() {
+        // One clock read for the cache's trust and the decision (the limiter counts in ns).
+        let now_ns = crate::ratelimit::now_ns();
+        if self.trusted_at((now_ns / 1_000_000) as i64) {
             let fast = self.secrets.with(&hash.0, |entry| match entry {
                 None => Some(Decided::Done(Err(invalid(InvalidReason::UnknownKey)))),
                 Some(e) => {
                     e.resolved.as_ref().filter(|r| self.current(r)).map(|r| match check_pair(client_id, e.cid) {
-                        Ok(()) => self.decide(r, e.generation, method, access, charge),
+                        Ok(()) => self.decide(r, e.generation, method, access, charge, now_ns),
                         Err(refused) => Decided::Done(Err(refused)),
                     })
                 }
@@ -597,19 +628,20 @@ impl Authenticator {
                 r
             }
         };
-        self.finish(self.decide(&resolved, generation, method, access, charge)).await
+        self.finish(self.decide(&resolved, generation, method, access, charge, crate::ratelimit::now_ns())).await
     }
 
     async fn by_token(&self, token: &str, access: &Access<'_>) -> Result<Identity, AuthError> {
-        let now_secs = now_ms() / 1000;
+        let now_ns = crate::ratelimit::now_ns();
+        let now_secs = (now_ns / 1_000_000_000) as i64;
         let expired = || AuthError::Refused(AuthFailure::Invalid(InvalidReason::TokenExpired));
         // A cached token had its signature checked before; its expiry is checked each time.
         let cached = self.tokens.with(token, |t| {
             if t.subject.exp <= now_secs {
                 return Err(Decided::Done(Err(expired())));
             }
-            match t.resolved.as_ref().filter(|r| self.cache_trusted() && self.current(r)) {
-                Some(r) => Err(self.token_decision(&t.subject, r, access)),
+            match t.resolved.as_ref().filter(|r| self.trusted_at((now_ns / 1_000_000) as i64) && self.current(r)) {
+                Some(r) => Err(self.token_decision(&t.subject, r, access, now_ns)),
                 None => Ok(t.subject),
             }
         });
@@ -628,14 +660,14 @@ impl Authenticator {
         };
         let r = self.resolve(subject.client_id).await?;
         self.tokens.update(token, |t| t.resolved = Some(r.clone()));
-        self.finish(self.token_decision(&subject, &r, access)).await.map(|v| v.identity)
+        self.finish(self.token_decision(&subject, &r, access, crate::ratelimit::now_ns())).await.map(|v| v.identity)
     }
 
-    fn token_decision(&self, subject: &TokenSubject, r: &Resolved, access: &Access<'_>) -> Decided {
+    fn token_decision(&self, subject: &TokenSubject, r: &Resolved, access: &Access<'_>, now_ns: u64) -> Decided {
         if r.account.id != subject.account_id {
             return Decided::Done(Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into()));
         }
-        self.decide(r, subject.generation, AuthMethod::Bearer, access, true)
+        self.decide(r, subject.generation, AuthMethod::Bearer, access, true, now_ns)
     }
 
     fn verify_token(&self, token: &str, now_secs: i64) -> Result<TokenSubject, AuthError> {
@@ -669,11 +701,19 @@ impl Authenticator {
     /// of them is charged nothing). Decided here unless credits must be leased from the database
     /// or shared rate limits need a round trip first ([`Decided::Credits`], [`Decided::Lease`],
     /// see [`Self::finish`]).
-    fn decide(&self, r: &Resolved, generation: u32, method: AuthMethod, access: &Access<'_>, charge: bool) -> Decided {
+    /// `now_ns`: the request's clock reading (Unix ns).
+    fn decide(
+        &self,
+        r: &Resolved,
+        generation: u32,
+        method: AuthMethod,
+        access: &Access<'_>,
+        charge: bool,
+        now_ns: u64,
+    ) -> Decided {
         let (cred, account) = (&*r.cred, &r.account);
         let cid = cred.client_id;
-        // One clock read: the limiter counts in nanoseconds, the rest in milliseconds.
-        let now_ns = crate::ratelimit::now_ns();
+        // The limiter counts in nanoseconds, the rest in milliseconds.
         let now = (now_ns / 1_000_000) as i64;
         if let Err(refused) = decide::decide(cred, generation, account, now) {
             // The credential is known: its usage counts the refusal (revoked, rotated out, banned).
@@ -860,5 +900,52 @@ impl Authenticator {
             jti: ClientId::generate(now as u64).to_hex(),
         };
         self.keyring.load().issue(&claims).map_err(|e| AuthError::Store(StoreError::Other(e.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    /// The extraction as it was before it looked each header up once: every header read, then
+    /// `decide::presented`.
+    fn reference(headers: &HeaderMap) -> Result<Presented<'_>, AuthFailure> {
+        let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let garbled = |name: &HeaderName| headers.get(name).is_some_and(|v| v.to_str().is_err());
+        if garbled(&header::AUTHORIZATION) || (headers.get(&header::AUTHORIZATION).is_none() && garbled(&X_API_KEY)) {
+            return Err(AuthFailure::Invalid(InvalidReason::MalformedKey));
+        }
+        decide::presented(get(&header::AUTHORIZATION), get(&X_API_KEY), get(&X_CLIENT_ID), get(&X_CLIENT_SECRET))
+    }
+
+    #[test]
+    fn each_header_once_decides_as_reading_them_all() {
+        let key = keygate_core::ApiKey::generate();
+        let values: Vec<Option<HeaderValue>> = vec![
+            None,
+            Some(HeaderValue::from_static("")),
+            Some(HeaderValue::from_static("  ")),
+            Some(HeaderValue::from_bytes(b"\xffgarbled").unwrap()),
+            Some(HeaderValue::from_str(key.expose()).unwrap()),
+            Some(HeaderValue::from_str(&format!("Bearer {}", key.expose())).unwrap()),
+            Some(HeaderValue::from_static("Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig")),
+            Some(HeaderValue::from_static("Basic dXNlcjpwYXNz")),
+            Some(HeaderValue::from_static("Bearer ")),
+        ];
+        let names = [header::AUTHORIZATION, X_API_KEY.clone(), X_CLIENT_ID.clone(), X_CLIENT_SECRET.clone()];
+        let n = values.len();
+        let mut cases = 0;
+        for i in 0..n.pow(4) {
+            let mut h = HeaderMap::new();
+            for (slot, name) in names.iter().enumerate() {
+                if let Some(v) = &values[i / n.pow(slot as u32) % n] {
+                    h.insert(name.clone(), v.clone());
+                }
+            }
+            assert_eq!(presented(&h), reference(&h), "{h:?}");
+            cases += 1;
+        }
+        assert_eq!(cases, 6561);
     }
 }

@@ -136,6 +136,7 @@ impl Mailer {
             "Hello,\n\n\
              someone, maybe you, tried to create an account with this email address at\n{console}.\n\
              This address has an account already, so none was made. To sign in:\n\n{console}/login\n\n\
+             (An account made for you by the platform's operators may have no password yet: ask them.)\n\
              If it was not you, you can ignore this mail.\n",
             console = self.console_url,
         );
