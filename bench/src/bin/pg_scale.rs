@@ -26,13 +26,20 @@ struct Args {
     database_url: String,
     #[arg(long, default_value_t = 1_000_000)]
     credentials: usize,
-    /// Credentials verified cold then warm.
-    #[arg(long, default_value_t = 50_000)]
+    /// Credentials verified one at a time, cold then warm (latencies).
+    #[arg(long, default_value_t = 20_000)]
     sample: usize,
+    /// Then verify every credential (so that all are cached) and measure memory and warm
+    /// latency with all of them cached.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    fill: bool,
+    /// Requests in flight while filling.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
 }
 
 const MASTER: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
-const BATCH: usize = 10_000;
+const BATCH: usize = 50_000;
 
 /// Credential `i`'s API key, derived from `i` so the benchmark can present any of them.
 fn key(i: usize) -> String {
@@ -117,15 +124,22 @@ async fn seed(url: &str, want: usize) -> anyhow::Result<()> {
         .await?;
         tx.commit().await?;
         i = end;
-        if i.is_multiple_of(100_000) || i == want {
+        if i.is_multiple_of(1_000_000) || i == want {
             println!("seed: {i} credentials ({:.0?})", started.elapsed());
         }
     }
     sqlx::query("ANALYZE").execute(pool).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {} credentials in {secs:.0} s ({:.0}/s)",
+        want - have as usize,
+        (want - have as usize) as f64 / secs
+    );
     Ok(())
 }
 
-fn stats(name: &str, mut d: Vec<Duration>) {
+/// Prints mean, p50, p99 and max; returns (p50, p99).
+fn stats(name: &str, mut d: Vec<Duration>) -> (Duration, Duration) {
     d.sort();
     let pct = |p: f64| d[((d.len() - 1) as f64 * p).round() as usize];
     let mean = d.iter().sum::<Duration>() / d.len() as u32;
@@ -137,6 +151,24 @@ fn stats(name: &str, mut d: Vec<Duration>) {
         pct(0.99),
         d[d.len() - 1]
     );
+    (pct(0.5), pct(0.99))
+}
+
+fn headers(i: usize) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(&X_API_KEY, HeaderValue::from_str(&key(i)).expect("a key is a header value"));
+    h
+}
+
+/// Verifies each of `picks` in turn, timing each.
+async fn timed(auth: &keygate_auth::Authenticator, picks: &[HeaderMap]) -> anyhow::Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(picks.len());
+    for h in picks {
+        let t = Instant::now();
+        auth.authenticate(h).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        out.push(t.elapsed());
+    }
+    Ok(out)
 }
 
 #[tokio::main]
@@ -152,52 +184,104 @@ async fn main() -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
         master_key: Some(Secret::new(MASTER)),
         admin_token: Some(Secret::new("kga_bench-admin-token-0000000000000000")),
+        cache_capacity: (args.credentials as u64).max(1_000_000),
         ..Config::default()
     };
     let app = Application::build(config).await?;
-    println!("node start-up (migrations checked, no preload): {:.1?}", t.elapsed());
+    let startup = t.elapsed();
+    println!("node start-up (migrations checked, no preload): {startup:.1?}");
     let auth = app.state().auth.authenticator().clone();
+    let store = auth.store().clone();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut picks: Vec<usize> = (0..args.sample).map(|_| rng.random_range(0..args.credentials)).collect();
     picks.sort_unstable();
     picks.dedup();
-    let headers: Vec<HeaderMap> = picks
-        .iter()
-        .map(|&i| {
-            let mut h = HeaderMap::new();
-            h.insert(&X_API_KEY, HeaderValue::from_str(&key(i)).unwrap());
-            h
-        })
-        .collect();
+    let sample: Vec<HeaderMap> = picks.iter().map(|&i| headers(i)).collect();
 
     let rss_before = rss_kib();
-    let mut cold = Vec::with_capacity(headers.len());
-    for h in &headers {
-        let t = Instant::now();
-        let id = auth.authenticate(h).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        cold.push(t.elapsed());
-        debug_assert_eq!(id.client_id, ClientId::parse(&id.client_id.to_hex()).unwrap());
-    }
-    let rss_after = rss_kib();
-    let mut warm = Vec::with_capacity(headers.len());
-    for h in &headers {
-        let t = Instant::now();
-        auth.authenticate(h).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        warm.push(t.elapsed());
-    }
+    let cold = timed(&auth, &sample).await?;
+    let warm = timed(&auth, &sample).await?;
     println!("credentials in PostgreSQL: {}", args.credentials);
-    stats("cold miss (x-api-key)", cold);
-    stats("warm cache (x-api-key)", warm);
-    let per = (rss_after.saturating_sub(rss_before) * 1024) as f64 / headers.len() as f64;
+    let (cold50, cold99) = stats("cold miss (x-api-key)", cold);
+    let (warm50, warm99) = stats("warm cache (x-api-key)", warm);
+    auth.usage.flush(store.as_ref()).await?;
+    let rss_after = rss_kib();
+    let per = (rss_after.saturating_sub(rss_before) * 1024) as f64 / sample.len() as f64;
     println!(
         "memory: RSS {} KiB at start ({} KiB before the node), +{} KiB for {} cached credentials = {:.0} bytes each",
         rss_before,
         rss_before_start,
         rss_after.saturating_sub(rss_before),
-        headers.len(),
+        sample.len(),
         per
     );
+    let mut result = format!(
+        "RESULT credentials={} startup_ms={:.1} cold_p50_us={:.0} cold_p99_us={:.0} warm_p50_ns={} warm_p99_ns={}",
+        args.credentials,
+        startup.as_secs_f64() * 1e3,
+        cold50.as_secs_f64() * 1e6,
+        cold99.as_secs_f64() * 1e6,
+        warm50.as_nanos(),
+        warm99.as_nanos()
+    );
+    if args.fill {
+        // Every credential verified (and so cached), `concurrency` at a time; usage flushed every
+        // 10 s as a node does, so what stays is the cache.
+        let t = Instant::now();
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = args.credentials;
+        let flusher = {
+            let (auth, store) = (auth.clone(), store.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    let _ = auth.usage.flush(store.as_ref()).await;
+                }
+            })
+        };
+        let workers: Vec<_> = (0..args.concurrency)
+            .map(|_| {
+                let (auth, next) = (auth.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            return anyhow::Ok(());
+                        }
+                        auth.authenticate(&headers(i)).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                        if (i + 1).is_multiple_of(1_000_000) {
+                            println!("fill: {} credentials ({:.0?}), RSS {} MiB", i + 1, t.elapsed(), rss_kib() / 1024);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await??;
+        }
+        flusher.abort();
+        auth.usage.flush(store.as_ref()).await?;
+        let fill = t.elapsed();
+        let rss_full = rss_kib();
+        let full = timed(&auth, &sample).await?;
+        println!("fill: all {n} verified in {fill:.1?} ({:.0}/s)", n as f64 / fill.as_secs_f64());
+        let (full50, full99) = stats("warm, all cached", full);
+        let per_full = (rss_full.saturating_sub(rss_before) * 1024) as f64 / n as f64;
+        println!(
+            "memory with all {n} cached: RSS {} KiB, +{} KiB over the node's start = {per_full:.0} bytes per credential",
+            rss_full,
+            rss_full.saturating_sub(rss_before)
+        );
+        result += &format!(
+            " full_warm_p50_ns={} full_warm_p99_ns={} bytes_per_credential={per_full:.0} rss_full_mib={}",
+            full50.as_nanos(),
+            full99.as_nanos(),
+            rss_full / 1024
+        );
+    }
+    println!("{result}");
     let _ = AccountId::parse(&id_hex(1, 0))?;
+    let _ = ClientId::parse(&id_hex(2, 0))?;
     Ok(())
 }

@@ -10,9 +10,12 @@
 //! ([`crate::feed`]) and, at once, by this process's own writes. A load that races with an
 //! invalidation is dropped rather than cached (see [`Authenticator::load`]).
 //!
-//! Fast path: once a key (or token) has been decided, its cache entry also keeps the credential
-//! and account it resolved to ([`Resolved`]), with the invalidation epochs of their stripes at
-//! the time they were read; while neither stripe has moved, a request needs that one lookup.
+//! Fast path: once a key (or token) has been decided, its cache entry also keeps what the
+//! credential and account it resolved to say ([`Resolved`], reduced to what a decision reads),
+//! with the invalidation epochs of their stripes at the time they were read; while neither stripe
+//! has moved, a request needs that one lookup. A key's entry is all that is cached for it (about
+//! 130 bytes for a credential with no limits, credits, permissions, allowlists, name or
+//! metadata); a stale one is loaded again with one store query.
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -21,7 +24,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderName, header};
-use keygate_core::decide::{self, AccountState, AuthFailure, CredentialState, Denial, InvalidReason, Presented};
+use keygate_core::decide::{
+    self, AccountState, AuthFailure, CredentialState, Denial, InvalidReason, Presented, Standing,
+};
 use keygate_core::model::AuthMethod;
 use keygate_core::permission::Requirement;
 use keygate_core::token::{Claims, Keyring, TokenError, TokenSubject};
@@ -127,29 +132,53 @@ impl From<StoreError> for AuthError {
     }
 }
 
-const STRIPES: usize = 64;
-
-/// Which invalidation stripe a cache key belongs to.
+/// Which invalidation stripe a cache key belongs to: a 64-bit mix of it (the stripe is its low
+/// bits).
 trait Stripe {
-    fn stripe(&self) -> usize;
+    fn stripe_hash(&self) -> u64;
+}
+
+/// A 64-bit finalizer (MurmurHash3's fmix64): every input bit reaches every output bit, so ids
+/// that differ only in a counter, in any byte, spread over the stripes.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// A 12-byte id's stripe hash: all of its bytes (time, process and counter parts) mixed.
+fn mix_id(b: &[u8; 12]) -> u64 {
+    let low = u64::from_le_bytes(b[4..].try_into().expect("8 bytes"));
+    let high = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+    mix(low ^ u64::from(high).rotate_left(32))
 }
 
 impl Stripe for [u8; 32] {
-    fn stripe(&self) -> usize {
-        self[0] as usize % STRIPES
+    fn stripe_hash(&self) -> u64 {
+        // A keyed hash already: its first bytes are uniform.
+        u64::from_le_bytes(self[..8].try_into().expect("8 bytes"))
     }
 }
 
 impl Stripe for ClientId {
-    fn stripe(&self) -> usize {
-        self.as_bytes()[11] as usize % STRIPES
+    fn stripe_hash(&self) -> u64 {
+        mix_id(self.as_bytes())
     }
 }
 
 impl Stripe for AccountId {
-    fn stripe(&self) -> usize {
-        self.as_bytes()[11] as usize % STRIPES
+    fn stripe_hash(&self) -> u64 {
+        mix_id(self.as_bytes())
     }
+}
+
+/// How many invalidation stripes a cache of `capacity` entries gets: about one per 8 entries
+/// (a power of two, 64 to 4M: 8 bytes each), so that an invalidation makes few other entries
+/// look stale (each such entry costs one store query on its next use).
+fn stripes_for(capacity: u64) -> usize {
+    ((capacity / 8) as usize).clamp(64, 1 << 22).next_power_of_two()
 }
 
 /// The credential a request presents ([`decide::presented`] over its headers). Each header is
@@ -195,21 +224,58 @@ fn decision_counters() -> &'static [[metrics::Counter; 8]; 4] {
     })
 }
 
-/// A credential and its account as read together, with their stripes' epochs from before the
-/// read: current while both epochs are unchanged. Invalidations remove, then bump the epoch, and a
-/// load that inserted a stale value bumps again when it takes it back (see `insert_checked`), so a
-/// value read at epoch `e` reflects every invalidation up to `e`.
+/// What a credential (one of its secret generations) and its account said when they were read
+/// together, reduced to what a decision reads, with their stripes' epochs from before the read:
+/// current while both epochs are unchanged. Invalidations bump the epoch after they remove, and a
+/// load keeps its result only if no invalidation ran while it read (see `load_key` and
+/// `insert_checked`), so a value read at epoch `e` reflects every invalidation up to `e`.
+///
+/// Small and inline: a credential with none of what [`Rich`] holds costs no allocation.
 #[derive(Clone)]
 struct Resolved {
+    /// The credential's and account's standing ([`decide::decide`] reduced).
+    standing: Standing,
+    account_id: AccountId,
+    uid: i64,
+    epochs: (u64, u64),
+    /// What only some credentials have (`None`: none of it).
+    rich: Option<Arc<Rich>>,
+}
+
+/// What a credential may have beyond its standing: rate limits, credits, permissions,
+/// allowlists (its own or its account's), a name or metadata.
+struct Rich {
     cred: Arc<CredentialState>,
     account: Arc<AccountState>,
-    epochs: (u64, u64),
     /// The rate limits that apply, with their buckets (`None`: no limit applies).
     limits: Option<Arc<Applied>>,
     /// The credit balances charged (`None`: no quota applies).
     credits: Option<Arc<Charged>>,
     /// What the credential says about itself upstream.
     profile: Arc<Profile>,
+}
+
+impl Resolved {
+    fn profile(&self) -> Arc<Profile> {
+        match &self.rich {
+            Some(r) => r.profile.clone(),
+            None => empty_profile().clone(),
+        }
+    }
+
+    fn limits(&self) -> Option<&Arc<Applied>> {
+        self.rich.as_ref().and_then(|r| r.limits.as_ref())
+    }
+
+    fn credits(&self) -> Option<&Arc<Charged>> {
+        self.rich.as_ref().and_then(|r| r.credits.as_ref())
+    }
+}
+
+/// The profile of a credential with no name, permissions or metadata (one, shared).
+fn empty_profile() -> &'static Arc<Profile> {
+    static EMPTY: std::sync::OnceLock<Arc<Profile>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Arc::default)
 }
 
 /// What a key hash maps to: the credential and secret generation it is, and what it resolved to.
@@ -250,7 +316,6 @@ struct Charging {
 struct Verified {
     identity: Identity,
     generation: u32,
-    account: Arc<AccountState>,
     /// When the credential expires (its tokens must not outlive it).
     expires_at: Option<i64>,
 }
@@ -311,15 +376,20 @@ pub struct Authenticator {
     settings: AuthSettings,
     /// When the change feed was last followed successfully (Unix ms).
     feed_ok_ms: AtomicI64,
+    /// Key hash -> what it is and resolved to: all a key's requests read.
     secrets: Cache<[u8; 32], Option<SecretEntry>>,
+    /// Credentials and accounts as tokens and getToken need them (a key's load does not fill
+    /// them: its entry holds what it needs).
     credentials: Cache<ClientId, Option<Arc<CredentialState>>>,
     accounts: Cache<AccountId, Option<Arc<AccountState>>>,
     /// Tokens whose signature, algorithm and key id were verified, with what they say. Only the
     /// signature check is skipped on a hit: expiry, credential and account are checked each time.
     tokens: Cache<String, TokenEntry>,
-    /// Invalidation counters, striped by key: an invalidation bumps its key's stripe (or all of
-    /// them); a load that sees its stripe move meanwhile does not keep its result.
-    epochs: [AtomicU64; STRIPES],
+    /// Invalidation counters, striped by key ([`stripes_for`]): an invalidation bumps its key's
+    /// stripe (or all of them); a load that sees its stripe move meanwhile does not keep its result.
+    epochs: Box<[AtomicU64]>,
+    /// Bumped before every stripe is: a load that sees it unchanged saw no invalidation at all.
+    changes: AtomicU64,
     pub stats: CacheStats,
     /// Requests per credential, flushed to the store in batches.
     pub usage: Arc<crate::usage::UsageRecorder>,
@@ -344,7 +414,8 @@ impl Authenticator {
             credentials: Cache::new(capacity),
             accounts: Cache::new(capacity),
             tokens: Cache::new(capacity),
-            epochs: std::array::from_fn(|_| AtomicU64::new(0)),
+            epochs: (0..stripes_for(capacity)).map(|_| AtomicU64::new(0)).collect(),
+            changes: AtomicU64::new(0),
             stats: CacheStats::default(),
             usage: Arc::default(),
             limiter: Arc::default(),
@@ -395,33 +466,33 @@ impl Authenticator {
         match entity {
             Entity::Account => {
                 if let Ok(id) = id.parse::<AccountId>() {
+                    self.changes.fetch_add(1, Ordering::SeqCst);
                     self.accounts.invalidate(&id);
-                    self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
+                    self.epoch(&id).fetch_add(1, Ordering::SeqCst);
                     self.credits.touched(keygate_store::CreditScope::Account(id));
                 }
             }
             Entity::Credential => {
                 if let Ok(id) = id.parse::<ClientId>() {
+                    self.changes.fetch_add(1, Ordering::SeqCst);
                     self.credentials.invalidate(&id);
-                    self.epochs[id.stripe()].fetch_add(1, Ordering::SeqCst);
+                    self.epoch(&id).fetch_add(1, Ordering::SeqCst);
                     self.credits.touched(keygate_store::CreditScope::Credential(id));
                 }
             }
             // A role's permissions changed: every credential holding it must be reloaded. Roles
             // change rarely; each credential is reloaded once, on its next request.
             Entity::Role => {
+                self.changes.fetch_add(1, Ordering::SeqCst);
                 self.credentials.invalidate_all();
-                for e in &self.epochs {
-                    e.fetch_add(1, Ordering::SeqCst);
-                }
+                self.bump_all();
             }
             // A plan's limits changed: every account on it must be reloaded. Plans change
             // rarely; each account is reloaded once, on its next request.
             Entity::Plan => {
+                self.changes.fetch_add(1, Ordering::SeqCst);
                 self.accounts.invalidate_all();
-                for e in &self.epochs {
-                    e.fetch_add(1, Ordering::SeqCst);
-                }
+                self.bump_all();
                 self.credits.touched_all();
             }
             Entity::SigningKey | Entity::Setting => {}
@@ -432,14 +503,25 @@ impl Authenticator {
 
     /// Drops everything (used when the change feed cannot tell what was missed).
     pub fn invalidate_all(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
         self.secrets.invalidate_all();
         self.credentials.invalidate_all();
         self.accounts.invalidate_all();
         self.tokens.invalidate_all();
-        for e in &self.epochs {
+        self.bump_all();
+        self.credits.touched_all();
+    }
+
+    /// Every stripe moves: whatever was resolved before is stale.
+    fn bump_all(&self) {
+        for e in self.epochs.iter() {
             e.fetch_add(1, Ordering::SeqCst);
         }
-        self.credits.touched_all();
+    }
+
+    /// The invalidation counter of `key`'s stripe.
+    fn epoch(&self, key: &impl Stripe) -> &AtomicU64 {
+        &self.epochs[key.stripe_hash() as usize & (self.epochs.len() - 1)]
     }
 
     /// Cache lookup, or store load whose result is kept only if no invalidation ran meanwhile.
@@ -456,7 +538,7 @@ impl Authenticator {
             return Ok(v);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let before = self.epochs[key.stripe()].load(Ordering::SeqCst);
+        let before = self.epoch(&key).load(Ordering::SeqCst);
         let v = tokio::time::timeout(self.settings.store_timeout, fetch).await.map_err(|_| {
             StoreError::Unavailable(format!("store did not answer within {:?}", self.settings.store_timeout))
         })??;
@@ -466,42 +548,63 @@ impl Authenticator {
         Ok(v)
     }
 
-    /// The credential and generation a key hash belongs to. On a miss one store query also
-    /// brings the credential and its account, which are cached too (each kept only if its own
-    /// stripe saw no invalidation during the query) and handed back so the caller needs no more.
-    async fn secret(&self, hash: SecretHash) -> Result<Option<(ClientId, u32, Option<Resolved>)>, StoreError> {
+    /// The credential and generation a key hash belongs to, and what they resolve to, from one
+    /// store query (`Store::auth_bundle`); cached as the key's entry unless an invalidation ran
+    /// while it was read (then it decides this request only).
+    async fn load_key(&self, hash: SecretHash) -> Result<Option<(ClientId, u32, Resolved)>, StoreError> {
         let trusted = self.cache_trusted();
-        if trusted && let Some(v) = self.secrets.get(&hash.0) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(v.map(|e| (e.cid, e.generation, None)));
-        }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let before: [u64; STRIPES] = std::array::from_fn(|i| self.epochs[i].load(Ordering::SeqCst));
+        let changes = self.changes.load(Ordering::SeqCst);
         let bundle = tokio::time::timeout(self.settings.store_timeout, self.store.auth_bundle(&hash)).await.map_err(
             |_| StoreError::Unavailable(format!("store did not answer within {:?}", self.settings.store_timeout)),
         )??;
         let Some(b) = bundle else {
-            if trusted {
-                self.insert_checked(&self.secrets, hash.0, None, before[hash.0.stripe()]);
+            if trusted && self.changes.load(Ordering::SeqCst) == changes {
+                self.secrets.insert(hash.0, None);
             }
             return Ok(None);
         };
         let (cid, aid) = (b.credential.client_id, b.account.id);
-        let resolved = Resolved {
-            limits: self.limiter.applied(&b.credential, &b.account),
-            credits: self.credits.charged(&b.credential, &b.account),
-            profile: Arc::new(Profile::of(&b.credential)),
-            cred: Arc::new(b.credential),
-            account: Arc::new(b.account),
-            epochs: (before[cid.stripe()], before[aid.stripe()]),
-        };
-        if trusted {
+        // Read after the query, kept only if nothing was invalidated since before it (`changes`
+        // moves before any stripe does): then these are the epochs from before the read.
+        let epochs = (self.epoch(&cid).load(Ordering::SeqCst), self.epoch(&aid).load(Ordering::SeqCst));
+        let (cred, account) = (Arc::new(b.credential), Arc::new(b.account));
+        let resolved = self.resolved(cred.clone(), b.generation, account.clone(), epochs);
+        if trusted && self.changes.load(Ordering::SeqCst) == changes {
             let entry = SecretEntry { cid, generation: b.generation, resolved: Some(resolved.clone()) };
-            self.insert_checked(&self.secrets, hash.0, Some(entry), before[hash.0.stripe()]);
-            self.insert_checked(&self.credentials, cid, Some(resolved.cred.clone()), before[cid.stripe()]);
-            self.insert_checked(&self.accounts, aid, Some(resolved.account.clone()), before[aid.stripe()]);
+            self.secrets.insert(hash.0, Some(entry));
+            // What tokens read may be older (a change made elsewhere whose feed event has not
+            // arrived yet, such as a rotation this key is the new secret of): refreshed where
+            // cached, so that a token issued from this key works at once. Not added where
+            // absent: a credential used only by its keys costs its key's entry alone.
+            self.credentials.update(&cid, |v| *v = Some(cred));
+            self.accounts.update(&aid, |v| *v = Some(account));
         }
-        Ok(Some((cid, b.generation, Some(resolved))))
+        Ok(Some((cid, b.generation, resolved)))
+    }
+
+    /// A credential's generation and its account, reduced ([`Resolved`]).
+    fn resolved(
+        &self,
+        cred: Arc<CredentialState>,
+        generation: u32,
+        account: Arc<AccountState>,
+        epochs: (u64, u64),
+    ) -> Resolved {
+        let standing = Standing::of(&cred, generation, &account);
+        let limits = self.limiter.applied(&cred, &account);
+        let credits = self.credits.charged(&cred, &account);
+        let plain = limits.is_none()
+            && credits.is_none()
+            && cred.grants.is_empty()
+            && cred.name.is_none()
+            && cred.meta.is_none()
+            && cred.ip_allowlist.is_empty()
+            && account.ip_allowlist.is_empty();
+        let (account_id, uid) = (account.id, account.uid);
+        let rich =
+            (!plain).then(|| Arc::new(Rich { profile: Arc::new(Profile::of(&cred)), cred, account, limits, credits }));
+        Resolved { standing, account_id, uid, epochs, rich }
     }
 
     /// Caches `value` unless `key`'s stripe moved since `before` (an invalidation raced the load).
@@ -512,18 +615,19 @@ impl Authenticator {
         K: Hash + Eq + Send + Sync + Clone + Stripe + 'static,
         V: Clone + Send + Sync + 'static,
     {
-        let epoch = &self.epochs[key.stripe()];
+        let epoch = self.epoch(&key);
         cache.insert(key.clone(), value);
         if epoch.load(Ordering::SeqCst) != before {
             cache.invalidate::<K>(&key);
+            self.changes.fetch_add(1, Ordering::SeqCst);
             epoch.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    /// Whether the credential and account in `r` are still what the caches hold.
-    fn current(&self, r: &Resolved) -> bool {
-        self.epochs[r.cred.client_id.stripe()].load(Ordering::SeqCst) == r.epochs.0
-            && self.epochs[r.account.id.stripe()].load(Ordering::SeqCst) == r.epochs.1
+    /// Whether what credential `cid` and its account resolved to in `r` is still current.
+    fn current(&self, cid: ClientId, r: &Resolved) -> bool {
+        self.epoch(&cid).load(Ordering::SeqCst) == r.epochs.0
+            && self.epoch(&r.account_id).load(Ordering::SeqCst) == r.epochs.1
     }
 
     async fn credential(&self, id: ClientId) -> Result<Option<Arc<CredentialState>>, StoreError> {
@@ -600,8 +704,8 @@ impl Authenticator {
             let fast = self.secrets.with(&hash.0, |entry| match entry {
                 None => Some(Decided::Done(Err(invalid(InvalidReason::UnknownKey)))),
                 Some(e) => {
-                    e.resolved.as_ref().filter(|r| self.current(r)).map(|r| match check_pair(client_id, e.cid) {
-                        Ok(()) => self.decide(r, e.generation, method, access, charge, now_ns),
+                    e.resolved.as_ref().filter(|r| self.current(e.cid, r)).map(|r| match check_pair(client_id, e.cid) {
+                        Ok(()) => self.decide(r, e.cid, e.generation, method, access, charge, now_ns),
                         Err(refused) => Decided::Done(Err(refused)),
                     })
                 }
@@ -611,24 +715,13 @@ impl Authenticator {
                 return self.finish(decided).await;
             }
         }
-        let found = self.secret(hash).await?;
-        // The same path whether the clientId is unknown or the secret is wrong: one hash, one
-        // lookup, one constant-time comparison of the 24 characters.
-        let (cid, generation, loaded) = found.ok_or_else(|| invalid(InvalidReason::UnknownKey))?;
+        // Not cached, stale, or the cache is not trusted: one store query. The same path whether
+        // the clientId is unknown or the secret is wrong: one hash, one lookup, one constant-time
+        // comparison of the 24 characters.
+        let (cid, generation, resolved) =
+            self.load_key(hash).await?.ok_or_else(|| invalid(InvalidReason::UnknownKey))?;
         check_pair(client_id, cid)?;
-        let resolved = match loaded {
-            Some(r) => r,
-            None => {
-                let r = self.resolve(cid).await?;
-                self.secrets.update(&hash.0, |e| {
-                    if let Some(e) = e {
-                        e.resolved = Some(r.clone());
-                    }
-                });
-                r
-            }
-        };
-        self.finish(self.decide(&resolved, generation, method, access, charge, crate::ratelimit::now_ns())).await
+        self.finish(self.decide(&resolved, cid, generation, method, access, charge, crate::ratelimit::now_ns())).await
     }
 
     async fn by_token(&self, token: &str, access: &Access<'_>) -> Result<Identity, AuthError> {
@@ -640,7 +733,8 @@ impl Authenticator {
             if t.subject.exp <= now_secs {
                 return Err(Decided::Done(Err(expired())));
             }
-            match t.resolved.as_ref().filter(|r| self.trusted_at((now_ns / 1_000_000) as i64) && self.current(r)) {
+            let trusted = self.trusted_at((now_ns / 1_000_000) as i64);
+            match t.resolved.as_ref().filter(|r| trusted && self.current(t.subject.client_id, r)) {
                 Some(r) => Err(self.token_decision(&t.subject, r, access, now_ns)),
                 None => Ok(t.subject),
             }
@@ -658,16 +752,16 @@ impl Authenticator {
                 s
             }
         };
-        let r = self.resolve(subject.client_id).await?;
+        let r = self.resolve(subject.client_id, subject.generation).await?;
         self.tokens.update(token, |t| t.resolved = Some(r.clone()));
         self.finish(self.token_decision(&subject, &r, access, crate::ratelimit::now_ns())).await.map(|v| v.identity)
     }
 
     fn token_decision(&self, subject: &TokenSubject, r: &Resolved, access: &Access<'_>, now_ns: u64) -> Decided {
-        if r.account.id != subject.account_id {
+        if r.account_id != subject.account_id {
             return Decided::Done(Err(AuthFailure::Invalid(InvalidReason::UnknownAccount).into()));
         }
-        self.decide(r, subject.generation, AuthMethod::Bearer, access, true, now_ns)
+        self.decide(r, subject.client_id, subject.generation, AuthMethod::Bearer, access, true, now_ns)
     }
 
     fn verify_token(&self, token: &str, now_secs: i64) -> Result<TokenSubject, AuthError> {
@@ -682,18 +776,15 @@ impl Authenticator {
         })
     }
 
-    /// The credential and its account, from the caches or the store. Each epoch is read before
-    /// what it guards.
-    async fn resolve(&self, cid: ClientId) -> Result<Resolved, AuthError> {
-        let cred_epoch = self.epochs[cid.stripe()].load(Ordering::SeqCst);
+    /// The credential (generation `generation`) and its account, from the caches or the store.
+    /// Each epoch is read before what it guards.
+    async fn resolve(&self, cid: ClientId, generation: u32) -> Result<Resolved, AuthError> {
+        let cred_epoch = self.epoch(&cid).load(Ordering::SeqCst);
         let cred = self.credential(cid).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownCredential))?;
-        let account_epoch = self.epochs[cred.account_id.stripe()].load(Ordering::SeqCst);
+        let account_epoch = self.epoch(&cred.account_id).load(Ordering::SeqCst);
         let account =
             self.account(cred.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
-        let limits = self.limiter.applied(&cred, &account);
-        let credits = self.credits.charged(&cred, &account);
-        let profile = Arc::new(Profile::of(&cred));
-        Ok(Resolved { cred, account, epochs: (cred_epoch, account_epoch), limits, credits, profile })
+        Ok(self.resolved(cred, generation, account, (cred_epoch, account_epoch)))
     }
 
     /// Whether generation `generation` of the resolved credential lets a request in, then whether
@@ -702,25 +793,29 @@ impl Authenticator {
     /// or shared rate limits need a round trip first ([`Decided::Credits`], [`Decided::Lease`],
     /// see [`Self::finish`]).
     /// `now_ns`: the request's clock reading (Unix ns).
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         r: &Resolved,
+        cid: ClientId,
         generation: u32,
         method: AuthMethod,
         access: &Access<'_>,
         charge: bool,
         now_ns: u64,
     ) -> Decided {
-        let (cred, account) = (&*r.cred, &r.account);
-        let cid = cred.client_id;
         // The limiter counts in nanoseconds, the rest in milliseconds.
         let now = (now_ns / 1_000_000) as i64;
-        if let Err(refused) = decide::decide(cred, generation, account, now) {
+        if let Err(refused) = r.standing.at(now) {
             // The credential is known: its usage counts the refusal (revoked, rotated out, banned).
             self.usage.record_outcome(cid, now, refused.code().as_u32(), 0);
             return Decided::Done(Err(refused.into()));
         }
-        if let Err(denial) = decide::access(cred, account, access.client_ip, access.require) {
+        let allowed = match &r.rich {
+            Some(rich) => decide::access(&rich.cred, &rich.account, access.client_ip, access.require),
+            None => decide::access_to(&Default::default(), &[], &[], access.client_ip, access.require),
+        };
+        if let Err(denial) = allowed {
             self.usage.record_outcome(cid, now, 1009, 0);
             let required = match denial {
                 Denial::Permission => access.require.map(ToString::to_string),
@@ -729,28 +824,28 @@ impl Authenticator {
             return Decided::Done(Err(AuthError::Denied(Box::new(Denied { denial, required }))));
         }
         let identity = Identity {
-            account_id: account.id,
-            uid: account.uid,
+            account_id: r.account_id,
+            uid: r.uid,
             client_id: cid,
             method,
             ratelimits: Vec::new(),
             credits_remaining: None,
-            profile: r.profile.clone(),
+            profile: r.profile(),
         };
-        let v = Verified { identity, generation, account: account.clone(), expires_at: cred.expires_at };
-        let reserved = match (&r.credits, charge) {
+        let v = Verified { identity, generation, expires_at: r.standing.expires_at() };
+        let reserved = match (r.credits(), charge) {
             (Some(charged), true) => match self.credits.try_reserve(charged, access.cost, now) {
                 Some(Ok(reserved)) => Some(reserved),
                 Some(Err(e)) => return Decided::Done(Err(self.not_charged(cid, e, now))),
                 None => {
-                    let limits = r.limits.clone();
+                    let limits = r.limits().cloned();
                     let cost = access.cost;
                     return Decided::Credits(Box::new(Charging { v, charged: charged.clone(), cost, limits }));
                 }
             },
             _ => None,
         };
-        self.limit(v, r.limits.as_ref(), reserved, now_ns)
+        self.limit(v, r.limits(), reserved, now_ns)
     }
 
     /// The rate-limit step, for a request that passed everything else (and was charged
@@ -879,8 +974,12 @@ impl Authenticator {
             return Err(AuthFailure::Missing.into());
         }
         let access = Access { cost: 0, require: None, client_ip };
-        let Verified { identity, generation, account, expires_at } =
+        let Verified { identity, generation, expires_at } =
             self.by_key(client_secret.trim(), Some(client_id.trim()), AuthMethod::ClientSecret, &access, false).await?;
+        // The claims name the account's email and first name, which a key's cache entry does
+        // not keep: from the accounts cache, or the store.
+        let account =
+            self.account(identity.account_id).await?.ok_or(AuthFailure::Invalid(InvalidReason::UnknownAccount))?;
         let now = now_ms() / 1000;
         // Rounded down to a whole second: the token is refused no later than the key.
         let exp = (now + self.settings.token_ttl.as_secs() as i64).min(expires_at.map_or(i64::MAX, |t| t / 1000));
@@ -917,6 +1016,37 @@ mod tests {
             return Err(AuthFailure::Invalid(InvalidReason::MalformedKey));
         }
         decide::presented(get(&header::AUTHORIZATION), get(&X_API_KEY), get(&X_CLIENT_ID), get(&X_CLIENT_SECRET))
+    }
+
+    /// What a cached key costs besides the table's ~8 bytes: its hash and entry, inline.
+    #[test]
+    fn a_key_entry_is_small() {
+        assert_eq!(std::mem::size_of::<Standing>(), 24);
+        assert!(std::mem::size_of::<Resolved>() <= 72, "{}", std::mem::size_of::<Resolved>());
+        let slot = std::mem::size_of::<([u8; 32], Option<SecretEntry>)>();
+        assert!(slot <= 120, "{slot}");
+    }
+
+    #[test]
+    fn stripes_grow_with_the_cache() {
+        assert_eq!(stripes_for(0), 64);
+        assert_eq!(stripes_for(1_000_000), 131_072);
+        assert_eq!(stripes_for(10_000_000), 2_097_152);
+        assert_eq!(stripes_for(u64::MAX), 1 << 22);
+        // Ids that differ only in a counter (as ids from one process do: time and process
+        // bytes the same) spread over the stripes, wherever the counter is.
+        let mask = stripes_for(1_000_000) as u64 - 1;
+        let mut seen = std::collections::HashSet::new();
+        let mut few = std::collections::HashSet::new();
+        for i in 0..10_000u64 {
+            let mut b = [0x5au8; 12];
+            b[9..].copy_from_slice(&i.to_be_bytes()[5..]);
+            let id: ClientId = b.iter().map(|x| format!("{x:02x}")).collect::<String>().parse().unwrap();
+            seen.insert(id.stripe_hash() & mask);
+            few.insert(id.stripe_hash() & 63);
+        }
+        assert_eq!(few.len(), 64);
+        assert!(seen.len() > 9_000, "{}", seen.len());
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! A small concurrent map with a size bound, for the authenticator's caches.
 //!
-//! Sharded `RwLock<HashTable>` (hashbrown's table with the hash given by the caller): a hit is one
-//! hash of the key (for the shard and the slot both) and one uncontended read lock, and an entry costs
-//! its key and value plus the hash table's slack — a few dozen bytes, where a general-purpose
-//! cache with admission sketches and recency lists costs several hundred. When a shard is full,
-//! inserting evicts one entry chosen by the table's hash order, i.e. at random: a miss costs a
-//! store query, never a wrong answer, so a simple policy is enough. Keys are hashed with foldhash
-//! (randomly seeded): they are HMAC outputs, server-generated ids and verified tokens, which a
-//! client cannot choose, so SipHash's flooding resistance would only cost time.
+//! Sharded `RwLock`s, each over a dense shard: the entries in a `Vec` and, beside it, a hashbrown
+//! `HashTable` of their `u32` positions (the hash given by the caller). A hit is one hash of the
+//! key (for the shard and the slot both), one uncontended read lock, a probe of the position table
+//! and one read of the entry. An entry costs its key and value and about 8 bytes of table: the
+//! table's slack (it is 44-88% full) is paid on 4-byte positions, not on the entries, which is
+//! what keeps a cached credential small (see the authenticator's `SecretEntry`). When a shard is
+//! full, inserting evicts one entry at a position picked by the new key's hash, i.e. at random: a
+//! miss costs a store query, never a wrong answer, so a simple policy is enough. Removing an entry
+//! moves the last one into its place. Keys are hashed with foldhash (randomly seeded): they are
+//! HMAC outputs, server-generated ids and verified tokens, which a client cannot choose, so
+//! SipHash's flooding resistance would only cost time.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
@@ -18,11 +21,49 @@ use hashbrown::HashTable;
 
 const SHARDS: usize = 32;
 
-/// One shard: a table of (key, value) pairs under its lock.
-type Shard<K, V> = RwLock<HashTable<(K, V)>>;
+/// One shard: its entries, densely, and their positions by hash.
+struct Shard<K, V> {
+    positions: HashTable<u32>,
+    entries: Vec<(K, V)>,
+}
+
+impl<K, V> Shard<K, V> {
+    fn new() -> Self {
+        Self { positions: HashTable::new(), entries: Vec::new() }
+    }
+
+    fn find<Q>(&self, h: u64, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let entries = &self.entries;
+        self.positions.find(h, |&i| entries[i as usize].0.borrow() == key).map(|&i| i as usize)
+    }
+
+    /// Removes the entry at `pos` (whose key hashes to `h`); the last entry takes its place.
+    fn remove_at(&mut self, h: u64, pos: usize, hash: impl Fn(&K) -> u64) {
+        if let Ok(e) = self.positions.find_entry(h, |&i| i as usize == pos) {
+            e.remove();
+        }
+        let last = self.entries.len() - 1;
+        if pos != last {
+            let lh = hash(&self.entries[last].0);
+            if let Some(p) = self.positions.find_mut(lh, |&i| i as usize == last) {
+                *p = pos as u32;
+            }
+        }
+        self.entries.swap_remove(pos);
+    }
+
+    fn clear(&mut self) {
+        self.positions.clear();
+        self.entries.clear();
+    }
+}
 
 pub struct BoundedCache<K, V> {
-    shards: Box<[Shard<K, V>]>,
+    shards: Box<[RwLock<Shard<K, V>>]>,
     per_shard: usize,
     hasher: RandomState,
 }
@@ -30,9 +71,9 @@ pub struct BoundedCache<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
     /// A cache holding at most about `capacity` entries.
     pub fn new(capacity: u64) -> Self {
-        let per_shard = (capacity as usize).div_ceil(SHARDS).max(1);
+        let per_shard = (capacity as usize).div_ceil(SHARDS).clamp(1, u32::MAX as usize);
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect(),
             per_shard,
             hasher: RandomState::default(),
         }
@@ -44,11 +85,11 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         self.hasher.hash_one(key)
     }
 
-    fn read(&self, hash: u64) -> RwLockReadGuard<'_, HashTable<(K, V)>> {
+    fn read(&self, hash: u64) -> RwLockReadGuard<'_, Shard<K, V>> {
         self.shards[(hash >> 40) as usize % SHARDS].read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, HashTable<(K, V)>> {
+    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K, V>> {
         self.shards[(hash >> 40) as usize % SHARDS].write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -67,7 +108,8 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let h = self.hash(key);
-        self.read(h).find(h, |(k, _)| k.borrow() == key).map(|(_, v)| f(v))
+        let shard = self.read(h);
+        shard.find(h, key).map(|i| f(&shard.entries[i].1))
     }
 
     /// Changes the cached value in place, if there is one.
@@ -77,28 +119,27 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let h = self.hash(key);
-        if let Some((_, v)) = self.write(h).find_mut(h, |(k, _)| k.borrow() == key) {
-            f(v);
+        let mut shard = self.write(h);
+        if let Some(i) = shard.find(h, key) {
+            f(&mut shard.entries[i].1);
         }
     }
 
     pub fn insert(&self, key: K, value: V) {
         let h = self.hash(&key);
-        let mut table = self.write(h);
-        match table.find_mut(h, |(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => {
-                if table.len() >= self.per_shard
-                    && let Some(victim) = table.iter().next().map(|(k, _)| k.clone())
-                {
-                    let vh = self.hash(&victim);
-                    if let Ok(e) = table.find_entry(vh, |(k, _)| *k == victim) {
-                        e.remove();
-                    }
-                }
-                table.insert_unique(h, (key, value), |(k, _)| self.hash(k));
-            }
+        let mut shard = self.write(h);
+        if let Some(i) = shard.find(h, &key) {
+            shard.entries[i].1 = value;
+            return;
         }
+        if shard.entries.len() >= self.per_shard {
+            let victim = (h as usize) % shard.entries.len();
+            let vh = self.hash(&shard.entries[victim].0);
+            shard.remove_at(vh, victim, |k| self.hash(k));
+        }
+        let Shard { positions, entries } = &mut *shard;
+        positions.insert_unique(h, entries.len() as u32, |&i| self.hash(&entries[i as usize].0));
+        entries.push((key, value));
     }
 
     pub fn invalidate<Q>(&self, key: &Q)
@@ -107,8 +148,9 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let h = self.hash(key);
-        if let Ok(e) = self.write(h).find_entry(h, |(k, _)| k.borrow() == key) {
-            e.remove();
+        let mut shard = self.write(h);
+        if let Some(i) = shard.find(h, key) {
+            shard.remove_at(h, i, |k| self.hash(k));
         }
     }
 
@@ -119,7 +161,7 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len()).sum()
+        self.shards.iter().map(|s| s.read().unwrap_or_else(|p| p.into_inner()).entries.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -130,6 +172,7 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn bounded_and_consistent() {
@@ -147,5 +190,60 @@ mod tests {
         let s: BoundedCache<String, u8> = BoundedCache::new(10);
         s.insert("tok".into(), 1);
         assert_eq!(s.get("tok"), Some(1));
+    }
+
+    /// Random inserts, updates, removals and evictions against a `HashMap`: every key the cache
+    /// holds maps to what the model says (an eviction may only drop keys, never change them),
+    /// and the positions stay those of the entries.
+    #[test]
+    fn agrees_with_a_map_under_churn() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let c: BoundedCache<u64, u64> = BoundedCache::new(2_000);
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        for step in 0..200_000u64 {
+            let k = next() % 4_000;
+            match next() % 10 {
+                0..=5 => {
+                    c.insert(k, step);
+                    model.insert(k, step);
+                }
+                6 => {
+                    c.invalidate(&k);
+                    model.remove(&k);
+                }
+                7 => {
+                    c.update(&k, |v| *v += 1);
+                    if let Some(v) = model.get_mut(&k)
+                        && c.get(&k).is_some()
+                    {
+                        *v += 1;
+                    }
+                }
+                _ => {
+                    if let Some(v) = c.get(&k) {
+                        assert_eq!(Some(&v), model.get(&k), "key {k} at step {step}");
+                    }
+                }
+            }
+            if step % 10_000 == 0 {
+                c.invalidate_all();
+                model.clear();
+            }
+        }
+        assert!(c.len() <= 2_000 + SHARDS);
+        for s in c.shards.iter() {
+            let s = s.read().unwrap();
+            assert_eq!(s.positions.len(), s.entries.len());
+            for (i, (k, v)) in s.entries.iter().enumerate() {
+                assert_eq!(s.find(c.hash(k), k), Some(i));
+                assert_eq!(model.get(k), Some(v));
+            }
+        }
     }
 }
