@@ -3,7 +3,9 @@
 //! - start-up time of a node (no preload: the cache fills on demand);
 //! - cold-miss verification latency (each request's credential not cached yet);
 //! - warm-cache verification latency (the same credentials again);
-//! - memory per cached credential (RSS growth over the cold pass / credentials cached).
+//! - memory per cached credential: with `--fill` (the default) every credential is verified, so
+//!   cached, and RSS growth is divided by the credentials cached; the caches' own tables are
+//!   counted too (`Authenticator::cache_table_bytes`), so the allocator's share shows.
 //!
 //! `cargo run --release -p keygate-bench --bin pg_scale -- --database-url postgres://postgres@127.0.0.1/kgbench`
 
@@ -18,6 +20,10 @@ use keygate_core::key::{API_KEY_PREFIX, RANDOM_LEN, with_checksum};
 use keygate_core::{AccountId, ClientId, MasterKey};
 use keygate_server::{Application, Config};
 use rand::{Rng, SeedableRng};
+
+/// The allocator the keygate binary uses, so that memory is measured as users run it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 struct Args {
@@ -209,7 +215,8 @@ async fn main() -> anyhow::Result<()> {
     let rss_after = rss_kib();
     let per = (rss_after.saturating_sub(rss_before) * 1024) as f64 / sample.len() as f64;
     println!(
-        "memory: RSS {} KiB at start ({} KiB before the node), +{} KiB for {} cached credentials = {:.0} bytes each",
+        "memory: RSS {} KiB at start ({} KiB before the node), +{} KiB for {} cached credentials = {:.0} bytes each \
+             (a small sample: mostly the allocator's first reservations; --fill gives the figure per credential)",
         rss_before,
         rss_before_start,
         rss_after.saturating_sub(rss_before),
@@ -273,8 +280,24 @@ async fn main() -> anyhow::Result<()> {
             rss_full,
             rss_full.saturating_sub(rss_before)
         );
+        // The allocator returns freed memory (the tables' earlier, smaller buffers, the loads'
+        // states) to the system after a delay: RSS once it has settled.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let rss_settled = rss_kib();
+        println!(
+            "after 5 s idle: RSS {rss_settled} KiB = {:.0} bytes per credential",
+            (rss_settled.saturating_sub(rss_before) * 1024) as f64 / n as f64
+        );
+        let tables = auth.cache_table_bytes();
+        println!(
+            "of which the caches' tables: {} KiB = {:.0} bytes per credential (the rest: allocator \
+             and what loads left behind)",
+            tables / 1024,
+            tables as f64 / n as f64
+        );
         result += &format!(
-            " full_warm_p50_ns={} full_warm_p99_ns={} bytes_per_credential={per_full:.0} rss_full_mib={}",
+            " table_bytes_per_credential={:.0} full_warm_p50_ns={} full_warm_p99_ns={} bytes_per_credential={per_full:.0} rss_full_mib={}",
+            tables as f64 / n as f64,
             full50.as_nanos(),
             full99.as_nanos(),
             rss_full / 1024

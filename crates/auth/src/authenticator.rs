@@ -19,7 +19,7 @@
 
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -175,7 +175,7 @@ impl Stripe for AccountId {
 }
 
 /// How many invalidation stripes a cache of `capacity` entries gets: about one per 8 entries
-/// (a power of two, 64 to 4M: 8 bytes each), so that an invalidation makes few other entries
+/// (a power of two, 64 to 4M: 4 bytes each), so that an invalidation makes few other entries
 /// look stale (each such entry costs one store query on its next use).
 fn stripes_for(capacity: u64) -> usize {
     ((capacity / 8) as usize).clamp(64, 1 << 22).next_power_of_two()
@@ -237,7 +237,9 @@ struct Resolved {
     standing: Standing,
     account_id: AccountId,
     uid: i64,
-    epochs: (u64, u64),
+    /// 32 bits: a stripe would have to move 2^32 times between a read and a check to look
+    /// unchanged.
+    epochs: (u32, u32),
     /// What only some credentials have (`None`: none of it).
     rich: Option<Arc<Rich>>,
 }
@@ -387,7 +389,7 @@ pub struct Authenticator {
     tokens: Cache<String, TokenEntry>,
     /// Invalidation counters, striped by key ([`stripes_for`]): an invalidation bumps its key's
     /// stripe (or all of them); a load that sees its stripe move meanwhile does not keep its result.
-    epochs: Box<[AtomicU64]>,
+    epochs: Box<[AtomicU32]>,
     /// Bumped before every stripe is: a load that sees it unchanged saw no invalidation at all.
     changes: AtomicU64,
     pub stats: CacheStats,
@@ -414,7 +416,7 @@ impl Authenticator {
             credentials: Cache::new(capacity),
             accounts: Cache::new(capacity),
             tokens: Cache::new(capacity),
-            epochs: (0..stripes_for(capacity)).map(|_| AtomicU64::new(0)).collect(),
+            epochs: (0..stripes_for(capacity)).map(|_| AtomicU32::new(0)).collect(),
             changes: AtomicU64::new(0),
             stats: CacheStats::default(),
             usage: Arc::default(),
@@ -501,6 +503,17 @@ impl Authenticator {
         }
     }
 
+    /// The bytes the caches' tables and the invalidation stripes take (not what cached values
+    /// point to: a key's entry is inline unless the key has limits, credits, permissions,
+    /// allowlists, a name or metadata). For measuring memory against RSS.
+    pub fn cache_table_bytes(&self) -> usize {
+        self.secrets.table_bytes()
+            + self.credentials.table_bytes()
+            + self.accounts.table_bytes()
+            + self.tokens.table_bytes()
+            + self.epochs.len() * std::mem::size_of::<AtomicU32>()
+    }
+
     /// Drops everything (used when the change feed cannot tell what was missed).
     pub fn invalidate_all(&self) {
         self.changes.fetch_add(1, Ordering::SeqCst);
@@ -520,7 +533,7 @@ impl Authenticator {
     }
 
     /// The invalidation counter of `key`'s stripe.
-    fn epoch(&self, key: &impl Stripe) -> &AtomicU64 {
+    fn epoch(&self, key: &impl Stripe) -> &AtomicU32 {
         &self.epochs[key.stripe_hash() as usize & (self.epochs.len() - 1)]
     }
 
@@ -589,7 +602,7 @@ impl Authenticator {
         cred: Arc<CredentialState>,
         generation: u32,
         account: Arc<AccountState>,
-        epochs: (u64, u64),
+        epochs: (u32, u32),
     ) -> Resolved {
         let standing = Standing::of(&cred, generation, &account);
         let limits = self.limiter.applied(&cred, &account);
@@ -610,7 +623,7 @@ impl Authenticator {
     /// Caches `value` unless `key`'s stripe moved since `before` (an invalidation raced the load).
     /// Taking a value back bumps the stripe again: whatever was read from the cache meanwhile
     /// (the stale value) must not pass for current (see [`Resolved`]).
-    fn insert_checked<K, V>(&self, cache: &Cache<K, V>, key: K, value: V, before: u64)
+    fn insert_checked<K, V>(&self, cache: &Cache<K, V>, key: K, value: V, before: u32)
     where
         K: Hash + Eq + Send + Sync + Clone + Stripe + 'static,
         V: Clone + Send + Sync + 'static,
@@ -1022,9 +1035,9 @@ mod tests {
     #[test]
     fn a_key_entry_is_small() {
         assert_eq!(std::mem::size_of::<Standing>(), 24);
-        assert!(std::mem::size_of::<Resolved>() <= 72, "{}", std::mem::size_of::<Resolved>());
+        assert!(std::mem::size_of::<Resolved>() <= 64, "{}", std::mem::size_of::<Resolved>());
         let slot = std::mem::size_of::<([u8; 32], Option<SecretEntry>)>();
-        assert!(slot <= 120, "{slot}");
+        assert!(slot <= 112, "{slot}");
     }
 
     #[test]

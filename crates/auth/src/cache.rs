@@ -138,6 +138,11 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
             shard.remove_at(vh, victim, |k| self.hash(k));
         }
         let Shard { positions, entries } = &mut *shard;
+        if entries.len() == entries.capacity() {
+            // Doubling, but never past the bound: a full shard holds no spare entries.
+            let room = self.per_shard.saturating_sub(entries.len()).max(1);
+            entries.reserve_exact(entries.len().max(4).min(room));
+        }
         positions.insert_unique(h, entries.len() as u32, |&i| self.hash(&entries[i as usize].0));
         entries.push((key, value));
     }
@@ -166,6 +171,18 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes its tables take (entries, with their spare capacity, and position tables),
+    /// not counting what values point to.
+    pub fn table_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.read().unwrap_or_else(|p| p.into_inner());
+                s.entries.capacity() * std::mem::size_of::<(K, V)>() + s.positions.allocation_size()
+            })
+            .sum()
     }
 }
 
