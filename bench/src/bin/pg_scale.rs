@@ -237,6 +237,9 @@ async fn main() -> anyhow::Result<()> {
         // 10 s as a node does, so what stays is the cache.
         let t = Instant::now();
         let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // RSS when half are cached: the growth from there on is what each credential costs,
+        // without what a node takes once (connections, the allocator's first reservations).
+        let half = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let n = args.credentials;
         let flusher = {
             let (auth, store) = (auth.clone(), store.clone());
@@ -249,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let workers: Vec<_> = (0..args.concurrency)
             .map(|_| {
-                let (auth, next) = (auth.clone(), next.clone());
+                let (auth, next, half) = (auth.clone(), next.clone(), half.clone());
                 tokio::spawn(async move {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -259,6 +262,9 @@ async fn main() -> anyhow::Result<()> {
                         auth.authenticate(&headers(i)).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
                         if (i + 1).is_multiple_of(1_000_000) {
                             println!("fill: {} credentials ({:.0?}), RSS {} MiB", i + 1, t.elapsed(), rss_kib() / 1024);
+                        }
+                        if i + 1 == n / 2 {
+                            half.store(rss_kib(), std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                 })
@@ -288,6 +294,9 @@ async fn main() -> anyhow::Result<()> {
             "after 5 s idle: RSS {rss_settled} KiB = {:.0} bytes per credential",
             (rss_settled.saturating_sub(rss_before) * 1024) as f64 / n as f64
         );
+        let rss_half = half.load(std::sync::atomic::Ordering::Relaxed);
+        let marginal = (rss_full.saturating_sub(rss_half) * 1024) as f64 / (n - n / 2) as f64;
+        println!("from half to all cached: RSS {rss_half} -> {rss_full} KiB = {marginal:.0} bytes per credential");
         let tables = auth.cache_table_bytes();
         println!(
             "of which the caches' tables: {} KiB = {:.0} bytes per credential (the rest: allocator \
@@ -296,7 +305,7 @@ async fn main() -> anyhow::Result<()> {
             tables as f64 / n as f64
         );
         result += &format!(
-            " table_bytes_per_credential={:.0} full_warm_p50_ns={} full_warm_p99_ns={} bytes_per_credential={per_full:.0} rss_full_mib={}",
+            " marginal_bytes_per_credential={marginal:.0} table_bytes_per_credential={:.0} full_warm_p50_ns={} full_warm_p99_ns={} bytes_per_credential={per_full:.0} rss_full_mib={}",
             tables as f64 / n as f64,
             full50.as_nanos(),
             full99.as_nanos(),
