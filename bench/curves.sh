@@ -22,7 +22,7 @@ for size in $SIZES; do
   [[ $size == *:sample ]] && fill=false
   echo "== $n credentials (fill $fill)" >&2
   # A run seeds up to N if the database has fewer, and uses the first N if it has more.
-  ./target/release/pg_scale --database-url "$DATABASE_URL" --credentials "$n" --fill "$fill" | tee /dev/stderr |
+  ./target/release/pg_scale --database-url "$DATABASE_URL" --credentials "$n" --fill "$fill" | tee -a /dev/stderr |
     grep '^RESULT' >>"$OUT.new"
 done
 mv "$OUT.new" "$OUT"
