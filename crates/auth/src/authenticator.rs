@@ -155,13 +155,6 @@ fn mix_id(b: &[u8; 12]) -> u64 {
     mix(low ^ u64::from(high).rotate_left(32))
 }
 
-impl Stripe for [u8; 32] {
-    fn stripe_hash(&self) -> u64 {
-        // A keyed hash already: its first bytes are uniform.
-        u64::from_le_bytes(self[..8].try_into().expect("8 bytes"))
-    }
-}
-
 impl Stripe for ClientId {
     fn stripe_hash(&self) -> u64 {
         mix_id(self.as_bytes())
