@@ -34,7 +34,7 @@ use keygate_core::{AccountId, ClientId, SecretHash, SecretHasher};
 use keygate_store::{Entity, Store, StoreError, now_ms};
 use subtle::ConstantTimeEq;
 
-use crate::cache::BoundedCache as Cache;
+use crate::cache::{BoundedCache as Cache, fmix64};
 use crate::credits::{Charged, CreditError, CreditSettings, Credits, Reserved};
 use crate::identity::{Identity, Profile, X_API_KEY, X_CLIENT_ID, X_CLIENT_SECRET};
 use crate::ratelimit::{Admit, Applied, Limited, Limiter, Need};
@@ -138,21 +138,12 @@ trait Stripe {
     fn stripe_hash(&self) -> u64;
 }
 
-/// A 64-bit finalizer (MurmurHash3's fmix64): every input bit reaches every output bit, so ids
-/// that differ only in a counter, in any byte, spread over the stripes.
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
-/// A 12-byte id's stripe hash: all of its bytes (time, process and counter parts) mixed.
+/// A 12-byte id's stripe hash: all of its bytes (time, process and counter parts) mixed
+/// ([`fmix64`]: ids that differ only in a counter, in any byte, spread over the stripes).
 fn mix_id(b: &[u8; 12]) -> u64 {
     let low = u64::from_le_bytes(b[4..].try_into().expect("8 bytes"));
     let high = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
-    mix(low ^ u64::from(high).rotate_left(32))
+    fmix64(low ^ u64::from(high).rotate_left(32))
 }
 
 impl Stripe for ClientId {
@@ -372,14 +363,16 @@ pub struct Authenticator {
     /// When the change feed was last followed successfully (Unix ms).
     feed_ok_ms: AtomicI64,
     /// Key hash -> what it is and resolved to: all a key's requests read.
-    secrets: Cache<[u8; 32], Option<SecretEntry>>,
+    /// By the key's HMAC, which is its own hash ([`crate::cache::PreHashed`]).
+    secrets: Cache<[u8; 32], Option<SecretEntry>, crate::cache::PreHashed>,
     /// Credentials and accounts as tokens and getToken need them (a key's load does not fill
     /// them: its entry holds what it needs).
     credentials: Cache<ClientId, Option<Arc<CredentialState>>>,
     accounts: Cache<AccountId, Option<Arc<AccountState>>>,
     /// Tokens whose signature, algorithm and key id were verified, with what they say. Only the
     /// signature check is skipped on a hit: expiry, credential and account are checked each time.
-    tokens: Cache<String, TokenEntry>,
+    /// By the token, hashed by its signature's last characters ([`crate::cache::PreHashed`]).
+    tokens: Cache<String, TokenEntry, crate::cache::PreHashed>,
     /// Invalidation counters, striped by key ([`stripes_for`]): an invalidation bumps its key's
     /// stripe (or all of them); a load that sees its stripe move meanwhile does not keep its result.
     epochs: Box<[AtomicU32]>,
@@ -700,8 +693,9 @@ impl Authenticator {
         charge: bool,
     ) -> Result<Verified, AuthError> {
         let invalid = |r| AuthError::Refused(AuthFailure::Invalid(r));
-        // Checked in place: no copy of the key is made.
-        keygate_core::key::check(keygate_core::key::API_KEY_PREFIX, key)
+        // Checked in place: no copy of the key is made. Its checksum only on a miss, before the
+        // store is asked: a key found among known ones is one that was made with a right one.
+        keygate_core::key::check_shape(keygate_core::key::API_KEY_PREFIX, key)
             .map_err(|_| invalid(InvalidReason::MalformedKey))?;
         let hash = self.hasher.hash(key);
         // One clock read for the cache's trust and the decision (the limiter counts in ns).
@@ -718,14 +712,31 @@ impl Authenticator {
             });
             if let Some(Some(decided)) = fast {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return self.finish(decided).await;
+                return match decided {
+                    Decided::Done(result) => result,
+                    waits => Box::pin(self.finish(waits)).await,
+                };
             }
         }
-        // Not cached, stale, or the cache is not trusted: one store query. The same path whether
-        // the clientId is unknown or the secret is wrong: one hash, one lookup, one constant-time
-        // comparison of the 24 characters.
+        // Boxed: the warm path above does not carry the store query's state (a smaller future
+        // for every request to move).
+        keygate_core::key::check_sum(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
+        Box::pin(self.by_key_loaded(hash, client_id, method, access, charge)).await
+    }
+
+    /// Not cached, stale, or the cache is not trusted: one store query. The same path whether
+    /// the clientId is unknown or the secret is wrong: one hash, one lookup, one constant-time
+    /// comparison of the 24 characters.
+    async fn by_key_loaded(
+        &self,
+        hash: SecretHash,
+        client_id: Option<&str>,
+        method: AuthMethod,
+        access: &Access<'_>,
+        charge: bool,
+    ) -> Result<Verified, AuthError> {
         let (cid, generation, resolved) =
-            self.load_key(hash).await?.ok_or_else(|| invalid(InvalidReason::UnknownKey))?;
+            self.load_key(hash).await?.ok_or(AuthError::Refused(AuthFailure::Invalid(InvalidReason::UnknownKey)))?;
         check_pair(client_id, cid)?;
         self.finish(self.decide(&resolved, cid, generation, method, access, charge, crate::ratelimit::now_ns())).await
     }
@@ -749,7 +760,10 @@ impl Authenticator {
             // Decided from the cache entry alone (or expired).
             Some(Err(decided)) => {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return self.finish(decided).await.map(|v| v.identity);
+                return match decided {
+                    Decided::Done(result) => result.map(|v| v.identity),
+                    waits => Box::pin(self.finish(waits)).await.map(|v| v.identity),
+                };
             }
             Some(Ok(subject)) => subject,
             None => {
@@ -758,6 +772,18 @@ impl Authenticator {
                 s
             }
         };
+        // Boxed, as in `by_key`: the warm path's future stays small.
+        Box::pin(self.by_token_loaded(token, subject, access)).await
+    }
+
+    /// A token whose credential and account are not cached with it (or are stale): resolved from
+    /// the caches or the store, then decided.
+    async fn by_token_loaded(
+        &self,
+        token: &str,
+        subject: TokenSubject,
+        access: &Access<'_>,
+    ) -> Result<Identity, AuthError> {
         let r = self.resolve(subject.client_id, subject.generation).await?;
         self.tokens.update(token, |t| t.resolved = Some(r.clone()));
         self.finish(self.token_decision(&subject, &r, access, crate::ratelimit::now_ns())).await.map(|v| v.identity)

@@ -10,7 +10,8 @@
 //! miss costs a store query, never a wrong answer, so a simple policy is enough. Removing an entry
 //! moves the last one into its place. Keys are hashed with foldhash (randomly seeded): they are
 //! HMAC outputs, server-generated ids and verified tokens, which a client cannot choose, so
-//! SipHash's flooding resistance would only cost time.
+//! SipHash's flooding resistance would only cost time. Keys that are themselves keyed hashes (the
+//! HMAC of an API key) are not hashed again: [`PreHashed`] takes their first 8 bytes.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
@@ -62,21 +63,59 @@ impl<K, V> Shard<K, V> {
     }
 }
 
-pub struct BoundedCache<K, V> {
-    shards: Box<[RwLock<Shard<K, V>>]>,
-    per_shard: usize,
-    hasher: RandomState,
+/// For keys that end in at least 8 bytes no client can choose or predict: the HMAC-SHA-256 of an
+/// API key, and a verified token (HS256: its last 8 characters are 48 bits of its signature).
+/// The hash is those last 8 bytes, mixed (fmix64) so that ASCII bytes fill all 64 bits. A lookup
+/// with a made-up token hashes where the attacker chooses, but only probes: the entries in the
+/// table are verified tokens, whose hashes are the signatures'. What else is written (the length
+/// prefix of a slice, the 0xff a `str` ends with) is ignored; shorter writes are folded in.
+#[derive(Default, Clone, Copy)]
+pub struct PreHashed;
+
+#[derive(Default)]
+pub struct PreHashedHasher(u64);
+
+impl BuildHasher for PreHashed {
+    type Hasher = PreHashedHasher;
+    fn build_hasher(&self) -> PreHashedHasher {
+        PreHashedHasher(0)
+    }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
+impl std::hash::Hasher for PreHashedHasher {
+    fn finish(&self) -> u64 {
+        fmix64(self.0)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        match bytes.last_chunk::<8>() {
+            Some(tail) => self.0 = u64::from_le_bytes(*tail),
+            None => self.0 = bytes.iter().fold(self.0, |h, &b| h.rotate_left(8) ^ b as u64),
+        }
+    }
+    fn write_u8(&mut self, _end: u8) {}
+    fn write_usize(&mut self, _len: usize) {}
+}
+
+/// A 64-bit finalizer (MurmurHash3's fmix64): every input bit reaches every output bit.
+pub fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+pub struct BoundedCache<K, V, S = RandomState> {
+    shards: Box<[RwLock<Shard<K, V>>]>,
+    per_shard: usize,
+    hasher: S,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> BoundedCache<K, V, S> {
     /// A cache holding at most about `capacity` entries.
     pub fn new(capacity: u64) -> Self {
         let per_shard = (capacity as usize).div_ceil(SHARDS).clamp(1, u32::MAX as usize);
-        Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect(),
-            per_shard,
-            hasher: RandomState::default(),
-        }
+        Self { shards: (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect(), per_shard, hasher: S::default() }
     }
 
     /// A key's hash, made once per call: it picks the shard (bits 40-44, which the table itself
@@ -191,9 +230,37 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// A key ending in a keyed hash hashes to its last 8 bytes (mixed): the same for an array
+    /// and a slice of it, and for a `String` and the `str` it is looked up by; caches keyed so
+    /// work as ones hashed with foldhash.
+    #[test]
+    fn prehashed_keys_hash_to_their_last_bytes() {
+        let mut key = [0u8; 32];
+        key.iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8).wrapping_mul(37) ^ 0x5a);
+        let want = fmix64(u64::from_le_bytes(key[24..].try_into().unwrap()));
+        assert_eq!(PreHashed.hash_one(key), want);
+        assert_eq!(PreHashed.hash_one(&key[..]), want);
+        let token = "eyJhbGciOiJIUzI1NiJ9.e30.Xj2fK0aQ9bZ3pL7mN1sT4uV6wY8cD5eG2hI0kJ9oR3q".to_owned();
+        assert_eq!(PreHashed.hash_one(&token), PreHashed.hash_one(token.as_str()));
+        assert_ne!(PreHashed.hash_one("short"), PreHashed.hash_one("shorT"));
+        let c: BoundedCache<[u8; 32], u32, PreHashed> = BoundedCache::new(1_000);
+        let t: BoundedCache<String, u32, PreHashed> = BoundedCache::new(1_000);
+        for i in 0..2_000u32 {
+            let mut k = key;
+            k[24..28].copy_from_slice(&i.wrapping_mul(0x9e37_79b9).to_le_bytes());
+            k[28..].copy_from_slice(&(i ^ 0xdead).wrapping_mul(0x85eb_ca6b).to_le_bytes());
+            c.insert(k, i);
+            assert_eq!(c.get(&k), Some(i));
+            let tok = format!("{token}{i:08}");
+            t.insert(tok.clone(), i);
+            assert_eq!(t.get(tok.as_str()), Some(i));
+        }
+        assert!(c.len() <= 1_000 + SHARDS && t.len() <= 1_000 + SHARDS);
+    }
+
     #[test]
     fn bounded_and_consistent() {
-        let c = BoundedCache::new(64);
+        let c: BoundedCache<u32, u32> = BoundedCache::new(64);
         for i in 0..1000u32 {
             c.insert(i, i * 2);
             assert_eq!(c.get(&i), Some(i * 2), "a fresh insert is visible");
