@@ -718,9 +718,10 @@ impl Authenticator {
                 };
             }
         }
+        // Not among known keys: its checksum before the store is asked.
+        keygate_core::key::check_sum(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
         // Boxed: the warm path above does not carry the store query's state (a smaller future
         // for every request to move).
-        keygate_core::key::check_sum(key).map_err(|_| invalid(InvalidReason::MalformedKey))?;
         Box::pin(self.by_key_loaded(hash, client_id, method, access, charge)).await
     }
 
