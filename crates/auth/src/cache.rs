@@ -10,8 +10,9 @@
 //! miss costs a store query, never a wrong answer, so a simple policy is enough. Removing an entry
 //! moves the last one into its place. Keys are hashed with foldhash (randomly seeded): they are
 //! HMAC outputs, server-generated ids and verified tokens, which a client cannot choose, so
-//! SipHash's flooding resistance would only cost time. Keys that are themselves keyed hashes (the
-//! HMAC of an API key) are not hashed again: [`PreHashed`] takes their first 8 bytes.
+//! SipHash's flooding resistance would only cost time. Keys that end in a keyed hash (the HMAC
+//! of an API key, a verified token's signature) are not hashed again: [`PreHashed`] mixes their
+//! last 8 bytes.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};

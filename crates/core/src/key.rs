@@ -87,10 +87,14 @@ pub fn check_shape(prefix: &str, s: &str) -> Result<(), KeyFormatError> {
     Ok(())
 }
 
-/// The checksum of a key that passed [`check_shape`].
+/// The checksum of a key that passed [`check_shape`] (any other string gets an error, never a
+/// panic).
 pub fn check_sum(s: &str) -> Result<(), KeyFormatError> {
     if s.len() != KEY_LEN {
         return Err(KeyFormatError::Length);
+    }
+    if !s.is_char_boundary(KEY_LEN - CHECKSUM_LEN) {
+        return Err(KeyFormatError::Charset);
     }
     let (body, sum) = s.split_at(KEY_LEN - CHECKSUM_LEN);
     if checksum(body) != sum.as_bytes() {
@@ -166,6 +170,10 @@ mod tests {
         let mut bad = s.to_owned();
         bad.replace_range(10..11, "-");
         assert_eq!(ApiKey::parse(&bad), Err(KeyFormatError::Charset));
+        // 32 bytes whose checksum would start inside a character.
+        let split = format!("{}\u{e9}{}", "a".repeat(25), "a".repeat(5));
+        assert_eq!(split.len(), KEY_LEN);
+        assert_eq!(check_sum(&split), Err(KeyFormatError::Charset));
     }
 
     proptest! {
@@ -179,10 +187,11 @@ mod tests {
             prop_assert!(ApiKey::parse(&s).is_err());
         }
 
-        /// Arbitrary strings never panic the parser.
+        /// Arbitrary strings never panic the parser, nor the checksum check alone.
         #[test]
         fn parser_total(s in ".{0,64}") {
             let _ = ApiKey::parse(&s);
+            let _ = check_sum(&s);
         }
 
         /// The shape, then the checksum, decide as the whole check does (the authenticator
